@@ -20,7 +20,7 @@ enum class DType : uint8_t { kF32, kBF16, kF16, kF8E4M3 };
 // Bytes per element.
 size_t dtype_size(DType dtype);
 // Canonical short name: "f32", "bf16", "f16", "f8e4m3".
-std::string_view dtype_name(DType dtype);
+const char* dtype_name(DType dtype);
 // Accepts the canonical names and common aliases ("fp32", "float32", "bfloat16", ...).
 absl::StatusOr<DType> parse_dtype(std::string_view name);
 

@@ -1,0 +1,18 @@
+// Registration of the CLI's verbs. Each command returns the process exit code:
+// 0 success, 1 failure (message on stderr), 2 bad usage.
+#pragma once
+
+#include <functional>
+#include <memory>
+
+#include "CLI/CLI.hpp"
+
+namespace interlace::cli {
+
+// A command's body, run after parsing when its subcommand was chosen.
+using Action = std::function<int()>;
+
+void add_model_commands(CLI::App& app, Action& action);
+void add_bench_commands(CLI::App& app, Action& action);
+
+}  // namespace interlace::cli

@@ -1,0 +1,36 @@
+// interlace: the command-line entry point. `interlace <verb> [noun] --help`
+// describes every command.
+#include <cstdio>
+
+#include "commands.h"
+#include "spdlog/cfg/env.h"
+#include "spdlog/spdlog.h"
+
+int main(int argc, char** argv) {
+  spdlog::set_pattern("%^%l%$: %v");
+  spdlog::cfg::load_env_levels();  // SPDLOG_LEVEL=debug for more detail
+  CLI::App app{
+      "Interlace: RL rollout and training for full-attention and hybrid (lightning + softmax) "
+      "language models.\n\nExamples:\n"
+      "  interlace model init --config examples/models/tiny-hybrid.json --out /tmp/tiny\n"
+      "  interlace model generate --model /tmp/tiny --prompt 'Hello' --max-new-tokens 32\n"
+      "  interlace model score --model /tmp/tiny --input tokens.jsonl\n"
+      "  interlace bench decode -o json\n",
+      "interlace"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "interlace 0.1.0");
+  interlace::cli::Action action;
+  interlace::cli::add_model_commands(app, action);
+  interlace::cli::add_bench_commands(app, action);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int code = app.exit(e);
+    return code == 0 ? 0 : 2;
+  }
+  if (!action) {
+    std::fprintf(stderr, "error: nothing to do; see interlace --help\n");
+    return 2;
+  }
+  return action();
+}

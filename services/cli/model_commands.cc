@@ -1,0 +1,227 @@
+// interlace model init | score | generate
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "commands.h"
+#include "interlace/model/model.h"
+#include "interlace/model/model_init.h"
+#include "interlace/model/sampling.h"
+#include "interlace/model/tokenizer.h"
+#include "nlohmann/json.hpp"
+
+namespace interlace::cli {
+namespace {
+
+using model::Model;
+
+int fail(const std::string& message) {
+  std::fprintf(stderr, "error: %s\n", message.c_str());
+  return 1;
+}
+
+int fail(const absl::Status& status) { return fail(std::string(status.message())); }
+
+// Loads a model directory, with a message that names it when it is not one.
+absl::StatusOr<std::unique_ptr<Model>> open_model(const std::string& dir, const std::string& precision_name) {
+  if (!std::filesystem::is_directory(dir))
+    return absl::NotFoundError(absl::StrCat(dir, ": no such model directory (create one with "
+                                                 "`interlace model init --config CONFIG.json --out DIR`)"));
+  auto precision = model::parse_precision(precision_name);
+  if (!precision.ok()) return precision.status();
+  return Model::load(dir, *precision);
+}
+
+// One line of a token file: {"tokens": [...]}, every id inside the vocabulary.
+absl::StatusOr<std::vector<int32_t>> parse_tokens_line(const std::string& line, const std::string& where,
+                                                       int64_t vocab) {
+  nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+  if (j.is_discarded() || !j.is_object())
+    return absl::InvalidArgumentError(absl::StrCat(where, ": not a JSON object"));
+  auto it = j.find("tokens");
+  if (it == j.end() || !it->is_array())
+    return absl::InvalidArgumentError(absl::StrCat(where, ": needs a \"tokens\" array of token ids"));
+  std::vector<int32_t> tokens;
+  for (size_t i = 0; i < it->size(); ++i) {
+    const auto& t = (*it)[i];
+    if (!t.is_number_integer())
+      return absl::InvalidArgumentError(absl::StrCat(where, ": tokens[", i, "] is not an integer"));
+    const int64_t id = t.get<int64_t>();
+    if (id < 0 || id >= vocab)
+      return absl::InvalidArgumentError(absl::StrCat(where, ": tokens[", i, "] = ", id,
+                                                     " is outside the vocabulary [0, ", vocab, ")"));
+    tokens.push_back(static_cast<int32_t>(id));
+  }
+  return tokens;
+}
+
+struct InitArgs {
+  std::string config, out, dtype = "f32";
+  uint64_t seed = 0;
+};
+
+struct ScoreArgs {
+  std::string model, input, output, path = "prefill", precision = "fp32";
+};
+
+struct GenerateArgs {
+  std::string model, prompt, precision = "fp32";
+  int64_t max_new_tokens = 64;
+  float temperature = 1.0f;
+  uint64_t seed = 0;
+};
+
+int run_init(const InitArgs& a) {
+  auto dtype = core::parse_dtype(a.dtype);
+  if (!dtype.ok() || (*dtype != core::DType::kF32 && *dtype != core::DType::kBF16))
+    return fail(absl::StrCat("--dtype must be f32 or bf16, got '", a.dtype, "'"));
+  model::InitOptions o{.config_path = a.config, .out_dir = a.out, .seed = a.seed, .dtype = *dtype};
+  if (auto st = model::init_model_dir(o); !st.ok()) return fail(st);
+  auto config = model::load_config(a.out);
+  std::printf("wrote %s: %s, %lld layers, %.2fM parameters (%s)\n", a.out.c_str(),
+              model::architecture_name(config->architecture).c_str(),
+              static_cast<long long>(config->num_hidden_layers), config->parameter_count() / 1e6,
+              core::dtype_name(*dtype));
+  return 0;
+}
+
+int run_score(const ScoreArgs& a) {
+  model::ScorePath path;
+  if (a.path == "prefill") path = model::ScorePath::kPrefill;
+  else if (a.path == "decode") path = model::ScorePath::kDecode;
+  else return fail(absl::StrCat("--path must be prefill or decode, got '", a.path, "'"));
+  auto m = open_model(a.model, a.precision);
+  if (!m.ok()) return fail(m.status());
+  std::ifstream in(a.input);
+  if (!in) return fail(absl::StrCat(a.input, ": cannot open"));
+  // Validate the whole file before scoring anything, so bad input costs no compute.
+  std::vector<std::vector<int32_t>> rows;
+  std::string line;
+  int64_t line_no = 0, total_tokens = 0;
+  while (std::getline(in, line)) {
+    ++line_no;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    auto tokens = parse_tokens_line(line, absl::StrCat(a.input, ":", line_no), (*m)->vocab_size());
+    if (!tokens.ok()) return fail(tokens.status());
+    total_tokens += static_cast<int64_t>(tokens->size());
+    rows.push_back(std::move(*tokens));
+  }
+  if (rows.empty()) return fail(absl::StrCat(a.input, ": no token lines"));
+  std::ofstream file_out;
+  std::ostream* out = &std::cout;
+  if (!a.output.empty()) {
+    file_out.open(a.output, std::ios::trunc);
+    if (!file_out) return fail(absl::StrCat(a.output, ": cannot create"));
+    out = &file_out;
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  int64_t done_tokens = 0;
+  auto last_report = t0;
+  for (size_t r = 0; r < rows.size(); ++r) {
+    std::vector<float> lp = (*m)->score(rows[r], path);
+    nlohmann::json arr = nlohmann::json::array();
+    for (size_t i = 0; i < lp.size(); ++i) {
+      if (i == 0) arr.push_back(nullptr);
+      else arr.push_back(lp[i]);
+    }
+    *out << nlohmann::json{{"logprobs", arr}}.dump() << "\n";
+    done_tokens += static_cast<int64_t>(rows[r].size());
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_report > std::chrono::seconds(2) || (r + 1 == rows.size() && rows.size() > 1)) {
+      const double secs = std::chrono::duration<double>(now - t0).count();
+      std::fprintf(stderr, "\rscored %zu/%zu sequences, %lld tokens, %.0f tokens/s", r + 1, rows.size(),
+                   static_cast<long long>(done_tokens), done_tokens / std::max(secs, 1e-9));
+      last_report = now;
+    }
+  }
+  if (rows.size() > 1) std::fprintf(stderr, "\n");
+  out->flush();
+  if (!*out) return fail("writing the output failed");
+  return 0;
+}
+
+int run_generate(const GenerateArgs& a) {
+  auto m = open_model(a.model, a.precision);
+  if (!m.ok()) return fail(m.status());
+  auto tok = model::load_tokenizer(a.model);
+  if (!tok.ok()) return fail(tok.status());
+  if ((*tok)->vocab_size() > (*m)->vocab_size())
+    return fail(absl::StrCat(a.model, ": tokenizer has ", (*tok)->vocab_size(), " tokens but config.json vocab_size is ",
+                             (*m)->vocab_size()));
+  std::vector<int32_t> prompt = (*tok)->encode(a.prompt);
+  if (prompt.empty()) return fail("--prompt is empty");
+  model::GenerateOptions o{.max_new_tokens = a.max_new_tokens, .temperature = a.temperature, .seed = a.seed, .stop_tokens = {}};
+  if (auto eos = (*tok)->special_id("<|endoftext|>")) o.stop_tokens.push_back(*eos);
+  if (auto eot = (*tok)->special_id("<|im_end|>")) o.stop_tokens.push_back(*eot);
+  std::fputs(a.prompt.c_str(), stdout);
+  const auto t0 = std::chrono::steady_clock::now();
+  model::GenerateResult r = model::generate(**m, prompt, o, [&](int32_t t) {
+    const std::string text = (*tok)->decode({&t, 1});
+    std::fputs(text.c_str(), stdout);
+    std::fflush(stdout);
+  });
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  double sum_lp = 0;
+  for (float lp : r.logprobs) sum_lp += lp;
+  std::printf("\n");
+  std::fprintf(stderr, "generated %zu tokens in %.2fs (%.1f tokens/s, prompt %zu tokens), %s, mean logprob %.3f\n",
+               r.tokens.size(), secs, r.tokens.size() / std::max(secs, 1e-9), prompt.size(),
+               r.stopped ? "stopped on a stop token" : "reached --max-new-tokens",
+               r.tokens.empty() ? 0.0 : sum_lp / r.tokens.size());
+  return 0;
+}
+
+}  // namespace
+
+void add_model_commands(CLI::App& app, Action& action) {
+  CLI::App* model = app.add_subcommand("model", "Create, score with and generate from models");
+  model->require_subcommand(1);
+
+  auto init_args = std::make_shared<InitArgs>();
+  CLI::App* init = model->add_subcommand(
+      "init", "Randomly initialise a model from a config.json, written in the Hugging Face layout\n"
+              "(config.json, model.safetensors, interlace_tokenizer.json).\n"
+              "Example: interlace model init --config examples/models/tiny-hybrid.json --out /tmp/tiny");
+  init->add_option("--config", init_args->config, "config.json to initialise from")->required()->check(CLI::ExistingFile);
+  init->add_option("--out", init_args->out, "directory to write (created)")->required();
+  init->add_option("--seed", init_args->seed, "random seed")->capture_default_str();
+  init->add_option("--dtype", init_args->dtype, "stored weight dtype: f32 or bf16")->capture_default_str();
+  init->callback([&action, init_args] { action = [init_args] { return run_init(*init_args); }; });
+
+  auto score_args = std::make_shared<ScoreArgs>();
+  CLI::App* score = model->add_subcommand(
+      "score", "Log-probabilities of token sequences.\n"
+               "Each input line {\"tokens\":[...]} gives an output line {\"logprobs\":[null, lp1, ...]}\n"
+               "where entry i is log p(token_i | tokens before i). Works on token ids alone.");
+  score->add_option("--model", score_args->model, "model directory")->required();
+  score->add_option("--input", score_args->input, "JSONL file of {\"tokens\": [...]}")->required();
+  score->add_option("--output", score_args->output, "JSONL file to write (default: stdout)");
+  score->add_option("--path", score_args->path,
+                    "prefill (whole sequence at once) or decode (one token at a time, incremental)")
+      ->capture_default_str();
+  score->add_option("--precision", score_args->precision,
+                    "precision profile: fp32, bf16, bf16-fp32head or key=dtype,...")
+      ->capture_default_str();
+  score->callback([&action, score_args] { action = [score_args] { return run_score(*score_args); }; });
+
+  auto gen_args = std::make_shared<GenerateArgs>();
+  CLI::App* gen = model->add_subcommand(
+      "generate", "Generate text from a prompt (needs the model's tokenizer file).\n"
+                  "Example: interlace model generate --model /tmp/tiny --prompt 'The answer is' --temperature 0");
+  gen->add_option("--model", gen_args->model, "model directory")->required();
+  gen->add_option("--prompt", gen_args->prompt, "prompt text")->required();
+  gen->add_option("--max-new-tokens", gen_args->max_new_tokens, "tokens to generate at most")
+      ->capture_default_str()->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  gen->add_option("--temperature", gen_args->temperature, "sampling temperature; 0 is greedy")
+      ->capture_default_str()->check(CLI::Range(0.0f, 100.0f));
+  gen->add_option("--seed", gen_args->seed, "sampling seed (same seed, same output)")->capture_default_str();
+  gen->add_option("--precision", gen_args->precision, "precision profile")->capture_default_str();
+  gen->callback([&action, gen_args] { action = [gen_args] { return run_generate(*gen_args); }; });
+}
+
+}  // namespace interlace::cli
