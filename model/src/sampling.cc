@@ -41,7 +41,9 @@ GenerateResult generate(Model& model, std::span<const int32_t> prompt, const Gen
   SequenceState* s = &seq;
   for (int64_t i = 0; i < o.max_new_tokens; ++i) {
     float lp = 0;
-    const int32_t tok = sample_token(logits, o.temperature, rng, &lp);
+    std::span<const float> allowed(logits);
+    if (o.vocab_limit > 0 && o.vocab_limit < static_cast<int64_t>(logits.size())) allowed = allowed.first(o.vocab_limit);
+    const int32_t tok = sample_token(allowed, o.temperature, rng, &lp);
     result.tokens.push_back(tok);
     result.logprobs.push_back(lp);
     if (on_token) on_token(tok);

@@ -1,4 +1,5 @@
 // interlace model init | score | generate
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -155,12 +156,14 @@ int run_generate(const GenerateArgs& a) {
                              (*m)->vocab_size()));
   std::vector<int32_t> prompt = (*tok)->encode(a.prompt);
   if (prompt.empty()) return fail("--prompt is empty");
-  model::GenerateOptions o{.max_new_tokens = a.max_new_tokens, .temperature = a.temperature, .seed = a.seed, .stop_tokens = {}};
+  model::GenerateOptions o{.max_new_tokens = a.max_new_tokens, .temperature = a.temperature, .seed = a.seed, .stop_tokens = {},
+                           .vocab_limit = (*tok)->vocab_size()};
   if (auto eos = (*tok)->special_id("<|endoftext|>")) o.stop_tokens.push_back(*eos);
   if (auto eot = (*tok)->special_id("<|im_end|>")) o.stop_tokens.push_back(*eot);
   std::fputs(a.prompt.c_str(), stdout);
   const auto t0 = std::chrono::steady_clock::now();
   model::GenerateResult r = model::generate(**m, prompt, o, [&](int32_t t) {
+    if (std::find(o.stop_tokens.begin(), o.stop_tokens.end(), t) != o.stop_tokens.end()) return;
     const std::string text = (*tok)->decode({&t, 1});
     std::fputs(text.c_str(), stdout);
     std::fflush(stdout);

@@ -23,6 +23,9 @@ struct GenerateOptions {
   float temperature = 1.0f;
   uint64_t seed = 0;
   std::vector<int32_t> stop_tokens;
+  // Sample only ids below this (0 = the whole vocabulary): a model's vocab_size is
+  // often padded past the tokenizer's last token.
+  int64_t vocab_limit = 0;
 };
 
 struct GenerateResult {

@@ -1,0 +1,149 @@
+// The interlace binary, run as a user runs it: exit codes, messages, outputs.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "interlace/model/safetensors.h"
+#include "nlohmann/json.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct CliRun {
+  int code;
+  std::string out;  // stdout and stderr together
+};
+
+CliRun run(const std::string& args, bool with_stderr = true) {
+  const std::string cmd = std::string(INTERLACE_BIN) + " " + args + (with_stderr ? " 2>&1" : " 2>/dev/null");
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+  const int status = pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+class Cli : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = fs::temp_directory_path() / ("interlace_cli_" + std::to_string(::getpid()));
+    fs::create_directories(dir_);
+    model_ = (dir_ / "tiny").string();
+    const CliRun r = run("model init --config " + std::string(INTERLACE_SOURCE_DIR) +
+                      "/examples/models/tiny-hybrid.json --out " + model_ + " --seed 3");
+    ASSERT_EQ(r.code, 0) << r.out;
+  }
+  static void TearDownTestSuite() { fs::remove_all(dir_); }
+  static std::string write(const std::string& name, const std::string& text) {
+    const std::string p = (dir_ / name).string();
+    std::ofstream(p) << text;
+    return p;
+  }
+  static inline fs::path dir_;
+  static inline std::string model_;
+};
+
+TEST_F(Cli, HelpTeachesAndBadUsageExitsTwo) {
+  CliRun help = run("--help");
+  EXPECT_EQ(help.code, 0);
+  EXPECT_NE(help.out.find("model init"), std::string::npos);
+  CliRun score_help = run("model score --help");
+  EXPECT_NE(score_help.out.find("log p(token_i"), std::string::npos);
+  EXPECT_EQ(run("").code, 2);
+  EXPECT_EQ(run("model frobnicate").code, 2);
+  EXPECT_EQ(run("model score --model x").code, 2);  // --input missing
+  EXPECT_EQ(run("bench decode -o yaml").code, 2);
+}
+
+TEST_F(Cli, ScoreWritesOneLinePerInputWithNullFirstAndPathsAgree) {
+  const std::string in = write("in.jsonl", "{\"tokens\":[256,72,105,33,10]}\n\n{\"tokens\":[1,2]}\n");
+  const std::string a = (dir_ / "a.jsonl").string(), b = (dir_ / "b.jsonl").string();
+  ASSERT_EQ(run("model score --model " + model_ + " --input " + in + " --output " + a).code, 0);
+  CliRun dec = run("model score --model " + model_ + " --input " + in + " --output " + b + " --path decode");
+  ASSERT_EQ(dec.code, 0) << dec.out;
+  std::ifstream fa(a), fb(b);
+  std::string la, lb;
+  int lines = 0;
+  while (std::getline(fa, la) && std::getline(fb, lb)) {
+    auto ja = nlohmann::json::parse(la)["logprobs"], jb = nlohmann::json::parse(lb)["logprobs"];
+    ASSERT_TRUE(ja[0].is_null());
+    ASSERT_EQ(ja.size(), lines == 0 ? 5u : 2u);
+    for (size_t i = 1; i < ja.size(); ++i) {
+      EXPECT_LT(ja[i].get<double>(), 0.0);
+      EXPECT_NEAR(ja[i].get<double>(), jb[i].get<double>(), 1e-4);
+    }
+    ++lines;
+  }
+  EXPECT_EQ(lines, 2);
+}
+
+TEST_F(Cli, BadInputExitsOneNamingWhatIsWrong) {
+  CliRun r = run("model score --model /nonexistent/model --input /dev/null");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("/nonexistent/model"), std::string::npos) << r.out;
+
+  const std::string oov = write("oov.jsonl", "{\"tokens\":[1,2]}\n{\"tokens\":[1,99999]}\n");
+  r = run("model score --model " + model_ + " --input " + oov);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("oov.jsonl:2"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("99999"), std::string::npos) << r.out;
+
+  r = run("model score --model " + model_ + " --input " + write("bad.jsonl", "[1,2,3]\n"));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("bad.jsonl:1"), std::string::npos) << r.out;
+
+  // A model directory with a malformed config.
+  fs::create_directories(dir_ / "badcfg");
+  write("badcfg/config.json", "{\"architectures\": [\"MiniMaxForCausalLM\"], \"vocab_size\": 10}");
+  r = run("model score --model " + (dir_ / "badcfg").string() + " --input " + oov);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("config.json"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("hidden_size"), std::string::npos) << r.out;
+
+  // A corrupt safetensors file: the header claims more bytes than the file has.
+  fs::create_directories(dir_ / "corrupt");
+  fs::copy_file(fs::path(model_) / "config.json", dir_ / "corrupt" / "config.json");
+  {
+    std::ofstream f(dir_ / "corrupt" / "model.safetensors", std::ios::binary);
+    uint64_t len = 1000;
+    f.write(reinterpret_cast<const char*>(&len), 8);
+    f << "{}";
+  }
+  r = run("model score --model " + (dir_ / "corrupt").string() + " --input " + oov);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("model.safetensors"), std::string::npos) << r.out;
+
+  r = run("model init --config " + (dir_ / "badcfg" / "config.json").string() + " --out " +
+          (dir_ / "x").string());
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("hidden_size"), std::string::npos) << r.out;
+
+  r = run("model score --model " + model_ + " --input " + write("empty.jsonl", ""));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("no token lines"), std::string::npos) << r.out;
+
+  r = run("model score --model " + model_ + " --input " + oov + " --precision fp7");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("fp7"), std::string::npos) << r.out;
+}
+
+TEST_F(Cli, GenerateIsReproducibleBySeed) {
+  CliRun a = run("model generate --model " + model_ + " --prompt 'Hi' --max-new-tokens 12 --seed 7", false);
+  CliRun b = run("model generate --model " + model_ + " --prompt 'Hi' --max-new-tokens 12 --seed 7", false);
+  CliRun c = run("model generate --model " + model_ + " --prompt 'Hi' --max-new-tokens 12 --seed 8");
+  ASSERT_EQ(a.code, 0) << a.out;
+  EXPECT_NE(c.out.find("generated"), std::string::npos);
+  EXPECT_EQ(a.out.rfind("Hi", 0), 0u);  // the prompt, then the continuation
+  EXPECT_EQ(a.out, b.out);
+  CliRun g = run("model generate --model " + model_ + " --prompt 'Hi' --max-new-tokens 5 --temperature 0");
+  EXPECT_EQ(g.code, 0);
+}
+
+}  // namespace
