@@ -107,7 +107,11 @@ TEST_P(LightningAgreement, BlockedRecurrentNaive) {
 INSTANTIATE_TEST_SUITE_P(Lengths, LightningAgreement,
                          ::testing::Values(Case{1, 4, 32}, Case{255, 4, 32}, Case{256, 4, 32},
                                            Case{257, 4, 32}, Case{1000, 4, 32},
-                                           Case{3001, 2, 32}, Case{8191, 2, 16}));
+                                           Case{3001, 2, 32}, Case{8191, 2, 16}),
+                         [](const auto& info) {
+                           return "T" + std::to_string(info.param.tokens) + "_H" +
+                                  std::to_string(info.param.heads) + "_D" + std::to_string(info.param.head_dim);
+                         });
 
 // The decay is applied with the right exponent: a single key at distance n is
 // weighted by exactly exp(-s n), not exp(-s (n+1)) or exp(-s (n-1)).
