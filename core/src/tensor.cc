@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "interlace/core/status.h"
 
@@ -14,7 +15,7 @@ int64_t shape_numel(const Shape& shape) {
   return n;
 }
 
-std::string shape_string(const Shape& shape) { return "[" + absl::StrJoin(shape, ", ") + "]"; }
+std::string shape_string(const Shape& shape) { return absl::StrCat("[", absl::StrJoin(shape, ", "), "]"); }
 
 static Shape contiguous_strides(const Shape& shape) {
   Shape strides(shape.size());

@@ -12,11 +12,16 @@
 #include "interlace/kernels/backend.h"
 #include "interlace/kernels/gemm.h"
 #include "kv_access.h"
+#include "simd.h"
 
 namespace interlace::kernels {
 namespace {
 
 inline float silu(float g) { return g / (1.0f + std::exp(-g)); }
+
+inline void prefetch_bytes(const char* p, int64_t bytes) {
+  for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 0, 3);
+}
 
 class CpuBackend final : public Backend {
  public:
@@ -33,9 +38,7 @@ class CpuBackend final : public Backend {
     for (int64_t r = 0; r < rows; ++r) {
       const float* xr = x + r * dim;
       float* yr = y + r * dim;
-      float ss = 0;
-#pragma omp simd reduction(+ : ss)
-      for (int64_t i = 0; i < dim; ++i) ss += xr[i] * xr[i];
+      const float ss = simd::sum_squares(xr, dim);
       const float inv = 1.0f / std::sqrt(ss / static_cast<float>(dim) + eps);
 #pragma omp simd
       for (int64_t i = 0; i < dim; ++i) yr[i] = (xr[i] * inv) * weight[i];
@@ -125,7 +128,6 @@ class CpuBackend final : public Backend {
       float mx = -INFINITY;
       for (int64_t i = 0; i < vocab; ++i) mx = std::max(mx, l[i]);
       float sum = 0;
-#pragma omp simd reduction(+ : sum)
       for (int64_t i = 0; i < vocab; ++i) sum += std::exp(l[i] - mx);
       out[r] = l[targets[r]] - mx - std::log(sum);
     }
@@ -196,72 +198,105 @@ void CpuBackend::attention_prefill(const AttentionShape& s, const float* q, cons
   }
 }
 
+// Split-K ("flash decoding"): each task takes a chunk of positions of one
+// sequence for all heads, so keys and values are read front to back (reading one
+// head's rows would stride by kv_heads*head_dim and defeat the prefetchers), and
+// keeps a partial softmax (max, sum, unnormalised output) that is merged after.
 void CpuBackend::attention_decode(const AttentionShape& s, const float* q,
                                   std::span<const KvView> kv, float* out) {
   const int64_t D = s.head_dim, Hq = s.q_heads, Hk = s.kv_heads, group = Hq / Hk;
   const int64_t B = static_cast<int64_t>(kv.size());
   const bool bf16 = s.kv_dtype == core::DType::kBF16;
-#pragma omp parallel
+  const int64_t es = bf16 ? 2 : 4;
+  constexpr int64_t kChunk = 256;
+  // Rows ahead to prefetch: a row is often exactly one 4 KiB page, and hardware
+  // prefetchers do not cross pages.
+  constexpr int64_t kPrefetchRows = 4;
+  struct Task {
+    int64_t b, begin, end;
+  };
+  std::vector<Task> tasks;
+  std::vector<int64_t> first_task(B + 1);
+  for (int64_t b = 0; b < B; ++b) {
+    first_task[b] = static_cast<int64_t>(tasks.size());
+    const int64_t pos = kv[b].length - 1;
+    const int64_t first = s.window > 0 ? std::max<int64_t>(0, pos - s.window + 1) : 0;
+    for (int64_t j = first; j <= pos; j += kChunk) tasks.push_back({b, j, std::min(pos + 1, j + kChunk)});
+  }
+  first_task[B] = static_cast<int64_t>(tasks.size());
+  const int64_t nt = static_cast<int64_t>(tasks.size());
+  std::vector<float> part_max(nt * Hq), part_sum(nt * Hq), part_out(nt * Hq * D);
+#pragma omp parallel if (nt > 1 || B * Hq * kChunk > 4096)
   {
-    std::vector<float> scores, acc(group * D), row(D);
-#pragma omp for collapse(2) schedule(dynamic)
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t kvh = 0; kvh < Hk; ++kvh) {
-        const int64_t len = kv[b].length, pos = len - 1;
-        const int64_t first = s.window > 0 ? std::max<int64_t>(0, pos - s.window + 1) : 0;
-        const int64_t n = len - first;
-        const float* qb = q + (b * Hq + kvh * group) * D;
-        scores.resize(group * n);
-        // Scores for the whole query group: each key row is read once.
-        for (int64_t j = 0; j < n; ++j) {
-          const int64_t off = ((first + j) * Hk + kvh) * D;
+    std::vector<float> scores(Hq * kChunk), krow(D);
+#pragma omp for schedule(dynamic)
+    for (int64_t t = 0; t < nt; ++t) {
+      const Task& task = tasks[t];
+      const int64_t n = task.end - task.begin;
+      const float* qb = q + task.b * Hq * D;
+      for (int64_t j = 0; j < n; ++j) {
+        const int64_t row = (task.begin + j) * Hk * D;
+        if (j + kPrefetchRows < n) prefetch_bytes(static_cast<const char*>(kv[task.b].k) + (row + kPrefetchRows * Hk * D) * es, Hk * D * es);
+        for (int64_t kvh = 0; kvh < Hk; ++kvh) {
+          // A bf16 row is widened once and shared by the whole query group.
           const float* kr;
           if (bf16) {
-            const uint16_t* src = static_cast<const uint16_t*>(kv[b].k) + off;
-#pragma omp simd
-            for (int64_t d = 0; d < D; ++d) row[d] = core::bits_float(uint32_t(src[d]) << 16);
-            kr = row.data();
+            simd::bf16_to_f32(static_cast<const uint16_t*>(kv[task.b].k) + row + kvh * D, krow.data(), D);
+            kr = krow.data();
           } else {
-            kr = static_cast<const float*>(kv[b].k) + off;
+            kr = static_cast<const float*>(kv[task.b].k) + row + kvh * D;
           }
           for (int64_t g = 0; g < group; ++g) {
-            float dot = 0;
-#pragma omp simd reduction(+ : dot)
-            for (int64_t d = 0; d < D; ++d) dot += qb[g * D + d] * kr[d];
-            scores[g * n + j] = dot * s.scale;
+            const int64_t h = kvh * group + g;
+            scores[h * kChunk + j] = simd::dot(qb + h * D, kr, D) * s.scale;
           }
         }
-        for (int64_t g = 0; g < group; ++g) {
-          float* sg = scores.data() + g * n;
-          float mx = -INFINITY;
-          for (int64_t j = 0; j < n; ++j) mx = std::max(mx, sg[j]);
-          float sum = 0;
-          for (int64_t j = 0; j < n; ++j) sum += sg[j] = std::exp(sg[j] - mx);
-          const float inv = 1.0f / sum;
-          for (int64_t j = 0; j < n; ++j) sg[j] *= inv;
-        }
-        std::fill(acc.begin(), acc.end(), 0.0f);
-        for (int64_t j = 0; j < n; ++j) {
-          const int64_t off = ((first + j) * Hk + kvh) * D;
+      }
+      for (int64_t h = 0; h < Hq; ++h) {
+        float* sh = scores.data() + h * kChunk;
+        float mx = -INFINITY;
+        for (int64_t j = 0; j < n; ++j) mx = std::max(mx, sh[j]);
+        const float sum = simd::exp_shift_sum(sh, n, mx);
+        part_max[t * Hq + h] = mx;
+        part_sum[t * Hq + h] = sum;
+      }
+      float* o = part_out.data() + t * Hq * D;
+      std::fill(o, o + Hq * D, 0.0f);
+      for (int64_t j = 0; j < n; ++j) {
+        const int64_t row = (task.begin + j) * Hk * D;
+        if (j + kPrefetchRows < n) prefetch_bytes(static_cast<const char*>(kv[task.b].v) + (row + kPrefetchRows * Hk * D) * es, Hk * D * es);
+        for (int64_t kvh = 0; kvh < Hk; ++kvh) {
           const float* vr;
           if (bf16) {
-            const uint16_t* src = static_cast<const uint16_t*>(kv[b].v) + off;
-#pragma omp simd
-            for (int64_t d = 0; d < D; ++d) row[d] = core::bits_float(uint32_t(src[d]) << 16);
-            vr = row.data();
+            simd::bf16_to_f32(static_cast<const uint16_t*>(kv[task.b].v) + row + kvh * D, krow.data(), D);
+            vr = krow.data();
           } else {
-            vr = static_cast<const float*>(kv[b].v) + off;
+            vr = static_cast<const float*>(kv[task.b].v) + row + kvh * D;
           }
           for (int64_t g = 0; g < group; ++g) {
-            const float p = scores[g * n + j];
-            float* ag = acc.data() + g * D;
-#pragma omp simd
-            for (int64_t d = 0; d < D; ++d) ag[d] += p * vr[d];
+            const int64_t h = kvh * group + g;
+            simd::axpy(scores[h * kChunk + j], vr, o + h * D, D);
           }
         }
-        std::copy(acc.begin(), acc.end(), out + (b * Hq + kvh * group) * D);
       }
+    }
   }
+  // Merge the chunks of each sequence: rescale to the global max and normalise.
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < Hq; ++h) {
+      float mx = -INFINITY;
+      for (int64_t t = first_task[b]; t < first_task[b + 1]; ++t) mx = std::max(mx, part_max[t * Hq + h]);
+      float total = 0;
+      float* dst = out + (b * Hq + h) * D;
+      std::fill(dst, dst + D, 0.0f);
+      for (int64_t t = first_task[b]; t < first_task[b + 1]; ++t) {
+        const float w = std::exp(part_max[t * Hq + h] - mx);
+        total += w * part_sum[t * Hq + h];
+        simd::axpy(w, part_out.data() + (t * Hq + h) * D, dst, D);
+      }
+      const float inv = 1.0f / total;
+      for (int64_t d = 0; d < D; ++d) dst[d] *= inv;
+    }
 }
 
 // Blocked lightning attention, per head and block of c tokens starting at t0:

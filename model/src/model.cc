@@ -194,9 +194,18 @@ void Model::softmax_layer(int64_t layer, std::vector<Segment>& segs, int64_t row
   const LayerWeights& L = weights_.layers[layer];
   const int64_t Hq = c.num_attention_heads, Hk = c.num_key_value_heads, D = c.head_dim;
   std::vector<float> q(rows * Hq * D), k(rows * Hk * D), v(rows * Hk * D), attn(rows * Hq * D);
-  linear(L.q, h, rows, q.data());
-  linear(L.k, h, rows, k.data());
-  linear(L.v, h, rows, v.data());
+  {
+    // One GEMM for q, k and v, then split the columns.
+    const int64_t width = (Hq + 2 * Hk) * D;
+    std::vector<float> qkv(rows * width);
+    linear(L.attn_in, h, rows, qkv.data());
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* src = &qkv[r * width];
+      std::memcpy(&q[r * Hq * D], src, Hq * D * sizeof(float));
+      std::memcpy(&k[r * Hk * D], src + Hq * D, Hk * D * sizeof(float));
+      std::memcpy(&v[r * Hk * D], src + (Hq + Hk) * D, Hk * D * sizeof(float));
+    }
+  }
   if (c.qk_norm) {
     // Qwen3: per-head RMSNorm of q and k, before RoPE.
     std::vector<float> tmp(q.size());
@@ -266,15 +275,19 @@ void Model::lightning_layer(int64_t layer, std::vector<Segment>& segs, int64_t r
   const ModelConfig& c = config_;
   const LayerWeights& L = weights_.layers[layer];
   const int64_t Hn = c.num_attention_heads, D = c.head_dim, HD = Hn * D;
-  std::vector<float> qkv(rows * 3 * HD);
-  linear(L.qkv, h, rows, qkv.data());
-  backend_.silu_inplace(qkv.data(), static_cast<int64_t>(qkv.size()));
-  round_act(qkv.data(), qkv.size());
+  // One GEMM for qkv_proj and output_gate: each row is [qkv (3 HD) | gate (HD)].
+  std::vector<float> fused(rows * 4 * HD), gate(rows * HD);
+  linear(L.attn_in, h, rows, fused.data());
+  for (int64_t r = 0; r < rows; ++r) {
+    backend_.silu_inplace(&fused[r * 4 * HD], 3 * HD);
+    std::memcpy(&gate[r * HD], &fused[r * 4 * HD + 3 * HD], HD * sizeof(float));
+  }
+  round_act(fused.data(), fused.size());
   // Per head the projection is laid out [q | k | v], head_dim each.
   std::vector<float> q(rows * HD), k(rows * HD), v(rows * HD), attn(rows * HD);
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t hh = 0; hh < Hn; ++hh) {
-      const float* src = &qkv[(r * Hn + hh) * 3 * D];
+      const float* src = &fused[r * 4 * HD + hh * 3 * D];
       std::memcpy(&q[(r * Hn + hh) * D], src, D * sizeof(float));
       std::memcpy(&k[(r * Hn + hh) * D], src + D, D * sizeof(float));
       std::memcpy(&v[(r * Hn + hh) * D], src + 2 * D, D * sizeof(float));
@@ -314,23 +327,27 @@ void Model::lightning_layer(int64_t layer, std::vector<Segment>& segs, int64_t r
   }
   round_act(attn.data(), attn.size());
   // RMSNorm over all heads, times sigmoid(output_gate(h)), then out_proj.
-  std::vector<float> normed(rows * HD), gate(rows * HD);
+  std::vector<float> normed(rows * HD);
   backend_.rms_norm(attn.data(), L.attn_norm.f32(), normed.data(), rows, HD, kLightningNormEps);
   round_act(normed.data(), normed.size());
-  linear(L.gate, h, rows, gate.data());
   backend_.sigmoid_gate(gate.data(), normed.data(), rows * HD);
   round_act(normed.data(), normed.size());
   linear(L.out, normed.data(), rows, out);
 }
 
+// silu(gate) * up for rows laid out [gate (I) | up (I)], into act[rows, I].
+void Model::swiglu_rows(const float* gate_up, int64_t rows, int64_t I, float* act) {
+  for (int64_t r = 0; r < rows; ++r)
+    backend_.silu_mul(gate_up + r * 2 * I, gate_up + r * 2 * I + I, act + r * I, I);
+  round_act(act, rows * I);
+}
+
 void Model::dense_mlp(const LayerWeights& L, int64_t rows, const float* h, float* out) {
   const int64_t I = L.mlp_gate.out_features();
-  std::vector<float> g(rows * I), u(rows * I);
-  linear(L.mlp_gate, h, rows, g.data());
-  linear(L.mlp_up, h, rows, u.data());
-  backend_.silu_mul(g.data(), u.data(), g.data(), rows * I);
-  round_act(g.data(), g.size());
-  linear(L.mlp_down, g.data(), rows, out);
+  std::vector<float> gu(rows * 2 * I), act(rows * I);
+  linear(L.mlp_in, h, rows, gu.data());
+  swiglu_rows(gu.data(), rows, I, act.data());
+  linear(L.mlp_down, act.data(), rows, out);
 }
 
 void Model::moe_mlp(const LayerWeights& L, int64_t rows, const float* h, float* out) {
@@ -347,21 +364,19 @@ void Model::moe_mlp(const LayerWeights& L, int64_t rows, const float* h, float* 
   std::vector<std::vector<std::pair<int64_t, float>>> assigned(E);
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t j = 0; j < K; ++j) assigned[index[r * K + j]].push_back({r, weight[r * K + j]});
-  std::vector<float> xin, g, u, y;
+  std::vector<float> xin, gu, act, y;
   for (int64_t e = 0; e < E; ++e) {
     const auto& list = assigned[e];
     if (list.empty()) continue;
     const int64_t m = static_cast<int64_t>(list.size());
     xin.resize(m * H);
-    g.resize(m * I);
-    u.resize(m * I);
+    gu.resize(m * 2 * I);
+    act.resize(m * I);
     y.resize(m * H);
     for (int64_t i = 0; i < m; ++i) std::memcpy(&xin[i * H], h + list[i].first * H, H * sizeof(float));
-    linear(L.expert_gate[e], xin.data(), m, g.data());
-    linear(L.expert_up[e], xin.data(), m, u.data());
-    backend_.silu_mul(g.data(), u.data(), g.data(), m * I);
-    round_act(g.data(), g.size());
-    linear(L.expert_down[e], g.data(), m, y.data());
+    linear(L.expert_in[e], xin.data(), m, gu.data());
+    swiglu_rows(gu.data(), m, I, act.data());
+    linear(L.expert_down[e], act.data(), m, y.data());
     for (int64_t i = 0; i < m; ++i) {
       float* o = out + list[i].first * H;
       const float w = list[i].second;

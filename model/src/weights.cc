@@ -1,5 +1,7 @@
 #include "interlace/model/weights.h"
 
+#include <cstring>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "interlace/core/status.h"
@@ -16,6 +18,33 @@ std::string layer_prefix(int64_t i) { return absl::StrCat("model.layers.", i, ".
 
 bool has_moe_packed(const NamedTensors& t, int64_t layer) {
   return t.count(layer_prefix(layer) + "mlp.gate.weight") != 0;
+}
+
+// Stacks the rows of several Linears into one (weights and, if all have them, biases)
+// and points each part at its rows of the stacked tensors.
+Linear fuse(std::vector<Linear*> parts) {
+  int64_t rows = 0;
+  const int64_t in = parts[0]->in_features();
+  bool bias = true;
+  for (Linear* p : parts) {
+    rows += p->out_features();
+    bias = bias && p->bias.defined();
+  }
+  Linear f;
+  f.weight = Tensor::zeros({rows, in});
+  if (bias) f.bias = Tensor::zeros({rows});
+  int64_t r = 0;
+  for (Linear* p : parts) {
+    const int64_t n = p->out_features();
+    std::memcpy(f.weight.f32() + r * in, p->weight.f32(), n * in * sizeof(float));
+    p->weight = f.weight.slice_rows(r, r + n);
+    if (bias) {
+      std::memcpy(f.bias.f32() + r, p->bias.f32(), n * sizeof(float));
+      p->bias = f.bias.slice_rows(r, r + n);
+    }
+    r += n;
+  }
+  return f;
 }
 
 }  // namespace
@@ -157,6 +186,7 @@ absl::StatusOr<ModelWeights> assemble_weights(const ModelConfig& c, const NamedT
       INTERLACE_ASSIGN_OR_RETURN(L.gate, linear(p + "self_attn.output_gate", false));
       INTERLACE_ASSIGN_OR_RETURN(L.out, linear(p + "self_attn.out_proj", false));
       INTERLACE_ASSIGN_OR_RETURN(L.attn_norm, take(p + "self_attn.norm.weight", wd));
+      L.attn_in = fuse({&L.qkv, &L.gate});
     } else {
       INTERLACE_ASSIGN_OR_RETURN(L.q, linear(p + "self_attn.q_proj", c.attention_bias));
       INTERLACE_ASSIGN_OR_RETURN(L.k, linear(p + "self_attn.k_proj", c.attention_bias));
@@ -166,6 +196,7 @@ absl::StatusOr<ModelWeights> assemble_weights(const ModelConfig& c, const NamedT
         INTERLACE_ASSIGN_OR_RETURN(L.q_norm, take(p + "self_attn.q_norm.weight", wd));
         INTERLACE_ASSIGN_OR_RETURN(L.k_norm, take(p + "self_attn.k_norm.weight", wd));
       }
+      L.attn_in = fuse({&L.q, &L.k, &L.v});
     }
     if (c.is_moe()) {
       const int64_t E = c.num_local_experts, I = c.intermediate_size;
@@ -176,6 +207,7 @@ absl::StatusOr<ModelWeights> assemble_weights(const ModelConfig& c, const NamedT
         for (int64_t e = 0; e < E; ++e) {
           // gate_up_proj[e] is [2I, H]: the first I rows are the gate (w1), the rest up (w3).
           Tensor gu = gate_up.slice_rows(e, e + 1).reshape({2 * I, c.hidden_size});
+          L.expert_in.push_back({gu, {}});  // already stacked [gate; up]
           L.expert_gate.push_back({gu.slice_rows(0, I), {}});
           L.expert_up.push_back({gu.slice_rows(I, 2 * I), {}});
           L.expert_down.push_back({down.slice_rows(e, e + 1).reshape({c.hidden_size, I}), {}});
@@ -187,6 +219,7 @@ absl::StatusOr<ModelWeights> assemble_weights(const ModelConfig& c, const NamedT
           INTERLACE_ASSIGN_OR_RETURN(Linear w1, linear(ep + "w1", false));
           INTERLACE_ASSIGN_OR_RETURN(Linear w2, linear(ep + "w2", false));
           INTERLACE_ASSIGN_OR_RETURN(Linear w3, linear(ep + "w3", false));
+          L.expert_in.push_back(fuse({&w1, &w3}));
           L.expert_gate.push_back(w1);
           L.expert_up.push_back(w3);
           L.expert_down.push_back(w2);
@@ -196,6 +229,7 @@ absl::StatusOr<ModelWeights> assemble_weights(const ModelConfig& c, const NamedT
       INTERLACE_ASSIGN_OR_RETURN(L.mlp_gate, linear(p + "mlp.gate_proj", c.mlp_bias));
       INTERLACE_ASSIGN_OR_RETURN(L.mlp_up, linear(p + "mlp.up_proj", c.mlp_bias));
       INTERLACE_ASSIGN_OR_RETURN(L.mlp_down, linear(p + "mlp.down_proj", c.mlp_bias));
+      L.mlp_in = fuse({&L.mlp_gate, &L.mlp_up});
     }
     w.layers.push_back(std::move(L));
   }

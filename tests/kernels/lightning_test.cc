@@ -109,8 +109,13 @@ INSTANTIATE_TEST_SUITE_P(Lengths, LightningAgreement,
                                            Case{257, 4, 32}, Case{1000, 4, 32},
                                            Case{3001, 2, 32}, Case{8191, 2, 16}),
                          [](const auto& info) {
-                           return "T" + std::to_string(info.param.tokens) + "_H" +
-                                  std::to_string(info.param.heads) + "_D" + std::to_string(info.param.head_dim);
+                           std::string name = "T";
+                           name += std::to_string(info.param.tokens);
+                           name += "_H";
+                           name += std::to_string(info.param.heads);
+                           name += "_D";
+                           name += std::to_string(info.param.head_dim);
+                           return name;
                          });
 
 // The decay is applied with the right exponent: a single key at distance n is

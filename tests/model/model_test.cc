@@ -137,7 +137,8 @@ TEST(Model, BatchedRaggedDecodeEqualsSingleAndPrefill) {
         const float* bl = batched[step].data() + b * V;
         const float* pl = all.data() + (prompts[b].size() + step) * V;
         for (int64_t v = 0; v < V; ++v) {
-          ASSERT_NEAR(bl[v], logits[v], 1e-5f) << "seq " << b << " step " << step;
+          // Different batch sizes take different GEMM kernels: fp32 rounding differs.
+          ASSERT_NEAR(bl[v], logits[v], 1e-4f) << "seq " << b << " step " << step;
           ASSERT_NEAR(pl[v], logits[v], 1e-4f) << "seq " << b << " step " << step;
         }
       }

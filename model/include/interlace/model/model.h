@@ -81,6 +81,7 @@ class Model {
                      float* out);
   void lightning_layer(int64_t layer, std::vector<Segment>& segs, int64_t rows, const float* h,
                        float* out);
+  void swiglu_rows(const float* gate_up, int64_t rows, int64_t I, float* act);
   void dense_mlp(const LayerWeights& L, int64_t rows, const float* h, float* out);
   void moe_mlp(const LayerWeights& L, int64_t rows, const float* h, float* out);
   void linear(const Linear& l, const float* x, int64_t rows, float* y);

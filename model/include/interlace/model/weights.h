@@ -36,8 +36,14 @@ struct Linear {
   int64_t in_features() const { return weight.dim(1); }
 };
 
+// The projections that read the same input are also kept fused (one matrix with
+// their rows stacked; the separate Linears are row views of it), so a decode step
+// runs one GEMV where it would run two or three.
 struct LayerWeights {
   LayerKind kind = LayerKind::kFullAttention;
+  Linear attn_in;   // softmax: [q; k; v]; lightning: [qkv; output_gate]
+  Linear mlp_in;    // dense MLP: [gate; up]
+  std::vector<Linear> expert_in;  // per expert: [gate (w1); up (w3)]
   core::Tensor input_norm, post_norm;
   // Softmax attention.
   Linear q, k, v, o;
