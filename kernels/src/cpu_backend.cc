@@ -29,6 +29,13 @@ class CpuBackend final : public Backend {
 
   void linear(const float* x, const float* w, float* y, int64_t m, int64_t n,
               int64_t k) override {
+    // Tiny products (routers, small heads) cost less than a oneDNN call with its
+    // thread fork and join.
+    if (m * n * k <= (int64_t{1} << 15)) {
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t j = 0; j < n; ++j) y[i * n + j] = simd::dot(x + i * k, w + j * k, k);
+      return;
+    }
     sgemm(false, true, m, n, k, 1.0f, x, k, w, k, 0.0f, y, n);
   }
 

@@ -72,21 +72,4 @@ double measure_copy_bandwidth_bytes_per_s() {
   return median(runs);
 }
 
-double measure_read_bandwidth_bytes_per_s() {
-  const size_t n = size_t{64} << 20;  // floats: 256 MiB
-  std::vector<float> a(n, 1.0f);
-  std::vector<double> runs;
-  volatile float sink = 0;
-  for (int rep = 0; rep < 7; ++rep) {
-    const auto t0 = std::chrono::steady_clock::now();
-    float total = 0;
-#pragma omp parallel for simd reduction(+ : total)
-    for (size_t i = 0; i < n; ++i) total += a[i];
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    sink = sink + total;
-    if (rep > 0) runs.push_back(double(n) * sizeof(float) / s);
-  }
-  return median(runs);
-}
-
 }  // namespace interlace::cli

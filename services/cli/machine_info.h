@@ -13,7 +13,5 @@ nlohmann::json machine_info();
 // Multi-threaded memcpy of a buffer far larger than the caches, in the STREAM
 // convention (bytes read + bytes written per second), median of several runs.
 double measure_copy_bandwidth_bytes_per_s();
-// Multi-threaded read-only sweep (bytes read per second), median of several runs.
-double measure_read_bandwidth_bytes_per_s();
 
 }  // namespace interlace::cli
