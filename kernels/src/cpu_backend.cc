@@ -190,13 +190,9 @@ void CpuBackend::attention_prefill(const AttentionShape& s, const float* q, cons
           float* sr = scores.data() + r * nkeys;
           float mx = -INFINITY;
           for (int64_t j = lo; j <= hi; ++j) mx = std::max(mx, sr[j]);
-          float sum = 0;
-          for (int64_t j = 0; j < nkeys; ++j) {
-            const float e = (j >= lo && j <= hi) ? std::exp(sr[j] - mx) : 0.0f;
-            sr[j] = e;
-            sum += e;
-          }
-          const float inv = 1.0f / sum;
+          std::fill(sr, sr + lo, 0.0f);
+          std::fill(sr + hi + 1, sr + nkeys, 0.0f);
+          const float inv = 1.0f / simd::exp_shift_sum(sr + lo, hi + 1 - lo, mx);
           for (int64_t j = lo; j <= hi; ++j) sr[j] *= inv;
         }
         sgemm(false, false, rows, D, nkeys, 1.0f, scores.data(), nkeys, vb + key_begin * ld, ld,
@@ -215,7 +211,12 @@ void CpuBackend::attention_decode(const AttentionShape& s, const float* q,
   const int64_t B = static_cast<int64_t>(kv.size());
   const bool bf16 = s.kv_dtype == core::DType::kBF16;
   const int64_t es = bf16 ? 2 : 4;
-  constexpr int64_t kChunk = 256;
+  // Positions per task: at most 256 (the scratch size), fewer when a short
+  // context would otherwise leave threads idle.
+  int64_t max_len = 1;
+  for (const KvView& v : kv) max_len = std::max(max_len, v.length);
+  const int64_t want_tasks = 2 * static_cast<int64_t>(omp_get_max_threads());
+  const int64_t kChunk = std::clamp<int64_t>((B * max_len + want_tasks - 1) / want_tasks, 32, 256);
   // Rows ahead to prefetch: a row is often exactly one 4 KiB page, and hardware
   // prefetchers do not cross pages.
   constexpr int64_t kPrefetchRows = 4;
@@ -235,7 +236,7 @@ void CpuBackend::attention_decode(const AttentionShape& s, const float* q,
   std::vector<float> part_max(nt * Hq), part_sum(nt * Hq), part_out(nt * Hq * D);
 #pragma omp parallel if (nt > 1 || B * Hq * kChunk > 4096)
   {
-    std::vector<float> scores(Hq * kChunk), krow(D);
+    std::vector<float> scores(Hq * kChunk), krow(D);  // kChunk is the row stride of scores
 #pragma omp for schedule(dynamic)
     for (int64_t t = 0; t < nt; ++t) {
       const Task& task = tasks[t];

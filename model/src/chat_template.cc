@@ -51,7 +51,12 @@ std::vector<int32_t> ChatTemplate::render_message(const Message& m) const {
       append_text(out, m.content);
       for (const ToolCall& call : m.tool_calls) {
         out.push_back(tool_call_);
-        append_text(out, nlohmann::json{{"name", call.name}, {"arguments", call.arguments}}.dump());
+        // {"name": ..., "arguments": ...} in that order (the order models emit); the
+        // agent loop appends generated tokens verbatim, so this matters for prompts.
+        nlohmann::ordered_json body;
+        body["name"] = call.name;
+        body["arguments"] = call.arguments;
+        append_text(out, body.dump());
         out.push_back(end_tool_call_);
       }
       break;

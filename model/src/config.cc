@@ -154,6 +154,7 @@ absl::StatusOr<ModelConfig> parse_config(const json& j, const std::string& sourc
   c.head_dim = qwen3 ? 128 : c.hidden_size / c.num_attention_heads;
   r.get("head_dim", c.head_dim);
   r.positive("head_dim", c.head_dim);
+  if (r.status().ok() && c.head_dim > 512) r.fail("head_dim", absl::StrCat("is ", c.head_dim, "; at most 512 is supported"));
   if (r.status().ok() && c.head_dim % 2 != 0) r.fail("head_dim", "must be even (RoPE rotates halves)");
 
   std::string act = "silu";
@@ -212,7 +213,8 @@ absl::StatusOr<ModelConfig> parse_config(const json& j, const std::string& sourc
     r.get("use_sliding_window", use_sliding);
     int64_t max_window_layers = 28;
     r.get("max_window_layers", max_window_layers);
-    if (!has_window && use_sliding) window = 4096;
+    // transformers: sliding_window defaults to 4096; an explicit null means none.
+    if (!j.contains("sliding_window") && use_sliding) window = 4096;
     if (!use_sliding) window = 0;
     if (!has_types) {
       for (int64_t i = 0; i < c.num_hidden_layers; ++i)
@@ -263,6 +265,8 @@ absl::StatusOr<ModelConfig> parse_config(const json& j, const std::string& sourc
     r.positive("num_local_experts", c.num_local_experts);
     r.positive("num_experts_per_tok", c.num_experts_per_tok);
     r.positive("block_size", c.block_size);
+    if (r.status().ok() && c.block_size > 4096)
+      r.fail("block_size", absl::StrCat("is ", c.block_size, "; at most 4096 is supported"));
     if (r.status().ok() && c.num_experts_per_tok > c.num_local_experts)
       r.fail("num_experts_per_tok", absl::StrCat("(", c.num_experts_per_tok,
                                                  ") exceeds num_local_experts (", c.num_local_experts, ")"));

@@ -103,6 +103,9 @@ void Model::prefill(SequenceState& seq, std::span<const int32_t> tokens, std::ve
 void Model::decode(std::span<SequenceState* const> seqs, std::span<const int32_t> tokens,
                    std::vector<float>& logits) {
   INTERLACE_CHECK(seqs.size() == tokens.size(), "decode: one token per sequence");
+  for (size_t i = 0; i < seqs.size(); ++i)
+    for (size_t j = i + 1; j < seqs.size(); ++j)
+      INTERLACE_CHECK(seqs[i] != seqs[j], "decode: a sequence appears twice in one batch");
   std::vector<Segment> segs;
   std::vector<int64_t> rows;
   for (size_t b = 0; b < seqs.size(); ++b) {
@@ -115,6 +118,7 @@ void Model::decode(std::span<SequenceState* const> seqs, std::span<const int32_t
 std::vector<float> Model::score(std::span<const int32_t> tokens, ScorePath path) {
   const int64_t n = static_cast<int64_t>(tokens.size()), V = config_.vocab_size;
   std::vector<float> out(n, NAN);
+  for (int32_t t : tokens) INTERLACE_CHECK(t >= 0 && t < V, "score: token id outside the vocabulary");
   if (n < 2) return out;
   SequenceState seq = new_sequence();
   std::vector<float> logits;

@@ -82,7 +82,8 @@ absl::StatusOr<std::map<std::string, TensorInfo>> parse_safetensors_header(
     if (!dtype.ok()) return bad(std::string(dtype.status().message()));
     info.dtype = *dtype;
     for (auto& d : *sh) {
-      if (!d.is_number_unsigned()) return bad("shape entries must be non-negative integers");
+      if (!d.is_number_unsigned() || d.get<uint64_t>() > uint64_t{INT64_MAX})
+        return bad("shape entries must be non-negative integers below 2^63");
       info.shape.push_back(d.get<int64_t>());
     }
     if (!(*off)[0].is_number_unsigned() || !(*off)[1].is_number_unsigned())
@@ -93,26 +94,42 @@ absl::StatusOr<std::map<std::string, TensorInfo>> parse_safetensors_header(
     if (info.end > data_size)
       return bad(absl::StrCat("data_offsets end ", info.end, " is past the data section (", data_size,
                               " bytes; the file is truncated or the header is wrong)"));
-    // numel * size, guarding against overflow of absurd shapes.
-    unsigned __int128 bytes = core::dtype_size(info.dtype);
-    for (int64_t d : info.shape) bytes *= static_cast<uint64_t>(d);
+    // numel * size, stopping once it exceeds the data section (so it cannot overflow);
+    // a zero dimension makes it zero however large the others are.
+    bool zero = false;
+    for (int64_t d : info.shape) zero = zero || d == 0;
+    unsigned __int128 bytes = zero ? 0 : core::dtype_size(info.dtype);
+    for (int64_t d : info.shape) {
+      if (zero) break;
+      bytes *= static_cast<uint64_t>(d);
+      if (bytes > data_size) break;
+    }
     if (bytes != info.end - info.begin)
       return bad(absl::StrCat("shape ", core::shape_string(info.shape), " x ", st_dtype_name(info.dtype),
                               " needs ", static_cast<uint64_t>(bytes), " bytes but data_offsets span ",
                               info.end - info.begin));
     out.emplace(name, std::move(info));
   }
-  // No two tensors may share bytes.
-  std::vector<std::pair<size_t, std::string>> order;
-  for (auto& [name, info] : out) order.emplace_back(info.begin, name);
+  // As the reference implementation requires: the tensors tile the data section
+  // exactly, in offset order, with no overlap, gap or trailing bytes.
+  std::vector<std::pair<std::pair<size_t, size_t>, std::string>> order;
+  for (auto& [name, info] : out) order.push_back({{info.begin, info.end}, name});
   std::sort(order.begin(), order.end());
-  for (size_t i = 1; i < order.size(); ++i) {
-    const TensorInfo& prev = out[order[i - 1].second];
-    const TensorInfo& cur = out[order[i].second];
-    if (cur.begin < prev.end && cur.end > cur.begin && prev.end > prev.begin)
-      return absl::DataLossError(absl::StrCat(source, ": tensors '", order[i - 1].second, "' and '",
-                                              order[i].second, "' overlap in the data section"));
+  size_t expected = 0;
+  std::string prev = "(start of data)";
+  for (auto& [range, name] : order) {
+    if (range.first < expected)
+      return absl::DataLossError(absl::StrCat(source, ": tensors '", prev, "' and '", name,
+                                              "' overlap in the data section"));
+    if (range.first > expected)
+      return absl::DataLossError(absl::StrCat(source, ": ", range.first - expected,
+                                              " unaccounted bytes before tensor '", name, "'"));
+    expected = range.second;
+    prev = name;
   }
+  if (expected != data_size)
+    return absl::DataLossError(absl::StrCat(source, ": ", data_size - expected,
+                                            " trailing bytes after the last tensor (truncated header or corrupt file)"));
   return out;
 }
 
@@ -129,7 +146,9 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::open(const std
     ::close(fd);
     return absl::DataLossError(absl::StrCat(path, ": file is ", size, " bytes, too short for a safetensors header"));
   }
-  void* addr = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  // Private and writable: pages are copied on write, so tensors viewing the mapping
+  // may be updated in place without touching the file.
+  void* addr = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
   ::close(fd);
   if (addr == MAP_FAILED) return absl::InternalError(absl::StrCat(path, ": mmap failed: ", std::strerror(errno)));
   std::shared_ptr<void> mapping(addr, [size](void* p) { munmap(p, size); });
@@ -209,8 +228,10 @@ absl::StatusOr<Checkpoint> Checkpoint::open(const std::string& dir) {
       return absl::DataLossError(absl::StrCat(index.string(), ": not JSON with a 'weight_map' object"));
     weight_map = j["weight_map"];
     for (auto& [name, file] : weight_map.items()) {
-      if (!file.is_string())
-        return absl::DataLossError(absl::StrCat(index.string(), ": weight_map['", name, "'] is not a file name"));
+      if (!file.is_string() || file.get<std::string>().find('/') != std::string::npos ||
+          file.get<std::string>().find("..") != std::string::npos)
+        return absl::DataLossError(absl::StrCat(index.string(), ": weight_map['", name,
+                                                "'] is not a file name in the model directory"));
       if (std::find(files.begin(), files.end(), file.get<std::string>()) == files.end())
         files.push_back(file.get<std::string>());
     }

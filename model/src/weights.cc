@@ -151,6 +151,17 @@ absl::StatusOr<ModelWeights> load_weights(const ModelConfig& config, const Check
 
 absl::StatusOr<ModelWeights> assemble_weights(const ModelConfig& c, const NamedTensors& t,
                                               const PrecisionProfile& precision) {
+  const MoeNaming naming = c.is_moe() && t.count("model.layers.0.block_sparse_moe.gate.weight")
+                               ? MoeNaming::kPerExpert
+                               : MoeNaming::kPacked;
+  for (const WeightSpec& spec : weight_specs(c, naming)) {
+    auto it = t.find(spec.name);
+    if (it == t.end()) return absl::NotFoundError(absl::StrCat("missing tensor '", spec.name, "'"));
+    if (it->second.shape() != spec.shape)
+      return absl::InvalidArgumentError(absl::StrCat("tensor '", spec.name, "' has shape ",
+                                                     core::shape_string(it->second.shape()), " but the config needs ",
+                                                     core::shape_string(spec.shape)));
+  }
   // Returns an f32 copy rounded to `dtype` (or the tensor itself when f32 and unrounded).
   auto take = [&](const std::string& name, core::DType dtype) -> absl::StatusOr<Tensor> {
     auto it = t.find(name);

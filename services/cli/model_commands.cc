@@ -84,6 +84,7 @@ int run_init(const InitArgs& a) {
   model::InitOptions o{.config_path = a.config, .out_dir = a.out, .seed = a.seed, .dtype = *dtype};
   if (auto st = model::init_model_dir(o); !st.ok()) return fail(st);
   auto config = model::load_config(a.out);
+  if (!config.ok()) return fail(config.status());
   std::printf("wrote %s: %s, %lld layers, %.2fM parameters (%s)\n", a.out.c_str(),
               model::architecture_name(config->architecture).c_str(),
               static_cast<long long>(config->num_hidden_layers), config->parameter_count() / 1e6,

@@ -35,7 +35,7 @@ TEST(ChatTemplate, RendersTheDocumentedFormat) {
   EXPECT_EQ(tok.decode(t->render(conv, false)),
             "<|im_start|>system\nbe brief<|im_end|>"
             "<|im_start|>user\n2+3?<|im_end|>"
-            "<|im_start|>assistant\n<think>add them</think><tool_call>{\"arguments\":{\"expr\":\"2+3\"},\"name\":\"calc\"}</tool_call><|im_end|>"
+            "<|im_start|>assistant\n<think>add them</think><tool_call>{\"name\":\"calc\",\"arguments\":{\"expr\":\"2+3\"}}</tool_call><|im_end|>"
             "<|im_start|>tool\n<tool_response>5</tool_response><|im_end|>"
             "<|im_start|>assistant\n<think>the tool said 5</think>5<|im_end|>");
 }

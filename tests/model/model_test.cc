@@ -245,6 +245,15 @@ TEST_F(ModelDir, MissingAndMisshapedTensorsAreNamed) {
   EXPECT_NE(msg.find("[48, 32]"), std::string::npos) << msg;
 }
 
+TEST(Model, FromTensorsChecksShapes) {
+  ModelConfig config = testing::parse_or_die(testing::minimax_json());
+  NamedTensors w = random_weights(config, 3);
+  w["model.layers.2.mlp.experts.down_proj"] = core::Tensor::zeros({4, 32, 23});
+  auto m = Model::from_tensors(config, w, fp32());
+  ASSERT_FALSE(m.ok());
+  EXPECT_NE(m.status().message().find("model.layers.2.mlp.experts.down_proj"), std::string::npos) << m.status();
+}
+
 TEST(Model, Bf16ProfileDiffersBoundedlyFromFp32) {
   ModelConfig config = testing::parse_or_die(testing::minimax_json());
   NamedTensors w = random_weights(config, 3, 0.25f);

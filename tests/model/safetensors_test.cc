@@ -92,6 +92,12 @@ TEST_F(Safetensors, RejectsEachKindOfCorruptHeaderWithAClearMessage) {
   EXPECT_NE(e.find("reversed"), std::string::npos) << e;
   e = error_of(raw("shape", R"({"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", 4));
   EXPECT_NE(e.find("shape entries"), std::string::npos) << e;
+  e = error_of(raw("gap", R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", 8));
+  EXPECT_NE(e.find("unaccounted bytes"), std::string::npos) << e;
+  e = error_of(raw("trailing", R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", 8));
+  EXPECT_NE(e.find("trailing bytes"), std::string::npos) << e;
+  e = error_of(raw("huge", R"({"a":{"dtype":"BF16","shape":[9223372036854775807,9223372036854775807,4],"data_offsets":[0,0]}})", 0));
+  EXPECT_NE(e.find("needs"), std::string::npos) << e;
   e = error_of(raw("meta", R"({"__metadata__":{"x":1}})", 0));
   EXPECT_NE(e.find("__metadata__"), std::string::npos) << e;
   // Each message names the file.
