@@ -368,37 +368,25 @@ void Model::moe_mlp(const LayerWeights& L, int64_t rows, const float* h, float* 
   std::vector<std::vector<std::pair<int64_t, float>>> assigned(E);
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t j = 0; j < K; ++j) assigned[index[r * K + j]].push_back({r, weight[r * K + j]});
-  std::vector<int64_t> active;
-  int64_t max_rows = 0;
+  // One expert at a time; oneDNN threads each GEMM. (Running experts side by side
+  // from our own OpenMP region made oneDNN open nested teams: far slower.)
+  std::vector<float> xin, gu, act, y;
   for (int64_t e = 0; e < E; ++e) {
-    if (assigned[e].empty()) continue;
-    active.push_back(e);
-    max_rows = std::max<int64_t>(max_rows, static_cast<int64_t>(assigned[e].size()));
-  }
-  const int64_t na = static_cast<int64_t>(active.size());
-  std::vector<std::vector<float>> y(na);
-  // Few rows per expert (decode): run the experts side by side, one thread each,
-  // each streaming its own weights; many rows (prefill): one expert at a time with
-  // a multi-threaded GEMM. Results are summed in expert order either way.
-#pragma omp parallel for schedule(dynamic) if (max_rows <= 4 && na > 1)
-  for (int64_t a = 0; a < na; ++a) {
-    const int64_t e = active[a];
     const auto& list = assigned[e];
+    if (list.empty()) continue;
     const int64_t m = static_cast<int64_t>(list.size());
-    std::vector<float> xin(m * H), gu(m * 2 * I), act(m * I);
-    y[a].resize(m * H);
+    xin.resize(m * H);
+    gu.resize(m * 2 * I);
+    act.resize(m * I);
+    y.resize(m * H);
     for (int64_t i = 0; i < m; ++i) std::memcpy(&xin[i * H], h + list[i].first * H, H * sizeof(float));
     linear(L.expert_in[e], xin.data(), m, gu.data());
     swiglu_rows(gu.data(), m, I, act.data());
-    linear(L.expert_down[e], act.data(), m, y[a].data());
-  }
-  for (int64_t a = 0; a < na; ++a) {
-    const auto& list = assigned[active[a]];
-    for (size_t i = 0; i < list.size(); ++i) {
+    linear(L.expert_down[e], act.data(), m, y.data());
+    for (int64_t i = 0; i < m; ++i) {
       float* o = out + list[i].first * H;
       const float w = list[i].second;
-      const float* ya = y[a].data() + i * H;
-      for (int64_t d = 0; d < H; ++d) o[d] += w * ya[d];
+      for (int64_t d = 0; d < H; ++d) o[d] += w * y[i * H + d];
     }
   }
   round_act(out, rows * H);

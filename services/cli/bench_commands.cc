@@ -364,7 +364,10 @@ int run_bench_crossover(const Common& c, const CrossoverArgs& a) {
                   {"decode_measured_over_theory", md > 0 ? md / theory_decode : -1}};
   json settings = {{"heads", H}, {"kv_heads", Hk}, {"head_dim", D}, {"block_size", a.block_size},
                    {"prefill_theory", "FLOPs equal at T = block_size + 2*head_dim"},
-                   {"decode_theory", "bytes equal at T = (H/H_kv) * head_dim * state_bytes/kv_bytes (f32 state, bf16 KV)"}};
+                   {"decode_theory", "bytes equal at T = (H/H_kv) * head_dim * state_bytes/kv_bytes (f32 state, bf16 KV)"},
+                   // Softmax decode does 4*H*head_dim FLOPs per cached token over 2*H_kv*head_dim*2 bytes
+                   // of bf16 KV: the byte-based theory holds only where FLOP/s >= this x bandwidth.
+                   {"softmax_decode_flops_per_kv_byte", double(4 * H * D) / double(2 * Hk * D * 2)}};
   emit(c, "crossover", settings, results, [&] {
     std::printf("%8s %14s %14s %14s %14s\n", "tokens", "lightning pf ms", "softmax pf ms", "lightning dec us",
                 "softmax dec us");
