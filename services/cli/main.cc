@@ -15,12 +15,14 @@ int main(int argc, char** argv) {
       "  interlace model init --config examples/models/tiny-hybrid.json --out /tmp/tiny\n"
       "  interlace model generate --model /tmp/tiny --prompt 'Hello' --max-new-tokens 32\n"
       "  interlace model score --model /tmp/tiny --input tokens.jsonl\n"
+      "  interlace precision check --model /tmp/tiny --data tokens.jsonl --rollout-precision bf16 --train-precision fp32\n"
       "  interlace bench decode -o json\n",
       "interlace"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "interlace 0.1.0");
   interlace::cli::Action action;
   interlace::cli::add_model_commands(app, action);
+  interlace::cli::add_precision_commands(app, action);
   interlace::cli::add_bench_commands(app, action);
   try {
     app.parse(argc, argv);

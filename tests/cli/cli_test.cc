@@ -134,6 +134,26 @@ TEST_F(Cli, BadInputExitsOneNamingWhatIsWrong) {
   EXPECT_NE(r.out.find("fp7"), std::string::npos) << r.out;
 }
 
+TEST_F(Cli, PrecisionCheckReportsMismatchMetrics) {
+  const std::string data = write("pc.jsonl", "{\"tokens\":[256,72,105,33,10,72,105,33,10,1,2,3]}\n");
+  CliRun same = run("precision check --model " + model_ + " --data " + data +
+                    " --rollout-precision fp32 --train-precision fp32 -o json", false);
+  ASSERT_EQ(same.code, 0) << same.out;
+  auto j = nlohmann::json::parse(same.out);
+  for (const char* k : {"logprob_abs_diff_mean", "logprob_abs_diff_max", "prob_abs_diff_mean", "prob_abs_diff_max",
+                        "mismatch_k3_kl", "prob_pearson", "token_mult_prob_error"})
+    EXPECT_TRUE(j.contains(k)) << k;
+  EXPECT_EQ(j["tokens"], 11);
+  EXPECT_LT(j["logprob_abs_diff_max"].get<double>(), 1e-4);  // decode vs prefill, both fp32
+  CliRun bf16 = run("precision check --model " + model_ + " --data " + data +
+                    " --rollout-precision bf16 --train-precision fp32 -o json", false);
+  ASSERT_EQ(bf16.code, 0) << bf16.out;
+  EXPECT_GT(nlohmann::json::parse(bf16.out)["logprob_abs_diff_max"].get<double>(), 1e-4);
+  CliRun bad = run("precision check --model " + model_ + " --data " + data + " --rollout-precision bf17");
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.out.find("--rollout-precision"), std::string::npos) << bad.out;
+}
+
 TEST_F(Cli, GenerateIsReproducibleBySeed) {
   CliRun a = run("model generate --model " + model_ + " --prompt 'Hi' --max-new-tokens 12 --seed 7", false);
   CliRun b = run("model generate --model " + model_ + " --prompt 'Hi' --max-new-tokens 12 --seed 7", false);
