@@ -1,0 +1,443 @@
+#include "interlace/learner/training_model.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "interlace/core/status.h"
+#include "interlace/kernels/backend.h"
+#include "interlace/kernels/backward.h"
+
+namespace interlace::learner {
+
+using core::Tensor;
+using model::LayerKind;
+using model::NamedTensors;
+namespace bw = kernels::backward;
+
+namespace {
+
+constexpr float kLightningNormEps = 1e-6f;  // transformers' MiniMax head norm default
+kernels::Backend& be() { return kernels::cpu_backend(); }
+
+using Buf = std::vector<float>;
+
+void linear_fwd(const float* x, const float* w, const float* b, int64_t m, int64_t n, int64_t k, float* y) {
+  be().linear(x, w, y, m, n, k);
+  if (b)
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) y[i * n + j] += b[j];
+}
+
+void linear_bwd(const float* x, const float* w, const float* dy, int64_t m, int64_t n, int64_t k, float* dx,
+                float* dw, float* db) {
+  bw::linear(x, w, dy, m, n, k, dx, dw);
+  if (db)
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) db[j] += dy[i * n + j];
+}
+
+}  // namespace
+
+struct TrainingModel::Cache {
+  struct Expert {
+    std::vector<int64_t> rows;  // token rows routed here
+    std::vector<float> weight;  // their routing weights
+    Buf x, g, u, act, y;        // [m, H], [m, I] x3, [m, H]
+  };
+  struct Layer {
+    Buf x_in, h, x_mid, h2;
+    Buf q_raw, k_raw, q_n, k_n, q, k, v, attn;       // softmax
+    Buf pre, gate_pre, a_raw, a_norm, a_gated;      // lightning (q, k, v shared above)
+    Buf g, u, act;                                  // dense MLP
+    Buf router;                                     // MoE
+    std::vector<int32_t> index;
+    std::vector<float> weight;
+    std::vector<Expert> experts;
+  };
+  std::vector<Layer> layers;
+  Buf x_last, xf;
+  std::vector<int64_t> positions;
+};
+
+TrainingModel::TrainingModel(model::ModelConfig config, const NamedTensors& weights) : config_(std::move(config)) {
+  const model::ModelConfig& c = config_;
+  const bool per_expert = c.is_moe() && weights.count("model.layers.0.block_sparse_moe.gate.weight");
+  for (const model::WeightSpec& spec :
+       model::weight_specs(c, per_expert ? model::MoeNaming::kPerExpert : model::MoeNaming::kPacked)) {
+    auto it = weights.find(spec.name);
+    INTERLACE_CHECK(it != weights.end() && it->second.shape() == spec.shape,
+                    ("TrainingModel: missing or misshaped " + spec.name).c_str());
+    weights_[spec.name] = it->second.to_f32().clone();
+  }
+  head_name_ = c.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
+  const int64_t H = c.hidden_size, I = c.intermediate_size;
+  slopes_.resize(c.num_hidden_layers);
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const std::string p = absl::StrCat("model.layers.", l, ".");
+    LayerRefs L;
+    L.kind = c.layer_types[l];
+    L.in_norm = {p + "input_layernorm.weight"};
+    L.post_norm = {p + "post_attention_layernorm.weight"};
+    if (L.kind == LayerKind::kLinearAttention) {
+      L.qkv = {p + "self_attn.qkv_proj.weight"};
+      L.gate = {p + "self_attn.output_gate.weight"};
+      L.out = {p + "self_attn.out_proj.weight"};
+      L.attn_norm = {p + "self_attn.norm.weight"};
+      for (int64_t h = 0; h < c.num_attention_heads; ++h)
+        slopes_[l].push_back(kernels::lightning_slope(h, c.num_attention_heads, l, c.num_hidden_layers));
+    } else {
+      const std::string a = p + "self_attn.";
+      L.q = {a + "q_proj.weight"};
+      L.k = {a + "k_proj.weight"};
+      L.v = {a + "v_proj.weight"};
+      L.o = {a + "o_proj.weight"};
+      if (c.attention_bias) {
+        L.qb = {a + "q_proj.bias"};
+        L.kb = {a + "k_proj.bias"};
+        L.vb = {a + "v_proj.bias"};
+        L.ob = {a + "o_proj.bias"};
+      }
+      if (c.qk_norm) {
+        L.q_norm = {a + "q_norm.weight"};
+        L.k_norm = {a + "k_norm.weight"};
+      }
+    }
+    if (c.is_moe()) {
+      if (per_expert) {
+        L.router = {p + "block_sparse_moe.gate.weight"};
+        for (int64_t e = 0; e < c.num_local_experts; ++e) {
+          const std::string ep = absl::StrCat(p, "block_sparse_moe.experts.", e, ".");
+          L.eg.push_back({ep + "w1.weight"});
+          L.eu.push_back({ep + "w3.weight"});
+          L.ed.push_back({ep + "w2.weight"});
+        }
+      } else {
+        L.router = {p + "mlp.gate.weight"};
+        for (int64_t e = 0; e < c.num_local_experts; ++e) {
+          L.eg.push_back({p + "mlp.experts.gate_up_proj", e * 2 * I * H});
+          L.eu.push_back({p + "mlp.experts.gate_up_proj", e * 2 * I * H + I * H});
+          L.ed.push_back({p + "mlp.experts.down_proj", e * H * I});
+        }
+      }
+    } else {
+      L.mg = {p + "mlp.gate_proj.weight"};
+      L.mu = {p + "mlp.up_proj.weight"};
+      L.md = {p + "mlp.down_proj.weight"};
+      if (c.mlp_bias) {
+        L.mgb = {p + "mlp.gate_proj.bias"};
+        L.mub = {p + "mlp.up_proj.bias"};
+        L.mdb = {p + "mlp.down_proj.bias"};
+      }
+    }
+    layers_.push_back(std::move(L));
+  }
+}
+
+NamedTensors TrainingModel::zero_grads() const {
+  NamedTensors g;
+  for (auto& [name, t] : weights_) g[name] = Tensor::zeros(t.shape());
+  return g;
+}
+
+std::vector<float> TrainingModel::forward(const std::vector<int32_t>& tokens, Cache* cache) const {
+  const model::ModelConfig& c = config_;
+  const int64_t T = static_cast<int64_t>(tokens.size()), H = c.hidden_size, D = c.head_dim,
+                Hq = c.num_attention_heads, Hk = c.num_key_value_heads, I = c.intermediate_size, V = c.vocab_size;
+  const bool minimax = c.architecture == model::Architecture::kMiniMax;
+  cache->layers.assign(c.num_hidden_layers, {});
+  cache->positions.resize(T);
+  for (int64_t t = 0; t < T; ++t) cache->positions[t] = t;
+  Buf x(T * H);
+  const float* emb = weights_.at("model.embed_tokens.weight").f32();
+  for (int64_t t = 0; t < T; ++t) {
+    INTERLACE_CHECK(tokens[t] >= 0 && tokens[t] < V, "training: token id outside the vocabulary");
+    std::memcpy(&x[t * H], emb + int64_t(tokens[t]) * H, H * sizeof(float));
+  }
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const LayerRefs& L = layers_[l];
+    Cache::Layer& C = cache->layers[l];
+    const bool lightning = L.kind == LayerKind::kLinearAttention;
+    C.x_in = x;
+    C.h.resize(T * H);
+    be().rms_norm(x.data(), w(L.in_norm), C.h.data(), T, H, c.rms_norm_eps);
+    Buf a(T * H);
+    if (lightning) {
+      const int64_t HD = Hq * D;
+      C.pre.resize(T * 3 * HD);
+      C.gate_pre.resize(T * HD);
+      linear_fwd(C.h.data(), w(L.qkv), nullptr, T, 3 * HD, H, C.pre.data());
+      linear_fwd(C.h.data(), w(L.gate), nullptr, T, HD, H, C.gate_pre.data());
+      C.q.resize(T * HD);
+      C.k.resize(T * HD);
+      C.v.resize(T * HD);
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t hh = 0; hh < Hq; ++hh)
+          for (int64_t d = 0; d < D; ++d) {
+            const float* src = &C.pre[(t * Hq + hh) * 3 * D];
+            auto silu = [](float z) { return z / (1.0f + std::exp(-z)); };
+            C.q[(t * Hq + hh) * D + d] = silu(src[d]);
+            C.k[(t * Hq + hh) * D + d] = silu(src[D + d]);
+            C.v[(t * Hq + hh) * D + d] = silu(src[2 * D + d]);
+          }
+      kernels::LightningShape s{.heads = Hq, .head_dim = D, .slopes = slopes_[l].data(), .block_size = c.block_size};
+      Buf base(Hq * D * D, 0.0f), delta(Hq * D * D, 0.0f);
+      int64_t steps = 0;
+      C.a_raw.resize(T * HD);
+      be().lightning_prefill(s, C.q.data(), C.k.data(), C.v.data(), T, {base.data(), delta.data(), &steps},
+                             C.a_raw.data());
+      C.a_norm.resize(T * HD);
+      be().rms_norm(C.a_raw.data(), w(L.attn_norm), C.a_norm.data(), T, HD, kLightningNormEps);
+      C.a_gated = C.a_norm;
+      be().sigmoid_gate(C.gate_pre.data(), C.a_gated.data(), T * HD);
+      linear_fwd(C.a_gated.data(), w(L.out), nullptr, T, H, HD, a.data());
+    } else {
+      C.q_raw.resize(T * Hq * D);
+      C.k_raw.resize(T * Hk * D);
+      C.v.resize(T * Hk * D);
+      linear_fwd(C.h.data(), w(L.q), w(L.qb), T, Hq * D, H, C.q_raw.data());
+      linear_fwd(C.h.data(), w(L.k), w(L.kb), T, Hk * D, H, C.k_raw.data());
+      linear_fwd(C.h.data(), w(L.v), w(L.vb), T, Hk * D, H, C.v.data());
+      C.q_n = C.q_raw;
+      C.k_n = C.k_raw;
+      if (c.qk_norm) {
+        be().rms_norm(C.q_raw.data(), w(L.q_norm), C.q_n.data(), T * Hq, D, c.rms_norm_eps);
+        be().rms_norm(C.k_raw.data(), w(L.k_norm), C.k_n.data(), T * Hk, D, c.rms_norm_eps);
+      }
+      C.q = C.q_n;
+      C.k = C.k_n;
+      be().rope(C.q.data(), cache->positions.data(), T, Hq, D, c.rotary_dim, c.rope_theta);
+      be().rope(C.k.data(), cache->positions.data(), T, Hk, D, c.rotary_dim, c.rope_theta);
+      kernels::AttentionShape s{.q_heads = Hq, .kv_heads = Hk, .head_dim = D,
+                                .scale = 1.0f / std::sqrt(static_cast<float>(D)),
+                                .window = c.window_for_layer(l), .kv_dtype = core::DType::kF32};
+      C.attn.resize(T * Hq * D);
+      be().attention_prefill(s, C.q.data(), {C.k.data(), C.v.data(), T}, 0, T, C.attn.data());
+      linear_fwd(C.attn.data(), w(L.o), w(L.ob), T, H, Hq * D, a.data());
+    }
+    if (minimax) {
+      const float alpha = lightning ? c.linear_attn_alpha_factor : c.full_attn_alpha_factor;
+      const float beta = lightning ? c.linear_attn_beta_factor : c.full_attn_beta_factor;
+      for (int64_t i = 0; i < T * H; ++i) x[i] = C.h[i] * alpha + a[i] * beta;
+    } else {
+      for (int64_t i = 0; i < T * H; ++i) x[i] += a[i];
+    }
+    C.x_mid = x;
+    C.h2.resize(T * H);
+    be().rms_norm(x.data(), w(L.post_norm), C.h2.data(), T, H, c.rms_norm_eps);
+    Buf m(T * H, 0.0f);
+    if (c.is_moe()) {
+      const int64_t E = c.num_local_experts, K = c.num_experts_per_tok;
+      C.router.resize(T * E);
+      linear_fwd(C.h2.data(), w(L.router), nullptr, T, E, H, C.router.data());
+      C.index.resize(T * K);
+      C.weight.resize(T * K);
+      be().moe_route(C.router.data(), T, E, K, C.index.data(), C.weight.data());
+      C.experts.assign(E, {});
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t j = 0; j < K; ++j) {
+          C.experts[C.index[t * K + j]].rows.push_back(t);
+          C.experts[C.index[t * K + j]].weight.push_back(C.weight[t * K + j]);
+        }
+      for (int64_t e = 0; e < E; ++e) {
+        Cache::Expert& X = C.experts[e];
+        const int64_t n = static_cast<int64_t>(X.rows.size());
+        if (n == 0) continue;
+        X.x.resize(n * H);
+        for (int64_t i = 0; i < n; ++i) std::memcpy(&X.x[i * H], &C.h2[X.rows[i] * H], H * sizeof(float));
+        X.g.resize(n * I);
+        X.u.resize(n * I);
+        X.act.resize(n * I);
+        X.y.resize(n * H);
+        linear_fwd(X.x.data(), w(L.eg[e]), nullptr, n, I, H, X.g.data());
+        linear_fwd(X.x.data(), w(L.eu[e]), nullptr, n, I, H, X.u.data());
+        be().silu_mul(X.g.data(), X.u.data(), X.act.data(), n * I);
+        linear_fwd(X.act.data(), w(L.ed[e]), nullptr, n, H, I, X.y.data());
+        for (int64_t i = 0; i < n; ++i)
+          for (int64_t d = 0; d < H; ++d) m[X.rows[i] * H + d] += X.weight[i] * X.y[i * H + d];
+      }
+      for (int64_t i = 0; i < T * H; ++i) x[i] = C.h2[i] * c.mlp_alpha_factor + m[i] * c.mlp_beta_factor;
+    } else {
+      C.g.resize(T * I);
+      C.u.resize(T * I);
+      C.act.resize(T * I);
+      linear_fwd(C.h2.data(), w(L.mg), w(L.mgb), T, I, H, C.g.data());
+      linear_fwd(C.h2.data(), w(L.mu), w(L.mub), T, I, H, C.u.data());
+      be().silu_mul(C.g.data(), C.u.data(), C.act.data(), T * I);
+      linear_fwd(C.act.data(), w(L.md), w(L.mdb), T, H, I, m.data());
+      for (int64_t i = 0; i < T * H; ++i) x[i] += m[i];
+    }
+  }
+  cache->x_last = x;
+  cache->xf.resize(T * H);
+  be().rms_norm(x.data(), weights_.at("model.norm.weight").f32(), cache->xf.data(), T, H, c.rms_norm_eps);
+  Buf logits(T * V);
+  be().linear(cache->xf.data(), weights_.at(head_name_).f32(), logits.data(), T, V, H);
+  return logits;
+}
+
+std::vector<float> TrainingModel::logprobs(const std::vector<int32_t>& tokens) const {
+  const int64_t T = static_cast<int64_t>(tokens.size()), V = config_.vocab_size;
+  std::vector<float> out(T, NAN);
+  if (T < 2) return out;
+  Cache cache;
+  Buf logits = forward(tokens, &cache);
+  be().log_softmax_gather(logits.data(), tokens.data() + 1, T - 1, V, out.data() + 1);
+  return out;
+}
+
+double TrainingModel::forward_backward(const std::vector<int32_t>& tokens, const std::vector<float>& scale,
+                                       NamedTensors& grads, std::vector<float>* logprobs_out) const {
+  const model::ModelConfig& c = config_;
+  const int64_t T = static_cast<int64_t>(tokens.size()), H = c.hidden_size, D = c.head_dim,
+                Hq = c.num_attention_heads, Hk = c.num_key_value_heads, I = c.intermediate_size, V = c.vocab_size;
+  INTERLACE_CHECK(scale.size() == tokens.size(), "forward_backward: one scale per token");
+  if (T < 2) return 0.0;
+  const bool minimax = c.architecture == model::Architecture::kMiniMax;
+  Cache cache;
+  Buf logits = forward(tokens, &cache);
+
+  // Loss over predictions of tokens 1..T-1 from rows 0..T-2.
+  std::vector<float> lp(T, NAN);
+  be().log_softmax_gather(logits.data(), tokens.data() + 1, T - 1, V, lp.data() + 1);
+  double loss = 0;
+  for (int64_t t = 1; t < T; ++t) loss -= double(scale[t]) * lp[t];
+  if (logprobs_out) *logprobs_out = lp;
+  Buf dlogits(T * V, 0.0f);
+  std::vector<float> row_scale(T, 0.0f);
+  std::vector<int32_t> targets(T, 0);
+  for (int64_t t = 0; t + 1 < T; ++t) {
+    row_scale[t] = scale[t + 1];
+    targets[t] = tokens[t + 1];
+  }
+  bw::cross_entropy(logits.data(), targets.data(), row_scale.data(), T, V, dlogits.data());
+
+  // LM head and final norm.
+  Buf dxf(T * H, 0.0f), dx(T * H, 0.0f);
+  bw::linear(cache.xf.data(), weights_.at(head_name_).f32(), dlogits.data(), T, V, H, dxf.data(),
+             grads.at(head_name_).f32());
+  bw::rms_norm(cache.x_last.data(), weights_.at("model.norm.weight").f32(), dxf.data(), T, H, c.rms_norm_eps,
+               dx.data(), grads.at("model.norm.weight").f32());
+
+  for (int64_t l = c.num_hidden_layers - 1; l >= 0; --l) {
+    const LayerRefs& L = layers_[l];
+    Cache::Layer& C = cache.layers[l];
+    const bool lightning = L.kind == LayerKind::kLinearAttention;
+    // MLP block: x_out = (minimax ? h2*ma : x_mid) + m*mb.
+    Buf dh2(T * H, 0.0f), dm(T * H), dx_mid(T * H, 0.0f);
+    if (minimax) {
+      for (int64_t i = 0; i < T * H; ++i) {
+        dh2[i] = dx[i] * c.mlp_alpha_factor;
+        dm[i] = dx[i] * c.mlp_beta_factor;
+      }
+    } else {
+      dx_mid = dx;
+      dm = dx;
+    }
+    if (c.is_moe()) {
+      const int64_t E = c.num_local_experts, K = c.num_experts_per_tok;
+      std::vector<float> dweight(T * K, 0.0f);
+      for (int64_t e = 0; e < E; ++e) {
+        Cache::Expert& X = C.experts[e];
+        const int64_t n = static_cast<int64_t>(X.rows.size());
+        if (n == 0) continue;
+        Buf dy(n * H), dact(n * I, 0.0f), dg(n * I, 0.0f), du(n * I, 0.0f), dxe(n * H, 0.0f);
+        for (int64_t i = 0; i < n; ++i) {
+          const int64_t t = X.rows[i];
+          double dwt = 0;
+          for (int64_t d = 0; d < H; ++d) {
+            dy[i * H + d] = dm[t * H + d] * X.weight[i];
+            dwt += double(dm[t * H + d]) * X.y[i * H + d];
+          }
+          for (int64_t j = 0; j < K; ++j)
+            if (C.index[t * K + j] == e) dweight[t * K + j] += static_cast<float>(dwt);
+        }
+        linear_bwd(X.act.data(), w(L.ed[e]), dy.data(), n, H, I, dact.data(), g(grads, L.ed[e]), nullptr);
+        bw::silu_mul(X.g.data(), X.u.data(), dact.data(), n * I, dg.data(), du.data());
+        linear_bwd(X.x.data(), w(L.eg[e]), dg.data(), n, I, H, dxe.data(), g(grads, L.eg[e]), nullptr);
+        linear_bwd(X.x.data(), w(L.eu[e]), du.data(), n, I, H, dxe.data(), g(grads, L.eu[e]), nullptr);
+        for (int64_t i = 0; i < n; ++i)
+          for (int64_t d = 0; d < H; ++d) dh2[X.rows[i] * H + d] += dxe[i * H + d];
+      }
+      Buf drouter(T * E, 0.0f);
+      bw::moe_route(C.router.data(), C.index.data(), dweight.data(), T, E, K, drouter.data());
+      linear_bwd(C.h2.data(), w(L.router), drouter.data(), T, E, H, dh2.data(), g(grads, L.router), nullptr);
+    } else {
+      Buf dact(T * I, 0.0f), dg(T * I, 0.0f), du(T * I, 0.0f);
+      linear_bwd(C.act.data(), w(L.md), dm.data(), T, H, I, dact.data(), g(grads, L.md), g(grads, L.mdb));
+      bw::silu_mul(C.g.data(), C.u.data(), dact.data(), T * I, dg.data(), du.data());
+      linear_bwd(C.h2.data(), w(L.mg), dg.data(), T, I, H, dh2.data(), g(grads, L.mg), g(grads, L.mgb));
+      linear_bwd(C.h2.data(), w(L.mu), du.data(), T, I, H, dh2.data(), g(grads, L.mu), g(grads, L.mub));
+    }
+    bw::rms_norm(C.x_mid.data(), w(L.post_norm), dh2.data(), T, H, c.rms_norm_eps, dx_mid.data(),
+                 g(grads, L.post_norm));
+
+    // Attention block: x_mid = (minimax ? h*alpha : x_in) + a*beta.
+    Buf dh(T * H, 0.0f), da(T * H), dx_in(T * H, 0.0f);
+    if (minimax) {
+      const float alpha = lightning ? c.linear_attn_alpha_factor : c.full_attn_alpha_factor;
+      const float beta = lightning ? c.linear_attn_beta_factor : c.full_attn_beta_factor;
+      for (int64_t i = 0; i < T * H; ++i) {
+        dh[i] = dx_mid[i] * alpha;
+        da[i] = dx_mid[i] * beta;
+      }
+    } else {
+      dx_in = dx_mid;
+      da = dx_mid;
+    }
+    if (lightning) {
+      const int64_t HD = Hq * D;
+      Buf dgated(T * HD, 0.0f), dnorm(T * HD, 0.0f), dgate_pre(T * HD, 0.0f), draw(T * HD, 0.0f);
+      linear_bwd(C.a_gated.data(), w(L.out), da.data(), T, H, HD, dgated.data(), g(grads, L.out), nullptr);
+      bw::sigmoid_gate(C.gate_pre.data(), C.a_norm.data(), dgated.data(), T * HD, dgate_pre.data(), dnorm.data());
+      bw::rms_norm(C.a_raw.data(), w(L.attn_norm), dnorm.data(), T, HD, kLightningNormEps, draw.data(),
+                   g(grads, L.attn_norm));
+      kernels::LightningShape s{.heads = Hq, .head_dim = D, .slopes = slopes_[l].data(), .block_size = c.block_size};
+      Buf dq(T * HD, 0.0f), dk(T * HD, 0.0f), dv(T * HD, 0.0f);
+      bw::lightning(s, C.q.data(), C.k.data(), C.v.data(), draw.data(), T, dq.data(), dk.data(), dv.data());
+      // Back through silu into the [q | k | v]-per-head projection output.
+      Buf dpre(T * 3 * HD, 0.0f), dpost(T * 3 * HD);
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t hh = 0; hh < Hq; ++hh)
+          for (int64_t d = 0; d < D; ++d) {
+            float* dst = &dpost[(t * Hq + hh) * 3 * D];
+            dst[d] = dq[(t * Hq + hh) * D + d];
+            dst[D + d] = dk[(t * Hq + hh) * D + d];
+            dst[2 * D + d] = dv[(t * Hq + hh) * D + d];
+          }
+      bw::silu(C.pre.data(), dpost.data(), T * 3 * HD, dpre.data());
+      linear_bwd(C.h.data(), w(L.qkv), dpre.data(), T, 3 * HD, H, dh.data(), g(grads, L.qkv), nullptr);
+      linear_bwd(C.h.data(), w(L.gate), dgate_pre.data(), T, HD, H, dh.data(), g(grads, L.gate), nullptr);
+    } else {
+      Buf dattn(T * Hq * D, 0.0f), dq(T * Hq * D, 0.0f), dk(T * Hk * D, 0.0f), dv(T * Hk * D, 0.0f);
+      linear_bwd(C.attn.data(), w(L.o), da.data(), T, H, Hq * D, dattn.data(), g(grads, L.o), g(grads, L.ob));
+      kernels::AttentionShape s{.q_heads = Hq, .kv_heads = Hk, .head_dim = D,
+                                .scale = 1.0f / std::sqrt(static_cast<float>(D)),
+                                .window = c.window_for_layer(l), .kv_dtype = core::DType::kF32};
+      bw::attention(s, C.q.data(), C.k.data(), C.v.data(), dattn.data(), T, dq.data(), dk.data(), dv.data());
+      bw::rope(dq.data(), cache.positions.data(), T, Hq, D, c.rotary_dim, c.rope_theta);
+      bw::rope(dk.data(), cache.positions.data(), T, Hk, D, c.rotary_dim, c.rope_theta);
+      Buf dq_raw = dq, dk_raw = dk;
+      if (c.qk_norm) {
+        std::fill(dq_raw.begin(), dq_raw.end(), 0.0f);
+        std::fill(dk_raw.begin(), dk_raw.end(), 0.0f);
+        bw::rms_norm(C.q_raw.data(), w(L.q_norm), dq.data(), T * Hq, D, c.rms_norm_eps, dq_raw.data(),
+                     g(grads, L.q_norm));
+        bw::rms_norm(C.k_raw.data(), w(L.k_norm), dk.data(), T * Hk, D, c.rms_norm_eps, dk_raw.data(),
+                     g(grads, L.k_norm));
+      }
+      linear_bwd(C.h.data(), w(L.q), dq_raw.data(), T, Hq * D, H, dh.data(), g(grads, L.q), g(grads, L.qb));
+      linear_bwd(C.h.data(), w(L.k), dk_raw.data(), T, Hk * D, H, dh.data(), g(grads, L.k), g(grads, L.kb));
+      linear_bwd(C.h.data(), w(L.v), dv.data(), T, Hk * D, H, dh.data(), g(grads, L.v), g(grads, L.vb));
+    }
+    bw::rms_norm(C.x_in.data(), w(L.in_norm), dh.data(), T, H, c.rms_norm_eps, dx_in.data(), g(grads, L.in_norm));
+    dx.swap(dx_in);
+  }
+  // Embedding rows.
+  float* demb = grads.at("model.embed_tokens.weight").f32();
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t d = 0; d < H; ++d) demb[int64_t(tokens[t]) * H + d] += dx[t * H + d];
+  return loss;
+}
+
+}  // namespace interlace::learner

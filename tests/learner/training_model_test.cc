@@ -1,0 +1,108 @@
+// The learner's training forward/backward for whole full and hybrid models:
+// log-probabilities against the float64 reference model, and gradients of the
+// SFT loss against central finite differences of that float64 reference.
+#include "interlace/learner/training_model.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "interlace/model/model.h"
+#include "model/reference_model.h"
+#include "model/test_configs.h"
+#include "support/random.h"
+
+namespace interlace::learner {
+namespace {
+
+struct Arch {
+  std::string name;
+  nlohmann::json json;
+  model::MoeNaming naming = model::MoeNaming::kPacked;
+};
+
+class WholeModelGradient : public ::testing::TestWithParam<Arch> {};
+
+double reference_loss(const model::ModelConfig& c, const model::NamedTensors& w, const std::vector<int32_t>& tokens,
+                      const std::vector<float>& scale) {
+  const std::vector<double> lp = testing::reference_logprobs(c, w, tokens);
+  double loss = 0;
+  for (size_t t = 1; t < tokens.size(); ++t) loss -= scale[t] * lp[t];
+  return loss;
+}
+
+TEST_P(WholeModelGradient, MatchesFiniteDifferencesOfFloat64Reference) {
+  const Arch& arch = GetParam();
+  const uint64_t seed = testing::fresh_seed();
+  SCOPED_TRACE("INTERLACE_TEST_SEED=" + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const model::ModelConfig config = testing::parse_or_die(arch.json);
+  model::NamedTensors w = model::random_weights(config, seed, 0.25f, arch.naming);
+  // Norm weights around 1 but not exactly (their gradient must be right too).
+  for (auto& [name, t] : w)
+    if (name.find("norm") != std::string::npos)
+      for (float& x : t.span_f32()) x = 1.0f + 0.2f * std::normal_distribution<float>()(rng);
+  const int64_t T = 13;
+  std::vector<int32_t> tokens(T);
+  std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(config.vocab_size - 1));
+  for (auto& t : tokens) t = tok(rng);
+  std::vector<float> scale(T, 1.0f / (T - 3));
+  scale[0] = scale[4] = scale[9] = 0.0f;  // masked tokens
+
+  TrainingModel tm(config, w);
+  model::NamedTensors grads = tm.zero_grads();
+  std::vector<float> lp;
+  const double loss = tm.forward_backward(tokens, scale, grads, &lp);
+  EXPECT_NEAR(loss, reference_loss(config, w, tokens, scale), 1e-4);
+  const std::vector<double> ref = testing::reference_logprobs(config, w, tokens);
+  for (int64_t t = 1; t < T; ++t) EXPECT_NEAR(lp[t], ref[t], 1e-4) << t;
+
+  // Finite differences on a sample of entries from every tensor.
+  double worst = 0;
+  int checked = 0;
+  for (auto& [name, tensor] : w) {
+    std::uniform_int_distribution<int64_t> pick(0, tensor.numel() - 1);
+    for (int rep = 0; rep < 3; ++rep) {
+      const int64_t i = pick(rng);
+      float* p = tensor.f32() + i;
+      const float keep = *p;
+      const float up = keep + 1e-3f, down = keep - 1e-3f;
+      *p = up;
+      const double lu = reference_loss(config, w, tokens, scale);
+      *p = down;
+      const double ld = reference_loss(config, w, tokens, scale);
+      *p = keep;
+      const double fd = (lu - ld) / (double(up) - double(down));
+      const double an = grads.at(name).f32()[i];
+      const double err = std::fabs(an - fd) / (std::fabs(fd) + 1e-3);
+      worst = std::max(worst, err);
+      ++checked;
+      EXPECT_LT(std::fabs(an - fd), 2e-3 * std::fabs(fd) + 2e-4)
+          << arch.name << " " << name << "[" << i << "]: analytic " << an << " numeric " << fd;
+    }
+  }
+  std::fprintf(stderr, "%s: %d gradient entries, worst relative error %.2e\n", arch.name.c_str(), checked, worst);
+}
+
+INSTANTIATE_TEST_SUITE_P(Architectures, WholeModelGradient,
+                         ::testing::Values(Arch{"llama", testing::llama_json()}, Arch{"qwen3", testing::qwen3_json()},
+                                           Arch{"minimax_packed", testing::minimax_json()},
+                                           Arch{"minimax_per_expert", testing::minimax_json(),
+                                                model::MoeNaming::kPerExpert}),
+                         [](const auto& info) { return info.param.name; });
+
+// The training forward agrees with the inference model's prefill.
+TEST(TrainingModel, LogprobsMatchInferenceModel) {
+  const model::ModelConfig config = testing::parse_or_die(testing::minimax_json());
+  model::NamedTensors w = model::random_weights(config, 11, 0.25f);
+  TrainingModel tm(config, w);
+  auto m = model::Model::from_tensors(config, w, *model::parse_precision("fp32"));
+  std::vector<int32_t> tokens = {5, 9, 2, 60, 33, 33, 1, 0, 17, 42, 8, 8, 8, 3, 61, 20, 19};
+  auto a = tm.logprobs(tokens);
+  auto b = (*m)->score(tokens, model::ScorePath::kPrefill);
+  for (size_t t = 1; t < tokens.size(); ++t) EXPECT_NEAR(a[t], b[t], 2e-5) << t;
+}
+
+}  // namespace
+}  // namespace interlace::learner
