@@ -59,8 +59,9 @@ TEST_P(WholeModelGradient, MatchesFiniteDifferencesOfFloat64Reference) {
   for (int64_t t = 1; t < T; ++t) EXPECT_NEAR(lp[t], ref[t], 1e-4) << t;
 
   // Finite differences on a sample of entries from every tensor.
+  const double l0 = reference_loss(config, w, tokens, scale);
   double worst = 0;
-  int checked = 0;
+  int checked = 0, skipped = 0;
   for (auto& [name, tensor] : w) {
     std::uniform_int_distribution<int64_t> pick(0, tensor.numel() - 1);
     for (int rep = 0; rep < 3; ++rep) {
@@ -74,6 +75,14 @@ TEST_P(WholeModelGradient, MatchesFiniteDifferencesOfFloat64Reference) {
       const double ld = reference_loss(config, w, tokens, scale);
       *p = keep;
       const double fd = (lu - ld) / (double(up) - double(down));
+      // MoE top-k selection is piecewise: where the step flips an expert choice the
+      // loss jumps and central differences are meaningless. The two one-sided
+      // differences then disagree; skip those samples (and count them).
+      const double fd_up = (lu - l0) / (double(up) - double(keep)), fd_down = (l0 - ld) / (double(keep) - double(down));
+      if (std::fabs(fd_up - fd_down) > 0.05 * std::fabs(fd) + 0.05) {
+        ++skipped;
+        continue;
+      }
       const double an = grads.at(name).f32()[i];
       const double err = std::fabs(an - fd) / (std::fabs(fd) + 1e-3);
       worst = std::max(worst, err);
@@ -82,7 +91,9 @@ TEST_P(WholeModelGradient, MatchesFiniteDifferencesOfFloat64Reference) {
           << arch.name << " " << name << "[" << i << "]: analytic " << an << " numeric " << fd;
     }
   }
-  std::fprintf(stderr, "%s: %d gradient entries, worst relative error %.2e\n", arch.name.c_str(), checked, worst);
+  EXPECT_LE(skipped, checked / 10) << "too many samples hit a routing discontinuity";
+  std::fprintf(stderr, "%s: %d gradient entries checked (%d skipped at routing flips), worst relative error %.2e\n",
+               arch.name.c_str(), checked, skipped, worst);
 }
 
 INSTANTIATE_TEST_SUITE_P(Architectures, WholeModelGradient,
