@@ -48,24 +48,6 @@ inline float dot(const float* a, const float* b, int64_t n) {
   return s;
 }
 
-inline float dot_bf16(const float* a, const uint16_t* b, int64_t n) {
-  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-  int64_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), load_bf16x16(b + i), acc0);
-    acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), load_bf16x16(b + i + 16), acc1);
-  }
-  for (; i + 16 <= n; i += 16) acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), load_bf16x16(b + i), acc0);
-  float s = hsum(_mm512_add_ps(acc0, acc1));
-  for (; i < n; ++i) {
-    uint32_t u = uint32_t(b[i]) << 16;
-    float f;
-    std::memcpy(&f, &u, 4);
-    s += a[i] * f;
-  }
-  return s;
-}
-
 // y += a * x
 inline void axpy(float a, const float* x, float* y, int64_t n) {
   const __m512 va = _mm512_set1_ps(a);
@@ -73,19 +55,6 @@ inline void axpy(float a, const float* x, float* y, int64_t n) {
   for (; i + 16 <= n; i += 16)
     _mm512_storeu_ps(y + i, _mm512_fmadd_ps(va, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
   for (; i < n; ++i) y[i] += a * x[i];
-}
-
-inline void axpy_bf16(float a, const uint16_t* x, float* y, int64_t n) {
-  const __m512 va = _mm512_set1_ps(a);
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16)
-    _mm512_storeu_ps(y + i, _mm512_fmadd_ps(va, load_bf16x16(x + i), _mm512_loadu_ps(y + i)));
-  for (; i < n; ++i) {
-    uint32_t u = uint32_t(x[i]) << 16;
-    float f;
-    std::memcpy(&f, &u, 4);
-    y[i] += a * f;
-  }
 }
 
 inline void bf16_to_f32(const uint16_t* src, float* dst, int64_t n) {
@@ -158,18 +127,8 @@ inline float dot(const float* a, const float* b, int64_t n) {
   return (s0 + s1) + (s2 + s3);
 }
 
-inline float dot_bf16(const float* a, const uint16_t* b, int64_t n) {
-  float s = 0;
-  for (int64_t i = 0; i < n; ++i) s += a[i] * bf16_value(b[i]);
-  return s;
-}
-
 inline void axpy(float a, const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
-}
-
-inline void axpy_bf16(float a, const uint16_t* x, float* y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] += a * bf16_value(x[i]);
 }
 
 inline void bf16_to_f32(const uint16_t* src, float* dst, int64_t n) {

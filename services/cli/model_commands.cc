@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "cli_util.h"
 #include "commands.h"
 #include "interlace/model/model.h"
 #include "interlace/model/model_init.h"
@@ -21,13 +22,6 @@ namespace {
 
 using model::Model;
 
-int fail(const std::string& message) {
-  std::fprintf(stderr, "error: %s\n", message.c_str());
-  return 1;
-}
-
-int fail(const absl::Status& status) { return fail(std::string(status.message())); }
-
 // Loads a model directory, with a message that names it when it is not one.
 absl::StatusOr<std::unique_ptr<Model>> open_model(const std::string& dir, const std::string& precision_name) {
   if (!std::filesystem::is_directory(dir))
@@ -36,29 +30,6 @@ absl::StatusOr<std::unique_ptr<Model>> open_model(const std::string& dir, const 
   auto precision = model::parse_precision(precision_name);
   if (!precision.ok()) return precision.status();
   return Model::load(dir, *precision);
-}
-
-// One line of a token file: {"tokens": [...]}, every id inside the vocabulary.
-absl::StatusOr<std::vector<int32_t>> parse_tokens_line(const std::string& line, const std::string& where,
-                                                       int64_t vocab) {
-  nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
-  if (j.is_discarded() || !j.is_object())
-    return absl::InvalidArgumentError(absl::StrCat(where, ": not a JSON object"));
-  auto it = j.find("tokens");
-  if (it == j.end() || !it->is_array())
-    return absl::InvalidArgumentError(absl::StrCat(where, ": needs a \"tokens\" array of token ids"));
-  std::vector<int32_t> tokens;
-  for (size_t i = 0; i < it->size(); ++i) {
-    const auto& t = (*it)[i];
-    if (!t.is_number_integer())
-      return absl::InvalidArgumentError(absl::StrCat(where, ": tokens[", i, "] is not an integer"));
-    const int64_t id = t.get<int64_t>();
-    if (id < 0 || id >= vocab)
-      return absl::InvalidArgumentError(absl::StrCat(where, ": tokens[", i, "] = ", id,
-                                                     " is outside the vocabulary [0, ", vocab, ")"));
-    tokens.push_back(static_cast<int32_t>(id));
-  }
-  return tokens;
 }
 
 struct InitArgs {
@@ -99,21 +70,8 @@ int run_score(const ScoreArgs& a) {
   else return fail(absl::StrCat("--path must be prefill or decode, got '", a.path, "'"));
   auto m = open_model(a.model, a.precision);
   if (!m.ok()) return fail(m.status());
-  std::ifstream in(a.input);
-  if (!in) return fail(absl::StrCat(a.input, ": cannot open"));
-  // Validate the whole file before scoring anything, so bad input costs no compute.
-  std::vector<std::vector<int32_t>> rows;
-  std::string line;
-  int64_t line_no = 0, total_tokens = 0;
-  while (std::getline(in, line)) {
-    ++line_no;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    auto tokens = parse_tokens_line(line, absl::StrCat(a.input, ":", line_no), (*m)->vocab_size());
-    if (!tokens.ok()) return fail(tokens.status());
-    total_tokens += static_cast<int64_t>(tokens->size());
-    rows.push_back(std::move(*tokens));
-  }
-  if (rows.empty()) return fail(absl::StrCat(a.input, ": no token lines"));
+  auto rows = read_token_file(a.input, (*m)->vocab_size());
+  if (!rows.ok()) return fail(rows.status());
   std::ofstream file_out;
   std::ostream* out = &std::cout;
   if (!a.output.empty()) {
@@ -124,24 +82,24 @@ int run_score(const ScoreArgs& a) {
   const auto t0 = std::chrono::steady_clock::now();
   int64_t done_tokens = 0;
   auto last_report = t0;
-  for (size_t r = 0; r < rows.size(); ++r) {
-    std::vector<float> lp = (*m)->score(rows[r], path);
+  for (size_t r = 0; r < rows->size(); ++r) {
+    std::vector<float> lp = (*m)->score((*rows)[r], path);
     nlohmann::json arr = nlohmann::json::array();
     for (size_t i = 0; i < lp.size(); ++i) {
       if (i == 0) arr.push_back(nullptr);
       else arr.push_back(lp[i]);
     }
     *out << nlohmann::json{{"logprobs", arr}}.dump() << "\n";
-    done_tokens += static_cast<int64_t>(rows[r].size());
+    done_tokens += static_cast<int64_t>((*rows)[r].size());
     const auto now = std::chrono::steady_clock::now();
-    if (now - last_report > std::chrono::seconds(2) || (r + 1 == rows.size() && rows.size() > 1)) {
+    if (now - last_report > std::chrono::seconds(2) || (r + 1 == rows->size() && rows->size() > 1)) {
       const double secs = std::chrono::duration<double>(now - t0).count();
-      std::fprintf(stderr, "\rscored %zu/%zu sequences, %lld tokens, %.0f tokens/s", r + 1, rows.size(),
+      std::fprintf(stderr, "\rscored %zu/%zu sequences, %lld tokens, %.0f tokens/s", r + 1, rows->size(),
                    static_cast<long long>(done_tokens), done_tokens / std::max(secs, 1e-9));
       last_report = now;
     }
   }
-  if (rows.size() > 1) std::fprintf(stderr, "\n");
+  if (rows->size() > 1) std::fprintf(stderr, "\n");
   out->flush();
   if (!*out) return fail("writing the output failed");
   return 0;

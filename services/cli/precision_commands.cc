@@ -2,9 +2,9 @@
 // one precision profile) are from the learner's (whole-sequence forward under
 // another), on the same tokens.
 #include <cstdio>
-#include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "cli_util.h"
 #include "commands.h"
 #include "interlace/learner/precision_metrics.h"
 #include "interlace/model/model.h"
@@ -17,45 +17,21 @@ struct CheckArgs {
   std::string model, data, rollout = "bf16", train = "fp32", output = "table";
 };
 
-int fail(const std::string& message) {
-  std::fprintf(stderr, "error: %s\n", message.c_str());
-  return 1;
-}
-
 int run_check(const CheckArgs& a) {
   auto rp = model::parse_precision(a.rollout);
   if (!rp.ok()) return fail(absl::StrCat("--rollout-precision: ", rp.status().message()));
   auto tp = model::parse_precision(a.train);
   if (!tp.ok()) return fail(absl::StrCat("--train-precision: ", tp.status().message()));
   auto rollout = model::Model::load(a.model, *rp);
-  if (!rollout.ok()) return fail(std::string(rollout.status().message()));
+  if (!rollout.ok()) return fail(rollout.status());
   auto train = model::Model::load(a.model, *tp);
-  if (!train.ok()) return fail(std::string(train.status().message()));
-  std::ifstream in(a.data);
-  if (!in) return fail(absl::StrCat(a.data, ": cannot open"));
+  if (!train.ok()) return fail(train.status());
+  auto rows = read_token_file(a.data, (*train)->vocab_size());
+  if (!rows.ok()) return fail(rows.status());
   learner::MismatchAccumulator acc;
-  std::string line;
-  int64_t line_no = 0, sequences = 0;
-  const int64_t vocab = (*train)->vocab_size();
-  while (std::getline(in, line)) {
-    ++line_no;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
-    if (j.is_discarded() || !j.is_object() || !j.contains("tokens") || !j["tokens"].is_array())
-      return fail(absl::StrCat(a.data, ":", line_no, ": needs a \"tokens\" array of token ids"));
-    std::vector<int32_t> tokens;
-    for (size_t i = 0; i < j["tokens"].size(); ++i) {
-      const auto& t = j["tokens"][i];
-      if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() >= vocab)
-        return fail(absl::StrCat(a.data, ":", line_no, ": tokens[", i, "] is not a token id in [0, ", vocab, ")"));
-      tokens.push_back(t.get<int32_t>());
-    }
-    const auto r = (*rollout)->score(tokens, model::ScorePath::kDecode);
-    const auto t = (*train)->score(tokens, model::ScorePath::kPrefill);
-    acc.add(r, t);
-    ++sequences;
-  }
-  if (sequences == 0) return fail(absl::StrCat(a.data, ": no token lines"));
+  for (const std::vector<int32_t>& tokens : *rows)
+    acc.add((*rollout)->score(tokens, model::ScorePath::kDecode), (*train)->score(tokens, model::ScorePath::kPrefill));
+  const int64_t sequences = static_cast<int64_t>(rows->size());
   const learner::MismatchMetrics m = acc.metrics();
   nlohmann::json doc = learner::to_json(m);
   doc["sequences"] = sequences;

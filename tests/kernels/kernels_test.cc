@@ -49,7 +49,7 @@ TEST_F(KernelsTest, RmsNorm) {
   ref_.rms_norm(x.data(), w.data(), a.data(), rows, dim, 1e-6f);
   cpu_.rms_norm(x.data(), w.data(), b.data(), rows, dim, 1e-6f);
   EXPECT_LT(max_row_rel_error(b.data(), a.data(), rows, dim), 1e-5);
-  // Against the definition: row r of a must have RMS equal to... check one value by hand.
+  // And the reference against the definition, for one value computed by hand.
   double ss = 0;
   for (int i = 0; i < dim; ++i) ss += double(x[i]) * x[i];
   EXPECT_NEAR(a[5], x[5] / std::sqrt(ss / dim + 1e-6) * w[5], 1e-5);
