@@ -18,12 +18,11 @@ namespace bw = kernels::backward;
 namespace {
 
 constexpr float kLightningNormEps = 1e-6f;  // transformers' MiniMax head norm default
-kernels::Backend& be() { return kernels::cpu_backend(); }
 
 using Buf = std::vector<float>;
 
-void linear_fwd(const float* x, const float* w, const float* b, int64_t m, int64_t n, int64_t k, float* y) {
-  be().linear(x, w, y, m, n, k);
+void linear_fwd(kernels::Backend& be, const float* x, const float* w, const float* b, int64_t m, int64_t n, int64_t k, float* y) {
+  be.linear(x, w, y, m, n, k);
   if (b)
     for (int64_t i = 0; i < m; ++i)
       for (int64_t j = 0; j < n; ++j) y[i * n + j] += b[j];
@@ -60,7 +59,8 @@ struct TrainingModel::Cache {
   std::vector<int64_t> positions;
 };
 
-TrainingModel::TrainingModel(model::ModelConfig config, const NamedTensors& weights) : config_(std::move(config)) {
+TrainingModel::TrainingModel(model::ModelConfig config, const NamedTensors& weights, kernels::Backend* backend)
+    : config_(std::move(config)), backend_(backend ? backend : &kernels::cpu_backend()) {
   const model::ModelConfig& c = config_;
   const bool per_expert = c.is_moe() && weights.count("model.layers.0.block_sparse_moe.gate.weight");
   for (const model::WeightSpec& spec :
@@ -134,6 +134,33 @@ TrainingModel::TrainingModel(model::ModelConfig config, const NamedTensors& weig
   }
 }
 
+void TrainingModel::set_precision(const model::PrecisionProfile& precision) {
+  precision_ = precision;
+  compute_stale_ = true;
+}
+
+void TrainingModel::refresh_compute() const {
+  if (!compute_stale_) return;
+  compute_.clear();
+  if (rounded_weights())
+    for (const auto& [name, t] : weights_) {
+      Tensor r = t.clone();
+      core::round_array(precision_.weights, r.f32(), static_cast<size_t>(r.numel()));
+      compute_[name] = r;
+    }
+  head_compute_ = Tensor();
+  if (precision_.lm_head != core::DType::kF32) {
+    head_compute_ = weights_.at(head_name_).clone();
+    core::round_array(precision_.lm_head, head_compute_.f32(), static_cast<size_t>(head_compute_.numel()));
+  }
+  compute_stale_ = false;
+}
+
+const float* TrainingModel::head() const {
+  if (precision_.lm_head != core::DType::kF32) return head_compute_.f32();
+  return weights_.at(head_name_).f32();  // the fp32 master, even when the rest is rounded
+}
+
 NamedTensors TrainingModel::zero_grads() const {
   NamedTensors g;
   for (auto& [name, t] : weights_) g[name] = Tensor::zeros(t.shape());
@@ -145,15 +172,22 @@ std::vector<float> TrainingModel::forward(const std::vector<int32_t>& tokens, Ca
   const int64_t T = static_cast<int64_t>(tokens.size()), H = c.hidden_size, D = c.head_dim,
                 Hq = c.num_attention_heads, Hk = c.num_key_value_heads, I = c.intermediate_size, V = c.vocab_size;
   const bool minimax = c.architecture == model::Architecture::kMiniMax;
+  refresh_compute();
+  // Every linear's output is rounded to the activation dtype, as the rollout's Model does.
+  auto lin = [this](const float* xin, const float* wt, const float* b, int64_t m, int64_t n, int64_t k, float* y) {
+    linear_fwd(be(), xin, wt, b, m, n, k, y);
+    core::round_array(precision_.activations, y, static_cast<size_t>(m * n));
+  };
   cache->layers.assign(c.num_hidden_layers, {});
   cache->positions.resize(T);
   for (int64_t t = 0; t < T; ++t) cache->positions[t] = t;
   Buf x(T * H);
-  const float* emb = weights_.at("model.embed_tokens.weight").f32();
+  const float* emb = w({"model.embed_tokens.weight"});
   for (int64_t t = 0; t < T; ++t) {
     INTERLACE_CHECK(tokens[t] >= 0 && tokens[t] < V, "training: token id outside the vocabulary");
     std::memcpy(&x[t * H], emb + int64_t(tokens[t]) * H, H * sizeof(float));
   }
+  round_act(x);
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const LayerRefs& L = layers_[l];
     Cache::Layer& C = cache->layers[l];
@@ -161,13 +195,14 @@ std::vector<float> TrainingModel::forward(const std::vector<int32_t>& tokens, Ca
     C.x_in = x;
     C.h.resize(T * H);
     be().rms_norm(x.data(), w(L.in_norm), C.h.data(), T, H, c.rms_norm_eps);
+    round_act(C.h);
     Buf a(T * H);
     if (lightning) {
       const int64_t HD = Hq * D;
       C.pre.resize(T * 3 * HD);
       C.gate_pre.resize(T * HD);
-      linear_fwd(C.h.data(), w(L.qkv), nullptr, T, 3 * HD, H, C.pre.data());
-      linear_fwd(C.h.data(), w(L.gate), nullptr, T, HD, H, C.gate_pre.data());
+      lin(C.h.data(), w(L.qkv), nullptr, T, 3 * HD, H, C.pre.data());
+      lin(C.h.data(), w(L.gate), nullptr, T, HD, H, C.gate_pre.data());
       C.q.resize(T * HD);
       C.k.resize(T * HD);
       C.v.resize(T * HD);
@@ -180,40 +215,53 @@ std::vector<float> TrainingModel::forward(const std::vector<int32_t>& tokens, Ca
             C.k[(t * Hq + hh) * D + d] = silu(src[D + d]);
             C.v[(t * Hq + hh) * D + d] = silu(src[2 * D + d]);
           }
+      round_act(C.q);
+      round_act(C.k);
+      round_act(C.v);
       kernels::LightningShape s{.heads = Hq, .head_dim = D, .slopes = slopes_[l].data(), .block_size = c.block_size};
       Buf base(Hq * D * D, 0.0f), delta(Hq * D * D, 0.0f);
       int64_t steps = 0;
       C.a_raw.resize(T * HD);
       be().lightning_prefill(s, C.q.data(), C.k.data(), C.v.data(), T, {base.data(), delta.data(), &steps},
                              C.a_raw.data());
+      round_act(C.a_raw);
       C.a_norm.resize(T * HD);
       be().rms_norm(C.a_raw.data(), w(L.attn_norm), C.a_norm.data(), T, HD, kLightningNormEps);
+      round_act(C.a_norm);
       C.a_gated = C.a_norm;
       be().sigmoid_gate(C.gate_pre.data(), C.a_gated.data(), T * HD);
-      linear_fwd(C.a_gated.data(), w(L.out), nullptr, T, H, HD, a.data());
+      round_act(C.a_gated);
+      lin(C.a_gated.data(), w(L.out), nullptr, T, H, HD, a.data());
     } else {
       C.q_raw.resize(T * Hq * D);
       C.k_raw.resize(T * Hk * D);
       C.v.resize(T * Hk * D);
-      linear_fwd(C.h.data(), w(L.q), w(L.qb), T, Hq * D, H, C.q_raw.data());
-      linear_fwd(C.h.data(), w(L.k), w(L.kb), T, Hk * D, H, C.k_raw.data());
-      linear_fwd(C.h.data(), w(L.v), w(L.vb), T, Hk * D, H, C.v.data());
+      lin(C.h.data(), w(L.q), w(L.qb), T, Hq * D, H, C.q_raw.data());
+      lin(C.h.data(), w(L.k), w(L.kb), T, Hk * D, H, C.k_raw.data());
+      lin(C.h.data(), w(L.v), w(L.vb), T, Hk * D, H, C.v.data());
       C.q_n = C.q_raw;
       C.k_n = C.k_raw;
       if (c.qk_norm) {
         be().rms_norm(C.q_raw.data(), w(L.q_norm), C.q_n.data(), T * Hq, D, c.rms_norm_eps);
         be().rms_norm(C.k_raw.data(), w(L.k_norm), C.k_n.data(), T * Hk, D, c.rms_norm_eps);
+        round_act(C.q_n);
+        round_act(C.k_n);
       }
       C.q = C.q_n;
       C.k = C.k_n;
       be().rope(C.q.data(), cache->positions.data(), T, Hq, D, c.rotary_dim, c.rope_theta);
       be().rope(C.k.data(), cache->positions.data(), T, Hk, D, c.rotary_dim, c.rope_theta);
+      round_act(C.q);
+      round_act(C.k);
+      core::round_array(precision_.kv_cache, C.k.data(), C.k.size());
+      core::round_array(precision_.kv_cache, C.v.data(), C.v.size());
       kernels::AttentionShape s{.q_heads = Hq, .kv_heads = Hk, .head_dim = D,
                                 .scale = 1.0f / std::sqrt(static_cast<float>(D)),
                                 .window = c.window_for_layer(l), .kv_dtype = core::DType::kF32};
       C.attn.resize(T * Hq * D);
       be().attention_prefill(s, C.q.data(), {C.k.data(), C.v.data(), T}, 0, T, C.attn.data());
-      linear_fwd(C.attn.data(), w(L.o), w(L.ob), T, H, Hq * D, a.data());
+      round_act(C.attn);
+      lin(C.attn.data(), w(L.o), w(L.ob), T, H, Hq * D, a.data());
     }
     if (minimax) {
       const float alpha = lightning ? c.linear_attn_alpha_factor : c.full_attn_alpha_factor;
@@ -222,14 +270,16 @@ std::vector<float> TrainingModel::forward(const std::vector<int32_t>& tokens, Ca
     } else {
       for (int64_t i = 0; i < T * H; ++i) x[i] += a[i];
     }
+    round_act(x);
     C.x_mid = x;
     C.h2.resize(T * H);
     be().rms_norm(x.data(), w(L.post_norm), C.h2.data(), T, H, c.rms_norm_eps);
+    round_act(C.h2);
     Buf m(T * H, 0.0f);
     if (c.is_moe()) {
       const int64_t E = c.num_local_experts, K = c.num_experts_per_tok;
       C.router.resize(T * E);
-      linear_fwd(C.h2.data(), w(L.router), nullptr, T, E, H, C.router.data());
+      lin(C.h2.data(), w(L.router), nullptr, T, E, H, C.router.data());
       C.index.resize(T * K);
       C.weight.resize(T * K);
       be().moe_route(C.router.data(), T, E, K, C.index.data(), C.weight.data());
@@ -249,30 +299,37 @@ std::vector<float> TrainingModel::forward(const std::vector<int32_t>& tokens, Ca
         X.u.resize(n * I);
         X.act.resize(n * I);
         X.y.resize(n * H);
-        linear_fwd(X.x.data(), w(L.eg[e]), nullptr, n, I, H, X.g.data());
-        linear_fwd(X.x.data(), w(L.eu[e]), nullptr, n, I, H, X.u.data());
+        lin(X.x.data(), w(L.eg[e]), nullptr, n, I, H, X.g.data());
+        lin(X.x.data(), w(L.eu[e]), nullptr, n, I, H, X.u.data());
         be().silu_mul(X.g.data(), X.u.data(), X.act.data(), n * I);
-        linear_fwd(X.act.data(), w(L.ed[e]), nullptr, n, H, I, X.y.data());
+        round_act(X.act);
+        lin(X.act.data(), w(L.ed[e]), nullptr, n, H, I, X.y.data());
         for (int64_t i = 0; i < n; ++i)
           for (int64_t d = 0; d < H; ++d) m[X.rows[i] * H + d] += X.weight[i] * X.y[i * H + d];
       }
+      round_act(m);
       for (int64_t i = 0; i < T * H; ++i) x[i] = C.h2[i] * c.mlp_alpha_factor + m[i] * c.mlp_beta_factor;
     } else {
       C.g.resize(T * I);
       C.u.resize(T * I);
       C.act.resize(T * I);
-      linear_fwd(C.h2.data(), w(L.mg), w(L.mgb), T, I, H, C.g.data());
-      linear_fwd(C.h2.data(), w(L.mu), w(L.mub), T, I, H, C.u.data());
+      lin(C.h2.data(), w(L.mg), w(L.mgb), T, I, H, C.g.data());
+      lin(C.h2.data(), w(L.mu), w(L.mub), T, I, H, C.u.data());
       be().silu_mul(C.g.data(), C.u.data(), C.act.data(), T * I);
-      linear_fwd(C.act.data(), w(L.md), w(L.mdb), T, H, I, m.data());
+      round_act(C.act);
+      lin(C.act.data(), w(L.md), w(L.mdb), T, H, I, m.data());
       for (int64_t i = 0; i < T * H; ++i) x[i] += m[i];
     }
+    round_act(x);
   }
   cache->x_last = x;
   cache->xf.resize(T * H);
-  be().rms_norm(x.data(), weights_.at("model.norm.weight").f32(), cache->xf.data(), T, H, c.rms_norm_eps);
+  be().rms_norm(x.data(), w({"model.norm.weight"}), cache->xf.data(), T, H, c.rms_norm_eps);
+  round_act(cache->xf);
+  core::round_array(precision_.lm_head, cache->xf.data(), cache->xf.size());
   Buf logits(T * V);
-  be().linear(cache->xf.data(), weights_.at(head_name_).f32(), logits.data(), T, V, H);
+  be().linear(cache->xf.data(), head(), logits.data(), T, V, H);
+  core::round_array(precision_.lm_head, logits.data(), logits.size());
   return logits;
 }
 
@@ -288,10 +345,16 @@ std::vector<float> TrainingModel::logprobs(const std::vector<int32_t>& tokens) c
 
 double TrainingModel::forward_backward(const std::vector<int32_t>& tokens, const std::vector<float>& scale,
                                        NamedTensors& grads, std::vector<float>* logprobs_out) const {
+  INTERLACE_CHECK(scale.size() == tokens.size(), "forward_backward: one scale per token");
+  return forward_backward(
+      tokens, [&scale](const std::vector<float>&) { return scale; }, grads, logprobs_out);
+}
+
+double TrainingModel::forward_backward(const std::vector<int32_t>& tokens, const ScaleFn& scale_fn,
+                                       NamedTensors& grads, std::vector<float>* logprobs_out) const {
   const model::ModelConfig& c = config_;
   const int64_t T = static_cast<int64_t>(tokens.size()), H = c.hidden_size, D = c.head_dim,
                 Hq = c.num_attention_heads, Hk = c.num_key_value_heads, I = c.intermediate_size, V = c.vocab_size;
-  INTERLACE_CHECK(scale.size() == tokens.size(), "forward_backward: one scale per token");
   if (T < 2) return 0.0;
   const bool minimax = c.architecture == model::Architecture::kMiniMax;
   Cache cache;
@@ -300,6 +363,8 @@ double TrainingModel::forward_backward(const std::vector<int32_t>& tokens, const
   // Loss over predictions of tokens 1..T-1 from rows 0..T-2.
   std::vector<float> lp(T, NAN);
   be().log_softmax_gather(logits.data(), tokens.data() + 1, T - 1, V, lp.data() + 1);
+  const std::vector<float> scale = scale_fn(lp);
+  INTERLACE_CHECK(scale.size() == tokens.size(), "forward_backward: one scale per token");
   double loss = 0;
   for (int64_t t = 1; t < T; ++t) loss -= double(scale[t]) * lp[t];
   if (logprobs_out) *logprobs_out = lp;
@@ -314,9 +379,9 @@ double TrainingModel::forward_backward(const std::vector<int32_t>& tokens, const
 
   // LM head and final norm.
   Buf dxf(T * H, 0.0f), dx(T * H, 0.0f);
-  bw::linear(cache.xf.data(), weights_.at(head_name_).f32(), dlogits.data(), T, V, H, dxf.data(),
+  bw::linear(cache.xf.data(), head(), dlogits.data(), T, V, H, dxf.data(),
              grads.at(head_name_).f32());
-  bw::rms_norm(cache.x_last.data(), weights_.at("model.norm.weight").f32(), dxf.data(), T, H, c.rms_norm_eps,
+  bw::rms_norm(cache.x_last.data(), w({"model.norm.weight"}), dxf.data(), T, H, c.rms_norm_eps,
                dx.data(), grads.at("model.norm.weight").f32());
 
   for (int64_t l = c.num_hidden_layers - 1; l >= 0; --l) {

@@ -15,5 +15,6 @@ using Action = std::function<int()>;
 void add_model_commands(CLI::App& app, Action& action);
 void add_bench_commands(CLI::App& app, Action& action);
 void add_precision_commands(CLI::App& app, Action& action);
+void add_train_commands(CLI::App& app, Action& action);
 
 }  // namespace interlace::cli

@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
       "  interlace model generate --model /tmp/tiny --prompt 'Hello' --max-new-tokens 32\n"
       "  interlace model score --model /tmp/tiny --input tokens.jsonl\n"
       "  interlace precision check --model /tmp/tiny --data tokens.jsonl --rollout-precision bf16 --train-precision fp32\n"
+      "  interlace train sft --model /tmp/tiny --data demos.jsonl --out /tmp/tiny-sft --steps 50\n"
       "  interlace bench decode -o json\n",
       "interlace"};
   app.require_subcommand(1);
@@ -23,6 +24,7 @@ int main(int argc, char** argv) {
   interlace::cli::Action action;
   interlace::cli::add_model_commands(app, action);
   interlace::cli::add_precision_commands(app, action);
+  interlace::cli::add_train_commands(app, action);
   interlace::cli::add_bench_commands(app, action);
   try {
     app.parse(argc, argv);

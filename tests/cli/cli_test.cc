@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include "interlace/learner/checkpoint.h"
+#include "interlace/learner/sft.h"
 #include "interlace/model/safetensors.h"
 #include "nlohmann/json.hpp"
 
@@ -164,6 +166,96 @@ TEST_F(Cli, GenerateIsReproducibleBySeed) {
   EXPECT_EQ(a.out, b.out);
   CliRun g = run("model generate --model " + model_ + " --prompt 'Hi' --max-new-tokens 5 --temperature 0");
   EXPECT_EQ(g.code, 0);
+}
+
+// Reads every tensor of a model directory as f32.
+std::map<std::string, std::vector<float>> read_weights(const std::string& dir) {
+  auto ckpt = interlace::model::Checkpoint::open(dir);
+  EXPECT_TRUE(ckpt.ok()) << ckpt.status();
+  std::map<std::string, std::vector<float>> out;
+  for (const std::string& name : ckpt->names()) {
+    auto t = ckpt->get(name);
+    auto f = t->to_f32();
+    out[name].assign(f.f32(), f.f32() + f.numel());
+  }
+  return out;
+}
+
+std::string sft_lines() {
+  std::string text;
+  for (int i = 0; i < 5; ++i) {
+    nlohmann::json tokens = nlohmann::json::array(), mask = nlohmann::json::array();
+    for (int t = 0; t < 10 + 3 * i; ++t) {
+      tokens.push_back((t * 37 + i * 11) % 256);
+      mask.push_back(t % 3 == 0 ? 0 : 1);
+    }
+    text += nlohmann::json{{"tokens", tokens}, {"loss_mask", mask}}.dump() + "\n";
+  }
+  return text;
+}
+
+TEST_F(Cli, TrainSftOneSgdStepIsExactlyWeightMinusLrTimesGradOfTheWholeFile) {
+  const std::string data = write("sft.jsonl", sft_lines());
+  const std::string out = (dir_ / "sgd-out").string();
+  CliRun r = run("train sft --model " + model_ + " --data " + data + " --out " + out +
+                 " --optimizer sgd --weight-decay 0 --max-grad-norm 0 --steps 1 --lr 0.5");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("step 1/1"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("tok/s"), std::string::npos) << r.out;
+  EXPECT_TRUE(fs::exists(fs::path(out) / "config.json"));
+  EXPECT_TRUE(fs::exists(fs::path(out) / "interlace_tokenizer.json"));
+
+  auto tm = interlace::learner::load_training_model(model_);
+  ASSERT_TRUE(tm.ok()) << tm.status();
+  auto examples = interlace::learner::read_sft_file(data, (*tm)->config().vocab_size);
+  ASSERT_TRUE(examples.ok());
+  std::vector<const interlace::learner::SftExample*> batch;
+  for (const auto& ex : *examples) batch.push_back(&ex);
+  interlace::model::NamedTensors grads = (*tm)->zero_grads();
+  interlace::learner::sft_accumulate(**tm, batch, grads);
+  const auto written = read_weights(out);
+  size_t changed = 0;
+  for (const auto& [name, w] : (*tm)->weights()) {
+    const std::vector<float>& got = written.at(name);
+    const float* g = grads.at(name).f32();
+    for (int64_t i = 0; i < w.numel(); ++i) {
+      ASSERT_EQ(got[i], w.f32()[i] - 0.5f * g[i]) << name << "[" << i << "]";
+      changed += got[i] != w.f32()[i];
+    }
+  }
+  EXPECT_GT(changed, 1000u);
+}
+
+TEST_F(Cli, TrainSftResumesFromACheckpointToTheSameWeights) {
+  const std::string data = write("resume.jsonl", sft_lines());
+  const std::string a = (dir_ / "straight").string(), b = (dir_ / "resumed").string();
+  const std::string common = " --model " + model_ + " --data " + data + " --steps 4 --batch-size 2 --seed 5";
+  ASSERT_EQ(run("train sft" + common + " --out " + a + " --checkpoint-every 2").code, 0);
+  CliRun r = run("train sft" + common + " --out " + b + " --resume " + a + "/checkpoints/step-2");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("resumed from"), std::string::npos) << r.out;
+  EXPECT_EQ(read_weights(a), read_weights(b));
+  EXPECT_NE(read_weights(a), read_weights(model_));
+}
+
+TEST_F(Cli, TrainSftRejectsBadDataNamingTheLine) {
+  const std::string out = (dir_ / "never").string();
+  const std::string ok = "{\"tokens\":[1,2,3],\"loss_mask\":[0,1,1]}\n";
+  struct Case {
+    std::string name, text, expect;
+  } cases[] = {
+      {"oov.jsonl", ok + "{\"tokens\":[1,9999,3],\"loss_mask\":[0,1,1]}\n", "oov.jsonl:2: tokens[1] = 9999"},
+      {"mask.jsonl", ok + ok + "{\"tokens\":[1,2,3],\"loss_mask\":[0,1]}\n", "mask.jsonl:3: loss_mask has 2"},
+      {"empty.jsonl", "", "empty.jsonl: empty"},
+  };
+  for (const Case& c : cases) {
+    CliRun r = run("train sft --model " + model_ + " --data " + write(c.name, c.text) + " --out " + out);
+    EXPECT_EQ(r.code, 1) << c.name;
+    EXPECT_NE(r.out.find(c.expect), std::string::npos) << r.out;
+  }
+  EXPECT_FALSE(fs::exists(out));
+  EXPECT_EQ(run("train sft --model " + model_ + " --data x --out y --optimizer adam").code, 1);
+  EXPECT_EQ(run("train sft --model " + model_ + " --out y").code, 2);  // --data missing
 }
 
 }  // namespace

@@ -4,14 +4,23 @@
 // layers never hold a tokens x tokens matrix), the backward accumulates
 // gradients into tensors of the same names and shapes.
 //
-// Status: fp32 compute only (precision profiles are not applied in training yet).
+// Precision: the forward runs under a profile (fp32 by default). Weights are
+// used rounded to the profile's dtypes (the LM head to its own) while the fp32
+// masters are what the optimizer updates; activations are rounded where the
+// rollout's Model rounds them; the backward passes gradients straight through
+// the rounding. Lightning states are not rounded during training (the blocked
+// form never materialises per-step states).
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
+#include "interlace/kernels/backend.h"
+
 #include "interlace/model/config.h"
+#include "interlace/model/precision.h"
 #include "interlace/model/weights.h"
 
 namespace interlace::learner {
@@ -20,10 +29,18 @@ class TrainingModel {
  public:
   // Copies `weights` into contiguous fp32 tensors; aborts if a name or shape the
   // config needs is missing (validate with model::assemble_weights first).
-  TrainingModel(model::ModelConfig config, const model::NamedTensors& weights);
+  // `backend` runs the forward ops (the fast CPU kernels by default; the strict
+  // backend makes the forward bitwise equal to the rollout's decode).
+  TrainingModel(model::ModelConfig config, const model::NamedTensors& weights,
+                kernels::Backend* backend = nullptr);
 
   const model::ModelConfig& config() const { return config_; }
+  void set_precision(const model::PrecisionProfile& precision);
+  const model::PrecisionProfile& precision() const { return precision_; }
+  // The fp32 master weights. After changing them call weights_changed(), so the
+  // rounded copies a low-precision profile computes with are rebuilt.
   model::NamedTensors& weights() { return weights_; }
+  void weights_changed() { compute_stale_ = true; }
   const model::NamedTensors& weights() const { return weights_; }
   // Zero tensors with the weights' names and shapes.
   model::NamedTensors zero_grads() const;
@@ -35,6 +52,12 @@ class TrainingModel {
   // given it receives the per-token log-probabilities of this forward.
   double forward_backward(const std::vector<int32_t>& tokens, const std::vector<float>& scale,
                           model::NamedTensors& grads, std::vector<float>* logprobs = nullptr) const;
+  // The same, with the per-token scale computed from this forward's log-probs
+  // (entry 0 NaN) before the backward runs: how policy-gradient objectives turn
+  // ratios against the current policy into per-token coefficients in one pass.
+  using ScaleFn = std::function<std::vector<float>(const std::vector<float>& logprobs)>;
+  double forward_backward(const std::vector<int32_t>& tokens, const ScaleFn& scale_fn, model::NamedTensors& grads,
+                          std::vector<float>* logprobs = nullptr) const;
 
  private:
   struct Ref {
@@ -51,7 +74,16 @@ class TrainingModel {
     std::vector<Ref> eg, eu, ed;                     // experts: gate (w1), up (w3), down (w2)
   };
   struct Cache;
-  const float* w(const Ref& r) const { return r.name.empty() ? nullptr : weights_.at(r.name).f32() + r.offset; }
+  kernels::Backend& be() const { return *backend_; }
+  // The weight a forward computes with: the master, or its rounded copy.
+  const float* w(const Ref& r) const {
+    if (r.name.empty()) return nullptr;
+    return (rounded_weights() ? compute_.at(r.name) : weights_.at(r.name)).f32() + r.offset;
+  }
+  const float* head() const;
+  bool rounded_weights() const { return precision_.weights != core::DType::kF32; }
+  void refresh_compute() const;
+  void round_act(std::vector<float>& x) const { core::round_array(precision_.activations, x.data(), x.size()); }
   static float* g(model::NamedTensors& grads, const Ref& r) {
     return r.name.empty() ? nullptr : grads.at(r.name).f32() + r.offset;
   }
@@ -59,7 +91,12 @@ class TrainingModel {
   std::vector<float> forward(const std::vector<int32_t>& tokens, Cache* cache) const;
 
   model::ModelConfig config_;
+  kernels::Backend* backend_;
   model::NamedTensors weights_;
+  model::PrecisionProfile precision_;
+  mutable model::NamedTensors compute_;  // rounded copies, when the profile rounds weights
+  mutable core::Tensor head_compute_;     // the LM head rounded to its dtype
+  mutable bool compute_stale_ = true;
   std::vector<LayerRefs> layers_;
   std::vector<std::vector<float>> slopes_;
   std::string head_name_;
