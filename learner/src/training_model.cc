@@ -136,6 +136,7 @@ TrainingModel::TrainingModel(model::ModelConfig config, const NamedTensors& weig
 
 void TrainingModel::set_precision(const model::PrecisionProfile& precision) {
   precision_ = precision;
+  if (precision.strict) backend_ = &kernels::strict_backend();
   compute_stale_ = true;
 }
 

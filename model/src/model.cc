@@ -42,6 +42,12 @@ Model::Model(ModelConfig config, ModelWeights weights, PrecisionProfile precisio
   }
 }
 
+namespace {
+kernels::Backend& default_backend(const PrecisionProfile& p) {
+  return p.strict ? kernels::strict_backend() : kernels::cpu_backend();
+}
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<Model>> Model::load(const std::string& dir,
                                                    const PrecisionProfile& precision,
                                                    kernels::Backend* backend) {
@@ -49,7 +55,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::load(const std::string& dir,
   INTERLACE_ASSIGN_OR_RETURN(Checkpoint checkpoint, Checkpoint::open(dir));
   INTERLACE_ASSIGN_OR_RETURN(ModelWeights weights, load_weights(config, checkpoint, precision));
   return std::unique_ptr<Model>(
-      new Model(config, std::move(weights), precision, backend ? *backend : kernels::cpu_backend()));
+      new Model(config, std::move(weights), precision, backend ? *backend : default_backend(precision)));
 }
 
 absl::StatusOr<std::unique_ptr<Model>> Model::from_tensors(const ModelConfig& config,
@@ -58,7 +64,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::from_tensors(const ModelConfig& co
                                                            kernels::Backend* backend) {
   INTERLACE_ASSIGN_OR_RETURN(ModelWeights weights, assemble_weights(config, tensors, precision));
   return std::unique_ptr<Model>(
-      new Model(config, std::move(weights), precision, backend ? *backend : kernels::cpu_backend()));
+      new Model(config, std::move(weights), precision, backend ? *backend : default_backend(precision)));
 }
 
 SequenceState Model::new_sequence() const {

@@ -9,17 +9,22 @@ namespace interlace::model {
 using core::DType;
 
 std::string PrecisionProfile::describe() const {
-  return absl::StrCat(name, " (weights=", core::dtype_name(weights), ", activations=",
+  return absl::StrCat(name, strict ? " (strict kernels, " : " (", "weights=", core::dtype_name(weights),
+                      ", activations=",
                       core::dtype_name(activations), ", kv=", core::dtype_name(kv_cache),
                       ", state=", core::dtype_name(state), ", head=", core::dtype_name(lm_head), ")");
 }
 
-std::vector<std::string> precision_profile_names() { return {"fp32", "bf16", "bf16-fp32head"}; }
+std::vector<std::string> precision_profile_names() { return {"fp32", "bf16", "bf16-fp32head", "strict"}; }
 
 absl::StatusOr<PrecisionProfile> parse_precision(const std::string& spec) {
   PrecisionProfile p;
   p.name = spec;
   if (spec == "fp32" || spec == "f32") return p;
+  if (spec == "strict") {
+    p.strict = true;
+    return p;
+  }
   if (spec == "bf16" || spec == "bf16-fp32head") {
     p.weights = p.activations = p.kv_cache = DType::kBF16;
     p.lm_head = spec == "bf16" ? DType::kBF16 : DType::kF32;

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "cli_util.h"
 #include "commands.h"
+#include "interlace/learner/checkpoint.h"
 #include "interlace/learner/precision_metrics.h"
 #include "interlace/model/model.h"
 #include "nlohmann/json.hpp"
@@ -24,13 +25,14 @@ int run_check(const CheckArgs& a) {
   if (!tp.ok()) return fail(absl::StrCat("--train-precision: ", tp.status().message()));
   auto rollout = model::Model::load(a.model, *rp);
   if (!rollout.ok()) return fail(rollout.status());
-  auto train = model::Model::load(a.model, *tp);
+  auto train = learner::load_training_model(a.model);
   if (!train.ok()) return fail(train.status());
-  auto rows = read_token_file(a.data, (*train)->vocab_size());
+  (*train)->set_precision(*tp);
+  auto rows = read_token_file(a.data, (*rollout)->vocab_size());
   if (!rows.ok()) return fail(rows.status());
   learner::MismatchAccumulator acc;
   for (const std::vector<int32_t>& tokens : *rows)
-    acc.add((*rollout)->score(tokens, model::ScorePath::kDecode), (*train)->score(tokens, model::ScorePath::kPrefill));
+    acc.add((*rollout)->score(tokens, model::ScorePath::kDecode), (*train)->logprobs(tokens));
   const int64_t sequences = static_cast<int64_t>(rows->size());
   const learner::MismatchMetrics m = acc.metrics();
   nlohmann::json doc = learner::to_json(m);
@@ -38,12 +40,12 @@ int run_check(const CheckArgs& a) {
   doc["rollout_precision"] = rp->describe();
   doc["train_precision"] = tp->describe();
   doc["rollout_path"] = "decode";
-  doc["train_path"] = "prefill";
+  doc["train_path"] = "training forward";
   if (a.output == "json") {
     std::printf("%s\n", doc.dump(2).c_str());
     return 0;
   }
-  std::printf("rollout: %s, incremental decode\ntrain:   %s, whole-sequence forward\n", rp->describe().c_str(),
+  std::printf("rollout: %s, incremental decode\ntrain:   %s, the learner's training forward\n", rp->describe().c_str(),
               tp->describe().c_str());
   std::printf("%lld tokens in %lld sequences\n", static_cast<long long>(m.tokens), static_cast<long long>(sequences));
   for (const char* k : {"logprob_abs_diff_mean", "logprob_abs_diff_max", "prob_abs_diff_mean", "prob_abs_diff_max",

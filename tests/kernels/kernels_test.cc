@@ -15,7 +15,9 @@ using interlace::testing::max_rel_error;
 using interlace::testing::max_row_rel_error;
 using interlace::testing::normal_vector;
 
-class KernelsTest : public ::testing::Test {
+// Every fast backend against the reference: the cpu kernels and the strict
+// (batch-invariant) ones.
+class KernelsTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
     seed_ = fresh_seed();
@@ -23,14 +25,14 @@ class KernelsTest : public ::testing::Test {
   }
   std::vector<float> randn(size_t n, float sd = 1.0f) { return normal_vector(rng_, n, sd); }
   Backend& ref_ = reference_backend();
-  Backend& cpu_ = cpu_backend();
+  Backend& cpu_ = GetParam() == "strict" ? strict_backend() : cpu_backend();
   uint64_t seed_ = 0;
   std::mt19937_64 rng_;
 };
 
 #define TRACE_SEED() SCOPED_TRACE("INTERLACE_TEST_SEED=" + std::to_string(seed_))
 
-TEST_F(KernelsTest, Linear) {
+TEST_P(KernelsTest, Linear) {
   TRACE_SEED();
   for (auto [m, n, k] : {std::tuple{1, 37, 65}, {17, 64, 128}, {130, 257, 33}}) {
     auto x = randn(m * k), w = randn(n * k);
@@ -41,7 +43,7 @@ TEST_F(KernelsTest, Linear) {
   }
 }
 
-TEST_F(KernelsTest, RmsNorm) {
+TEST_P(KernelsTest, RmsNorm) {
   TRACE_SEED();
   const int rows = 9, dim = 333;
   auto x = randn(rows * dim, 3.0f), w = randn(dim);
@@ -55,7 +57,7 @@ TEST_F(KernelsTest, RmsNorm) {
   EXPECT_NEAR(a[5], x[5] / std::sqrt(ss / dim + 1e-6) * w[5], 1e-5);
 }
 
-TEST_F(KernelsTest, RopeFullAndPartial) {
+TEST_P(KernelsTest, RopeFullAndPartial) {
   TRACE_SEED();
   const int tokens = 11, heads = 3, head_dim = 16;
   std::vector<int64_t> pos(tokens);
@@ -80,7 +82,7 @@ TEST_F(KernelsTest, RopeFullAndPartial) {
   }
 }
 
-TEST_F(KernelsTest, Elementwise) {
+TEST_P(KernelsTest, Elementwise) {
   TRACE_SEED();
   const int n = 1001;
   auto g = randn(n, 4.0f), u = randn(n);
@@ -104,7 +106,7 @@ std::vector<uint16_t> to_bf16(const std::vector<float>& v) {
   return out;
 }
 
-TEST_F(KernelsTest, AttentionPrefillGqaWindowAndContinuation) {
+TEST_P(KernelsTest, AttentionPrefillGqaWindowAndContinuation) {
   TRACE_SEED();
   for (int64_t window : {0, 5, 70}) {
     for (core::DType kv_dtype : {core::DType::kF32, core::DType::kBF16}) {
@@ -124,7 +126,7 @@ TEST_F(KernelsTest, AttentionPrefillGqaWindowAndContinuation) {
   }
 }
 
-TEST_F(KernelsTest, AttentionDecodeRaggedBatch) {
+TEST_P(KernelsTest, AttentionDecodeRaggedBatch) {
   TRACE_SEED();
   for (core::DType kv_dtype : {core::DType::kF32, core::DType::kBF16}) {
     for (int64_t window : {0, 9}) {
@@ -157,7 +159,7 @@ TEST_F(KernelsTest, AttentionDecodeRaggedBatch) {
   }
 }
 
-TEST_F(KernelsTest, LightningPrefillFromStateAndDecode) {
+TEST_P(KernelsTest, LightningPrefillFromStateAndDecode) {
   TRACE_SEED();
   using interlace::testing::OwnedLightningState;
   const int64_t H = 4, D = 16, T = 300;
@@ -191,7 +193,7 @@ TEST_F(KernelsTest, LightningPrefillFromStateAndDecode) {
   EXPECT_LT(max_row_rel_error(r1b.folded(s).data(), r1a.folded(s).data(), H * D, D), 1e-5);
 }
 
-TEST_F(KernelsTest, MoeRoute) {
+TEST_P(KernelsTest, MoeRoute) {
   TRACE_SEED();
   const int64_t tokens = 50, experts = 8, top_k = 2;
   auto logits = randn(tokens * experts, 2.0f);
@@ -209,7 +211,7 @@ TEST_F(KernelsTest, MoeRoute) {
   }
 }
 
-TEST_F(KernelsTest, LogSoftmaxGather) {
+TEST_P(KernelsTest, LogSoftmaxGather) {
   TRACE_SEED();
   const int64_t rows = 13, vocab = 1000;
   auto logits = randn(rows * vocab, 5.0f);
@@ -223,4 +225,7 @@ TEST_F(KernelsTest, LogSoftmaxGather) {
 }
 
 }  // namespace
+INSTANTIATE_TEST_SUITE_P(Backends, KernelsTest, ::testing::Values("cpu", "strict"),
+                         [](const auto& info) { return info.param; });
+
 }  // namespace interlace::kernels

@@ -83,7 +83,8 @@ class Backend {
                                 std::span<const KvView> kv, float* out) = 0;
 
   // Lightning attention over q, k, v [tokens, heads, head_dim] in the blocked form,
-  // continuing from `state` (updated in place; left folded: delta 0, steps 0).
+  // continuing from `state` (updated in place; the cpu and reference backends
+  // leave it folded: delta 0, steps 0; the strict one as decode steps would).
   virtual void lightning_prefill(const LightningShape& s, const float* q, const float* k,
                                  const float* v, int64_t tokens, const LightningState& state,
                                  float* out) = 0;
@@ -111,6 +112,9 @@ std::unique_ptr<Backend> make_backend(BackendKind kind);
 // The process-wide fast CPU backend.
 Backend& cpu_backend();
 Backend& reference_backend();
+// Batch- and split-invariant kernels: a whole-sequence forward equals token-by-
+// token decode bit for bit (the strict precision profile). See strict_backend.cc.
+Backend& strict_backend();
 
 // Lightning decay slope of head h (0-based) of `heads` in layer `layer` of `layers`,
 // as MiniMax defines it: 2^(-8(h+1)/heads) * (1 - layer/(layers-1+1e-5) + 1e-5).

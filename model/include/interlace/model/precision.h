@@ -18,12 +18,17 @@ struct PrecisionProfile {
   core::DType kv_cache = core::DType::kF32;     // keys and values of softmax layers
   core::DType state = core::DType::kF32;        // lightning recurrent states
   core::DType lm_head = core::DType::kF32;      // LM head weight, its input and the logits
+  // Batch- and split-invariant kernels (kernels::strict_backend): rollout decode
+  // and the training forward run the same operations in the same order and
+  // agree bit for bit. fp32 throughout; costs GEMM speed.
+  bool strict = false;
 
   std::string describe() const;
 };
 
 // Named profiles: fp32, bf16 (bf16 everywhere but the fp32 recurrent state),
-// bf16-fp32head (bf16 with an fp32 LM head, as MiniMax-M1 found RL needs), and
+// bf16-fp32head (bf16 with an fp32 LM head, as MiniMax-M1 found RL needs),
+// strict (fp32 on the strict kernels), and
 // custom ones written as "weights=bf16,activations=bf16,kv=bf16,state=f32,head=f32".
 absl::StatusOr<PrecisionProfile> parse_precision(const std::string& spec);
 std::vector<std::string> precision_profile_names();
