@@ -4,6 +4,8 @@
 #include <cmath>
 #include <vector>
 
+#include <omp.h>
+
 #include "interlace/core/status.h"
 #include "interlace/kernels/gemm.h"
 
@@ -66,6 +68,7 @@ inline double silu_grad(double x) {
 
 void silu_mul(const float* gate, const float* up, const float* dout, int64_t n, float* dgate,
               float* dup) {
+#pragma omp parallel for if (n > 32768)
   for (int64_t i = 0; i < n; ++i) {
     const double g = gate[i];
     if (dgate) dgate[i] += static_cast<float>(dout[i] * up[i] * silu_grad(g));
@@ -74,11 +77,13 @@ void silu_mul(const float* gate, const float* up, const float* dout, int64_t n, 
 }
 
 void silu(const float* x, const float* dy, int64_t n, float* dx) {
+#pragma omp parallel for if (n > 32768)
   for (int64_t i = 0; i < n; ++i) dx[i] += static_cast<float>(dy[i] * silu_grad(x[i]));
 }
 
 void sigmoid_gate(const float* gate, const float* x, const float* dy, int64_t n, float* dgate,
                   float* dx) {
+#pragma omp parallel for if (n > 32768)
   for (int64_t i = 0; i < n; ++i) {
     const double s = sigmoid(gate[i]);
     if (dgate) dgate[i] += static_cast<float>(dy[i] * x[i] * s * (1.0 - s));
@@ -102,50 +107,84 @@ void cross_entropy(const float* logits, const int32_t* targets, const float* sca
   }
 }
 
+// Tiled over query rows (kQueryTile at a time) so no T x T matrix is held; each
+// tile's score, probability and gradient matrices are small GEMMs (oneDNN runs
+// single-threaded inside our parallel region). Tasks are (query head, tile):
+// dq rows belong to one task; dk and dv rows are shared by the tiles and heads
+// of a kv head, so each thread accumulates them privately and they are summed
+// at the end.
 void attention(const AttentionShape& s, const float* q, const float* k, const float* v,
                const float* dout, int64_t tokens, float* dq, float* dk, float* dv) {
   INTERLACE_CHECK(s.kv_dtype == core::DType::kF32, "attention backward needs f32 keys and values");
+  constexpr int64_t kQueryTile = 64;
   const int64_t D = s.head_dim, Hq = s.q_heads, Hk = s.kv_heads, group = Hq / Hk, T = tokens;
-  // Each kv head owns its dk/dv rows, so kv heads run in parallel without races.
-#pragma omp parallel for schedule(dynamic)
-  for (int64_t kvh = 0; kvh < Hk; ++kvh) {
-    std::vector<double> p(T), dp(T);
-    for (int64_t g = 0; g < group; ++g) {
-      const int64_t h = kvh * group + g;
-      for (int64_t t = 0; t < T; ++t) {
-        const int64_t first = s.window > 0 ? std::max<int64_t>(0, t - s.window + 1) : 0;
-        const float* qt = q + (t * Hq + h) * D;
-        const float* dot_ = dout + (t * Hq + h) * D;
-        double mx = -INFINITY;
-        for (int64_t j = first; j <= t; ++j) {
-          double acc = 0;
-          for (int64_t d = 0; d < D; ++d) acc += double(qt[d]) * k[(j * Hk + kvh) * D + d];
-          p[j] = acc * s.scale;
-          mx = std::max(mx, p[j]);
-        }
-        double sum = 0;
-        for (int64_t j = first; j <= t; ++j) sum += p[j] = std::exp(p[j] - mx);
-        double pdp = 0;
-        for (int64_t j = first; j <= t; ++j) {
-          p[j] /= sum;
-          double acc = 0;
-          for (int64_t d = 0; d < D; ++d) acc += double(dot_[d]) * v[(j * Hk + kvh) * D + d];
-          dp[j] = acc;
-          pdp += p[j] * acc;
-        }
-        for (int64_t j = first; j <= t; ++j) {
-          const double ds = p[j] * (dp[j] - pdp) * s.scale;
-          const float* kj = k + (j * Hk + kvh) * D;
-          float* dkj = dk + (j * Hk + kvh) * D;
-          float* dvj = dv + (j * Hk + kvh) * D;
-          float* dqt = dq + (t * Hq + h) * D;
-          for (int64_t d = 0; d < D; ++d) {
-            dqt[d] += static_cast<float>(ds * kj[d]);
-            dkj[d] += static_cast<float>(ds * qt[d]);
-            dvj[d] += static_cast<float>(p[j] * dot_[d]);
+  const int64_t qs = Hq * D, ks = Hk * D;  // row strides
+  const int64_t tiles = (T + kQueryTile - 1) / kQueryTile;
+  const int64_t kv_size = T * ks;
+  std::vector<std::vector<float>> dk_part, dv_part;
+#pragma omp parallel
+  {
+#pragma omp single
+    {
+      dk_part.resize(omp_get_num_threads());
+      dv_part.resize(omp_get_num_threads());
+    }
+    std::vector<float>& dkl = dk_part[omp_get_thread_num()];
+    std::vector<float>& dvl = dv_part[omp_get_thread_num()];
+    dkl.assign(kv_size, 0.0f);
+    dvl.assign(kv_size, 0.0f);
+    std::vector<float> p, dp;
+#pragma omp for collapse(2) schedule(dynamic)
+    for (int64_t h = 0; h < Hq; ++h)
+      for (int64_t tile = 0; tile < tiles; ++tile) {
+        const int64_t kvh = h / group, t0 = tile * kQueryTile, t1 = std::min(T, t0 + kQueryTile), m = t1 - t0;
+        const int64_t kstart = s.window > 0 ? std::max<int64_t>(0, t0 - s.window + 1) : 0, L = t1 - kstart;
+        const float* qt = q + t0 * qs + h * D;
+        const float* dot = dout + t0 * qs + h * D;
+        const float* kt = k + kstart * ks + kvh * D;
+        const float* vt = v + kstart * ks + kvh * D;
+        p.resize(m * L);
+        dp.resize(m * L);
+        sgemm(false, true, m, L, D, s.scale, qt, qs, kt, ks, 0.0f, p.data(), L);  // scores
+        sgemm(false, true, m, L, D, 1.0f, dot, qs, vt, ks, 0.0f, dp.data(), L);   // dO V^T
+        for (int64_t i = 0; i < m; ++i) {
+          const int64_t t = t0 + i;
+          const int64_t lo = (s.window > 0 ? std::max<int64_t>(0, t - s.window + 1) : 0) - kstart, hi = t - kstart;
+          float* pr = p.data() + i * L;
+          float* dr = dp.data() + i * L;
+          float mx = -INFINITY;
+          for (int64_t j = lo; j <= hi; ++j) mx = std::max(mx, pr[j]);
+          float sum = 0;
+          for (int64_t j = lo; j <= hi; ++j) sum += pr[j] = std::exp(pr[j] - mx);
+          const float inv = 1.0f / sum;
+          float pdp = 0;
+          for (int64_t j = lo; j <= hi; ++j) {
+            pr[j] *= inv;
+            pdp += pr[j] * dr[j];
+          }
+          // dr becomes dS = P (dP - sum P dP) * scale; masked entries are 0 in both.
+          for (int64_t j = 0; j < L; ++j) {
+            if (j < lo || j > hi) {
+              pr[j] = 0.0f;
+              dr[j] = 0.0f;
+            } else {
+              dr[j] = pr[j] * (dr[j] - pdp) * s.scale;
+            }
           }
         }
+        sgemm(false, false, m, D, L, 1.0f, dp.data(), L, kt, ks, 1.0f, dq + t0 * qs + h * D, qs);  // dQ += dS K
+        sgemm(true, false, L, D, m, 1.0f, dp.data(), L, qt, qs, 1.0f, dkl.data() + kstart * ks + kvh * D, ks);
+        sgemm(true, false, L, D, m, 1.0f, p.data(), L, dot, qs, 1.0f, dvl.data() + kstart * ks + kvh * D, ks);
       }
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < kv_size; ++i) {
+      float a = 0, b = 0;
+      for (size_t th = 0; th < dk_part.size(); ++th) {
+        a += dk_part[th][i];
+        b += dv_part[th][i];
+      }
+      dk[i] += a;
+      dv[i] += b;
     }
   }
 }

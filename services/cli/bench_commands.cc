@@ -1,4 +1,4 @@
-// interlace bench kernels | decode | crossover
+// interlace bench kernels | decode | crossover (bench train: bench_train.cc)
 //
 // Every figure is printed with the machine it ran on and the command that
 // produced it; `-o json` prints one JSON document for machines.
@@ -20,6 +20,7 @@
 #include "interlace/kernels/gemm.h"
 #include "interlace/model/config.h"
 #include "interlace/model/model.h"
+#include "bench_util.h"
 #include "machine_info.h"
 #include "nlohmann/json.hpp"
 
@@ -28,61 +29,6 @@ namespace {
 
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
-
-// Median seconds of `reps` runs of fn (after one warm-up run).
-double time_median(const std::function<void()>& fn, int reps) {
-  fn();
-  std::vector<double> t;
-  for (int i = 0; i < reps; ++i) {
-    const auto t0 = Clock::now();
-    fn();
-    t.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
-
-std::vector<float> random_vector(size_t n, uint64_t seed, float sd = 1.0f) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> d(0.0f, sd);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
-
-struct Common {
-  std::string output = "table";
-  std::string command_line;
-};
-
-void emit(const Common& c, const std::string& name, json settings, json results,
-          const std::function<void()>& print_table) {
-  if (c.output == "json") {
-    json doc = {{"benchmark", name},  {"command", c.command_line}, {"machine", machine_info()},
-                {"settings", settings}, {"results", results}};
-    std::printf("%s\n", doc.dump(2).c_str());
-  } else {
-    json m = machine_info();
-    std::printf("# %s on %s (%d threads), %s\n# command: %s\n", name.c_str(),
-                m["cpu"].get<std::string>().c_str(), m["omp_threads"].get<int>(),
-                m["date"].get<std::string>().c_str(), c.command_line.c_str());
-    print_table();
-  }
-}
-
-// examples/models/NAME from the working directory or next to the build tree.
-std::string find_example(const std::string& name) {
-  namespace fs = std::filesystem;
-  if (fs::exists(name)) return name;
-  const fs::path rel = fs::path("examples/models") / name;
-  if (fs::exists(rel)) return rel.string();
-  char exe[4096] = {0};
-  if (readlink("/proc/self/exe", exe, sizeof(exe) - 1) > 0) {
-    const fs::path p = fs::path(exe).parent_path() / "../.." / rel;
-    if (fs::exists(p)) return fs::canonical(p).string();
-  }
-  return name;
-}
 
 // ---------------------------------------------------------------- kernels
 
@@ -383,11 +329,6 @@ int run_bench_crossover(const Common& c, const CrossoverArgs& a) {
   return 0;
 }
 
-std::string command_line_of(const CLI::App& app) {
-  std::vector<std::string> parts = {"interlace"};
-  for (const CLI::App* a = &app; a && a->get_parent(); a = a->get_parent()) parts.insert(parts.begin() + 1, a->get_name());
-  return absl::StrJoin(parts, " ");
-}
 
 }  // namespace
 
@@ -439,6 +380,8 @@ void add_bench_commands(CLI::App& app, Action& action) {
     common->command_line = command_line_of(*x) + " -o " + common->output;
     action = [common, cargs] { return run_bench_crossover(*common, *cargs); };
   });
+
+  add_bench_train_command(*bench, common, action);
 }
 
 }  // namespace interlace::cli

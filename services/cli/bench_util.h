@@ -1,0 +1,38 @@
+// Helpers shared by the `interlace bench` commands: timing, output with the
+// machine and command attached, locating example model configs.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "commands.h"
+#include "nlohmann/json.hpp"
+
+namespace interlace::cli {
+
+struct Common {
+  std::string output = "table";
+  std::string command_line;
+};
+
+// Median seconds of `reps` runs of fn (after one warm-up run).
+double time_median(const std::function<void()>& fn, int reps);
+std::vector<float> random_vector(size_t n, uint64_t seed, float sd = 1.0f);
+// Prints one JSON document (-o json) or a header naming machine and command,
+// then the table.
+void emit(const Common& c, const std::string& name, nlohmann::json settings, nlohmann::json results,
+          const std::function<void()>& print_table);
+// examples/models/NAME from the working directory or next to the build tree.
+std::string find_example(const std::string& name);
+// "interlace bench NAME" for a subcommand.
+std::string command_line_of(const CLI::App& app);
+// sgemm GFLOP/s on 1024^3, median of a few runs (the machine's GEMM rate).
+double measure_sgemm_gflops();
+
+void add_bench_train_command(CLI::App& bench, std::shared_ptr<Common> common, Action& action);
+
+}  // namespace interlace::cli
