@@ -151,6 +151,19 @@ TEST_F(Cli, PrecisionCheckReportsMismatchMetrics) {
                     " --rollout-precision bf16 --train-precision fp32 -o json", false);
   ASSERT_EQ(bf16.code, 0) << bf16.out;
   EXPECT_GT(nlohmann::json::parse(bf16.out)["logprob_abs_diff_max"].get<double>(), 1e-4);
+  CliRun parts = run("precision check --model " + model_ + " --data " + data +
+                     " --rollout-precision bf16 --train-precision fp32 --breakdown -o json", false);
+  ASSERT_EQ(parts.code, 0) << parts.out;
+  auto b = nlohmann::json::parse(parts.out)["breakdown"];
+  for (const char* k : {"weights", "activations", "kv", "head"}) {
+    ASSERT_TRUE(b.contains(k)) << k;
+    EXPECT_GT(b[k]["logprob_abs_diff_mean"].get<double>(), 0.0) << k;
+  }
+  EXPECT_FALSE(b.contains("state"));  // bf16 keeps an fp32 state: nothing to break down
+  CliRun strict = run("precision check --model " + model_ + " --data " + data +
+                      " --rollout-precision strict --train-precision strict -o json", false);
+  ASSERT_EQ(strict.code, 0) << strict.out;
+  EXPECT_EQ(nlohmann::json::parse(strict.out)["logprob_abs_diff_max"].get<double>(), 0.0);
   CliRun bad = run("precision check --model " + model_ + " --data " + data + " --rollout-precision bf17");
   EXPECT_EQ(bad.code, 1);
   EXPECT_NE(bad.out.find("--rollout-precision"), std::string::npos) << bad.out;
