@@ -121,6 +121,22 @@ void Model::decode(std::span<SequenceState* const> seqs, std::span<const int32_t
   forward(segs, tokens.data(), static_cast<int64_t>(seqs.size()), rows, logits);
 }
 
+void Model::step(std::span<const Chunk> chunks, std::vector<float>& logits) {
+  std::vector<Segment> segs;
+  std::vector<int64_t> rows;
+  std::vector<int32_t> tokens;
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    INTERLACE_CHECK(!chunks[i].tokens.empty(), "step: a chunk of no tokens");
+    for (size_t j = 0; j < i; ++j)
+      INTERLACE_CHECK(chunks[i].seq != chunks[j].seq, "step: a sequence appears twice in one batch");
+    const int64_t row = static_cast<int64_t>(tokens.size()), n = static_cast<int64_t>(chunks[i].tokens.size());
+    segs.push_back({chunks[i].seq, chunks[i].seq->length, n, row});
+    tokens.insert(tokens.end(), chunks[i].tokens.begin(), chunks[i].tokens.end());
+    rows.push_back(row + n - 1);
+  }
+  forward(segs, tokens.data(), static_cast<int64_t>(tokens.size()), rows, logits);
+}
+
 std::vector<float> Model::score(std::span<const int32_t> tokens, ScorePath path) {
   const int64_t n = static_cast<int64_t>(tokens.size()), V = config_.vocab_size;
   std::vector<float> out(n, NAN);

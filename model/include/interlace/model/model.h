@@ -50,6 +50,7 @@ class Model {
   const ModelConfig& config() const { return config_; }
   const PrecisionProfile& precision() const { return precision_; }
   int64_t vocab_size() const { return config_.vocab_size; }
+  kernels::Backend& backend() const { return backend_; }
 
   SequenceState new_sequence() const;
 
@@ -60,6 +61,16 @@ class Model {
   // One token for each sequence, batched; `logits` receives [batch, vocab].
   void decode(std::span<SequenceState* const> seqs, std::span<const int32_t> tokens,
               std::vector<float>& logits);
+  // One step of a continuous-batching engine: each chunk continues its sequence
+  // by its tokens (a prompt chunk being prefilled, or the single token of a
+  // decode), all in one forward. `logits` receives [chunks, vocab]: the logits
+  // after each chunk's last token.
+  struct Chunk {
+    SequenceState* seq;
+    std::span<const int32_t> tokens;
+  };
+  void step(std::span<const Chunk> chunks, std::vector<float>& logits);
+
   // log p(token_i | tokens before i) for every i >= 1 (entry 0 is NaN), computed
   // by one prefill or by feeding tokens one at a time through decode.
   std::vector<float> score(std::span<const int32_t> tokens, ScorePath path);

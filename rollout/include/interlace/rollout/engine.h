@@ -1,0 +1,104 @@
+// The generation engine: a request queue and continuous batching over one
+// model. Every step runs one forward over a mixed batch: one token for each
+// sequence that is decoding, plus chunks of prompts being prefilled (chunked
+// prefill: a long prompt takes several steps and never stalls the decodes of
+// the others). Sequences join when a slot frees and leave when they finish.
+// New weights are swapped in between steps; every generated token records the
+// weights version that produced it.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "interlace/model/model.h"
+#include "interlace/model/tokenizer.h"
+#include "interlace/rollout/sampling.h"
+
+namespace interlace::rollout {
+
+struct EngineConfig {
+  int64_t max_running = 32;       // sequences in the running batch
+  int64_t prefill_chunk = 256;    // prompt tokens one sequence prefills per step, at most
+  int64_t max_step_tokens = 512;  // tokens per step (decodes first, then prefill chunks)
+  int64_t vocab_limit = 0;        // sample only ids below this (0: the whole vocabulary)
+};
+
+enum class FinishReason { kStopToken, kStopString, kLength, kAborted };
+const char* finish_reason_name(FinishReason r);
+
+struct Request {
+  std::vector<int32_t> prompt;
+  SamplingParams sampling;
+};
+
+struct RequestOutput {
+  int64_t id = 0;
+  int64_t prompt_tokens = 0;
+  std::vector<int32_t> tokens;            // generated (a stop token or stop string's tokens included)
+  std::vector<float> sampled_logprobs;    // log q(token), q the distribution sampled from
+  std::vector<float> raw_logprobs;        // log p(token), the model's full softmax at temperature 1
+  std::vector<int64_t> versions;          // weights version that produced each token
+  FinishReason finish = FinishReason::kLength;
+};
+
+struct EngineStats {
+  int64_t steps = 0, prefill_tokens = 0, decode_tokens = 0, finished = 0, aborted = 0, weight_swaps = 0;
+};
+
+class Engine {
+ public:
+  // `tokenizer` is needed only for stop strings.
+  Engine(std::shared_ptr<model::Model> model, int64_t version, EngineConfig config = {},
+         const model::Tokenizer* tokenizer = nullptr);
+
+  // Queues a request; returns its id. An empty prompt is refused (aborts:
+  // nothing predicts a first token); so is a token outside the vocabulary.
+  int64_t submit(Request request);
+  // Ends a waiting or running request now; its output (what was generated so
+  // far) comes back from take_finished() with FinishReason::kAborted.
+  bool abort(int64_t id);
+  // New weights (same config) used from the next step on. Sequences in flight
+  // keep their caches and continue under the new version.
+  void update_weights(std::shared_ptr<model::Model> model, int64_t version);
+
+  // One scheduling step; false when there was nothing to run.
+  bool step();
+  // Steps until every request has finished.
+  void run();
+  std::vector<RequestOutput> take_finished();
+
+  bool idle() const { return waiting_.empty() && running_.empty(); }
+  int64_t version() const { return version_; }
+  const EngineStats& stats() const { return stats_; }
+  const model::Model& model() const { return *model_; }
+
+ private:
+  struct Sequence {
+    int64_t id;
+    Request request;
+    model::SequenceState state;
+    int64_t prefilled = 0;  // prompt tokens run through the model
+    int32_t pending = -1;   // sampled token not yet fed back
+    std::mt19937_64 rng;
+    RequestOutput out;
+  };
+  void finish(std::unique_ptr<Sequence> seq, FinishReason reason);
+  bool stopped_by_string(const Sequence& s) const;
+
+  std::shared_ptr<model::Model> model_, next_model_;
+  int64_t version_, next_version_ = -1;
+  EngineConfig config_;
+  const model::Tokenizer* tokenizer_;
+  int64_t next_id_ = 0;
+  std::deque<std::unique_ptr<Sequence>> waiting_;
+  std::vector<std::unique_ptr<Sequence>> running_;
+  std::vector<RequestOutput> finished_;
+  EngineStats stats_;
+};
+
+}  // namespace interlace::rollout

@@ -1,0 +1,194 @@
+#include "interlace/rollout/engine.h"
+
+#include <algorithm>
+
+#include "interlace/core/status.h"
+
+namespace interlace::rollout {
+
+const char* finish_reason_name(FinishReason r) {
+  switch (r) {
+    case FinishReason::kStopToken: return "stop_token";
+    case FinishReason::kStopString: return "stop_string";
+    case FinishReason::kLength: return "length";
+    case FinishReason::kAborted: return "aborted";
+  }
+  return "?";
+}
+
+Engine::Engine(std::shared_ptr<model::Model> model, int64_t version, EngineConfig config,
+               const model::Tokenizer* tokenizer)
+    : model_(std::move(model)), version_(version), config_(config), tokenizer_(tokenizer) {
+  INTERLACE_CHECK(config_.max_running > 0 && config_.prefill_chunk > 0 && config_.max_step_tokens > 0,
+                  "EngineConfig: max_running, prefill_chunk and max_step_tokens must be positive");
+}
+
+int64_t Engine::submit(Request request) {
+  auto s = std::make_unique<Sequence>();
+  s->id = next_id_++;
+  s->out.id = s->id;
+  s->out.prompt_tokens = static_cast<int64_t>(request.prompt.size());
+  s->rng.seed(request.sampling.seed);
+  bool valid = !request.prompt.empty();
+  for (int32_t t : request.prompt) valid = valid && t >= 0 && t < model_->vocab_size();
+  s->request = std::move(request);
+  const int64_t id = s->id;
+  if (!valid) {
+    finish(std::move(s), FinishReason::kAborted);
+  } else if (s->request.sampling.max_new_tokens <= 0) {
+    finish(std::move(s), FinishReason::kLength);
+  } else {
+    waiting_.push_back(std::move(s));
+  }
+  return id;
+}
+
+bool Engine::abort(int64_t id) {
+  for (auto it = waiting_.begin(); it != waiting_.end(); ++it)
+    if ((*it)->id == id) {
+      auto s = std::move(*it);
+      waiting_.erase(it);
+      finish(std::move(s), FinishReason::kAborted);
+      return true;
+    }
+  for (auto it = running_.begin(); it != running_.end(); ++it)
+    if ((*it)->id == id) {
+      auto s = std::move(*it);
+      running_.erase(it);
+      finish(std::move(s), FinishReason::kAborted);
+      return true;
+    }
+  return false;
+}
+
+void Engine::update_weights(std::shared_ptr<model::Model> model, int64_t version) {
+  INTERLACE_CHECK(model->config().num_hidden_layers == model_->config().num_hidden_layers &&
+                      model->vocab_size() == model_->vocab_size() &&
+                      model->config().hidden_size == model_->config().hidden_size,
+                  "update_weights: the new weights are for a different model");
+  next_model_ = std::move(model);
+  next_version_ = version;
+}
+
+void Engine::finish(std::unique_ptr<Sequence> seq, FinishReason reason) {
+  seq->out.finish = reason;
+  ++stats_.finished;
+  if (reason == FinishReason::kAborted) ++stats_.aborted;
+  finished_.push_back(std::move(seq->out));
+}
+
+bool Engine::stopped_by_string(const Sequence& s) const {
+  if (!tokenizer_ || s.request.sampling.stop_strings.empty()) return false;
+  // Only the tail can hold a new match: decode enough trailing tokens to cover
+  // the longest stop string (a token is at least one byte... or one special).
+  size_t longest = 0;
+  for (const auto& str : s.request.sampling.stop_strings) longest = std::max(longest, str.size());
+  const auto& t = s.out.tokens;
+  const size_t from = t.size() > longest + 1 ? t.size() - longest - 1 : 0;
+  const std::string tail = tokenizer_->decode(std::span(t).subspan(from));
+  const std::string last = tokenizer_->decode(std::span(t).last(1));
+  for (const auto& str : s.request.sampling.stop_strings) {
+    if (str.empty()) continue;
+    // A match that ends inside the newest token's text.
+    const size_t pos = tail.rfind(str);
+    if (pos != std::string::npos && pos + str.size() + last.size() > tail.size()) return true;
+  }
+  return false;
+}
+
+bool Engine::step() {
+  if (next_model_) {
+    model_ = std::move(next_model_);
+    version_ = next_version_;
+    ++stats_.weight_swaps;
+  }
+  while (static_cast<int64_t>(running_.size()) < config_.max_running && !waiting_.empty()) {
+    auto s = std::move(waiting_.front());
+    waiting_.pop_front();
+    s->state = model_->new_sequence();
+    running_.push_back(std::move(s));
+  }
+  if (running_.empty()) return false;
+
+  // Decodes first (one token each), then prompt chunks in arrival order.
+  std::vector<model::Model::Chunk> chunks;
+  std::vector<Sequence*> owners;
+  int64_t budget = config_.max_step_tokens;
+  for (auto& s : running_)
+    if (s->pending >= 0) {
+      chunks.push_back({&s->state, std::span<const int32_t>(&s->pending, 1)});
+      owners.push_back(s.get());
+      --budget;
+    }
+  for (auto& s : running_) {
+    if (s->pending >= 0 || budget <= 0) continue;
+    const int64_t left = static_cast<int64_t>(s->request.prompt.size()) - s->prefilled;
+    const int64_t n = std::min({left, config_.prefill_chunk, budget});
+    chunks.push_back({&s->state, std::span<const int32_t>(s->request.prompt).subspan(s->prefilled, n)});
+    owners.push_back(s.get());
+    budget -= n;
+  }
+  std::vector<float> logits;
+  model_->step(chunks, logits);
+  ++stats_.steps;
+
+  const int64_t V = model_->vocab_size();
+  std::vector<int64_t> done;
+  for (size_t i = 0; i < owners.size(); ++i) {
+    Sequence& s = *owners[i];
+    if (s.pending >= 0) {
+      ++stats_.decode_tokens;
+    } else {
+      s.prefilled += static_cast<int64_t>(chunks[i].tokens.size());
+      stats_.prefill_tokens += static_cast<int64_t>(chunks[i].tokens.size());
+      if (s.prefilled < static_cast<int64_t>(s.request.prompt.size())) continue;  // more prompt to go
+    }
+    TokenSample t = sample(std::span<const float>(logits).subspan(i * V, V), s.request.sampling,
+                           config_.vocab_limit, s.rng);
+    // The raw log-prob by the model's own kernel, as the learner computes it
+    // (under the strict profile the two then agree bit for bit).
+    model_->backend().log_softmax_gather(&logits[i * V], &t.token, 1, V, &t.raw_logprob);
+    s.out.tokens.push_back(t.token);
+    s.out.sampled_logprobs.push_back(t.sampled_logprob);
+    s.out.raw_logprobs.push_back(t.raw_logprob);
+    s.out.versions.push_back(version_);
+    s.pending = t.token;
+    const auto& stops = s.request.sampling.stop_token_ids;
+    FinishReason reason;
+    bool end = true;
+    if (std::find(stops.begin(), stops.end(), t.token) != stops.end()) {
+      reason = FinishReason::kStopToken;
+    } else if (stopped_by_string(s)) {
+      reason = FinishReason::kStopString;
+    } else if (static_cast<int64_t>(s.out.tokens.size()) >= s.request.sampling.max_new_tokens) {
+      reason = FinishReason::kLength;
+    } else {
+      end = false;
+    }
+    if (end) {
+      s.out.finish = reason;
+      done.push_back(s.id);
+    }
+  }
+  for (int64_t id : done) {
+    auto it = std::find_if(running_.begin(), running_.end(), [id](const auto& s) { return s->id == id; });
+    auto s = std::move(*it);
+    running_.erase(it);
+    const FinishReason reason = s->out.finish;
+    finish(std::move(s), reason);
+  }
+  return true;
+}
+
+void Engine::run() {
+  while (step()) {
+  }
+}
+
+std::vector<RequestOutput> Engine::take_finished() {
+  std::vector<RequestOutput> out;
+  out.swap(finished_);
+  return out;
+}
+
+}  // namespace interlace::rollout
