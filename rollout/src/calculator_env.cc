@@ -1,0 +1,110 @@
+// calculator: arithmetic word problems with a `calc` tool. Reward 1 for the
+// exact final answer ("Answer: N"), else 0.
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "env_util.h"
+#include "environments.h"
+
+namespace interlace::rollout {
+namespace {
+
+struct Problem {
+  std::string question, expression;
+  int64_t answer;
+};
+
+Problem make_problem(uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  auto num = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  const int kind = num(0, 3), a = num(2, 30), b = num(2, 20), c = num(1, 40);
+  switch (kind) {
+    case 0:
+      return {absl::StrCat("A shop has ", a, " crates with ", b, " bottles in each. It sells ", c,
+                           " bottles. How many bottles are left?"),
+              absl::StrCat(a, "*", b, "-", c), int64_t(a) * b - c};
+    case 1:
+      return {absl::StrCat(a, " friends share ", a * b, " marbles equally, then each finds ", c,
+                           " more. How many marbles does each friend have?"),
+              absl::StrCat(a * b, "/", a, "+", c), int64_t(b) + c};
+    case 2:
+      return {absl::StrCat("Tom has ", c, " coins. He earns ", b, " coins a day for ", a,
+                           " days. How many coins does he have now?"),
+              absl::StrCat(c, "+", b, "*", a), int64_t(c) + int64_t(b) * a};
+    default:
+      return {absl::StrCat("A train has ", a, " cars with ", b, " seats each and ", c,
+                           " seats are taken. How many seats are free?"),
+              absl::StrCat(a, "*", b, "-", c), int64_t(a) * b - c};
+  }
+}
+
+constexpr char kSystem[] =
+    "You solve arithmetic word problems. To compute, call the tool calc with "
+    "{\"expression\": \"...\"} (whole numbers, + - * / and parentheses). "
+    "Finish with a line 'Answer: N'.";
+
+class CalculatorEpisode final : public Episode {
+ public:
+  explicit CalculatorEpisode(uint64_t seed) : p_(make_problem(seed)) {}
+
+  std::vector<model::Message> prompt() const override {
+    return {env_util::msg(model::Role::kSystem, kSystem), env_util::msg(model::Role::kUser, p_.question)};
+  }
+
+  EnvReply on_assistant(const absl::StatusOr<model::Message>& turn) override {
+    EnvReply r;
+    if (!turn.ok()) {  // a malformed tool call: say so, the episode goes on
+      r.messages.push_back(env_util::msg(model::Role::kTool, absl::StrCat("error: ", turn.status().message())));
+      return r;
+    }
+    if (turn->tool_calls.empty()) {
+      auto ans = env_util::field(turn->content, "Answer");
+      auto v = ans ? env_util::parse_int(*ans) : std::nullopt;
+      reward_ = v && *v == p_.answer ? 1.0 : 0.0;
+      r.done = true;
+      return r;
+    }
+    for (const model::ToolCall& call : turn->tool_calls) {
+      std::string result;
+      if (call.name != "calc") {
+        result = absl::StrCat("error: unknown tool '", call.name, "' (the only tool is calc)");
+      } else if (!call.arguments.contains("expression") || !call.arguments["expression"].is_string()) {
+        result = "error: calc needs {\"expression\": \"...\"}";
+      } else {
+        auto v = evaluate_expression(call.arguments["expression"].get<std::string>());
+        result = v.ok() ? absl::StrCat(*v) : absl::StrCat("error: ", v.status().message());
+      }
+      r.messages.push_back(env_util::msg(model::Role::kTool, result));
+    }
+    return r;
+  }
+
+  double reward() const override { return reward_; }
+
+  std::vector<model::Message> demonstration() const override {
+    model::Message call = env_util::msg(model::Role::kAssistant, "", absl::StrCat("Compute ", p_.expression, " with calc."));
+    call.tool_calls.push_back({"calc", {{"expression", p_.expression}}});
+    return {call,
+            env_util::msg(model::Role::kTool, absl::StrCat(p_.answer)),
+            env_util::msg(model::Role::kAssistant, absl::StrCat("Answer: ", p_.answer), "The tool returned the result.")};
+  }
+
+ private:
+  Problem p_;
+  double reward_ = 0;
+};
+
+class CalculatorEnv final : public Environment {
+ public:
+  std::string name() const override { return "calculator"; }
+  std::unique_ptr<Episode> episode(uint64_t seed) const override { return std::make_unique<CalculatorEpisode>(seed); }
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Environment>> make_calculator(const std::map<std::string, std::string>& options) {
+  if (absl::Status s = env_util::parse_options("calculator", options, {}); !s.ok()) return s;
+  return std::make_unique<CalculatorEnv>();
+}
+
+}  // namespace interlace::rollout
