@@ -16,5 +16,6 @@ void add_model_commands(CLI::App& app, Action& action);
 void add_bench_commands(CLI::App& app, Action& action);
 void add_precision_commands(CLI::App& app, Action& action);
 void add_train_commands(CLI::App& app, Action& action);
+void add_rollout_commands(CLI::App& app, Action& action);
 
 }  // namespace interlace::cli

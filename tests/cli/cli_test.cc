@@ -271,4 +271,46 @@ TEST_F(Cli, TrainSftRejectsBadDataNamingTheLine) {
   EXPECT_EQ(run("train sft --model " + model_ + " --out y").code, 2);  // --data missing
 }
 
+TEST_F(Cli, EnvDemoFeedsTrainSftAndRolloutWritesTrajectories) {
+  const std::string demos = (dir_ / "demos.jsonl").string();
+  CliRun d = run("env demo --env guess-number:max=20 --n 6 --out " + demos);
+  ASSERT_EQ(d.code, 0) << d.out;
+  std::ifstream in(demos);
+  std::string line;
+  int lines = 0;
+  while (std::getline(in, line)) {
+    auto j = nlohmann::json::parse(line);
+    EXPECT_EQ(j["tokens"].size(), j["loss_mask"].size());
+    ++lines;
+  }
+  EXPECT_EQ(lines, 6);
+  CliRun t = run("train sft --model " + model_ + " --data " + demos + " --out " + (dir_ / "demo-sft").string() +
+                 " --steps 1 --quiet");
+  EXPECT_EQ(t.code, 0) << t.out;
+
+  const std::string traj = (dir_ / "traj.jsonl").string();
+  CliRun r = run("rollout --model " + model_ + " --env calculator --prompts 3 --group-size 2 --max-turns 2 "
+                 "--max-new-tokens 12 --seed 4 --out " + traj);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("episodes/s"), std::string::npos) << r.out;
+  std::ifstream tin(traj);
+  int n = 0;
+  while (std::getline(tin, line)) {
+    auto j = nlohmann::json::parse(line);
+    for (const char* k : {"tokens", "logprobs", "loss_mask", "turns", "reward", "policy_versions", "finish_reason",
+                          "cached_tokens"})
+      EXPECT_TRUE(j.contains(k)) << k;
+    const auto& tokens = j["tokens"];
+    ASSERT_EQ(j["logprobs"].size(), tokens.size());
+    for (size_t i = 0; i < tokens.size(); ++i)
+      EXPECT_EQ(j["loss_mask"][i] == 1, !j["logprobs"][i].is_null()) << i;
+    EXPECT_EQ(j["group"], n / 2);
+    ++n;
+  }
+  EXPECT_EQ(n, 6);
+  CliRun bad = run("rollout --model " + model_ + " --env chess --out " + traj);
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.out.find("calculator"), std::string::npos) << bad.out;
+}
+
 }  // namespace
