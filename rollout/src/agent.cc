@@ -125,6 +125,7 @@ std::vector<Trajectory> AgentLoop::run(std::vector<EpisodeSpec> episodes,
       t.sampled_logprobs.insert(t.sampled_logprobs.end(), o.sampled_logprobs.begin(), o.sampled_logprobs.end());
       t.versions.insert(t.versions.end(), o.versions.begin(), o.versions.end());
       t.turns.back().end = static_cast<int64_t>(t.tokens.size());
+      t.cached_tokens += o.cached_tokens;
       if (o.finish == FinishReason::kAborted) {
         finish(i, "aborted");
         continue;

@@ -102,10 +102,26 @@ bool Engine::step() {
     version_ = next_version_;
     ++stats_.weight_swaps;
   }
-  while (static_cast<int64_t>(running_.size()) < config_.max_running && !waiting_.empty()) {
-    auto s = std::move(waiting_.front());
-    waiting_.pop_front();
+  // Admit in arrival order; a request whose prompt is being prefilled by a
+  // running one waits (it will hit the cache once that prompt is checkpointed).
+  for (auto it = waiting_.begin(); it != waiting_.end() && static_cast<int64_t>(running_.size()) < config_.max_running;) {
+    const auto& prompt = (*it)->request.prompt;
+    const bool duplicate = cache_ && std::any_of(running_.begin(), running_.end(), [&](const auto& r) {
+                             return r->prefilled < static_cast<int64_t>(r->request.prompt.size()) &&
+                                    r->request.prompt == prompt;
+                           });
+    if (duplicate) {
+      ++it;
+      continue;
+    }
+    auto s = std::move(*it);
+    it = waiting_.erase(it);
     s->state = model_->new_sequence();
+    s->prefill_version = version_;
+    if (cache_) {
+      s->prefilled = cache_->lookup(s->request.prompt, version_, s->state);
+      s->out.cached_tokens = s->prefilled;
+    }
     running_.push_back(std::move(s));
   }
   if (running_.empty()) return false;
@@ -122,8 +138,12 @@ bool Engine::step() {
     }
   for (auto& s : running_) {
     if (s->pending >= 0 || budget <= 0) continue;
-    const int64_t left = static_cast<int64_t>(s->request.prompt.size()) - s->prefilled;
-    const int64_t n = std::min({left, config_.prefill_chunk, budget});
+    const int64_t size = static_cast<int64_t>(s->request.prompt.size()), left = size - s->prefilled;
+    int64_t n = std::min({left, config_.prefill_chunk, budget});
+    // With a cache, stop one token short of the prompt's end first: that point
+    // (a sampling group's branch point) is checkpointed, so a request with the
+    // same prompt restores all but its last token.
+    if (cache_ && s->prefilled < size - 1) n = std::min(n, size - 1 - s->prefilled);
     chunks.push_back({&s->state, std::span<const int32_t>(s->request.prompt).subspan(s->prefilled, n)});
     owners.push_back(s.get());
     budget -= n;
@@ -141,7 +161,12 @@ bool Engine::step() {
     } else {
       s.prefilled += static_cast<int64_t>(chunks[i].tokens.size());
       stats_.prefill_tokens += static_cast<int64_t>(chunks[i].tokens.size());
-      if (s.prefilled < static_cast<int64_t>(s.request.prompt.size())) continue;  // more prompt to go
+      // Checkpoint the branch point and the prompt's end (in an agent episode, a
+      // turn boundary), unless weights changed while the prompt was prefilled.
+      const int64_t size = static_cast<int64_t>(s.request.prompt.size());
+      if (cache_ && s.prefill_version == version_ && s.prefilled >= size - 1)
+        cache_->insert(s.request.prompt, version_, s.state);
+      if (s.prefilled < size) continue;  // more prompt to go
     }
     TokenSample t = sample(std::span<const float>(logits).subspan(i * V, V), s.request.sampling,
                            config_.vocab_limit, s.rng);

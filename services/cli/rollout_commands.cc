@@ -9,6 +9,8 @@
 #include "absl/strings/str_join.h"
 #include "cli_util.h"
 #include "commands.h"
+#include "interlace/cache/prefix_cache.h"
+#include "interlace/core/dtype.h"
 #include "interlace/model/chat_template.h"
 #include "interlace/model/model.h"
 #include "interlace/model/tokenizer.h"
@@ -52,7 +54,9 @@ struct RolloutArgs {
   float temperature = 1.0f, top_p = 1.0f;
   int64_t top_k = 0;
   uint64_t seed = 0;
-  bool eval = false;
+  bool eval = false, no_cache = false;
+  int64_t cache_blocks = 4096, cache_states = 256;
+  std::string state_dtype = "f32";
 };
 
 int run_rollout(const RolloutArgs& a) {
@@ -70,7 +74,12 @@ int run_rollout(const RolloutArgs& a) {
   std::ofstream out(a.out);
   if (!out) return fail(absl::StrCat(a.out, ": cannot write"));
 
+  auto state_dtype = core::parse_dtype(a.state_dtype);
+  if (!state_dtype.ok()) return fail(absl::StrCat("--cache-state-dtype: ", state_dtype.status().message()));
+  cache::PrefixCache prefix_cache(*m, {.max_kv_blocks = a.cache_blocks, .max_states = a.cache_states,
+                                       .state_dtype = *state_dtype});
   rollout::Engine engine(m, 0, {.max_running = 32, .vocab_limit = (*tok)->vocab_size()}, tok->get());
+  if (!a.no_cache) engine.set_cache(&prefix_cache);
   rollout::AgentLoop loop(engine, *tmpl, **tok,
                           {.max_turns = a.max_turns, .max_turn_tokens = a.max_new_tokens,
                            .max_episode_tokens = a.max_episode_tokens});
@@ -116,11 +125,22 @@ int run_rollout(const RolloutArgs& a) {
   for (const auto& t : trajectories) ++reasons[t.finish_reason];
   std::string why;
   for (const auto& [r, n] : reasons) absl::StrAppend(&why, why.empty() ? "" : ", ", r, " ", n);
+  const cache::CacheCounters& cc = prefix_cache.counters();
   std::printf("%lld episodes in %.1f s: %.2f episodes/s, %.0f generated tokens/s, mean reward %.3f\n"
-              "finish: %s\nprefix cache: not built yet (hit rate 0; every turn prefills its whole history)\n"
-              "trajectories written to %s\n",
+              "finish: %s\n",
               static_cast<long long>(total), s, total / s, generated / s, total ? reward_sum / total : 0.0,
-              why.c_str(), a.out.c_str());
+              why.c_str());
+  if (a.no_cache) {
+    std::printf("prefix cache: off\n");
+  } else {
+    std::printf("prefix cache: hit rate %.1f%% (%lld of %lld prompt tokens), %lld KV blocks + %lld states held "
+                "(%.1f MB KV, %.1f MB state), %lld evictions\n",
+                cc.query_tokens ? 100.0 * cc.hit_tokens / cc.query_tokens : 0.0, static_cast<long long>(cc.hit_tokens),
+                static_cast<long long>(cc.query_tokens), static_cast<long long>(cc.kv_blocks),
+                static_cast<long long>(cc.states), cc.kv_bytes / 1e6, cc.state_bytes / 1e6,
+                static_cast<long long>(cc.kv_evictions + cc.state_evictions));
+  }
+  std::printf("trajectories written to %s\n", a.out.c_str());
   return 0;
 }
 
@@ -184,6 +204,11 @@ void add_rollout_commands(CLI::App& app, Action& action) {
   ro->add_option("--seed", r->seed, "task and sampling seed")->capture_default_str();
   ro->add_option("--precision", r->precision, "precision profile of the rollout")->capture_default_str();
   ro->add_flag("--eval", r->eval, "use the environment's fixed held-out tasks");
+  ro->add_flag("--no-cache", r->no_cache, "disable the prefix/state cache");
+  ro->add_option("--cache-blocks", r->cache_blocks, "KV blocks (16 tokens each) the cache holds")->capture_default_str();
+  ro->add_option("--cache-states", r->cache_states, "lightning-state checkpoints the cache holds")->capture_default_str();
+  ro->add_option("--cache-state-dtype", r->state_dtype, "dtype states are cached in: f32, bf16, f16")
+      ->capture_default_str();
   ro->callback([&action, r] { action = [r] { return run_rollout(*r); }; });
 
   CLI::App* env = app.add_subcommand("env", "Environments");

@@ -51,6 +51,10 @@ class Model {
   const PrecisionProfile& precision() const { return precision_; }
   int64_t vocab_size() const { return config_.vocab_size; }
   kernels::Backend& backend() const { return backend_; }
+  // Bytes of one token's keys (or values) in one softmax layer's cache.
+  size_t kv_row_bytes() const {
+    return static_cast<size_t>(config_.num_key_value_heads * config_.head_dim) * core::dtype_size(kv_storage_);
+  }
 
   SequenceState new_sequence() const;
 

@@ -44,7 +44,7 @@ struct Trajectory {
   double reward = 0;
   // done | max_turns | max_turn_tokens | max_episode_tokens | aborted
   std::string finish_reason;
-  int64_t cached_tokens = 0;  // prompt tokens served from the prefix cache
+  int64_t cached_tokens = 0;  // prompt tokens served from the prefix cache, over all turns
   int64_t generated_tokens() const;
 };
 

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "interlace/cache/prefix_cache.h"
 #include "interlace/model/model.h"
 #include "interlace/model/tokenizer.h"
 #include "interlace/rollout/sampling.h"
@@ -43,6 +44,7 @@ struct RequestOutput {
   std::vector<float> sampled_logprobs;    // log q(token), q the distribution sampled from
   std::vector<float> raw_logprobs;        // log p(token), the model's full softmax at temperature 1
   std::vector<int64_t> versions;          // weights version that produced each token
+  int64_t cached_tokens = 0;              // prompt tokens restored from the prefix cache
   FinishReason finish = FinishReason::kLength;
 };
 
@@ -65,6 +67,12 @@ class Engine {
   // New weights (same config) used from the next step on. Sequences in flight
   // keep their caches and continue under the new version.
   void update_weights(std::shared_ptr<model::Model> model, int64_t version);
+  // Optional prefix/state cache (not owned). Admitted requests restore their
+  // longest cached prefix under the current version; each finished prompt is
+  // checkpointed (in an agent episode the prompt is the history: a turn
+  // boundary). Requests whose prompt another running request is still
+  // prefilling wait for it, so a sampling group prefills its prompt once.
+  void set_cache(cache::PrefixCache* cache) { cache_ = cache; }
 
   // One scheduling step; false when there was nothing to run.
   bool step();
@@ -84,6 +92,7 @@ class Engine {
     model::SequenceState state;
     int64_t prefilled = 0;  // prompt tokens run through the model
     int32_t pending = -1;   // sampled token not yet fed back
+    int64_t prefill_version = -1;  // weights version the prompt's prefill started under
     std::mt19937_64 rng;
     RequestOutput out;
   };
@@ -94,6 +103,7 @@ class Engine {
   int64_t version_, next_version_ = -1;
   EngineConfig config_;
   const model::Tokenizer* tokenizer_;
+  cache::PrefixCache* cache_ = nullptr;
   int64_t next_id_ = 0;
   std::deque<std::unique_ptr<Sequence>> waiting_;
   std::vector<std::unique_ptr<Sequence>> running_;

@@ -1,0 +1,87 @@
+// The prefix and state cache: lets requests that share a prompt prefix (a
+// sampling group, the next turn of an agent episode, a common system prompt)
+// skip prefilling it.
+//
+// One radix tree per weights version, over blocks of `block_size` tokens. A
+// node holds its block's keys and values for every softmax layer, in a slot of
+// a fixed pool of KV blocks. Lightning layers have no per-token cache, only a
+// recurrent state, so states are saved as checkpoints at chosen positions (end
+// of a prompt, a turn boundary, a group's branch point) — not only at block
+// boundaries, so short prompts hit too: a checkpoint at position L lives on the
+// node of L's last full block with the 0..block_size-1 tail tokens and their KV
+// rows. A lookup restores the KV blocks and the nearest usable checkpoint into a
+// fresh SequenceState (copies: a running request never reads the pool, so
+// eviction can never pull data from under it); only the rest is prefilled.
+//
+// Eviction: KV blocks by LRU among leaves (a block with descendants is never
+// evicted, or its descendants' prefixes would break); states by a score that
+// weighs recency against prefill FLOPs saved per byte held (the Marconi
+// policy). A prefix computed under weights version v is only ever used by
+// requests running under v.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "interlace/core/dtype.h"
+#include "interlace/model/model.h"
+
+namespace interlace::cache {
+
+struct CacheConfig {
+  int64_t block_size = 16;
+  int64_t max_kv_blocks = 4096;      // pool of KV blocks (each holds block_size tokens of every softmax layer)
+  int64_t max_states = 256;          // pool of lightning-state checkpoints
+  core::DType state_dtype = core::DType::kF32;  // states are stored rounded to this (fp32, bf16, fp16)
+  double recency_weight = 1.0;       // Marconi: score = recency_weight * recency + flops_per_byte (normalised)
+  int64_t versions_kept = 2;         // trees of older weights versions are dropped
+};
+
+struct CacheCounters {
+  int64_t lookups = 0, query_tokens = 0, hit_tokens = 0;
+  int64_t inserts = 0, kv_evictions = 0, state_evictions = 0;
+  int64_t kv_blocks = 0, states = 0;
+  int64_t kv_bytes = 0, state_bytes = 0;  // held, by layer kind (softmax KV, lightning state)
+};
+
+class PrefixCache {
+ public:
+  PrefixCache(const model::Model& model, CacheConfig config);
+  ~PrefixCache();
+
+  // Restores the longest usable cached prefix of `tokens` (at most
+  // tokens.size()-1 tokens: the last one must run to give logits) computed under
+  // `version` into `state` (a fresh SequenceState); returns its length (0: miss).
+  int64_t lookup(std::span<const int32_t> tokens, int64_t version, model::SequenceState& state);
+  // Saves `state`, which has processed `tokens` (state.length of them), under
+  // `version`: its full blocks' KV and a checkpoint at state.length.
+  void insert(std::span<const int32_t> tokens, int64_t version, const model::SequenceState& state);
+
+  const CacheCounters& counters() const { return counters_; }
+  const CacheConfig& config() const { return config_; }
+
+ private:
+  struct Node;
+  struct Tree;
+  struct StateEntry;
+  Tree& tree(int64_t version);
+  void evict_kv_block();
+  void evict_state();
+  void drop_node(Node* node);
+  double state_score(const StateEntry& s) const;
+
+  const model::ModelConfig& model_config_;
+  CacheConfig config_;
+  size_t kv_row_bytes_;
+  bool has_lightning_ = false, has_softmax_ = false;
+  std::vector<int64_t> softmax_layers_, lightning_layers_;
+  int64_t clock_ = 0;
+  std::map<int64_t, std::unique_ptr<Tree>> trees_;
+  CacheCounters counters_;
+};
+
+}  // namespace interlace::cache

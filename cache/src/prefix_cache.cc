@@ -1,0 +1,282 @@
+#include "interlace/cache/prefix_cache.h"
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+
+#include "interlace/core/status.h"
+
+namespace interlace::cache {
+
+using model::LayerKind;
+using model::SequenceState;
+
+struct PrefixCache::StateEntry {
+  std::vector<int32_t> tail;                         // tokens after the node's blocks
+  std::vector<std::vector<uint8_t>> tail_k, tail_v;  // per softmax layer: the tail's KV rows
+  std::vector<SequenceState::Lightning> lightning;   // per lightning layer
+  int64_t length = 0;
+  int64_t last_used = 0;
+  size_t kv_bytes = 0, state_bytes = 0;
+};
+
+struct PrefixCache::Node {
+  Node* parent = nullptr;
+  Tree* tree = nullptr;
+  std::vector<int32_t> block;
+  std::map<std::vector<int32_t>, std::unique_ptr<Node>> children;
+  std::vector<std::vector<uint8_t>> k, v;  // per softmax layer: block_size rows
+  std::vector<std::unique_ptr<StateEntry>> states;
+  int64_t depth = 0;  // blocks from the root
+  int64_t last_used = 0;
+  bool pinned = false;  // on the path of an insert in progress
+};
+
+struct PrefixCache::Tree {
+  int64_t version = 0;
+  Node root;
+};
+
+PrefixCache::PrefixCache(const model::Model& model, CacheConfig config)
+    : model_config_(model.config()), config_(config), kv_row_bytes_(model.kv_row_bytes()) {
+  INTERLACE_CHECK(config_.block_size > 0 && config_.max_kv_blocks > 0 && config_.max_states > 0,
+                  "CacheConfig: sizes must be positive");
+  for (int64_t l = 0; l < model_config_.num_hidden_layers; ++l)
+    (model_config_.layer_types[l] == LayerKind::kLinearAttention ? lightning_layers_ : softmax_layers_).push_back(l);
+  has_lightning_ = !lightning_layers_.empty();
+  has_softmax_ = !softmax_layers_.empty();
+}
+
+PrefixCache::~PrefixCache() = default;
+
+PrefixCache::Tree& PrefixCache::tree(int64_t version) {
+  auto it = trees_.find(version);
+  if (it != trees_.end()) return *it->second;
+  auto t = std::make_unique<Tree>();
+  t->version = version;
+  t->root.tree = t.get();
+  Tree& ref = *t;
+  trees_[version] = std::move(t);
+  // Keep the newest versions only: a request under an old version is rare, and
+  // the memory is better spent on the current one.
+  while (static_cast<int64_t>(trees_.size()) > config_.versions_kept) {
+    Tree& oldest = *trees_.begin()->second;
+    while (!oldest.root.children.empty()) drop_node(oldest.root.children.begin()->second.get());
+    trees_.erase(trees_.begin());
+  }
+  return ref;
+}
+
+namespace {
+size_t entry_state_bytes(const std::vector<SequenceState::Lightning>& l) {
+  size_t b = 0;
+  for (const auto& s : l) b += (s.base.size() + s.delta.size()) * sizeof(float);
+  return b;
+}
+}  // namespace
+
+void PrefixCache::drop_node(Node* node) {
+  while (!node->children.empty()) drop_node(node->children.begin()->second.get());
+  for (const auto& s : node->states) {
+    counters_.kv_bytes -= static_cast<int64_t>(s->kv_bytes);
+    counters_.state_bytes -= static_cast<int64_t>(s->state_bytes);
+    --counters_.states;
+  }
+  counters_.kv_bytes -= static_cast<int64_t>(2 * softmax_layers_.size() * config_.block_size * kv_row_bytes_);
+  --counters_.kv_blocks;
+  Node* parent = node->parent;
+  parent->children.erase(node->block);  // destroys node
+}
+
+void PrefixCache::evict_kv_block() {
+  // The least recently used leaf of any tree (not pinned by the insert running now).
+  Node* victim = nullptr;
+  std::vector<Node*> stack;
+  for (auto& [v, t] : trees_) stack.push_back(&t->root);
+  while (!stack.empty()) {
+    Node* n = stack.back();
+    stack.pop_back();
+    for (auto& [b, c] : n->children) stack.push_back(c.get());
+    if (n->parent && n->children.empty() && !n->pinned && (!victim || n->last_used < victim->last_used)) victim = n;
+  }
+  if (!victim) return;
+  ++counters_.kv_evictions;
+  drop_node(victim);
+}
+
+double PrefixCache::state_score(const StateEntry& s) const {
+  // FLOPs a hit saves, roughly 2 x parameters touched per token x tokens, per byte held.
+  const double per_token = 2.0 * double(model_config_.num_hidden_layers) * double(model_config_.hidden_size) *
+                           double(model_config_.hidden_size) * 12.0;
+  const double bytes = double(std::max<size_t>(1, s.kv_bytes + s.state_bytes));
+  const double fpb = per_token * double(s.length) / bytes;
+  const double recency = clock_ > 0 ? double(s.last_used) / double(clock_) : 0.0;
+  return config_.recency_weight * recency + fpb / (1.0 + fpb);  // both terms in [0, 1]
+}
+
+void PrefixCache::evict_state() {
+  StateEntry* victim = nullptr;
+  Node* owner = nullptr;
+  double worst = std::numeric_limits<double>::infinity();
+  std::vector<Node*> stack;
+  for (auto& [v, t] : trees_) stack.push_back(&t->root);
+  while (!stack.empty()) {
+    Node* n = stack.back();
+    stack.pop_back();
+    for (auto& [b, c] : n->children) stack.push_back(c.get());
+    for (auto& s : n->states) {
+      const double score = state_score(*s);
+      if (score < worst && !n->pinned) {
+        worst = score;
+        victim = s.get();
+        owner = n;
+      }
+    }
+  }
+  if (!victim) return;
+  ++counters_.state_evictions;
+  counters_.kv_bytes -= static_cast<int64_t>(victim->kv_bytes);
+  counters_.state_bytes -= static_cast<int64_t>(victim->state_bytes);
+  --counters_.states;
+  owner->states.erase(std::find_if(owner->states.begin(), owner->states.end(),
+                                   [victim](const auto& p) { return p.get() == victim; }));
+}
+
+int64_t PrefixCache::lookup(std::span<const int32_t> tokens, int64_t version, SequenceState& state) {
+  ++counters_.lookups;
+  counters_.query_tokens += static_cast<int64_t>(tokens.size());
+  INTERLACE_CHECK(state.length == 0, "PrefixCache::lookup needs a fresh SequenceState");
+  auto it = trees_.find(version);
+  if (it == trees_.end() || tokens.size() < 2) return 0;
+  const int64_t B = config_.block_size, limit = static_cast<int64_t>(tokens.size()) - 1;
+  std::vector<Node*> path = {&it->second->root};
+  for (;;) {
+    Node* n = path.back();
+    const int64_t from = n->depth * B;
+    if (from + B > limit) break;
+    auto c = n->children.find(std::vector<int32_t>(tokens.begin() + from, tokens.begin() + from + B));
+    if (c == n->children.end()) break;
+    path.push_back(c->second.get());
+  }
+  // The deepest usable point: a checkpoint whose tail matches, or (full-attention
+  // models only: KV alone restores them) a block boundary.
+  int64_t best = 0;
+  Node* best_node = nullptr;
+  StateEntry* best_entry = nullptr;
+  for (Node* n : path) {
+    const int64_t base = n->depth * B;
+    if (!has_lightning_ && base > best) {
+      best = base;
+      best_node = n;
+      best_entry = nullptr;
+    }
+    for (auto& s : n->states) {
+      if (s->length > limit || s->length <= best) continue;
+      if (!std::equal(s->tail.begin(), s->tail.end(), tokens.begin() + base)) continue;
+      best = s->length;
+      best_node = n;
+      best_entry = s.get();
+    }
+  }
+  if (best == 0) return 0;
+  // Restore: KV rows block by block along the path, then the checkpoint's tail and states.
+  const int64_t depth = best_node->depth;
+  for (size_t i = 0; i < softmax_layers_.size(); ++i) {
+    SequenceState::Kv& kv = state.kv[softmax_layers_[i]];
+    kv.k.resize(static_cast<size_t>(best) * kv_row_bytes_);
+    kv.v.resize(kv.k.size());
+    const size_t block_bytes = static_cast<size_t>(B) * kv_row_bytes_;
+    for (int64_t d = 1; d <= depth; ++d) {
+      std::memcpy(kv.k.data() + (d - 1) * block_bytes, path[d]->k[i].data(), block_bytes);
+      std::memcpy(kv.v.data() + (d - 1) * block_bytes, path[d]->v[i].data(), block_bytes);
+    }
+    if (best_entry && !best_entry->tail.empty()) {
+      std::memcpy(kv.k.data() + depth * block_bytes, best_entry->tail_k[i].data(), best_entry->tail_k[i].size());
+      std::memcpy(kv.v.data() + depth * block_bytes, best_entry->tail_v[i].data(), best_entry->tail_v[i].size());
+    }
+  }
+  if (best_entry)
+    for (size_t i = 0; i < lightning_layers_.size(); ++i) state.lightning[lightning_layers_[i]] = best_entry->lightning[i];
+  state.length = best;
+  ++clock_;
+  for (int64_t d = 0; d <= depth; ++d) path[d]->last_used = clock_;
+  if (best_entry) best_entry->last_used = clock_;
+  counters_.hit_tokens += best;
+  return best;
+}
+
+void PrefixCache::insert(std::span<const int32_t> tokens, int64_t version, const SequenceState& state) {
+  const int64_t L = state.length, B = config_.block_size;
+  INTERLACE_CHECK(static_cast<int64_t>(tokens.size()) >= L, "PrefixCache::insert: fewer tokens than the state holds");
+  if (L == 0) return;
+  ++counters_.inserts;
+  Tree& t = tree(version);
+  ++clock_;
+  Node* n = &t.root;
+  std::vector<Node*> pinned = {n};
+  n->pinned = true;
+  const size_t block_bytes = static_cast<size_t>(B) * kv_row_bytes_;
+  for (int64_t b = 0; (b + 1) * B <= L; ++b) {
+    std::vector<int32_t> key(tokens.begin() + b * B, tokens.begin() + (b + 1) * B);
+    auto c = n->children.find(key);
+    if (c == n->children.end()) {
+      if (counters_.kv_blocks >= config_.max_kv_blocks) evict_kv_block();
+      if (counters_.kv_blocks >= config_.max_kv_blocks) break;  // everything else pinned: stop here
+      auto child = std::make_unique<Node>();
+      child->parent = n;
+      child->tree = &t;
+      child->block = key;
+      child->depth = b + 1;
+      for (int64_t layer : softmax_layers_) {
+        const auto& kv = state.kv[layer];
+        child->k.emplace_back(kv.k.begin() + b * block_bytes, kv.k.begin() + (b + 1) * block_bytes);
+        child->v.emplace_back(kv.v.begin() + b * block_bytes, kv.v.begin() + (b + 1) * block_bytes);
+      }
+      ++counters_.kv_blocks;
+      counters_.kv_bytes += static_cast<int64_t>(2 * softmax_layers_.size() * block_bytes);
+      c = n->children.emplace(std::move(key), std::move(child)).first;
+    }
+    n = c->second.get();
+    n->last_used = clock_;
+    n->pinned = true;
+    pinned.push_back(n);
+  }
+  const int64_t base = n->depth * B;
+  // A checkpoint is needed unless KV alone restores this point (no lightning
+  // layers and a block boundary).
+  if (has_lightning_ || base != L) {
+    const std::vector<int32_t> tail(tokens.begin() + base, tokens.begin() + L);
+    auto same = std::find_if(n->states.begin(), n->states.end(), [&](const auto& s) { return s->tail == tail; });
+    if (same != n->states.end()) {
+      (*same)->last_used = clock_;
+    } else {
+      if (counters_.states >= config_.max_states) evict_state();
+      if (counters_.states < config_.max_states) {
+        auto e = std::make_unique<StateEntry>();
+        e->tail = tail;
+        e->length = L;
+        e->last_used = clock_;
+        for (int64_t layer : softmax_layers_) {
+          const auto& kv = state.kv[layer];
+          e->tail_k.emplace_back(kv.k.begin() + base * kv_row_bytes_, kv.k.begin() + L * kv_row_bytes_);
+          e->tail_v.emplace_back(kv.v.begin() + base * kv_row_bytes_, kv.v.begin() + L * kv_row_bytes_);
+          e->kv_bytes += 2 * (L - base) * kv_row_bytes_;
+        }
+        for (int64_t layer : lightning_layers_) {
+          SequenceState::Lightning s = state.lightning[layer];
+          core::round_array(config_.state_dtype, s.base.data(), s.base.size());
+          core::round_array(config_.state_dtype, s.delta.data(), s.delta.size());
+          e->lightning.push_back(std::move(s));
+        }
+        e->state_bytes = entry_state_bytes(e->lightning);
+        counters_.kv_bytes += static_cast<int64_t>(e->kv_bytes);
+        counters_.state_bytes += static_cast<int64_t>(e->state_bytes);
+        ++counters_.states;
+        n->states.push_back(std::move(e));
+      }
+    }
+  }
+  for (Node* p : pinned) p->pinned = false;
+}
+
+}  // namespace interlace::cache

@@ -1,0 +1,189 @@
+// The prefix and state cache: a hit gives the log-probs recomputation gives
+// (fp32 states: to kernel rounding, bitwise under strict kernels; bf16 states:
+// within a stated bound), for full and hybrid models; versions never mix;
+// eviction keeps within its pools and never breaks what is restored; a
+// sampling group prefills its prompt once; agent turns hit their history.
+#include "interlace/cache/prefix_cache.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "interlace/rollout/engine.h"
+#include "model/test_configs.h"
+
+namespace interlace::cache {
+namespace {
+
+std::shared_ptr<model::Model> make_model(const nlohmann::json& json, const std::string& precision) {
+  const model::ModelConfig c = testing::parse_or_die(json);
+  return std::shared_ptr<model::Model>(
+      std::move(*model::Model::from_tensors(c, model::random_weights(c, 17, 0.3f), *model::parse_precision(precision))));
+}
+
+std::vector<int32_t> tokens(int n, int salt, int64_t vocab) {
+  std::vector<int32_t> t;
+  for (int i = 0; i < n; ++i) t.push_back(static_cast<int32_t>((i * 31 + salt * 17 + i * i) % vocab));
+  return t;
+}
+
+rollout::RequestOutput generate(rollout::Engine& e, const std::vector<int32_t>& prompt, int n) {
+  rollout::Request r;
+  r.prompt = prompt;
+  r.sampling.temperature = 0;
+  r.sampling.max_new_tokens = n;
+  const int64_t id = e.submit(r);
+  e.run();
+  for (auto& o : e.take_finished())
+    if (o.id == id) return o;
+  ADD_FAILURE() << "request lost";
+  return {};
+}
+
+struct Case {
+  std::string name;
+  nlohmann::json json;
+  std::string precision;
+  core::DType state = core::DType::kF32;
+  double bound;  // max |dlogp| allowed between hit and recompute
+};
+class CacheHit : public ::testing::TestWithParam<Case> {};
+
+// Turn 1 generates from a prompt; turn 2's prompt is turn 1's history plus a
+// reply, as in an agent episode: it must hit turn 1's checkpoint and continue
+// exactly as a cold prefill of the whole history does.
+TEST_P(CacheHit, SameLogprobsAsRecomputation) {
+  const Case& k = GetParam();
+  auto m = make_model(k.json, k.precision);
+  CacheConfig cc;
+  cc.block_size = 4;
+  cc.state_dtype = k.state;
+  PrefixCache cache(*m, cc);
+  rollout::Engine warm(m, 0, {.prefill_chunk = 16});
+  warm.set_cache(&cache);
+  std::vector<int32_t> prompt = tokens(37, 1, m->vocab_size());  // not a multiple of the block size
+  const auto first = generate(warm, prompt, 6);
+  EXPECT_EQ(first.cached_tokens, 0);
+  std::vector<int32_t> next = prompt;
+  next.insert(next.end(), first.tokens.begin(), first.tokens.end());
+  for (int32_t t : tokens(9, 2, m->vocab_size())) next.push_back(t);
+  const auto hit = generate(warm, next, 12);
+  EXPECT_EQ(hit.cached_tokens, 37) << "turn 2 restores turn 1's prompt checkpoint";
+  rollout::Engine cold(m, 0, {.prefill_chunk = 16});
+  const auto ref = generate(cold, next, 12);
+  EXPECT_EQ(ref.cached_tokens, 0);
+  double worst = 0;
+  for (size_t i = 0; i < ref.raw_logprobs.size() && i < hit.raw_logprobs.size(); ++i) {
+    if (hit.tokens[i] != ref.tokens[i]) break;  // bf16 states may change a greedy choice; compare up to there
+    worst = std::max(worst, std::fabs(double(hit.raw_logprobs[i]) - ref.raw_logprobs[i]));
+    if (k.precision == "strict" && k.state == core::DType::kF32) {
+      EXPECT_EQ(std::memcmp(&hit.raw_logprobs[i], &ref.raw_logprobs[i], sizeof(float)), 0) << i;
+    }
+  }
+  if (k.state == core::DType::kF32) {
+    EXPECT_EQ(hit.tokens, ref.tokens);
+  }
+  EXPECT_LE(worst, k.bound) << k.name;
+  std::fprintf(stderr, "%s: cache hit vs recompute, max |dlogp| %.3g over %zu tokens\n", k.name.c_str(), worst,
+               ref.tokens.size());
+  const CacheCounters& c = cache.counters();
+  EXPECT_EQ(c.hit_tokens, 37);
+  EXPECT_GT(c.query_tokens, c.hit_tokens);
+  if (k.json == testing::minimax_json()) {
+    EXPECT_GT(c.state_bytes, 0);
+  }
+  EXPECT_GT(c.kv_bytes, 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    FullAndHybrid, CacheHit,
+    ::testing::Values(Case{"qwen3_fp32", testing::qwen3_json(), "fp32", core::DType::kF32, 1e-4},
+                      Case{"minimax_fp32", testing::minimax_json(), "fp32", core::DType::kF32, 1e-4},
+                      Case{"qwen3_strict", testing::qwen3_json(), "strict", core::DType::kF32, 0.0},
+                      Case{"minimax_strict", testing::minimax_json(), "strict", core::DType::kF32, 0.0},
+                      Case{"minimax_bf16_state", testing::minimax_json(), "fp32", core::DType::kBF16, 0.05}),
+    [](const auto& info) { return info.param.name; });
+
+TEST(PrefixCache, VersionsNeverMix) {
+  auto m = make_model(testing::minimax_json(), "fp32");
+  PrefixCache cache(*m, {.block_size = 4});
+  const auto p = tokens(20, 3, m->vocab_size());
+  model::SequenceState s = m->new_sequence();
+  std::vector<float> logits;
+  m->prefill(s, p, logits);
+  cache.insert(p, 7, s);
+  model::SequenceState a = m->new_sequence(), b = m->new_sequence();
+  std::vector<int32_t> longer = p;
+  longer.push_back(1);
+  EXPECT_EQ(cache.lookup(longer, 8, a), 0);
+  EXPECT_EQ(a.length, 0);
+  EXPECT_EQ(cache.lookup(longer, 7, b), 20);
+  // Old versions are dropped once newer ones arrive (versions_kept = 2).
+  model::SequenceState s2 = m->new_sequence();
+  m->prefill(s2, p, logits);
+  cache.insert(p, 8, s2);
+  cache.insert(p, 9, s2);
+  model::SequenceState c = m->new_sequence();
+  EXPECT_EQ(cache.lookup(longer, 7, c), 0);
+}
+
+TEST(PrefixCache, EvictionStaysWithinPoolsAndRestoresCorrectly) {
+  auto m = make_model(testing::qwen3_json(), "strict");
+  PrefixCache cache(*m, {.block_size = 4, .max_kv_blocks = 6, .max_states = 2});
+  std::vector<float> logits;
+  std::vector<std::vector<int32_t>> prompts;
+  for (int i = 0; i < 5; ++i) {
+    prompts.push_back(tokens(14 + i, 10 + i, m->vocab_size()));
+    model::SequenceState s = m->new_sequence();
+    m->prefill(s, prompts.back(), logits);
+    cache.insert(prompts.back(), 0, s);  // 3-4 blocks each: forces evictions
+    EXPECT_LE(cache.counters().kv_blocks, 6);
+    EXPECT_LE(cache.counters().states, 2);
+  }
+  EXPECT_GT(cache.counters().kv_evictions, 0);
+  // An insert longer than the whole pool keeps its own path (never evicts what it is building).
+  const auto huge = tokens(40, 99, m->vocab_size());
+  model::SequenceState hs = m->new_sequence();
+  m->prefill(hs, huge, logits);
+  cache.insert(huge, 0, hs);
+  EXPECT_LE(cache.counters().kv_blocks, 6);
+  // Whatever survived restores exactly: continuing from a hit equals a cold run.
+  for (const auto& p : prompts) {
+    std::vector<int32_t> q = p;
+    q.push_back(5);
+    q.push_back(6);
+    model::SequenceState s = m->new_sequence();
+    const int64_t hit = cache.lookup(q, 0, s);
+    std::vector<float> warm_logits, cold_logits;
+    m->prefill(s, std::span<const int32_t>(q).subspan(hit), warm_logits);
+    model::SequenceState cold = m->new_sequence();
+    m->prefill(cold, q, cold_logits);
+    EXPECT_EQ(warm_logits, cold_logits) << "hit of " << hit;
+  }
+}
+
+TEST(PrefixCache, SamplingGroupPrefillsItsPromptOnce) {
+  auto m = make_model(testing::minimax_json(), "fp32");
+  PrefixCache cache(*m, {.block_size = 4});
+  rollout::Engine e(m, 0, {.max_running = 8, .prefill_chunk = 8});
+  e.set_cache(&cache);
+  const auto prompt = tokens(30, 5, m->vocab_size());
+  for (int g = 0; g < 4; ++g) {
+    rollout::Request r;
+    r.prompt = prompt;
+    r.sampling.seed = g;
+    r.sampling.max_new_tokens = 5;
+    e.submit(r);
+  }
+  e.run();
+  auto out = e.take_finished();
+  ASSERT_EQ(out.size(), 4u);
+  int hits = 0;
+  for (const auto& o : out) hits += o.cached_tokens == 29;
+  EXPECT_EQ(hits, 3);
+  EXPECT_EQ(e.stats().prefill_tokens, 30 + 3 * 1);  // once in full, then one token per other sample
+}
+
+}  // namespace
+}  // namespace interlace::cache
