@@ -1,0 +1,108 @@
+// interlace bench state-drift: how far log-probs drift when an episode's
+// lightning states are stored in a low-precision dtype at every turn boundary
+// (what the prefix cache does when its state dtype is bf16 or fp16), against
+// states kept in fp32, over long episodes.
+#include <cmath>
+#include <cstdio>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "bench_util.h"
+#include "cli_util.h"
+#include "interlace/core/dtype.h"
+#include "interlace/model/config.h"
+#include "interlace/model/model.h"
+#include "interlace/model/weights.h"
+
+namespace interlace::cli {
+namespace {
+
+using nlohmann::json;
+
+struct DriftArgs {
+  std::string model = "tiny-hybrid.json";
+  int64_t tokens = 4096, turn = 128;
+};
+
+// Log-probs of `tokens` fed in turns of `turn` tokens; after each turn the
+// lightning states are rounded to `dtype` (stored and restored by the cache).
+std::vector<float> episode_logprobs(model::Model& m, const std::vector<int32_t>& tokens, int64_t turn,
+                                    core::DType dtype) {
+  const int64_t V = m.vocab_size(), T = static_cast<int64_t>(tokens.size());
+  model::SequenceState s = m.new_sequence();
+  std::vector<float> out(T, NAN), logits;
+  for (int64_t at = 0; at + 1 < T; at += turn) {
+    const int64_t n = std::min(turn, T - 1 - at);
+    m.prefill(s, std::span<const int32_t>(tokens).subspan(at, n), logits, /*all_logits=*/true);
+    m.backend().log_softmax_gather(logits.data(), tokens.data() + at + 1, n, V, out.data() + at + 1);
+    for (auto& l : s.lightning) {
+      core::round_array(dtype, l.base.data(), l.base.size());
+      core::round_array(dtype, l.delta.data(), l.delta.size());
+    }
+  }
+  return out;
+}
+
+int run_drift(const Common& c, const DriftArgs& a) {
+  auto config = model::load_config(find_example(a.model));
+  if (!config.ok()) return fail(config.status());
+  auto m = model::Model::from_tensors(*config, model::random_weights(*config, 3, 0.05f), model::PrecisionProfile{});
+  if (!m.ok()) return fail(m.status());
+  std::mt19937_64 rng(11);
+  std::uniform_int_distribution<int32_t> tok(0, 255);
+  std::vector<int32_t> tokens(a.tokens);
+  for (auto& t : tokens) t = tok(rng);
+  const std::vector<float> ref = episode_logprobs(**m, tokens, a.turn, core::DType::kF32);
+  json results = json::array();
+  for (core::DType d : {core::DType::kBF16, core::DType::kF16}) {
+    std::fprintf(stderr, "bench state-drift: %s states...\n", core::dtype_name(d));
+    const std::vector<float> lp = episode_logprobs(**m, tokens, a.turn, d);
+    double sum = 0, mx = 0, last_sum = 0;
+    int64_t n = 0, last_n = 0;
+    for (int64_t t = 1; t < a.tokens; ++t) {
+      const double e = std::fabs(double(lp[t]) - ref[t]);
+      sum += e;
+      mx = std::max(mx, e);
+      ++n;
+      if (t >= a.tokens * 3 / 4) {
+        last_sum += e;
+        ++last_n;
+      }
+    }
+    results.push_back({{"state_dtype", core::dtype_name(d)},
+                       {"logprob_abs_diff_mean", sum / n},
+                       {"logprob_abs_diff_max", mx},
+                       {"logprob_abs_diff_mean_last_quarter", last_sum / last_n}});
+  }
+  json settings = {{"model", a.model}, {"tokens", a.tokens}, {"turn_tokens", a.turn}, {"reference", "f32 states"}};
+  emit(c, "state-drift", settings, results, [&] {
+    std::printf("# %s, %lld tokens in turns of %lld; states rounded at every turn boundary vs kept in f32\n",
+                a.model.c_str(), static_cast<long long>(a.tokens), static_cast<long long>(a.turn));
+    std::printf("%-8s %14s %14s %20s\n", "state", "|dlogp| mean", "|dlogp| max", "mean, last quarter");
+    for (const json& r : results)
+      std::printf("%-8s %14.3g %14.3g %20.3g\n", r["state_dtype"].get<std::string>().c_str(),
+                  r["logprob_abs_diff_mean"].get<double>(), r["logprob_abs_diff_max"].get<double>(),
+                  r["logprob_abs_diff_mean_last_quarter"].get<double>());
+  });
+  return 0;
+}
+
+}  // namespace
+
+void add_bench_cache_commands(CLI::App& bench, std::shared_ptr<Common> common, Action& action) {
+  auto a = std::make_shared<DriftArgs>();
+  CLI::App* d = bench.add_subcommand(
+      "state-drift", "Log-prob drift over a long episode when lightning states are stored in bf16 or fp16\n"
+                     "at every turn boundary (as the prefix cache stores them), against fp32 states");
+  d->add_option("-o,--output", common->output, "table or json")
+      ->check(CLI::IsMember({"table", "json"}))->capture_default_str();
+  d->add_option("--model", a->model, "hybrid model config")->capture_default_str();
+  d->add_option("--tokens", a->tokens, "episode length")->capture_default_str();
+  d->add_option("--turn", a->turn, "tokens per turn")->capture_default_str();
+  d->callback([&action, common, a, d] {
+    common->command_line = absl::StrCat(command_line_of(*d), " -o ", common->output);
+    action = [common, a] { return run_drift(*common, *a); };
+  });
+}
+
+}  // namespace interlace::cli
