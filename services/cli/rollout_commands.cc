@@ -56,7 +56,7 @@ struct RolloutArgs {
   uint64_t seed = 0;
   bool eval = false, no_cache = false;
   int64_t cache_blocks = 4096, cache_states = 256;
-  std::string state_dtype = "f32";
+  std::string state_dtype;  // empty: the precision profile's state dtype
 };
 
 int run_rollout(const RolloutArgs& a) {
@@ -74,7 +74,9 @@ int run_rollout(const RolloutArgs& a) {
   std::ofstream out(a.out);
   if (!out) return fail(absl::StrCat(a.out, ": cannot write"));
 
-  auto state_dtype = core::parse_dtype(a.state_dtype);
+  // Cached states are stored in the profile's state dtype unless told otherwise.
+  auto state_dtype = a.state_dtype.empty() ? absl::StatusOr<core::DType>(precision->state)
+                                           : core::parse_dtype(a.state_dtype);
   if (!state_dtype.ok()) return fail(absl::StrCat("--cache-state-dtype: ", state_dtype.status().message()));
   cache::PrefixCache prefix_cache(*m, {.max_kv_blocks = a.cache_blocks, .max_states = a.cache_states,
                                        .state_dtype = *state_dtype});
@@ -207,8 +209,8 @@ void add_rollout_commands(CLI::App& app, Action& action) {
   ro->add_flag("--no-cache", r->no_cache, "disable the prefix/state cache");
   ro->add_option("--cache-blocks", r->cache_blocks, "KV blocks (16 tokens each) the cache holds")->capture_default_str();
   ro->add_option("--cache-states", r->cache_states, "lightning-state checkpoints the cache holds")->capture_default_str();
-  ro->add_option("--cache-state-dtype", r->state_dtype, "dtype states are cached in: f32, bf16, f16")
-      ->capture_default_str();
+  ro->add_option("--cache-state-dtype", r->state_dtype,
+                 "dtype states are cached in: f32, bf16, f16 (default: the precision profile's state dtype)");
   ro->callback([&action, r] { action = [r] { return run_rollout(*r); }; });
 
   CLI::App* env = app.add_subcommand("env", "Environments");
