@@ -12,6 +12,7 @@ PACKAGES=(
   libdnnl-dev          # oneDNN: CPU GEMM (AVX-512 / AMX)
   libgtest-dev libgmock-dev
   libbenchmark-dev     # Google Benchmark (bench/)
+  capnproto libcapnp-dev  # the wire contract (proto/): schema compiler and runtime
 )
 
 missing=()

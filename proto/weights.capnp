@@ -1,0 +1,16 @@
+# Weights published by the learner, in checksummed chunks.
+@0x8bfb8e2bc8598217;
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("interlace::proto");
+
+struct WeightChunk {
+  version @0 :Int64;        # the weights version this chunk belongs to
+  index @1 :UInt32;         # chunk number, 0-based
+  count @2 :UInt32;         # chunks in this version
+  totalBytes @3 :UInt64;    # bytes of the whole (safetensors) payload
+  offset @4 :UInt64;        # where this chunk's bytes go
+  data @5 :Data;
+  chunkCrc32c @6 :UInt32;   # of data
+  totalCrc32c @7 :UInt32;   # of the whole payload: checked before a swap
+}

@@ -1,0 +1,36 @@
+// Trajectories on the wire: rollout::Trajectory <-> Cap'n Proto frames
+// (proto/trajectory.capnp). Decoding never throws and never trusts the frame:
+// size, alignment, Cap'n Proto traversal and nesting limits, and the
+// trajectory's own consistency (per-token arrays of one length, a 0/1 mask,
+// turns inside the sequence) are all checked; a bad frame is an error that
+// says what was wrong.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "interlace/rollout/agent.h"
+
+namespace interlace::transport {
+
+struct FrameLimits {
+  size_t max_bytes = size_t{64} << 20;       // larger frames are rejected before parsing
+  uint64_t traversal_words = uint64_t{16} << 20;  // Cap'n Proto's amplification guard
+  int nesting = 16;
+};
+
+struct TrajectoryMessage {
+  std::string job, env, worker;
+  uint32_t attempt = 0;
+  rollout::Trajectory trajectory;  // group and sample are the id's
+};
+
+std::string encode_trajectory(const TrajectoryMessage& message);
+absl::StatusOr<TrajectoryMessage> decode_trajectory(std::string_view frame, const FrameLimits& limits = {});
+
+// "job/group/sample/attempt": the key duplicates are dropped by.
+std::string trajectory_key(const TrajectoryMessage& m);
+
+}  // namespace interlace::transport
