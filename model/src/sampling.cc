@@ -2,33 +2,64 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 
 namespace interlace::model {
 
-int32_t sample_token(std::span<const float> logits, float temperature, std::mt19937_64& rng,
-                     float* logprob) {
-  const size_t V = logits.size();
+TokenSample sample_token(std::span<const float> logits, const SamplingDistribution& p, int64_t vocab_limit,
+                         std::mt19937_64& rng) {
+  const int64_t V = static_cast<int64_t>(logits.size());
+  const int64_t n = vocab_limit > 0 ? std::min(vocab_limit, V) : V;
+  // Raw log-softmax over the whole vocabulary, in double.
   const float mx = *std::max_element(logits.begin(), logits.end());
-  if (temperature <= 0.0f) {
-    const int32_t best = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
-    if (logprob) *logprob = 0.0f;  // greedy: the sampling distribution is a point mass
-    return best;
+  double z = 0;
+  for (float l : logits) z += std::exp(double(l) - mx);
+  const double log_z = std::log(z) + mx;
+  TokenSample out;
+  if (p.temperature <= 0.0f || p.top_k == 1) {
+    out.token = static_cast<int32_t>(std::max_element(logits.begin(), logits.begin() + n) - logits.begin());
+    out.sampled_logprob = 0.0f;  // a point mass
+    out.raw_logprob = static_cast<float>(double(logits[out.token]) - log_z);
+    return out;
   }
-  std::vector<double> p(V);
+  // Candidates by descending logit (ties by id, so the order is deterministic).
+  std::vector<int32_t> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  const int64_t k = p.top_k > 0 ? std::min(p.top_k, n) : n;
+  auto by_logit = [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
+  std::partial_sort(order.begin(), order.begin() + k, order.end(), by_logit);
+  order.resize(k);
+  const double inv_t = 1.0 / p.temperature;
+  std::vector<double> w(k);
   double sum = 0;
-  for (size_t i = 0; i < V; ++i) sum += p[i] = std::exp(double(logits[i] - mx) / temperature);
+  for (int64_t i = 0; i < k; ++i) sum += w[i] = std::exp((double(logits[order[i]]) - logits[order[0]]) * inv_t);
+  int64_t keep = k;
+  if (p.top_p < 1.0f) {
+    double acc = 0;
+    for (int64_t i = 0; i < k; ++i) {
+      acc += w[i] / sum;
+      if (acc >= p.top_p) {
+        keep = i + 1;
+        break;
+      }
+    }
+    sum = std::accumulate(w.begin(), w.begin() + keep, 0.0);
+  }
   std::uniform_real_distribution<double> u(0.0, sum);
-  double r = u(rng), acc = 0;
-  size_t pick = V - 1;
-  for (size_t i = 0; i < V; ++i) {
-    acc += p[i];
+  const double r = u(rng);
+  double acc = 0;
+  int64_t pick = keep - 1;
+  for (int64_t i = 0; i < keep; ++i) {
+    acc += w[i];
     if (r < acc) {
       pick = i;
       break;
     }
   }
-  if (logprob) *logprob = static_cast<float>(std::log(p[pick] / sum));
-  return static_cast<int32_t>(pick);
+  out.token = order[pick];
+  out.sampled_logprob = static_cast<float>(std::log(w[pick] / sum));
+  out.raw_logprob = static_cast<float>(double(logits[out.token]) - log_z);
+  return out;
 }
 
 GenerateResult generate(Model& model, std::span<const int32_t> prompt, const GenerateOptions& o,
@@ -40,12 +71,10 @@ GenerateResult generate(Model& model, std::span<const int32_t> prompt, const Gen
   model.prefill(seq, prompt, logits);
   SequenceState* s = &seq;
   for (int64_t i = 0; i < o.max_new_tokens; ++i) {
-    float lp = 0;
-    std::span<const float> allowed(logits);
-    if (o.vocab_limit > 0 && o.vocab_limit < static_cast<int64_t>(logits.size())) allowed = allowed.first(o.vocab_limit);
-    const int32_t tok = sample_token(allowed, o.temperature, rng, &lp);
+    const TokenSample sample = sample_token(logits, {.temperature = o.temperature}, o.vocab_limit, rng);
+    const int32_t tok = sample.token;
     result.tokens.push_back(tok);
-    result.logprobs.push_back(lp);
+    result.logprobs.push_back(sample.sampled_logprob);
     if (on_token) on_token(tok);
     if (std::find(o.stop_tokens.begin(), o.stop_tokens.end(), tok) != o.stop_tokens.end()) {
       result.stopped = true;

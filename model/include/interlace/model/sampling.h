@@ -12,11 +12,29 @@
 
 namespace interlace::model {
 
-// Greedy when temperature <= 0, else a draw from softmax(logits / temperature).
-// Returns the token and, through logprob, its log-probability under the
-// distribution actually sampled from.
-int32_t sample_token(std::span<const float> logits, float temperature, std::mt19937_64& rng,
-                     float* logprob = nullptr);
+// The distribution a token is drawn from: softmax(logits / temperature) cut to
+// the top_k most likely tokens and then to the smallest set holding top_p of
+// the mass, renormalised. Greedy when temperature <= 0 or top_k == 1.
+struct SamplingDistribution {
+  float temperature = 1.0f;
+  float top_p = 1.0f;
+  int64_t top_k = 0;  // 0: no limit
+};
+
+// Two log-probabilities per token, because RL needs both and they differ:
+//   sampled_logprob  log q(token), q the distribution above (0 when greedy)
+//   raw_logprob      log p(token), the model's softmax over the whole vocabulary
+//                    at temperature 1
+struct TokenSample {
+  int32_t token = 0;
+  float sampled_logprob = 0;
+  float raw_logprob = 0;
+};
+
+// `logits` covers the model's vocabulary; only ids below `vocab_limit` (0: all)
+// can be drawn (a model's vocabulary is often padded past its tokenizer's).
+TokenSample sample_token(std::span<const float> logits, const SamplingDistribution& distribution,
+                         int64_t vocab_limit, std::mt19937_64& rng);
 
 struct GenerateOptions {
   int64_t max_new_tokens = 64;

@@ -1,9 +1,5 @@
-// Per-request sampling: temperature, top-k, top-p and a seed. For every token
-// it returns two log-probabilities, because RL needs both and they differ:
-//   sampled_logprob  log q(token), q = the distribution actually sampled from
-//                    (temperature, top-k, top-p applied and renormalised; 0 when greedy)
-//   raw_logprob      log p(token), p = the model's softmax over the whole vocabulary
-//                    at temperature 1: what the learner recomputes and compares.
+// Per-request sampling settings of the engine. The draw itself is
+// model::sample_token (one sampler for the engine and model::generate).
 #pragma once
 
 #include <cstdint>
@@ -12,7 +8,11 @@
 #include <string>
 #include <vector>
 
+#include "interlace/model/sampling.h"
+
 namespace interlace::rollout {
+
+using model::TokenSample;
 
 struct SamplingParams {
   float temperature = 1.0f;  // <= 0: greedy
@@ -20,19 +20,15 @@ struct SamplingParams {
   int64_t top_k = 0;         // 0: no limit
   uint64_t seed = 0;         // same seed, same prompt, same weights: same output
   int64_t max_new_tokens = 64;
-  std::vector<int32_t> stop_token_ids;  // e.g. EOS, <|im_end|>; included in the output
+  std::vector<int32_t> stop_token_ids;    // e.g. EOS, <|im_end|>; included in the output
   std::vector<std::string> stop_strings;  // needs the engine's tokenizer; the output ends with the match
+
+  model::SamplingDistribution distribution() const { return {temperature, top_p, top_k}; }
 };
 
-struct TokenSample {
-  int32_t token = 0;
-  float sampled_logprob = 0;
-  float raw_logprob = 0;
-};
-
-// `logits` covers the model's vocabulary; only ids below `vocab_limit` (0: all)
-// can be sampled (a model's vocabulary is often padded past its tokenizer's).
-TokenSample sample(std::span<const float> logits, const SamplingParams& params, int64_t vocab_limit,
-                   std::mt19937_64& rng);
+inline TokenSample sample(std::span<const float> logits, const SamplingParams& params, int64_t vocab_limit,
+                          std::mt19937_64& rng) {
+  return model::sample_token(logits, params.distribution(), vocab_limit, rng);
+}
 
 }  // namespace interlace::rollout
