@@ -22,7 +22,6 @@ struct PrefixCache::StateEntry {
 
 struct PrefixCache::Node {
   Node* parent = nullptr;
-  Tree* tree = nullptr;
   std::vector<int32_t> block;
   std::map<std::vector<int32_t>, std::unique_ptr<Node>> children;
   std::vector<std::vector<uint8_t>> k, v;  // per softmax layer: block_size rows
@@ -33,7 +32,6 @@ struct PrefixCache::Node {
 };
 
 struct PrefixCache::Tree {
-  int64_t version = 0;
   Node root;
 };
 
@@ -53,8 +51,6 @@ PrefixCache::Tree& PrefixCache::tree(int64_t version) {
   auto it = trees_.find(version);
   if (it != trees_.end()) return *it->second;
   auto t = std::make_unique<Tree>();
-  t->version = version;
-  t->root.tree = t.get();
   Tree& ref = *t;
   trees_[version] = std::move(t);
   // Keep the newest versions only: a request under an old version is rare, and
@@ -88,17 +84,23 @@ void PrefixCache::drop_node(Node* node) {
   parent->children.erase(node->block);  // destroys node
 }
 
-void PrefixCache::evict_kv_block() {
-  // The least recently used leaf of any tree (not pinned by the insert running now).
-  Node* victim = nullptr;
-  std::vector<Node*> stack;
+std::vector<PrefixCache::Node*> PrefixCache::all_nodes() {
+  std::vector<Node*> out, stack;
   for (auto& [v, t] : trees_) stack.push_back(&t->root);
   while (!stack.empty()) {
     Node* n = stack.back();
     stack.pop_back();
+    out.push_back(n);
     for (auto& [b, c] : n->children) stack.push_back(c.get());
-    if (n->parent && n->children.empty() && !n->pinned && (!victim || n->last_used < victim->last_used)) victim = n;
   }
+  return out;
+}
+
+void PrefixCache::evict_kv_block() {
+  // The least recently used leaf of any tree (not pinned by the insert running now).
+  Node* victim = nullptr;
+  for (Node* n : all_nodes())
+    if (n->parent && n->children.empty() && !n->pinned && (!victim || n->last_used < victim->last_used)) victim = n;
   if (!victim) return;
   ++counters_.kv_evictions;
   drop_node(victim);
@@ -118,15 +120,11 @@ void PrefixCache::evict_state() {
   StateEntry* victim = nullptr;
   Node* owner = nullptr;
   double worst = std::numeric_limits<double>::infinity();
-  std::vector<Node*> stack;
-  for (auto& [v, t] : trees_) stack.push_back(&t->root);
-  while (!stack.empty()) {
-    Node* n = stack.back();
-    stack.pop_back();
-    for (auto& [b, c] : n->children) stack.push_back(c.get());
+  for (Node* n : all_nodes()) {
+    if (n->pinned) continue;
     for (auto& s : n->states) {
       const double score = state_score(*s);
-      if (score < worst && !n->pinned) {
+      if (score < worst) {
         worst = score;
         victim = s.get();
         owner = n;
@@ -224,7 +222,6 @@ void PrefixCache::insert(std::span<const int32_t> tokens, int64_t version, const
       if (counters_.kv_blocks >= config_.max_kv_blocks) break;  // everything else pinned: stop here
       auto child = std::make_unique<Node>();
       child->parent = n;
-      child->tree = &t;
       child->block = key;
       child->depth = b + 1;
       for (int64_t layer : softmax_layers_) {

@@ -69,6 +69,7 @@ class PrefixCache {
   struct Tree;
   struct StateEntry;
   Tree& tree(int64_t version);
+  std::vector<Node*> all_nodes();  // of every tree, roots included
   void evict_kv_block();
   void evict_state();
   void drop_node(Node* node);
