@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "interlace/core/status.h"
 
 namespace interlace::learner {
 
@@ -15,35 +16,44 @@ int64_t SftExample::trained_tokens() const {
   return n;
 }
 
-namespace {
-
-absl::StatusOr<SftExample> parse_example(const std::string& line, const std::string& where, int64_t vocab) {
-  nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
-  if (j.is_discarded() || !j.is_object())
+absl::StatusOr<std::vector<int32_t>> parse_token_ids(const nlohmann::json& line, const std::string& where,
+                                                     int64_t vocab) {
+  if (line.is_discarded() || !line.is_object())
     return absl::InvalidArgumentError(absl::StrCat(where, ": not a JSON object"));
-  auto tokens = j.find("tokens");
-  if (tokens == j.end() || !tokens->is_array())
+  auto it = line.find("tokens");
+  if (it == line.end() || !it->is_array())
     return absl::InvalidArgumentError(absl::StrCat(where, ": needs a \"tokens\" array of token ids"));
-  auto mask = j.find("loss_mask");
-  if (mask == j.end() || !mask->is_array())
-    return absl::InvalidArgumentError(
-        absl::StrCat(where, ": needs a \"loss_mask\" array (1 = train on this token, 0 = context)"));
-  if (mask->size() != tokens->size())
-    return absl::InvalidArgumentError(absl::StrCat(where, ": loss_mask has ", mask->size(), " entries but tokens has ",
-                                                   tokens->size(), "; they must match one to one"));
-  SftExample ex;
-  for (size_t i = 0; i < tokens->size(); ++i) {
-    const auto& t = (*tokens)[i];
+  std::vector<int32_t> tokens;
+  for (size_t i = 0; i < it->size(); ++i) {
+    const auto& t = (*it)[i];
     if (!t.is_number_integer())
       return absl::InvalidArgumentError(absl::StrCat(where, ": tokens[", i, "] is not an integer"));
     const int64_t id = t.get<int64_t>();
     if (id < 0 || id >= vocab)
       return absl::InvalidArgumentError(absl::StrCat(where, ": tokens[", i, "] = ", id,
                                                      " is outside the model's vocabulary [0, ", vocab, ")"));
+    tokens.push_back(static_cast<int32_t>(id));
+  }
+  return tokens;
+}
+
+namespace {
+
+absl::StatusOr<SftExample> parse_example(const std::string& line, const std::string& where, int64_t vocab) {
+  nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+  SftExample ex;
+  INTERLACE_ASSIGN_OR_RETURN(ex.tokens, parse_token_ids(j, where, vocab));
+  auto mask = j.find("loss_mask");
+  if (mask == j.end() || !mask->is_array())
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": needs a \"loss_mask\" array (1 = train on this token, 0 = context)"));
+  if (mask->size() != ex.tokens.size())
+    return absl::InvalidArgumentError(absl::StrCat(where, ": loss_mask has ", mask->size(), " entries but tokens has ",
+                                                   ex.tokens.size(), "; they must match one to one"));
+  for (size_t i = 0; i < mask->size(); ++i) {
     const auto& m = (*mask)[i];
     if (!m.is_number_integer() || (m.get<int64_t>() != 0 && m.get<int64_t>() != 1))
       return absl::InvalidArgumentError(absl::StrCat(where, ": loss_mask[", i, "] must be 0 or 1"));
-    ex.tokens.push_back(static_cast<int32_t>(id));
     ex.loss_mask.push_back(static_cast<uint8_t>(m.get<int64_t>()));
   }
   return ex;

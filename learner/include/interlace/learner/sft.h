@@ -25,6 +25,11 @@ struct SftExample {
   int64_t trained_tokens() const;  // mask ones, position 0 excluded
 };
 
+// The "tokens" array of a parsed JSONL line (discarded parse: not JSON), every
+// id in [0, vocab); errors start with `where` (FILE:LINE) and name the entry.
+absl::StatusOr<std::vector<int32_t>> parse_token_ids(const nlohmann::json& line, const std::string& where,
+                                                     int64_t vocab);
+
 // Reads and validates the whole file; errors name FILE:LINE and the entry (a
 // token outside [0, vocab), a mask of the wrong length or with values other
 // than 0/1, a line that is not JSON) and an empty file or one with no trained
