@@ -109,16 +109,9 @@ void Model::prefill(SequenceState& seq, std::span<const int32_t> tokens, std::ve
 void Model::decode(std::span<SequenceState* const> seqs, std::span<const int32_t> tokens,
                    std::vector<float>& logits) {
   INTERLACE_CHECK(seqs.size() == tokens.size(), "decode: one token per sequence");
-  for (size_t i = 0; i < seqs.size(); ++i)
-    for (size_t j = i + 1; j < seqs.size(); ++j)
-      INTERLACE_CHECK(seqs[i] != seqs[j], "decode: a sequence appears twice in one batch");
-  std::vector<Segment> segs;
-  std::vector<int64_t> rows;
-  for (size_t b = 0; b < seqs.size(); ++b) {
-    segs.push_back({seqs[b], seqs[b]->length, 1, static_cast<int64_t>(b)});
-    rows.push_back(static_cast<int64_t>(b));
-  }
-  forward(segs, tokens.data(), static_cast<int64_t>(seqs.size()), rows, logits);
+  std::vector<Chunk> chunks;
+  for (size_t b = 0; b < seqs.size(); ++b) chunks.push_back({seqs[b], tokens.subspan(b, 1)});
+  step(chunks, logits);
 }
 
 void Model::step(std::span<const Chunk> chunks, std::vector<float>& logits) {
