@@ -13,4 +13,8 @@ struct Heartbeat {
   cacheHitTokens @5 :UInt64;
   cacheQueryTokens @6 :UInt64;
   cacheBytes @7 :UInt64;
+  incarnation @8 :UInt64;    # random per process start: a new value means the worker restarted
+  wantTasks @9 :UInt32;      # groups the worker can take now (0: just reporting)
+  unacked @10 :UInt32;       # trajectories sent and not yet acknowledged
+  weightsId @11 :UInt64;     # the publication the worker runs (see TaskGrant.weightsId)
 }

@@ -22,4 +22,14 @@ struct Task {
   groupSize @4 :UInt32;    # samples to run, sharing the prompt's cache entry
   sampling @5 :Sampling;
   attempt @6 :UInt32;      # re-issued after a worker died: bump so ids stay unique
+  weightsVersion @7 :Int64;  # run with at least this weights version (synchronous mode)
+}
+
+# The learner's answer to a worker's heartbeat: work to do and the weights to
+# use. Sent on the tasks port.
+struct TaskGrant {
+  tasks @0 :List(Task);
+  weightsVersion @1 :Int64;  # the newest published weights
+  weightsId @2 :UInt64;      # identifies that publication (changes when a restarted learner republishes)
+  jobDone @3 :Bool;          # the job is finished: the worker exits
 }

@@ -13,4 +13,13 @@ struct WeightChunk {
   data @5 :Data;
   chunkCrc32c @6 :UInt32;   # of data
   totalCrc32c @7 :UInt32;   # of the whole payload: checked before a swap
+  weightsId @8 :UInt64;     # the publication (see TaskGrant.weightsId)
+}
+
+# A worker asks the learner's weights port for the current publication; the
+# answer is every chunk of it, one message each. The payload is a safetensors
+# file's bytes (fp32 tensors under their Hugging Face names).
+struct WeightRequest {
+  worker @0 :Text;
+  haveWeightsId @1 :UInt64;  # what the worker runs now (0: nothing)
 }

@@ -13,6 +13,9 @@ PACKAGES=(
   libgtest-dev libgmock-dev
   libbenchmark-dev     # Google Benchmark (bench/)
   capnproto libcapnp-dev  # the wire contract (proto/): schema compiler and runtime
+  libzmq3-dev cppzmq-dev  # ZeroMQ sockets between services (C library + C++ header)
+  libyaml-cpp-dev      # job specs (interlace run JOB.yaml)
+  prometheus           # the tests scrape the services' /metrics with a real Prometheus
 )
 
 missing=()

@@ -184,9 +184,8 @@ absl::StatusOr<Tensor> SafetensorsFile::get(const std::string& name) const {
   return t;
 }
 
-absl::Status write_safetensors(const std::string& path,
-                               const std::vector<std::pair<std::string, Tensor>>& tensors,
-                               const std::map<std::string, std::string>& metadata) {
+std::string safetensors_bytes(const std::vector<std::pair<std::string, Tensor>>& tensors,
+                              const std::map<std::string, std::string>& metadata) {
   json header = json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   size_t offset = 0;
@@ -200,14 +199,44 @@ absl::Status write_safetensors(const std::string& path,
   }
   std::string h = header.dump();
   h.append((8 - h.size() % 8) % 8, ' ');  // keep the data section 8-byte aligned
+  std::string out;
+  out.reserve(8 + h.size() + offset);
+  const uint64_t len = h.size();
+  out.append(reinterpret_cast<const char*>(&len), 8);
+  out += h;
+  for (auto& c : contiguous) out.append(static_cast<const char*>(c.raw()), c.nbytes());
+  return out;
+}
+
+absl::StatusOr<NamedTensorMap> parse_safetensors_bytes(const std::string& bytes, const std::string& source) {
+  if (bytes.size() < 8)
+    return absl::DataLossError(absl::StrCat(source, ": ", bytes.size(), " bytes, too short for a safetensors header"));
+  uint64_t header_len = 0;
+  std::memcpy(&header_len, bytes.data(), 8);
+  if (header_len > kMaxHeaderBytes || header_len > bytes.size() - 8)
+    return absl::DataLossError(absl::StrCat(source, ": header length ", header_len, " exceeds the payload (",
+                                            bytes.size(), " bytes) or the 100 MiB limit"));
+  const char* data = bytes.data() + 8 + header_len;
+  INTERLACE_ASSIGN_OR_RETURN(auto infos, parse_safetensors_header(bytes.substr(8, header_len),
+                                                                  bytes.size() - 8 - header_len, source, nullptr));
+  NamedTensorMap out;
+  for (const auto& [name, info] : infos) {
+    Tensor t = Tensor::zeros(info.shape, info.dtype);
+    std::memcpy(t.raw(), data + info.begin, info.end - info.begin);
+    out[name] = std::move(t);
+  }
+  return out;
+}
+
+absl::Status write_safetensors(const std::string& path,
+                               const std::vector<std::pair<std::string, Tensor>>& tensors,
+                               const std::map<std::string, std::string>& metadata) {
+  const std::string bytes = safetensors_bytes(tensors, metadata);
   std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     if (!out) return absl::PermissionDeniedError(absl::StrCat(tmp, ": cannot create: ", std::strerror(errno)));
-    uint64_t len = h.size();
-    out.write(reinterpret_cast<const char*>(&len), 8);
-    out.write(h.data(), static_cast<std::streamsize>(h.size()));
-    for (auto& c : contiguous) out.write(static_cast<const char*>(c.raw()), static_cast<std::streamsize>(c.nbytes()));
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
     if (!out) return absl::DataLossError(absl::StrCat(tmp, ": write failed"));
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0)

@@ -63,7 +63,8 @@ AgentLoop::AgentLoop(Engine& engine, const model::ChatTemplate& tmpl, const mode
 }
 
 std::vector<Trajectory> AgentLoop::run(std::vector<EpisodeSpec> episodes,
-                                       const std::function<void(const Trajectory&)>& on_finish) {
+                                       const std::function<void(const Trajectory&)>& on_finish,
+                                       const std::function<void()>& between_steps) {
   struct Live {
     Trajectory t;
     int64_t turns = 0;
@@ -111,6 +112,7 @@ std::vector<Trajectory> AgentLoop::run(std::vector<EpisodeSpec> episodes,
   }
   while (!in_flight.empty()) {
     engine_.step();
+    if (between_steps) between_steps();
     for (RequestOutput& o : engine_.take_finished()) {
       auto it = in_flight.find(o.id);
       if (it == in_flight.end()) continue;  // not ours

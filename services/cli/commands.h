@@ -17,5 +17,6 @@ void add_bench_commands(CLI::App& app, Action& action);
 void add_precision_commands(CLI::App& app, Action& action);
 void add_train_commands(CLI::App& app, Action& action);
 void add_rollout_commands(CLI::App& app, Action& action);
+void add_run_commands(CLI::App& app, Action& action);
 
 }  // namespace interlace::cli

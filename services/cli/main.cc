@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
       "  interlace train sft --model /tmp/tiny --data demos.jsonl --out /tmp/tiny-sft --steps 50\n"
       "  interlace env demo --env calculator --n 256 --out demos.jsonl\n"
       "  interlace rollout --model /tmp/tiny --env calculator --prompts 8 --group-size 4 --out traj.jsonl\n"
+      "  interlace run examples/calculator/job.yaml\n"
       "  interlace bench decode -o json\n",
       "interlace"};
   app.require_subcommand(1);
@@ -28,6 +29,7 @@ int main(int argc, char** argv) {
   interlace::cli::add_precision_commands(app, action);
   interlace::cli::add_train_commands(app, action);
   interlace::cli::add_rollout_commands(app, action);
+  interlace::cli::add_run_commands(app, action);
   interlace::cli::add_bench_commands(app, action);
   try {
     app.parse(argc, argv);

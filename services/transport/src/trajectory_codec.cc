@@ -47,9 +47,7 @@ std::string encode_trajectory(const TrajectoryMessage& m) {
   msg.setReward(t.reward);
   msg.setFinishReason(t.finish_reason);
   msg.setCachedTokens(static_cast<uint64_t>(t.cached_tokens));
-  kj::Array<capnp::word> words = capnp::messageToFlatArray(builder);
-  auto bytes = words.asBytes();
-  return std::string(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
+  return flat_frame(builder);
 }
 
 namespace {
@@ -78,28 +76,9 @@ absl::Status check_consistency(const rollout::Trajectory& t) {
 }  // namespace
 
 absl::StatusOr<TrajectoryMessage> decode_trajectory(std::string_view frame, const FrameLimits& limits) {
-  if (frame.size() > limits.max_bytes)
-    return absl::InvalidArgumentError(
-        absl::StrCat("frame of ", frame.size(), " bytes is over the ", limits.max_bytes, "-byte limit"));
-  if (frame.empty() || frame.size() % sizeof(capnp::word) != 0)
-    return absl::InvalidArgumentError(
-        absl::StrCat("frame of ", frame.size(), " bytes is not a whole number of 8-byte words (truncated?)"));
-  // Zero copy when the bytes are word-aligned (ZeroMQ's buffers usually are).
-  std::vector<capnp::word> copy;
-  const capnp::word* words = reinterpret_cast<const capnp::word*>(frame.data());
-  if (reinterpret_cast<uintptr_t>(frame.data()) % alignof(capnp::word) != 0) {
-    copy.resize(frame.size() / sizeof(capnp::word));
-    std::memcpy(copy.data(), frame.data(), frame.size());
-    words = copy.data();
-  }
-  capnp::ReaderOptions options;
-  options.traversalLimitInWords = limits.traversal_words;
-  options.nestingLimit = limits.nesting;
   TrajectoryMessage m;
   rollout::Trajectory& t = m.trajectory;
-  kj::Maybe<kj::Exception> error = kj::runCatchingExceptions([&] {
-    capnp::FlatArrayMessageReader reader(kj::arrayPtr(words, frame.size() / sizeof(capnp::word)), options);
-    auto msg = reader.getRoot<proto::Trajectory>();
+  absl::Status read = read_frame<proto::Trajectory>(frame, limits, "trajectory", [&](proto::Trajectory::Reader msg) {
     auto id = msg.getId();
     m.job = id.getJob();
     t.group = static_cast<int64_t>(id.getGroup());
@@ -119,9 +98,7 @@ absl::StatusOr<TrajectoryMessage> decode_trajectory(std::string_view frame, cons
     t.finish_reason = msg.getFinishReason();
     t.cached_tokens = static_cast<int64_t>(msg.getCachedTokens());
   });
-  KJ_IF_MAYBE(e, error) {
-    return absl::InvalidArgumentError(absl::StrCat("malformed trajectory frame: ", e->getDescription().cStr()));
-  }
+  if (!read.ok()) return read;
   if (absl::Status s = check_consistency(t); !s.ok())
     return absl::InvalidArgumentError(absl::StrCat("inconsistent trajectory ", trajectory_key(m), ": ", s.message()));
   return m;

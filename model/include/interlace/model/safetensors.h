@@ -52,6 +52,13 @@ absl::StatusOr<std::map<std::string, TensorInfo>> parse_safetensors_header(
     std::map<std::string, std::string>* metadata);
 
 // Writes tensors (any supported dtype) to one file, atomically.
+// A safetensors file's bytes in memory (what write_safetensors writes), and
+// back: every tensor copied out, after the same header checks as open().
+using NamedTensorMap = std::map<std::string, core::Tensor>;
+std::string safetensors_bytes(const std::vector<std::pair<std::string, core::Tensor>>& tensors,
+                              const std::map<std::string, std::string>& metadata = {});
+absl::StatusOr<NamedTensorMap> parse_safetensors_bytes(const std::string& bytes, const std::string& source);
+
 absl::Status write_safetensors(const std::string& path,
                                const std::vector<std::pair<std::string, core::Tensor>>& tensors,
                                const std::map<std::string, std::string>& metadata = {});

@@ -66,9 +66,12 @@ class AgentLoop {
  public:
   AgentLoop(Engine& engine, const model::ChatTemplate& tmpl, const model::Tokenizer& tokenizer, AgentLimits limits);
   // Runs every episode to its end, all concurrently; `on_finish` (optional)
-  // sees each trajectory as it completes. Returns them in input order.
+  // sees each trajectory as it completes; `between_steps` (optional) runs
+  // after every engine step (a service polls its sockets and swaps weights
+  // there). Returns them in input order.
   std::vector<Trajectory> run(std::vector<EpisodeSpec> episodes,
-                              const std::function<void(const Trajectory&)>& on_finish = {});
+                              const std::function<void(const Trajectory&)>& on_finish = {},
+                              const std::function<void()>& between_steps = {});
 
  private:
   Engine& engine_;

@@ -12,14 +12,9 @@
 
 #include "absl/status/statusor.h"
 #include "interlace/rollout/agent.h"
+#include "interlace/transport/frame.h"
 
 namespace interlace::transport {
-
-struct FrameLimits {
-  size_t max_bytes = size_t{64} << 20;       // larger frames are rejected before parsing
-  uint64_t traversal_words = uint64_t{16} << 20;  // Cap'n Proto's amplification guard
-  int nesting = 16;
-};
 
 struct TrajectoryMessage {
   std::string job, env, worker;

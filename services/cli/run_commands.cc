@@ -1,0 +1,394 @@
+// interlace run JOB.yaml: the whole RL job on this machine. It prepares the
+// starting model (initialised, then SFT warm-up on the environment's
+// demonstrations if the spec asks), evaluates it on held-out tasks, starts the
+// learner and the rollout workers as child processes (`interlace serve ...`),
+// restarts any that die, and when the learner is done evaluates the final
+// model and writes the summary and the HTML report.
+//
+// interlace serve learner|worker: one service, as `run` starts them.
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "cli_util.h"
+#include "commands.h"
+#include "interlace/core/file_util.h"
+#include "interlace/core/status.h"
+#include "interlace/model/model_init.h"
+#include "interlace/rl/job_spec.h"
+#include "interlace/rl/learner_service.h"
+#include "interlace/rl/report.h"
+#include "interlace/rl/run_layout.h"
+#include "interlace/rl/worker_service.h"
+#include "nlohmann/json.hpp"
+
+extern char** environ;
+
+namespace interlace::cli {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+std::atomic<bool> g_interrupted{false};
+
+std::string self_exe() {
+  std::error_code ec;
+  const fs::path p = fs::read_symlink("/proc/self/exe", ec);
+  return ec ? "interlace" : p.string();
+}
+
+pid_t spawn(const std::vector<std::string>& args) {
+  std::vector<char*> argv;
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  pid_t pid = -1;
+  if (posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ) != 0) return -1;
+  return pid;
+}
+
+// Runs a child to completion; its exit code (128+signal if killed).
+int run_child(const std::vector<std::string>& args) {
+  const pid_t pid = spawn(args);
+  if (pid < 0) return 127;
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+struct Eval {
+  bool ran = false;
+  double mean_reward = NAN;
+  int64_t episodes = 0;
+};
+
+// Greedy episodes on the environment's held-out tasks (`interlace rollout --eval`).
+Eval evaluate(const rl::JobSpec& spec, const std::string& model_dir, const std::string& out) {
+  Eval e;
+  if (spec.eval_prompts <= 0) return e;
+  if (!fs::exists(out)) {
+    const int rc = run_child({self_exe(), "rollout", "--model", model_dir, "--env", spec.env, "--eval", "--prompts",
+                              std::to_string(spec.eval_prompts), "--temperature", "0", "--max-turns",
+                              std::to_string(spec.max_turns), "--max-new-tokens", std::to_string(spec.max_turn_tokens),
+                              "--max-episode-tokens", std::to_string(spec.max_episode_tokens), "--precision",
+                              spec.rollout_precision, "--out", out + ".tmp"});
+    if (rc != 0) return e;
+    fs::rename(out + ".tmp", out);
+  }
+  std::ifstream in(out);
+  double sum = 0;
+  for (std::string line; std::getline(in, line);) {
+    json j = json::parse(line, nullptr, false);
+    if (j.is_discarded()) continue;
+    sum += j.value("reward", 0.0);
+    ++e.episodes;
+  }
+  e.ran = e.episodes > 0;
+  e.mean_reward = e.ran ? sum / double(e.episodes) : NAN;
+  return e;
+}
+
+struct RunArgs {
+  std::string job, run_dir;
+  bool resume = false, quiet = false;
+  std::string output = "table";
+  int max_restarts = 10;
+};
+
+// Prepares the model the RL job starts from; returns its directory.
+absl::StatusOr<std::string> prepare_model(const rl::JobSpec& spec, const std::string& run_dir, bool quiet) {
+  std::string model = spec.model_dir;
+  if (!spec.model_init.empty()) {
+    model = rl::run_path(run_dir, "init-model");
+    if (!fs::exists(fs::path(model) / "config.json")) {
+      if (!quiet) std::fprintf(stderr, "run: initialising %s from %s\n", model.c_str(), spec.model_init.c_str());
+      INTERLACE_RETURN_IF_ERROR(
+          model::init_model_dir({.config_path = spec.model_init, .out_dir = model, .seed = spec.model_seed}));
+    }
+  }
+  if (!spec.sft) return model;
+  const std::string sft_dir = rl::run_path(run_dir, "sft-model");
+  if (fs::exists(fs::path(sft_dir) / "config.json")) return sft_dir;
+  const std::string demos = rl::run_path(run_dir, "sft-demos.jsonl");
+  if (!quiet)
+    std::fprintf(stderr, "run: SFT warm-up on %lld %s demonstrations, %lld steps\n",
+                 static_cast<long long>(spec.sft_demos), spec.env.c_str(), static_cast<long long>(spec.sft_steps));
+  if (run_child({self_exe(), "env", "demo", "--env", spec.env, "--n", std::to_string(spec.sft_demos), "--seed",
+                 std::to_string(spec.seed + 1000003), "--model", model, "--out", demos}) != 0)
+    return absl::InternalError("SFT warm-up: writing demonstrations failed (see above)");
+  std::vector<std::string> sft = {self_exe(), "train", "sft", "--model", model, "--data", demos, "--out", sft_dir,
+                                  "--steps", std::to_string(spec.sft_steps), "--batch-size",
+                                  std::to_string(spec.sft_batch_size), "--lr", absl::StrCat(spec.sft_lr),
+                                  "--warmup-steps", std::to_string(spec.sft_warmup_steps), "--schedule", "cosine",
+                                  "--seed", std::to_string(spec.seed)};
+  if (quiet) sft.push_back("--quiet");
+  if (run_child(sft) != 0) return absl::InternalError("SFT warm-up failed (see above)");
+  return sft_dir;
+}
+
+struct Child {
+  std::vector<std::string> args;
+  pid_t pid = -1;
+  int restarts = 0;
+  bool finished = false;
+};
+
+void write_pids(const std::string& run_dir, const std::map<std::string, Child>& children) {
+  json j = json::object();
+  for (const auto& [name, c] : children) j[name] = c.pid;
+  (void)core::write_file(rl::run_path(run_dir, "pids.json"), j.dump() + "\n");
+}
+
+void stop_children(std::map<std::string, Child>& children) {
+  for (auto& [name, c] : children)
+    if (c.pid > 0 && !c.finished) kill(c.pid, SIGTERM);
+  const auto until = Clock::now() + std::chrono::seconds(5);
+  for (auto& [name, c] : children) {
+    if (c.pid <= 0 || c.finished) continue;
+    int status;
+    while (waitpid(c.pid, &status, WNOHANG) == 0 && Clock::now() < until)
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    if (Clock::now() >= until) {
+      kill(c.pid, SIGKILL);
+      waitpid(c.pid, &status, 0);
+    }
+    c.finished = true;
+  }
+}
+
+// Starts the learner and the workers and keeps them alive until the learner
+// finishes the job. A child that dies (crash, kill -9) is started again.
+int supervise(const RunArgs& a, const rl::JobSpec& spec, const std::string& run_dir) {
+  std::map<std::string, Child> children;
+  children["learner"].args = {self_exe(), "serve", "learner", "--run-dir", run_dir};
+  if (a.quiet) children["learner"].args.push_back("--quiet");
+  for (int64_t i = 0; i < spec.workers; ++i)
+    children[absl::StrCat("worker-", i)].args = {self_exe(), "serve", "worker", "--run-dir", run_dir, "--index",
+                                                std::to_string(i)};
+  // Several processes share the cores: OpenMP threads must sleep, not spin, when idle.
+  setenv("OMP_WAIT_POLICY", "PASSIVE", 0);
+  for (auto& [name, c] : children) c.pid = spawn(c.args);
+  write_pids(run_dir, children);
+  for (;;) {
+    if (g_interrupted) {
+      std::fprintf(stderr, "run: interrupted; stopping the services (resume with --resume)\n");
+      stop_children(children);
+      return 130;
+    }
+    int status = 0;
+    const pid_t pid = waitpid(-1, &status, WNOHANG);
+    if (pid <= 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      continue;
+    }
+    for (auto& [name, c] : children) {
+      if (c.pid != pid) continue;
+      const bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+      if (ok) {
+        c.finished = true;
+        if (name == "learner") {
+          // The learner lingers to tell workers the job is done; then stop any straggler.
+          stop_children(children);
+          return 0;
+        }
+        break;
+      }
+      const std::string how = WIFEXITED(status) ? absl::StrCat("exited with ", WEXITSTATUS(status))
+                                                : absl::StrCat("was killed by signal ", WTERMSIG(status));
+      if (c.restarts >= a.max_restarts) {
+        std::fprintf(stderr, "run: %s %s and has been restarted %d times already; giving up\n", name.c_str(),
+                     how.c_str(), c.restarts);
+        stop_children(children);
+        return 1;
+      }
+      ++c.restarts;
+      std::fprintf(stderr, "run: %s %s; restarting it (restart %d)\n", name.c_str(), how.c_str(), c.restarts);
+      c.pid = spawn(c.args);
+      write_pids(run_dir, children);
+      break;
+    }
+  }
+}
+
+int run_job(const RunArgs& a) {
+  auto spec = rl::load_job_spec(a.job);
+  if (!spec.ok()) return fail(spec.status());
+  const std::string run_dir = fs::absolute(a.run_dir.empty() ? "runs/" + spec->name : a.run_dir).string();
+  if (fs::exists(rl::run_path(run_dir, "endpoints.json")) && !a.resume)
+    return fail(absl::StrCat(run_dir, " already holds a run; pass --resume to continue it, or --run-dir to start another"));
+  std::error_code ec;
+  fs::create_directories(run_dir, ec);
+  if (ec) return fail(absl::StrCat(run_dir, ": cannot create: ", ec.message()));
+  fs::copy_file(a.job, rl::run_path(run_dir, "job.yaml"), fs::copy_options::overwrite_existing, ec);
+  if (ec) return fail(absl::StrCat("cannot copy the job spec into ", run_dir, ": ", ec.message()));
+  if (absl::Status s = core::write_file(rl::run_path(run_dir, "config.json"), rl::job_spec_json(*spec).dump(2) + "\n");
+      !s.ok())
+    return fail(s);
+  signal(SIGINT, [](int) { g_interrupted = true; });
+  signal(SIGTERM, [](int) { g_interrupted = true; });
+  const auto t0 = Clock::now();
+
+  auto initial = prepare_model(*spec, run_dir, a.quiet);
+  if (!initial.ok()) return fail(initial.status());
+  const std::string initial_dir = fs::absolute(*initial).string();
+  if (!a.quiet && spec->eval_prompts > 0)
+    std::fprintf(stderr, "run: held-out evaluation of the starting model (%lld greedy episodes)\n",
+                 static_cast<long long>(spec->eval_prompts));
+  const Eval before = evaluate(*spec, initial_dir, rl::run_path(run_dir, "eval-before.jsonl"));
+
+  rl::Endpoints endpoints;
+  if (auto old = rl::read_endpoints(run_dir); old.ok() && a.resume) {
+    endpoints = *old;
+  } else {
+    auto ports = rl::pick_free_ports(endpoints.host, 4 + static_cast<int>(spec->workers));
+    if (!ports.ok()) return fail(ports.status());
+    endpoints.trajectories = (*ports)[0];
+    endpoints.tasks = (*ports)[1];
+    endpoints.weights = (*ports)[2];
+    endpoints.learner_metrics = (*ports)[3];
+    endpoints.worker_metrics.assign(ports->begin() + 4, ports->end());
+    endpoints.initial_model = initial_dir;
+    if (absl::Status s = rl::write_endpoints(run_dir, endpoints); !s.ok()) return fail(s);
+  }
+  const auto rl_start = Clock::now();
+  if (const int rc = supervise(a, *spec, run_dir); rc != 0) return rc;
+  const double rl_seconds = std::chrono::duration<double>(Clock::now() - rl_start).count();
+
+  const std::string final_dir = rl::run_path(run_dir, "final-model");
+  if (!a.quiet && spec->eval_prompts > 0) std::fprintf(stderr, "run: held-out evaluation of the final model\n");
+  const Eval after = evaluate(*spec, final_dir, rl::run_path(run_dir, "eval-after.jsonl"));
+
+  std::vector<json> rows;
+  {
+    std::ifstream in(rl::run_path(run_dir, "metrics.jsonl"));
+    for (std::string line; std::getline(in, line);) {
+      json j = json::parse(line, nullptr, false);
+      if (!j.is_discarded()) rows.push_back(j);
+    }
+  }
+  int64_t trajectories = 0, tokens = 0, dropped = 0;
+  double dlogp = 0, stale = 0, hit = 0;
+  for (const auto& r : rows) {
+    trajectories += r.value("trajectories", int64_t{0});
+    tokens += r.value("generated_tokens", int64_t{0});
+    dropped += r.value("stale_dropped", int64_t{0});
+    dlogp += r["mismatch"].value("logprob_abs_diff_mean", 0.0);
+    stale += r.value("staleness_mean", 0.0);
+  }
+  if (!rows.empty()) hit = rows.back().value("cache_hit_rate", 0.0);
+  const double n = std::max<double>(1, double(rows.size()));
+  auto num_or_null = [](double x) { return std::isfinite(x) ? json(x) : json(nullptr); };
+  json summary = {{"job", spec->name},
+                  {"env", spec->env},
+                  {"algorithm", spec->algorithm},
+                  {"mode", spec->mode},
+                  {"steps", rows.size()},
+                  {"trajectories_trained", trajectories},
+                  {"trajectories_stale_dropped", dropped},
+                  {"generated_tokens", tokens},
+                  {"rl_seconds", rl_seconds},
+                  {"total_seconds", std::chrono::duration<double>(Clock::now() - t0).count()},
+                  {"tokens_per_second", rl_seconds > 0 ? double(tokens) / rl_seconds : 0.0},
+                  {"trajectories_per_second", rl_seconds > 0 ? double(trajectories) / rl_seconds : 0.0},
+                  {"eval_reward_before", num_or_null(before.mean_reward)},
+                  {"eval_reward_after", num_or_null(after.mean_reward)},
+                  {"eval_episodes", after.episodes},
+                  {"logprob_abs_diff_mean", dlogp / n},
+                  {"staleness_mean", stale / n},
+                  {"cache_hit_rate", hit},
+                  {"run_dir", run_dir},
+                  {"final_model", final_dir}};
+  (void)core::write_file(rl::run_path(run_dir, "summary.json"), summary.dump(2) + "\n");
+  (void)core::write_file(rl::run_path(run_dir, "report.html"),
+                         rl::render_report(absl::StrCat("Interlace run: ", spec->name), summary, rows));
+  if (a.output == "json") {
+    std::printf("%s\n", summary.dump(2).c_str());
+    return 0;
+  }
+  std::printf("job %s done: %zu steps, %lld trajectories in %.0f s (%.1f trajectories/s, %.0f tokens/s)\n",
+              spec->name.c_str(), rows.size(), static_cast<long long>(trajectories), rl_seconds,
+              summary["trajectories_per_second"].get<double>(), summary["tokens_per_second"].get<double>());
+  if (before.ran && after.ran)
+    std::printf("held-out reward (%lld greedy episodes): %.3f before -> %.3f after\n",
+                static_cast<long long>(after.episodes), before.mean_reward, after.mean_reward);
+  std::printf("mean |dlogp| learner vs rollout %.2e, mean staleness %.2f versions, cache hit rate %.0f%%, %lld stale dropped\n",
+              dlogp / n, stale / n, 100 * hit, static_cast<long long>(dropped));
+  std::printf("run directory: %s (report.html, metrics.jsonl, summary.json, final-model/)\n", run_dir.c_str());
+  return 0;
+}
+
+struct ServeArgs {
+  std::string run_dir;
+  int index = 0;
+  bool quiet = false;
+};
+
+absl::StatusOr<std::pair<rl::JobSpec, rl::Endpoints>> load_run(const std::string& run_dir) {
+  auto spec = rl::load_job_spec(rl::run_path(run_dir, "job.yaml"));
+  if (!spec.ok()) return spec.status();
+  auto endpoints = rl::read_endpoints(run_dir);
+  if (!endpoints.ok()) return endpoints.status();
+  return std::make_pair(*spec, *endpoints);
+}
+
+}  // namespace
+
+void add_run_commands(CLI::App& app, Action& action) {
+  auto r = std::make_shared<RunArgs>();
+  CLI::App* run = app.add_subcommand(
+      "run",
+      "Run an RL job on this machine: SFT warm-up (optional), held-out evaluation, then\n"
+      "the learner and rollout workers as local services over ZeroMQ until the job's\n"
+      "steps are done, then evaluation of the final model. Writes RUN_DIR/ with the\n"
+      "job's config, metrics.jsonl, checkpoints/, final-model/, summary.json and\n"
+      "report.html. A service that dies is restarted; Ctrl-C stops, --resume continues.\n"
+      "Example:\n"
+      "  interlace run examples/calculator/job.yaml");
+  run->add_option("job", r->job, "job spec (YAML); see examples/calculator/job.yaml")->required()->check(CLI::ExistingFile);
+  run->add_option("--run-dir", r->run_dir, "where the run's files go (default: runs/<job name>)");
+  run->add_flag("--resume", r->resume, "continue the run in --run-dir from its last checkpoint and spool");
+  run->add_flag("--quiet", r->quiet, "no progress output");
+  run->add_option("--max-restarts", r->max_restarts, "restarts allowed per service")->capture_default_str();
+  run->add_option("-o,--output", r->output, "table or json")->check(CLI::IsMember({"table", "json"}))->capture_default_str();
+  run->callback([r, &action] { action = [r] { return run_job(*r); }; });
+
+  auto s = std::make_shared<ServeArgs>();
+  CLI::App* serve = app.add_subcommand("serve", "Run one service of a run directory (what `interlace run` starts)");
+  serve->require_subcommand(1);
+  CLI::App* learner = serve->add_subcommand("learner", "The learner service: trains on trajectories, publishes weights");
+  learner->add_option("--run-dir", s->run_dir, "a run directory prepared by `interlace run`")->required();
+  learner->add_flag("--quiet", s->quiet, "no progress output");
+  learner->callback([s, &action] {
+    action = [s] {
+      auto run = load_run(s->run_dir);
+      if (!run.ok()) return fail(run.status());
+      return rl::run_learner({.run_dir = s->run_dir, .spec = run->first, .endpoints = run->second, .quiet = s->quiet});
+    };
+  });
+  CLI::App* worker = serve->add_subcommand("worker", "A rollout worker: runs episodes, streams trajectories");
+  worker->add_option("--run-dir", s->run_dir, "a run directory prepared by `interlace run`")->required();
+  worker->add_option("--index", s->index, "worker number (its name is worker-N)")->capture_default_str();
+  worker->callback([s, &action] {
+    action = [s] {
+      auto run = load_run(s->run_dir);
+      if (!run.ok()) return fail(run.status());
+      return rl::run_worker({.run_dir = s->run_dir, .spec = run->first, .endpoints = run->second, .index = s->index});
+    };
+  });
+}
+
+}  // namespace interlace::cli

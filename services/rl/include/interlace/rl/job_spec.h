@@ -1,0 +1,59 @@
+// A job spec: everything `interlace run JOB.yaml` needs to run an RL job on
+// one machine. Parsed from YAML; an unknown key or a bad value is an error
+// that names the key (as a path, e.g. `algorithm.loss`) and says what is
+// allowed. Every key has a default, so a spec names only what it changes.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "interlace/learner/objectives.h"
+#include "interlace/learner/optimizer.h"
+#include "nlohmann/json.hpp"
+
+namespace interlace::rl {
+
+struct JobSpec {
+  std::string name = "job";
+  uint64_t seed = 0;
+  // model: a directory, or a config JSON to initialise randomly (with seed).
+  std::string model_dir, model_init;
+  uint64_t model_seed = 0;
+  std::string env = "calculator";
+  // sft: warm-up on the environment's demonstrations before RL.
+  bool sft = false;
+  int64_t sft_demos = 512, sft_steps = 100, sft_batch_size = 16, sft_warmup_steps = 10;
+  double sft_lr = 3e-3;
+  // algorithm
+  std::string algorithm = "grpo";  // grpo | cispo | gspo | ppo
+  learner::ObjectiveConfig objective;
+  learner::AdvantageConfig advantage;
+  learner::OptimizerConfig optimizer;
+  int64_t steps = 20, groups_per_step = 8, group_size = 8;
+  // rollout
+  int64_t workers = 1, max_running = 64;
+  float temperature = 1.0f, top_p = 1.0f;
+  int64_t top_k = 0, max_turns = 4, max_turn_tokens = 128, max_episode_tokens = 2048;
+  std::string rollout_precision = "fp32", learner_precision = "fp32";
+  bool cache = true;
+  // staleness: sync = generate a batch, then train; async = generation goes on
+  // while training, at most eta versions behind.
+  std::string mode = "async";
+  int64_t eta = 1;
+  std::string stale_policy = "drop";  // drop | downweight
+  double stale_weight = 0.5;          // downweight: advantage x stale_weight^(lag - eta)
+  int64_t checkpoint_every = 0;       // 0: only the final model
+  int64_t eval_prompts = 32;          // held-out episodes (greedy) before and after; 0 skips
+  // transport
+  int64_t max_in_flight = 64;     // trajectories a worker may have unacknowledged
+  double resend_after_s = 5.0;    // a worker resends what is not acknowledged by then
+  double task_timeout_s = 120.0;  // a group not finished by then is issued again
+};
+
+absl::StatusOr<JobSpec> parse_job_spec(const std::string& yaml_text, const std::string& source);
+absl::StatusOr<JobSpec> load_job_spec(const std::string& path);
+// The resolved spec (every key, defaults included), written into the run directory.
+nlohmann::json job_spec_json(const JobSpec& spec);
+
+}  // namespace interlace::rl

@@ -1,0 +1,33 @@
+// Where a run keeps its files, and the ports its services listen on. The
+// supervisor (`interlace run`) writes endpoints.json; the learner and workers
+// it starts read it, so a restarted service binds or connects to the same
+// ports and the others reconnect by themselves (ZeroMQ does).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace interlace::rl {
+
+struct Endpoints {
+  std::string host = "127.0.0.1";
+  int trajectories = 0;  // learner ROUTER: trajectories in, acks out
+  int tasks = 0;         // learner ROUTER: heartbeats in, task grants out
+  int weights = 0;       // learner ROUTER: weight requests in, chunks out
+  int learner_metrics = 0;
+  std::vector<int> worker_metrics;  // worker i serves /metrics on worker_metrics[i]
+  std::string initial_model;  // the model the job starts from (after SFT)
+  std::string tcp(int port) const;
+};
+
+absl::Status write_endpoints(const std::string& run_dir, const Endpoints& e);
+absl::StatusOr<Endpoints> read_endpoints(const std::string& run_dir);
+// `n` ports that were free a moment ago on host (bind to port 0, then close).
+absl::StatusOr<std::vector<int>> pick_free_ports(const std::string& host, int n);
+
+// Paths inside a run directory.
+std::string run_path(const std::string& run_dir, const std::string& name);
+
+}  // namespace interlace::rl

@@ -1,0 +1,43 @@
+// Small pieces the services share: counting and rate-limited logging of
+// rejected frames, sending to a ROUTER peer, seeds.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+#include <zmq.hpp>
+
+#include "interlace/metrics/registry.h"
+
+namespace interlace::rl {
+
+// interlace_frames_rejected_total{port}, and one log line per port per second
+// at most (with how many were dropped since the last line and the last reason).
+class FrameRejects {
+ public:
+  FrameRejects(metrics::Registry& registry, std::string service) : registry_(registry), service_(std::move(service)) {}
+  void reject(const std::string& port, const std::string& why);
+
+ private:
+  struct PortState {
+    int64_t since_log = 0;
+    std::chrono::steady_clock::time_point last_log{};
+  };
+  metrics::Registry& registry_;
+  std::string service_;
+  std::map<std::string, PortState> ports_;
+};
+
+// Sends [identity][frame] on a ROUTER; false if it could not be queued.
+bool send_routed(zmq::socket_t& router, const zmq::message_t& identity, std::string_view frame);
+
+// A ROUTER or DEALER with the options every service socket uses: no linger on
+// close, bounded queues, and a hard cap on incoming message size (ZeroMQ drops
+// the connection of a peer that exceeds it, before allocating).
+zmq::socket_t make_socket(zmq::context_t& ctx, zmq::socket_type type, int64_t max_message_bytes);
+
+uint64_t mix_seed(uint64_t a, uint64_t b);  // splitmix64 of a combination
+
+}  // namespace interlace::rl

@@ -1,0 +1,245 @@
+#include "interlace/rl/job_spec.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <functional>
+#include <map>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "interlace/core/file_util.h"
+#include "interlace/model/precision.h"
+#include "interlace/rollout/environment.h"
+
+namespace interlace::rl {
+namespace {
+
+std::string where(const std::string& source, const std::string& key, const YAML::Node& node) {
+  const YAML::Mark m = node.Mark();
+  if (m.line >= 0) return absl::StrCat(source, ":", m.line + 1, ": ", key);
+  return absl::StrCat(source, ": ", key);
+}
+
+// Reads one section: each known key has a setter; anything else is an error.
+class Section {
+ public:
+  Section(const std::string& source, const std::string& path, const YAML::Node& node)
+      : source_(source), path_(path), node_(node) {}
+
+  template <typename T>
+  Section& num(const std::string& key, T& out, double lo, double hi) {
+    known_.insert(key);
+    if (!status_.ok() || !node_[key]) return *this;
+    const YAML::Node v = node_[key];
+    T x{};
+    if (!v.IsScalar() || !YAML::convert<T>::decode(v, x) || double(x) < lo || double(x) > hi) {
+      status_ = absl::InvalidArgumentError(absl::StrCat(where(source_, full(key), v), ": '", v.IsScalar() ? v.Scalar() : "(not a scalar)",
+                                                        "' is not allowed; expected a number in [", lo, ", ", hi, "]"));
+      return *this;
+    }
+    out = x;
+    return *this;
+  }
+  Section& boolean(const std::string& key, bool& out) {
+    known_.insert(key);
+    if (!status_.ok() || !node_[key]) return *this;
+    const YAML::Node v = node_[key];
+    if (!v.IsScalar() || !YAML::convert<bool>::decode(v, out))
+      status_ = absl::InvalidArgumentError(absl::StrCat(where(source_, full(key), v), ": expected true or false"));
+    return *this;
+  }
+  // A string, optionally one of `allowed`, optionally checked by `check`.
+  Section& text(const std::string& key, std::string& out, const std::vector<std::string>& allowed = {},
+                const std::function<absl::Status(const std::string&)>& check = {}) {
+    known_.insert(key);
+    if (!status_.ok() || !node_[key]) return *this;
+    const YAML::Node v = node_[key];
+    if (!v.IsScalar()) {
+      status_ = absl::InvalidArgumentError(absl::StrCat(where(source_, full(key), v), ": expected a string"));
+      return *this;
+    }
+    const std::string s = v.Scalar();
+    if (!allowed.empty() && std::find(allowed.begin(), allowed.end(), s) == allowed.end()) {
+      status_ = absl::InvalidArgumentError(absl::StrCat(where(source_, full(key), v), ": '", s,
+                                                        "' is not allowed; choose one of: ", absl::StrJoin(allowed, ", ")));
+      return *this;
+    }
+    if (check) {
+      if (absl::Status c = check(s); !c.ok()) {
+        status_ = absl::InvalidArgumentError(absl::StrCat(where(source_, full(key), v), ": ", c.message()));
+        return *this;
+      }
+    }
+    out = s;
+    return *this;
+  }
+  Section& section(const std::string& key, const std::function<void(Section&)>& read) {
+    known_.insert(key);
+    if (!status_.ok() || !node_[key]) return *this;
+    const YAML::Node v = node_[key];
+    if (!v.IsMap()) {
+      status_ = absl::InvalidArgumentError(absl::StrCat(where(source_, full(key), v), ": expected a mapping of keys"));
+      return *this;
+    }
+    Section inner(source_, full(key), v);
+    read(inner);
+    status_ = inner.finish();
+    return *this;
+  }
+  absl::Status finish() {
+    if (!status_.ok()) return status_;
+    for (const auto& kv : node_) {
+      const std::string key = kv.first.Scalar();
+      if (!known_.count(key))
+        return absl::InvalidArgumentError(absl::StrCat(where(source_, full(key), kv.first), ": unknown key; allowed here: ",
+                                                       absl::StrJoin(known_, ", ")));
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  std::string full(const std::string& key) const { return path_.empty() ? key : path_ + "." + key; }
+  std::string source_, path_;
+  YAML::Node node_;
+  std::set<std::string> known_;
+  absl::Status status_;
+};
+
+absl::Status check_precision(const std::string& s) { return model::parse_precision(s).status(); }
+absl::Status check_env(const std::string& s) { return rollout::make_environment(s).status(); }
+
+}  // namespace
+
+absl::StatusOr<JobSpec> parse_job_spec(const std::string& text, const std::string& source) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ":", e.mark.line + 1, ": not valid YAML: ", e.msg));
+  }
+  if (!root.IsMap()) return absl::InvalidArgumentError(absl::StrCat(source, ": expected a mapping of keys at the top"));
+  JobSpec j;
+  std::string loss = "", advantage = "grpo", aggregation = "token-mean", correction = "none", schedule = "constant";
+  bool normalize_std = true;
+  Section top(source, "", root);
+  top.text("name", j.name)
+      .num("seed", j.seed, 0, 1e18)
+      .text("env", j.env, {}, check_env)
+      .section("model",
+               [&](Section& s) {
+                 s.text("path", j.model_dir).text("init", j.model_init).num("seed", j.model_seed, 0, 1e18);
+               })
+      .section("sft",
+               [&](Section& s) {
+                 j.sft = true;
+                 s.boolean("enabled", j.sft)
+                     .num("demos", j.sft_demos, 1, 1e7)
+                     .num("steps", j.sft_steps, 1, 1e7)
+                     .num("batch_size", j.sft_batch_size, 1, 1e5)
+                     .num("warmup_steps", j.sft_warmup_steps, 0, 1e7)
+                     .num("lr", j.sft_lr, 0, 10);
+               })
+      .section("algorithm",
+               [&](Section& s) {
+                 s.text("name", j.algorithm, {"grpo", "cispo", "gspo", "ppo"})
+                     .text("loss", loss, {"ppo", "cispo", "gspo"})
+                     .text("advantage", advantage, {"grpo", "rloo", "reinforce"})
+                     .boolean("normalize_std", normalize_std)
+                     .text("aggregation", aggregation, {"token-mean", "seq-mean-token-sum", "seq-mean-token-mean"})
+                     .num("eps_low", j.objective.eps_low, 0, 10)
+                     .num("eps_high", j.objective.eps_high, 0, 10)
+                     .num("kl_coef", j.objective.kl_coef, 0, 100)
+                     .text("rollout_correction", correction, {"none", "tis", "mis"})
+                     .num("correction_cap", j.objective.correction_cap, 1, 1e6)
+                     .num("lr", j.optimizer.lr, 0, 10)
+                     .num("weight_decay", j.optimizer.weight_decay, 0, 10)
+                     .num("max_grad_norm", j.optimizer.max_grad_norm, 0, 1e9)
+                     .num("warmup_steps", j.optimizer.warmup_steps, 0, 1e7)
+                     .text("schedule", schedule, {"constant", "cosine"})
+                     .num("beta1", j.optimizer.beta1, 0, 1)
+                     .num("beta2", j.optimizer.beta2, 0, 1)
+                     .num("steps", j.steps, 1, 1e7)
+                     .num("groups_per_step", j.groups_per_step, 1, 1e5)
+                     .num("group_size", j.group_size, 1, 4096);
+               })
+      .section("rollout",
+               [&](Section& s) {
+                 s.num("workers", j.workers, 1, 64)
+                     .num("max_running", j.max_running, 1, 4096)
+                     .num("temperature", j.temperature, 0, 100)
+                     .num("top_p", j.top_p, 0, 1)
+                     .num("top_k", j.top_k, 0, 1e6)
+                     .num("max_turns", j.max_turns, 1, 1000)
+                     .num("max_turn_tokens", j.max_turn_tokens, 1, 1e6)
+                     .num("max_episode_tokens", j.max_episode_tokens, 1, 1e7)
+                     .text("precision", j.rollout_precision, {}, check_precision)
+                     .boolean("cache", j.cache)
+                     .num("max_in_flight", j.max_in_flight, 1, 1e6)
+                     .num("resend_after_seconds", j.resend_after_s, 0.01, 1e6)
+                     .num("task_timeout_seconds", j.task_timeout_s, 0.1, 1e7);
+               })
+      .section("learner", [&](Section& s) { s.text("precision", j.learner_precision, {}, check_precision); })
+      .section("staleness",
+               [&](Section& s) {
+                 s.text("mode", j.mode, {"sync", "async"})
+                     .num("eta", j.eta, 0, 1000)
+                     .text("policy", j.stale_policy, {"drop", "downweight"})
+                     .num("weight", j.stale_weight, 0, 1);
+               })
+      .num("checkpoint_every", j.checkpoint_every, 0, 1e7)
+      .section("eval", [&](Section& s) { s.num("prompts", j.eval_prompts, 0, 1e6); });
+  if (absl::Status s = top.finish(); !s.ok()) return s;
+  if (j.model_dir.empty() == j.model_init.empty())
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": model: give exactly one of 'path' (a model directory) or 'init' (a config JSON, e.g. "
+                             "examples/models/tiny-hybrid.json)"));
+  if (j.name.empty() || j.name.find_first_of("/ \t") != std::string::npos)
+    return absl::InvalidArgumentError(absl::StrCat(source, ": name: '", j.name, "' must be non-empty, without / or spaces"));
+  // The algorithm picks the loss unless `loss` says otherwise.
+  if (loss.empty()) loss = j.algorithm == "grpo" ? "ppo" : j.algorithm;
+  j.objective.loss = *learner::parse_policy_loss(loss);
+  j.objective.aggregation = *learner::parse_aggregation(aggregation);
+  j.objective.correction = *learner::parse_rollout_correction(correction);
+  j.advantage.estimator = *learner::parse_advantage_estimator(advantage);
+  j.advantage.normalize_std = normalize_std;
+  j.optimizer.schedule =
+      schedule == "cosine" ? learner::LrSchedule::kCosine : learner::LrSchedule::kConstant;
+  j.optimizer.total_steps = j.steps;
+  return j;
+}
+
+absl::StatusOr<JobSpec> load_job_spec(const std::string& path) {
+  auto text = core::read_file(path);
+  if (!text.ok()) return text.status();
+  return parse_job_spec(*text, path);
+}
+
+nlohmann::json job_spec_json(const JobSpec& j) {
+  return {{"name", j.name},
+          {"seed", j.seed},
+          {"env", j.env},
+          {"model", {{"path", j.model_dir}, {"init", j.model_init}, {"seed", j.model_seed}}},
+          {"sft",
+           {{"enabled", j.sft}, {"demos", j.sft_demos}, {"steps", j.sft_steps}, {"batch_size", j.sft_batch_size},
+            {"warmup_steps", j.sft_warmup_steps}, {"lr", j.sft_lr}}},
+          {"algorithm",
+           {{"name", j.algorithm}, {"eps_low", j.objective.eps_low}, {"eps_high", j.objective.eps_high},
+            {"kl_coef", j.objective.kl_coef}, {"correction_cap", j.objective.correction_cap},
+            {"lr", j.optimizer.lr}, {"weight_decay", j.optimizer.weight_decay},
+            {"max_grad_norm", j.optimizer.max_grad_norm}, {"warmup_steps", j.optimizer.warmup_steps},
+            {"steps", j.steps}, {"groups_per_step", j.groups_per_step}, {"group_size", j.group_size},
+            {"normalize_std", j.advantage.normalize_std}}},
+          {"rollout",
+           {{"workers", j.workers}, {"max_running", j.max_running}, {"temperature", j.temperature},
+            {"top_p", j.top_p}, {"top_k", j.top_k}, {"max_turns", j.max_turns},
+            {"max_turn_tokens", j.max_turn_tokens}, {"max_episode_tokens", j.max_episode_tokens},
+            {"precision", j.rollout_precision}, {"cache", j.cache}, {"max_in_flight", j.max_in_flight},
+            {"resend_after_seconds", j.resend_after_s}, {"task_timeout_seconds", j.task_timeout_s}}},
+          {"learner", {{"precision", j.learner_precision}}},
+          {"staleness", {{"mode", j.mode}, {"eta", j.eta}, {"policy", j.stale_policy}, {"weight", j.stale_weight}}},
+          {"checkpoint_every", j.checkpoint_every},
+          {"eval", {{"prompts", j.eval_prompts}}}};
+}
+
+}  // namespace interlace::rl

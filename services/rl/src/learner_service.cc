@@ -1,0 +1,618 @@
+#include "interlace/rl/learner_service.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <random>
+#include <set>
+#include <zmq.hpp>
+#include <zmq_addon.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "interlace/core/file_util.h"
+#include "interlace/core/status.h"
+#include "interlace/learner/checkpoint.h"
+#include "interlace/learner/objectives.h"
+#include "interlace/learner/precision_metrics.h"
+#include "interlace/metrics/http_server.h"
+#include "interlace/metrics/registry.h"
+#include "interlace/model/precision.h"
+#include "interlace/model/safetensors.h"
+#include "interlace/rl/service_util.h"
+#include "interlace/transport/messages.h"
+#include "interlace/transport/spool.h"
+#include "interlace/transport/trajectory_codec.h"
+#include "interlace/transport/weight_sync.h"
+#include "nlohmann/json.hpp"
+#include "spdlog/spdlog.h"
+
+namespace interlace::rl {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+using nlohmann::json;
+using transport::TrajectoryMessage;
+
+constexpr transport::FrameLimits kTrajectoryLimits{.max_bytes = size_t{16} << 20};
+constexpr transport::FrameLimits kSmallLimits{.max_bytes = size_t{64} << 10};
+
+// (group, sample): what a trajectory is trained on at most once as.
+using SampleKey = std::pair<int64_t, int64_t>;
+
+struct Outstanding {  // a group handed to a worker and not yet complete
+  std::string worker;
+  uint64_t incarnation = 0;
+  Clock::time_point issued;
+  uint32_t attempt = 0;
+};
+
+struct WorkerSeen {
+  uint64_t incarnation = 0;
+  Clock::time_point last_seen;
+  transport::HeartbeatMessage heartbeat;
+};
+
+class Learner {
+ public:
+  explicit Learner(const LearnerOptions& o)
+      : o_(o),
+        spec_(o.spec),
+        received_(registry_.counter("interlace_trajectories_received_total", "trajectories accepted and spooled")),
+        duplicates_(registry_.counter("interlace_trajectories_duplicate_total",
+                                      "trajectories received again (already spooled); acknowledged and dropped")),
+        stale_dropped_(registry_.counter("interlace_trajectories_stale_total",
+                                         "trajectories older than eta versions at training time",
+                                         {{"action", "dropped"}})),
+        stale_downweighted_(registry_.counter("interlace_trajectories_stale_total",
+                                              "trajectories older than eta versions at training time",
+                                              {{"action", "downweighted"}})),
+        trained_(registry_.counter("interlace_trajectories_trained_total", "trajectories trained on")),
+        steps_(registry_.counter("interlace_learner_steps_total", "optimizer steps")),
+        tasks_issued_(registry_.counter("interlace_tasks_issued_total", "groups handed to workers")),
+        tasks_reissued_(registry_.counter("interlace_tasks_reissued_total",
+                                          "groups handed out again after their worker restarted or timed out")),
+        reward_(registry_.gauge("interlace_learner_reward", "mean reward of the last step's batch")),
+        loss_(registry_.gauge("interlace_learner_loss", "objective value of the last step")),
+        dlogp_(registry_.gauge("interlace_logprob_abs_diff_mean",
+                               "mean |learner log-prob - rollout log-prob| over the last step's tokens")),
+        k3_(registry_.gauge("interlace_mismatch_k3_kl", "k3 estimate of KL(rollout || learner), last step")),
+        pearson_(registry_.gauge("interlace_prob_pearson",
+                                 "Pearson correlation of rollout and learner token probabilities, last step")),
+        staleness_(registry_.gauge("interlace_staleness_versions", "mean version lag of the last step's tokens")),
+        version_gauge_(registry_.gauge("interlace_weights_version", "weights version published")),
+        sync_bytes_(registry_.counter("interlace_weight_sync_bytes_total", "weight chunk bytes sent to workers")),
+        sync_seconds_(registry_.counter("interlace_weight_sync_seconds_total",
+                                        "seconds spent serialising and sending weights")),
+        spool_bytes_(registry_.gauge("interlace_spool_bytes", "bytes in the trajectory spool")),
+        rejects_(registry_, "learner") {}
+
+  int run();
+
+ private:
+  absl::Status restore();
+  void publish();
+  void handle_trajectory(const zmq::message_t& identity, std::string_view frame);
+  void flush_acks();
+  void handle_heartbeat(const zmq::message_t& identity, std::string_view frame);
+  void handle_weight_request(const zmq::message_t& identity, std::string_view frame);
+  std::vector<transport::TaskMessage> grant_tasks(const std::string& worker, uint64_t incarnation, uint32_t want);
+  void requeue_lost();
+  bool group_complete(int64_t group) const;
+  std::vector<int64_t> complete_groups() const;
+  absl::Status train_step(const std::vector<int64_t>& groups);
+  absl::Status checkpoint();
+  void receive(zmq::socket_t& socket, const char* port,
+               const std::function<void(const zmq::message_t&, std::string_view)>& handle);
+
+  LearnerOptions o_;
+  JobSpec spec_;
+  metrics::Registry registry_;
+  metrics::Value &received_, &duplicates_, &stale_dropped_, &stale_downweighted_, &trained_, &steps_, &tasks_issued_,
+      &tasks_reissued_, &reward_, &loss_, &dlogp_, &k3_, &pearson_, &staleness_, &version_gauge_, &sync_bytes_,
+      &sync_seconds_, &spool_bytes_;
+  FrameRejects rejects_;
+
+  std::unique_ptr<learner::TrainingModel> model_, ref_model_;
+  std::unique_ptr<learner::Optimizer> optimizer_;
+  learner::TrainerState state_;  // step == version: every step publishes
+  std::optional<transport::Spool> spool_;
+  std::ofstream trained_log_, metrics_log_;
+
+  std::map<int64_t, std::map<int64_t, TrajectoryMessage>> pending_;  // group -> sample -> trajectory (not trained)
+  std::set<SampleKey> spooled_;                                       // every key ever accepted
+  std::map<int64_t, Outstanding> outstanding_;                        // group -> who runs it
+  std::deque<std::pair<int64_t, uint32_t>> requeue_;                  // (group, attempt) to hand out again
+  std::map<std::string, WorkerSeen> workers_;
+  int64_t next_counter_ = 0;   // groups issued by this incarnation
+  int64_t group_base_ = 0;     // restart count << 32: ids never collide across restarts
+  int64_t consumed_groups_ = 0;  // trained or dropped
+  std::vector<std::pair<zmq::message_t, std::string>> acks_;  // sent after the spool's fsync
+
+  zmq::context_t ctx_{1};
+  zmq::socket_t traj_, tasks_, weights_;
+  std::vector<std::string> chunk_frames_;
+  uint64_t weights_id_ = 0;
+  std::mt19937_64 rng_{std::random_device{}()};
+  Clock::time_point start_ = Clock::now(), last_step_ = Clock::now();
+  int64_t tokens_since_step_ = 0;
+};
+
+void Learner::receive(zmq::socket_t& socket, const char* port,
+                      const std::function<void(const zmq::message_t&, std::string_view)>& handle) {
+  for (int n = 0; n < 256; ++n) {
+    std::vector<zmq::message_t> parts;
+    if (!zmq::recv_multipart(socket, std::back_inserter(parts), zmq::recv_flags::dontwait)) return;
+    if (parts.size() != 2) {
+      rejects_.reject(port, absl::StrCat("expected one frame after the routing id, got ", parts.size() - 1));
+      continue;
+    }
+    handle(parts[0], std::string_view(static_cast<const char*>(parts[1].data()), parts[1].size()));
+  }
+}
+
+absl::Status Learner::restore() {
+  const std::string ckpt_root = run_path(o_.run_dir, "checkpoints");
+  int64_t best = -1;
+  std::string ckpt;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(ckpt_root, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("step-", 0) != 0 || name.find(".partial") != std::string::npos) continue;
+    const int64_t s = std::atoll(name.c_str() + 5);
+    if (s > best) best = s, ckpt = e.path().string();
+  }
+  auto precision = model::parse_precision(spec_.learner_precision);
+  if (!precision.ok()) return precision.status();
+  INTERLACE_ASSIGN_OR_RETURN(model_, learner::load_training_model(ckpt.empty() ? o_.endpoints.initial_model : ckpt));
+  model_->set_precision(*precision);
+  optimizer_ = std::make_unique<learner::Optimizer>(spec_.optimizer, model_->weights());
+  if (spec_.objective.kl_coef > 0) {
+    INTERLACE_ASSIGN_OR_RETURN(ref_model_, learner::load_training_model(o_.endpoints.initial_model));
+    ref_model_->set_precision(*precision);
+  }
+  if (!ckpt.empty()) {
+    INTERLACE_ASSIGN_OR_RETURN(state_, learner::load_checkpoint(ckpt, *optimizer_));
+    consumed_groups_ = state_.extra.value("consumed_groups", int64_t{0});
+    spdlog::info("learner: resumed from {} (step {})", ckpt, state_.step);
+  }
+  // Group ids carry the learner's start count, so a restarted learner never
+  // reuses an id a worker may still be running.
+  const std::string starts_path = run_path(o_.run_dir, "learner-starts");
+  int64_t starts = 0;
+  if (auto t = core::read_file(starts_path); t.ok()) starts = std::atoll(t->c_str());
+  INTERLACE_RETURN_IF_ERROR(core::write_file(starts_path, absl::StrCat(starts + 1, "\n")));
+  group_base_ = starts << 32;
+
+  // Steps after the checkpoint are redone: forget that they trained anything.
+  const std::string log_path = run_path(o_.run_dir, "trained.jsonl");
+  std::set<SampleKey> trained;
+  std::string kept;
+  if (auto text = core::read_file(log_path); text.ok()) {
+    std::istringstream in(*text);
+    for (std::string line; std::getline(in, line);) {
+      json j = json::parse(line, nullptr, false);
+      if (j.is_discarded() || j.value("step", int64_t{1} << 60) > state_.step) continue;
+      for (const auto& id : j["ids"]) trained.insert({id[0].get<int64_t>(), id[1].get<int64_t>()});
+      kept += line + "\n";
+    }
+  }
+  INTERLACE_RETURN_IF_ERROR(core::write_file(log_path, kept));
+  trained_log_.open(log_path, std::ios::app);
+  // Metrics rows after the checkpoint are redone too.
+  const std::string metrics_path = run_path(o_.run_dir, "metrics.jsonl");
+  std::string rows;
+  if (auto text = core::read_file(metrics_path); text.ok()) {
+    std::istringstream in(*text);
+    for (std::string line; std::getline(in, line);) {
+      json j = json::parse(line, nullptr, false);
+      if (!j.is_discarded() && j.value("step", int64_t{1} << 60) <= state_.step) rows += line + "\n";
+    }
+  }
+  INTERLACE_RETURN_IF_ERROR(core::write_file(metrics_path, rows));
+  metrics_log_.open(metrics_path, std::ios::app);
+
+  transport::Spool::Recovered recovered;
+  auto spool = transport::Spool::open(run_path(o_.run_dir, "spool.bin"), &recovered);
+  if (!spool.ok()) return spool.status();
+  spool_.emplace(std::move(*spool));
+  if (recovered.dropped_tail_bytes)
+    spdlog::warn("learner: spool had a torn tail of {} bytes (a crash mid-write); cut off", recovered.dropped_tail_bytes);
+  for (const std::string& rec : recovered.records) {
+    auto m = transport::decode_trajectory(rec, kTrajectoryLimits);
+    if (!m.ok()) return absl::DataLossError(absl::StrCat("spool record does not decode: ", m.status().message()));
+    const SampleKey key{m->trajectory.group, m->trajectory.sample};
+    spooled_.insert(key);
+    if (!trained.count(key)) pending_[key.first][key.second] = std::move(*m);
+  }
+  // Partial groups from before the restart: whoever ran them may be gone; if
+  // they do not complete in time they are handed out again.
+  for (const auto& [group, samples] : pending_)
+    if (!group_complete(group)) outstanding_[group] = {"(before restart)", 0, Clock::now(), 0};
+  spdlog::info("learner: {} spooled trajectories, {} not yet trained", spooled_.size(),
+               spooled_.size() - trained.size());
+  return absl::OkStatus();
+}
+
+void Learner::publish() {
+  const auto t0 = Clock::now();
+  std::vector<std::pair<std::string, core::Tensor>> tensors(model_->weights().begin(), model_->weights().end());
+  const std::string payload = model::safetensors_bytes(tensors);
+  weights_id_ = rng_() | 1;
+  chunk_frames_.clear();
+  for (const auto& c : transport::chunk_weights(payload, state_.version, weights_id_))
+    chunk_frames_.push_back(transport::encode_weight_chunk(c));
+  version_gauge_.set(double(state_.version));
+  sync_seconds_.add(std::chrono::duration<double>(Clock::now() - t0).count());
+}
+
+bool Learner::group_complete(int64_t group) const {
+  auto it = pending_.find(group);
+  return it != pending_.end() && static_cast<int64_t>(it->second.size()) == spec_.group_size;
+}
+
+std::vector<int64_t> Learner::complete_groups() const {
+  std::vector<int64_t> out;
+  for (const auto& [group, samples] : pending_)
+    if (static_cast<int64_t>(samples.size()) == spec_.group_size) out.push_back(group);
+  return out;
+}
+
+void Learner::handle_trajectory(const zmq::message_t& identity, std::string_view frame) {
+  auto m = transport::decode_trajectory(frame, kTrajectoryLimits);
+  if (!m.ok()) return rejects_.reject("trajectories", std::string(m.status().message()));
+  transport::AckMessage ack{m->job, m->trajectory.group, m->trajectory.sample, m->attempt, true, ""};
+  const SampleKey key{m->trajectory.group, m->trajectory.sample};
+  if (m->job != spec_.name) {
+    ack.accepted = false;
+    ack.reason = absl::StrCat("this learner runs job '", spec_.name, "', not '", m->job, "'");
+  } else if (m->trajectory.sample < 0 || m->trajectory.sample >= spec_.group_size) {
+    ack.accepted = false;
+    ack.reason = absl::StrCat("sample ", m->trajectory.sample, " outside the group size ", spec_.group_size);
+  } else if (spooled_.count(key)) {
+    duplicates_.inc();
+  } else if (absl::Status s = spool_->append(frame); !s.ok()) {
+    spdlog::error("learner: {}", std::string(s.message()));
+    return;  // not acknowledged: the worker resends
+  } else {
+    spooled_.insert(key);
+    received_.inc();
+    pending_[key.first][key.second] = std::move(*m);
+    if (group_complete(key.first)) outstanding_.erase(key.first);
+  }
+  acks_.emplace_back(zmq::message_t(identity.data(), identity.size()), transport::encode_ack(ack));
+}
+
+void Learner::flush_acks() {
+  if (acks_.empty()) return;
+  if (absl::Status s = spool_->sync(); !s.ok()) {
+    spdlog::error("learner: {}; trajectories stay unacknowledged and will be resent", std::string(s.message()));
+    acks_.clear();
+    return;
+  }
+  spool_bytes_.set(double(spool_->bytes()));
+  for (auto& [identity, frame] : acks_) send_routed(traj_, identity, frame);
+  acks_.clear();
+}
+
+void Learner::handle_heartbeat(const zmq::message_t& identity, std::string_view frame) {
+  auto hb = transport::decode_heartbeat(frame, kSmallLimits);
+  if (!hb.ok()) return rejects_.reject("tasks", std::string(hb.status().message()));
+  WorkerSeen& w = workers_[hb->service];
+  if (w.incarnation != 0 && w.incarnation != hb->incarnation) {
+    spdlog::info("learner: {} restarted; handing its unfinished groups out again", hb->service);
+    for (auto& [group, out] : outstanding_)
+      if (out.worker == hb->service && out.incarnation == w.incarnation) out.issued = Clock::time_point{};  // expire now
+  }
+  w.incarnation = hb->incarnation;
+  w.last_seen = Clock::now();
+  w.heartbeat = *hb;
+  requeue_lost();
+  transport::TaskGrantMessage grant;
+  grant.weights_version = state_.version;
+  grant.weights_id = weights_id_;
+  grant.job_done = state_.step >= spec_.steps;
+  if (!grant.job_done) grant.tasks = grant_tasks(hb->service, hb->incarnation, hb->want_tasks);
+  send_routed(tasks_, identity, transport::encode_task_grant(grant));
+}
+
+// Groups whose worker restarted, or that ran past the task timeout, go back in the queue.
+void Learner::requeue_lost() {
+  const auto now = Clock::now();
+  const auto timeout = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(spec_.task_timeout_s));
+  for (auto it = outstanding_.begin(); it != outstanding_.end();) {
+    if (now - it->second.issued > timeout) {
+      requeue_.emplace_back(it->first, it->second.attempt + 1);
+      it = outstanding_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+std::vector<transport::TaskMessage> Learner::grant_tasks(const std::string& worker, uint64_t incarnation,
+                                                         uint32_t want) {
+  std::vector<transport::TaskMessage> tasks;
+  const int64_t live = static_cast<int64_t>(outstanding_.size()) + static_cast<int64_t>(complete_groups().size());
+  auto task_for = [&](int64_t group, uint32_t attempt) {
+    transport::TaskMessage t;
+    t.job = spec_.name;
+    t.env = spec_.env;
+    t.group = group;
+    t.task_seed = mix_seed(spec_.seed, static_cast<uint64_t>(group));
+    t.group_size = static_cast<uint32_t>(spec_.group_size);
+    t.attempt = attempt;
+    // Synchronous: the batch is generated by the weights it trains.
+    t.weights_version = spec_.mode == "sync" ? state_.version : 0;
+    t.temperature = spec_.temperature;
+    t.top_p = spec_.top_p;
+    t.top_k = static_cast<uint32_t>(spec_.top_k);
+    t.max_turns = static_cast<uint32_t>(spec_.max_turns);
+    t.max_turn_tokens = static_cast<uint32_t>(spec_.max_turn_tokens);
+    t.max_episode_tokens = static_cast<uint32_t>(spec_.max_episode_tokens);
+    t.seed = mix_seed(t.task_seed, attempt);
+    outstanding_[group] = {worker, incarnation, Clock::now(), attempt};
+    return t;
+  };
+  while (want > 0 && !requeue_.empty()) {
+    auto [group, attempt] = requeue_.front();
+    requeue_.pop_front();
+    if (group_complete(group)) continue;
+    tasks.push_back(task_for(group, attempt));
+    tasks_reissued_.inc();
+    --want;
+  }
+  // New groups: sync keeps one batch in flight; async lets generation run
+  // ahead of training by at most eta versions (AReaL's bound on issued samples).
+  const int64_t bound = spec_.mode == "sync" ? spec_.groups_per_step
+                                             : (state_.step + spec_.eta + 1) * spec_.groups_per_step - consumed_groups_;
+  for (int64_t n = live; want > 0 && n < bound && (spec_.mode == "async" || n < spec_.groups_per_step); ++n, --want) {
+    tasks.push_back(task_for(group_base_ + next_counter_++, 0));
+    tasks_issued_.inc();
+  }
+  return tasks;
+}
+
+void Learner::handle_weight_request(const zmq::message_t& identity, std::string_view frame) {
+  auto req = transport::decode_weight_request(frame, kSmallLimits);
+  if (!req.ok()) return rejects_.reject("weights", std::string(req.status().message()));
+  const auto t0 = Clock::now();
+  for (const std::string& chunk : chunk_frames_) {
+    send_routed(weights_, identity, chunk);
+    sync_bytes_.add(double(chunk.size()));
+  }
+  sync_seconds_.add(std::chrono::duration<double>(Clock::now() - t0).count());
+}
+
+absl::Status Learner::train_step(const std::vector<int64_t>& groups) {
+  const auto t0 = Clock::now();
+  // Staleness: lag = this version - the oldest version among a trajectory's tokens.
+  std::vector<const TrajectoryMessage*> batch_msgs;
+  std::vector<std::vector<double>> rewards;
+  std::vector<double> weights;
+  json trained_ids = json::array(), dropped_ids = json::array();
+  double lag_sum = 0, lag_max = 0;
+  int64_t lag_n = 0, tokens = 0;
+  for (int64_t g : groups) {
+    int64_t group_lag = 0;
+    for (const auto& [s, m] : pending_[g])
+      for (size_t i = 0; i < m.trajectory.versions.size(); ++i)
+        if (m.trajectory.loss_mask[i]) group_lag = std::max(group_lag, state_.version - m.trajectory.versions[i]);
+    double weight = 1;
+    if (group_lag > spec_.eta) {
+      if (spec_.stale_policy == "drop") {
+        stale_dropped_.add(double(pending_[g].size()));
+        for (const auto& [s, m] : pending_[g]) dropped_ids.push_back({g, s});
+        continue;
+      }
+      weight = std::pow(spec_.stale_weight, double(group_lag - spec_.eta));
+      stale_downweighted_.add(double(pending_[g].size()));
+    }
+    rewards.emplace_back();
+    for (const auto& [s, m] : pending_[g]) {
+      batch_msgs.push_back(&m);
+      tokens += m.trajectory.generated_tokens();
+      rewards.back().push_back(m.trajectory.reward);
+      weights.push_back(weight);
+      trained_ids.push_back({g, s});
+      lag_sum += double(group_lag);
+      lag_max = std::max(lag_max, double(group_lag));
+      ++lag_n;
+    }
+  }
+  const auto advantages = learner::compute_advantages(rewards, spec_.advantage);
+  std::vector<learner::PolicySample> samples;
+  size_t k = 0;
+  for (const auto& group_adv : advantages)
+    for (double a : group_adv) {
+      const rollout::Trajectory& t = batch_msgs[k]->trajectory;
+      learner::PolicySample p;
+      p.tokens = t.tokens;
+      p.loss_mask = t.loss_mask;
+      p.advantage = a * weights[k];
+      p.rollout_logprobs = t.logprobs;
+      if (ref_model_) p.ref_logprobs = ref_model_->logprobs(t.tokens);
+      samples.push_back(std::move(p));
+      ++k;
+    }
+  std::vector<const learner::PolicySample*> ptrs;
+  for (const auto& p : samples) ptrs.push_back(&p);
+  model::NamedTensors grads = model_->zero_grads();
+  std::vector<std::vector<float>> logprobs;
+  learner::ObjectiveStats stats;
+  learner::StepReport rep;
+  if (!ptrs.empty()) {
+    stats = learner::policy_accumulate(*model_, spec_.objective, ptrs, grads, &logprobs);
+    rep = optimizer_->step(model_->weights(), grads, state_.step);
+    model_->weights_changed();
+  }
+  // The learner's log-probs against the rollout's, on trained tokens only.
+  learner::MismatchAccumulator mismatch;
+  for (size_t i = 0; i < samples.size(); ++i) {
+    std::vector<float> train = logprobs[i], roll = samples[i].rollout_logprobs;
+    for (size_t j = 0; j < train.size(); ++j)
+      if (!samples[i].loss_mask[j]) train[j] = roll[j] = NAN;
+    mismatch.add(roll, train);
+  }
+  const learner::MismatchMetrics mm = mismatch.metrics();
+  ++state_.step;
+  ++state_.version;  // a skipped (NaN) step still publishes, so versions and steps stay equal
+  consumed_groups_ += static_cast<int64_t>(groups.size());
+  double reward_sum = 0;
+  int64_t reward_n = 0;
+  for (const auto& g : rewards)
+    for (double r : g) reward_sum += r, ++reward_n;
+  for (int64_t g : groups) pending_.erase(g);  // batch_msgs dangle from here on
+
+  trained_log_ << json{{"step", state_.step}, {"ids", trained_ids}, {"dropped", dropped_ids}}.dump() << "\n";
+  trained_log_.flush();
+  trained_.add(double(trained_ids.size()));
+  steps_.inc();
+  const double reward_mean = reward_n ? reward_sum / double(reward_n) : NAN;
+  reward_.set(reward_mean);
+  loss_.set(stats.loss);
+  dlogp_.set(mm.logprob_abs_diff_mean);
+  k3_.set(mm.mismatch_k3_kl);
+  pearson_.set(mm.prob_pearson);
+  staleness_.set(lag_n ? lag_sum / double(lag_n) : 0);
+  uint64_t hit = 0, query = 0;
+  for (const auto& [name, w] : workers_) hit += w.heartbeat.cache_hit_tokens, query += w.heartbeat.cache_query_tokens;
+  const auto now = Clock::now();
+  const double since = std::chrono::duration<double>(now - last_step_).count();
+  json row = {{"step", state_.step},
+              {"version", state_.version},
+              {"reward", reward_mean},
+              {"loss", stats.loss},
+              {"kl", stats.kl},
+              {"clip_fraction", stats.clip_fraction()},
+              {"correction_fraction", stats.correction_fraction()},
+              {"grad_norm", rep.grad_norm},
+              {"lr", rep.lr},
+              {"applied", rep.applied},
+              {"trajectories", trained_ids.size()},
+              {"stale_dropped", dropped_ids.size()},
+              {"generated_tokens", tokens},
+              {"tokens_per_second", since > 0 ? double(tokens) / since : 0.0},
+              {"staleness_mean", lag_n ? lag_sum / double(lag_n) : 0.0},
+              {"staleness_max", lag_max},
+              {"mismatch", learner::to_json(mm)},
+              {"cache_hit_rate", query ? double(hit) / double(query) : 0.0},
+              {"train_seconds", std::chrono::duration<double>(now - t0).count()},
+              {"step_seconds", since},
+              {"elapsed_seconds", std::chrono::duration<double>(now - start_).count()},
+              {"duplicates", duplicates_.get()}};
+  metrics_log_ << row.dump() << "\n";
+  metrics_log_.flush();
+  last_step_ = now;
+  if (!o_.quiet) {
+    const double elapsed = std::chrono::duration<double>(now - start_).count();
+    const int width = 20, filled = int(width * state_.step / spec_.steps);
+    std::fprintf(stderr,
+                 "[%s%s] step %lld/%lld  reward %.3f  loss %+.4f  %.0f tok/s  staleness %.2f  |dlogp| %.2e  cache %.0f%%  "
+                 "(%.0fs)\n",
+                 std::string(filled, '#').c_str(), std::string(width - filled, '.').c_str(),
+                 static_cast<long long>(state_.step), static_cast<long long>(spec_.steps), reward_mean, stats.loss,
+                 since > 0 ? double(tokens) / since : 0.0, lag_n ? lag_sum / double(lag_n) : 0.0,
+                 mm.logprob_abs_diff_mean, query ? 100.0 * double(hit) / double(query) : 0.0, elapsed);
+  }
+  publish();
+  if (spec_.checkpoint_every > 0 && state_.step % spec_.checkpoint_every == 0) return checkpoint();
+  return absl::OkStatus();
+}
+
+absl::Status Learner::checkpoint() {
+  state_.extra["consumed_groups"] = consumed_groups_;
+  const std::string root = run_path(o_.run_dir, "checkpoints");
+  const std::string dir = (fs::path(root) / absl::StrCat("step-", state_.step)).string();
+  INTERLACE_RETURN_IF_ERROR(learner::save_checkpoint(dir, *model_, *optimizer_, state_, o_.endpoints.initial_model));
+  // Keep the newest two.
+  std::vector<std::pair<int64_t, fs::path>> all;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(root, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("step-", 0) == 0 && name.find(".partial") == std::string::npos)
+      all.emplace_back(std::atoll(name.c_str() + 5), e.path());
+  }
+  std::sort(all.begin(), all.end());
+  for (size_t i = 0; i + 2 < all.size(); ++i) fs::remove_all(all[i].second, ec);
+  return absl::OkStatus();
+}
+
+int Learner::run() {
+  if (absl::Status s = restore(); !s.ok()) {
+    spdlog::error("learner: {}", std::string(s.message()));
+    return 1;
+  }
+  auto http = metrics::HttpServer::start(registry_, o_.endpoints.host, o_.endpoints.learner_metrics);
+  if (!http.ok()) {
+    spdlog::error("learner: {}", std::string(http.status().message()));
+    return 1;
+  }
+  traj_ = make_socket(ctx_, zmq::socket_type::router, 2 * int64_t(kTrajectoryLimits.max_bytes));
+  tasks_ = make_socket(ctx_, zmq::socket_type::router, 2 * int64_t(kSmallLimits.max_bytes));
+  weights_ = make_socket(ctx_, zmq::socket_type::router, 2 * int64_t(kSmallLimits.max_bytes));
+  try {
+    traj_.bind(o_.endpoints.tcp(o_.endpoints.trajectories));
+    tasks_.bind(o_.endpoints.tcp(o_.endpoints.tasks));
+    weights_.bind(o_.endpoints.tcp(o_.endpoints.weights));
+  } catch (const zmq::error_t& e) {
+    spdlog::error("learner: cannot bind its ports ({}); is another learner running on this run directory?", e.what());
+    return 1;
+  }
+  publish();
+  if (!o_.quiet)
+    std::fprintf(stderr, "learner: job %s, %s, %lld steps of %lld groups x %lld, eta %lld; metrics on http://%s:%d/metrics\n",
+                 spec_.name.c_str(), spec_.mode.c_str(), static_cast<long long>(spec_.steps),
+                 static_cast<long long>(spec_.groups_per_step), static_cast<long long>(spec_.group_size),
+                 static_cast<long long>(spec_.eta), o_.endpoints.host.c_str(), (*http)->port());
+  std::optional<Clock::time_point> done_at;
+  if (state_.step >= spec_.steps) done_at = Clock::now();
+  for (;;) {
+    zmq::pollitem_t items[] = {{static_cast<void*>(traj_), 0, ZMQ_POLLIN, 0},
+                               {static_cast<void*>(tasks_), 0, ZMQ_POLLIN, 0},
+                               {static_cast<void*>(weights_), 0, ZMQ_POLLIN, 0}};
+    zmq::poll(items, 3, std::chrono::milliseconds(20));
+    receive(traj_, "trajectories", [&](const zmq::message_t& id, std::string_view f) { handle_trajectory(id, f); });
+    flush_acks();
+    receive(tasks_, "tasks", [&](const zmq::message_t& id, std::string_view f) { handle_heartbeat(id, f); });
+    receive(weights_, "weights", [&](const zmq::message_t& id, std::string_view f) { handle_weight_request(id, f); });
+    if (done_at) {
+      if (Clock::now() - *done_at > std::chrono::duration<double>(o_.linger_s)) break;
+      continue;
+    }
+    std::vector<int64_t> ready = complete_groups();
+    if (static_cast<int64_t>(ready.size()) >= spec_.groups_per_step) {
+      ready.resize(static_cast<size_t>(spec_.groups_per_step));  // the oldest first (ids grow)
+      if (absl::Status s = train_step(ready); !s.ok()) {
+        spdlog::error("learner: {}", std::string(s.message()));
+        return 1;
+      }
+      if (state_.step >= spec_.steps) {
+        const std::string final_dir = run_path(o_.run_dir, "final-model");
+        if (absl::Status s = learner::save_model(final_dir, *model_, o_.endpoints.initial_model); !s.ok()) {
+          spdlog::error("learner: {}", std::string(s.message()));
+          return 1;
+        }
+        if (absl::Status s = checkpoint(); !s.ok()) spdlog::warn("learner: final checkpoint: {}", std::string(s.message()));
+        done_at = Clock::now();
+      }
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+int run_learner(const LearnerOptions& options) {
+  Learner learner(options);
+  return learner.run();
+}
+
+}  // namespace interlace::rl

@@ -1,0 +1,77 @@
+#include "interlace/rl/run_layout.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "interlace/core/file_util.h"
+#include "nlohmann/json.hpp"
+
+namespace interlace::rl {
+
+std::string Endpoints::tcp(int port) const { return absl::StrCat("tcp://", host, ":", port); }
+
+std::string run_path(const std::string& run_dir, const std::string& name) {
+  return (std::filesystem::path(run_dir) / name).string();
+}
+
+absl::Status write_endpoints(const std::string& run_dir, const Endpoints& e) {
+  nlohmann::json j = {{"host", e.host},
+                      {"trajectories", e.trajectories},
+                      {"tasks", e.tasks},
+                      {"weights", e.weights},
+                      {"learner_metrics", e.learner_metrics},
+                      {"worker_metrics", e.worker_metrics},
+                      {"initial_model", e.initial_model}};
+  return core::write_file(run_path(run_dir, "endpoints.json"), j.dump(2) + "\n");
+}
+
+absl::StatusOr<Endpoints> read_endpoints(const std::string& run_dir) {
+  const std::string path = run_path(run_dir, "endpoints.json");
+  auto text = core::read_file(path);
+  if (!text.ok()) return absl::NotFoundError(absl::StrCat(path, ": missing; is this a run directory written by `interlace run`?"));
+  nlohmann::json j = nlohmann::json::parse(*text, nullptr, false);
+  try {
+    Endpoints e;
+    e.host = j.at("host").get<std::string>();
+    e.trajectories = j.at("trajectories").get<int>();
+    e.tasks = j.at("tasks").get<int>();
+    e.weights = j.at("weights").get<int>();
+    e.learner_metrics = j.at("learner_metrics").get<int>();
+    e.worker_metrics = j.at("worker_metrics").get<std::vector<int>>();
+    e.initial_model = j.at("initial_model").get<std::string>();
+    return e;
+  } catch (const nlohmann::json::exception& ex) {
+    return absl::DataLossError(absl::StrCat(path, ": ", ex.what()));
+  }
+}
+
+absl::StatusOr<std::vector<int>> pick_free_ports(const std::string& host, int n) {
+  std::vector<int> fds, ports;
+  absl::Status error;
+  for (int i = 0; i < n && error.ok(); ++i) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    ::inet_pton(AF_INET, host.c_str(), &addr.sin_addr);
+    socklen_t len = sizeof addr;
+    if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+      error = absl::UnavailableError(absl::StrCat("cannot find a free port on ", host, ": ", std::strerror(errno)));
+    } else {
+      ports.push_back(ntohs(addr.sin_port));
+    }
+    if (fd >= 0) fds.push_back(fd);  // held open until all are picked, so they differ
+  }
+  for (int fd : fds) ::close(fd);
+  if (!error.ok()) return error;
+  return ports;
+}
+
+}  // namespace interlace::rl

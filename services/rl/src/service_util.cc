@@ -1,0 +1,44 @@
+#include "interlace/rl/service_util.h"
+
+#include "spdlog/spdlog.h"
+
+namespace interlace::rl {
+
+void FrameRejects::reject(const std::string& port, const std::string& why) {
+  registry_.counter("interlace_frames_rejected_total", "frames that failed to decode or check, dropped",
+                    {{"port", port}})
+      .inc();
+  PortState& p = ports_[port];
+  ++p.since_log;
+  const auto now = std::chrono::steady_clock::now();
+  if (now - p.last_log >= std::chrono::seconds(1)) {
+    spdlog::warn("{}: dropped {} bad frame(s) on the {} port; last: {}", service_, p.since_log, port, why);
+    p.since_log = 0;
+    p.last_log = now;
+  }
+}
+
+bool send_routed(zmq::socket_t& router, const zmq::message_t& identity, std::string_view frame) {
+  if (!router.send(zmq::buffer(identity.data(), identity.size()), zmq::send_flags::sndmore | zmq::send_flags::dontwait))
+    return false;
+  return router.send(zmq::buffer(frame.data(), frame.size()), zmq::send_flags::dontwait).has_value();
+}
+
+zmq::socket_t make_socket(zmq::context_t& ctx, zmq::socket_type type, int64_t max_message_bytes) {
+  zmq::socket_t s(ctx, type);
+  s.set(zmq::sockopt::linger, 0);
+  s.set(zmq::sockopt::maxmsgsize, max_message_bytes);
+  s.set(zmq::sockopt::sndhwm, 100000);
+  s.set(zmq::sockopt::rcvhwm, 100000);
+  if (type == zmq::socket_type::router) s.set(zmq::sockopt::router_handover, 1);  // a restarted peer takes its name back
+  return s;
+}
+
+uint64_t mix_seed(uint64_t a, uint64_t b) {
+  uint64_t z = a * 0x9E3779B97F4A7C15ull + b + 0x632BE59BD9B4E019ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+}  // namespace interlace::rl

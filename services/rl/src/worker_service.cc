@@ -1,0 +1,334 @@
+#include "interlace/rl/worker_service.h"
+
+#include <chrono>
+#include <cstdio>
+#include <deque>
+#include <map>
+#include <random>
+#include <thread>
+#include <zmq.hpp>
+#include <zmq_addon.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "interlace/cache/prefix_cache.h"
+#include "interlace/metrics/http_server.h"
+#include "interlace/metrics/registry.h"
+#include "interlace/model/chat_template.h"
+#include "interlace/model/config.h"
+#include "interlace/model/model.h"
+#include "interlace/model/safetensors.h"
+#include "interlace/model/tokenizer.h"
+#include "interlace/rl/service_util.h"
+#include "interlace/rollout/agent.h"
+#include "interlace/rollout/engine.h"
+#include "interlace/rollout/environment.h"
+#include "interlace/transport/messages.h"
+#include "interlace/transport/trajectory_codec.h"
+#include "interlace/transport/weight_sync.h"
+#include "spdlog/spdlog.h"
+
+namespace interlace::rl {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr transport::FrameLimits kAckLimits{.max_bytes = size_t{64} << 10};
+constexpr transport::FrameLimits kGrantLimits{.max_bytes = size_t{16} << 20};
+
+struct Unacked {
+  std::string frame;
+  Clock::time_point sent;
+};
+
+class Worker {
+ public:
+  explicit Worker(const WorkerOptions& o)
+      : o_(o),
+        spec_(o.spec),
+        name_(absl::StrCat("worker-", o.index)),
+        incarnation_(std::random_device{}() | (uint64_t{std::random_device{}()} << 32) | 1),
+        sent_(registry_.counter("interlace_trajectories_sent_total", "trajectories sent (first time)")),
+        resent_(registry_.counter("interlace_trajectories_resent_total", "trajectories sent again, not acknowledged in time")),
+        acked_(registry_.counter("interlace_trajectories_acked_total", "trajectories acknowledged by the learner")),
+        refused_(registry_.counter("interlace_trajectories_refused_total", "trajectories the learner refused for good")),
+        generated_(registry_.counter("interlace_rollout_generated_tokens_total", "tokens generated")),
+        sync_bytes_(registry_.counter("interlace_weight_sync_bytes_total", "weight payload bytes received and applied")),
+        sync_seconds_(registry_.counter("interlace_weight_sync_seconds_total", "seconds spent fetching weights")),
+        sync_failed_(registry_.counter("interlace_weight_sync_failures_total",
+                                       "weight fetches rejected (corrupt or partial); old weights kept")),
+        chunks_rejected_(registry_.counter("interlace_weight_chunks_rejected_total", "weight chunks that failed a check")),
+        version_gauge_(registry_.gauge("interlace_weights_version", "weights version in use")),
+        unacked_gauge_(registry_.gauge("interlace_trajectories_unacked", "trajectories sent, not yet acknowledged")),
+        cache_hit_(registry_.gauge("interlace_cache_hit_tokens", "prompt tokens served from the prefix cache")),
+        cache_query_(registry_.gauge("interlace_cache_query_tokens", "prompt tokens looked up in the prefix cache")),
+        rejects_(registry_, name_) {}
+
+  int run();
+
+ private:
+  void pump();
+  void send_heartbeat();
+  bool ensure_weights();
+  void send_trajectory(const rollout::Trajectory& t, const transport::TaskMessage& task);
+
+  WorkerOptions o_;
+  JobSpec spec_;
+  std::string name_;
+  uint64_t incarnation_;
+  metrics::Registry registry_;
+  metrics::Value &sent_, &resent_, &acked_, &refused_, &generated_, &sync_bytes_, &sync_seconds_, &sync_failed_,
+      &chunks_rejected_, &version_gauge_, &unacked_gauge_, &cache_hit_, &cache_query_;
+  FrameRejects rejects_;
+
+  zmq::context_t ctx_{1};
+  zmq::socket_t traj_, tasks_, weights_;
+  std::unique_ptr<model::Tokenizer> tokenizer_;
+  std::optional<model::ModelConfig> config_;
+  model::PrecisionProfile precision_;
+  std::shared_ptr<model::Model> model_;
+  std::unique_ptr<rollout::Engine> engine_;
+  std::unique_ptr<cache::PrefixCache> cache_;
+
+  std::map<std::string, Unacked> unacked_;  // by trajectory key
+  std::deque<transport::TaskMessage> queued_;
+  int64_t running_groups_ = 0;
+  int64_t version_ = -1;
+  uint64_t weights_id_ = 0, latest_weights_id_ = 0;
+  int64_t latest_version_ = 0;
+  bool job_done_ = false;
+  Clock::time_point last_heartbeat_{}, last_fetch_failure_{};
+};
+
+void Worker::send_heartbeat() {
+  transport::HeartbeatMessage hb;
+  hb.service = name_;
+  hb.unix_millis =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  hb.weights_version = version_;
+  hb.weights_id = weights_id_;
+  hb.incarnation = incarnation_;
+  hb.unacked = static_cast<uint32_t>(unacked_.size());
+  const int64_t target = std::max<int64_t>(1, spec_.max_running / std::max<int64_t>(1, spec_.group_size));
+  const int64_t want = target - static_cast<int64_t>(queued_.size()) - running_groups_;
+  hb.want_tasks = unacked_.size() < static_cast<size_t>(spec_.max_in_flight) && want > 0 ? static_cast<uint32_t>(want) : 0;
+  if (cache_) {
+    const cache::CacheCounters& c = cache_->counters();
+    hb.cache_hit_tokens = static_cast<uint64_t>(c.hit_tokens);
+    hb.cache_query_tokens = static_cast<uint64_t>(c.query_tokens);
+    hb.cache_bytes = static_cast<uint64_t>(c.kv_bytes + c.state_bytes);
+    cache_hit_.set(double(c.hit_tokens));
+    cache_query_.set(double(c.query_tokens));
+  }
+  tasks_.send(zmq::buffer(transport::encode_heartbeat(hb)), zmq::send_flags::dontwait);
+  last_heartbeat_ = Clock::now();
+}
+
+void Worker::pump() {
+  zmq::message_t msg;
+  while (traj_.recv(msg, zmq::recv_flags::dontwait)) {
+    auto ack = transport::decode_ack(std::string_view(static_cast<const char*>(msg.data()), msg.size()), kAckLimits);
+    if (!ack.ok()) {
+      rejects_.reject("acks", std::string(ack.status().message()));
+      continue;
+    }
+    const std::string key = absl::StrCat(ack->job, "/", ack->group, "/", ack->sample, "/", ack->attempt);
+    if (unacked_.erase(key)) {
+      acked_.inc();
+      if (!ack->accepted) {
+        refused_.inc();
+        spdlog::warn("{}: the learner refused {}: {}", name_, key, ack->reason);
+      }
+    }
+  }
+  const auto now = Clock::now();
+  const auto resend_after = std::chrono::duration<double>(spec_.resend_after_s);
+  for (auto& [key, u] : unacked_)
+    if (now - u.sent > resend_after) {
+      traj_.send(zmq::buffer(u.frame), zmq::send_flags::dontwait);
+      u.sent = now;
+      resent_.inc();
+    }
+  unacked_gauge_.set(double(unacked_.size()));
+  while (tasks_.recv(msg, zmq::recv_flags::dontwait)) {
+    auto grant =
+        transport::decode_task_grant(std::string_view(static_cast<const char*>(msg.data()), msg.size()), kGrantLimits);
+    if (!grant.ok()) {
+      rejects_.reject("grants", std::string(grant.status().message()));
+      continue;
+    }
+    latest_weights_id_ = grant->weights_id;
+    latest_version_ = grant->weights_version;
+    job_done_ = job_done_ || grant->job_done;
+    for (auto& t : grant->tasks) queued_.push_back(std::move(t));
+  }
+  if (now - last_heartbeat_ > std::chrono::milliseconds(200)) send_heartbeat();
+}
+
+// Fetches the newest publication if ours is older; false if we have none yet.
+bool Worker::ensure_weights() {
+  if (latest_weights_id_ == 0 || latest_weights_id_ == weights_id_) return model_ != nullptr;
+  if (Clock::now() - last_fetch_failure_ < std::chrono::milliseconds(200)) return model_ != nullptr;
+  const auto t0 = Clock::now();
+  uint64_t rejected = 0;
+  auto payload = transport::fetch_weights(weights_, {name_, weights_id_}, std::chrono::seconds(30), &rejected);
+  chunks_rejected_.add(double(rejected));
+  absl::StatusOr<std::unique_ptr<model::Model>> m = absl::UnknownError("");
+  if (payload.ok()) {
+    auto tensors = model::parse_safetensors_bytes(payload->bytes, "weights from the learner");
+    m = tensors.ok() ? model::Model::from_tensors(*config_, *tensors, precision_) : tensors.status();
+  }
+  if (!payload.ok() || !m.ok()) {
+    sync_failed_.inc();
+    last_fetch_failure_ = Clock::now();
+    spdlog::warn("{}: weights not applied, keeping version {}: {}", name_, version_,
+                 payload.ok() ? std::string(m.status().message()) : std::string(payload.status().message()));
+    return model_ != nullptr;
+  }
+  model_ = std::shared_ptr<model::Model>(std::move(*m));
+  version_ = payload->version;
+  weights_id_ = payload->weights_id;
+  if (engine_) engine_->update_weights(model_, version_);
+  sync_bytes_.add(double(payload->bytes.size()));
+  sync_seconds_.add(std::chrono::duration<double>(Clock::now() - t0).count());
+  version_gauge_.set(double(version_));
+  return true;
+}
+
+void Worker::send_trajectory(const rollout::Trajectory& t, const transport::TaskMessage& task) {
+  transport::TrajectoryMessage m;
+  m.job = task.job;
+  m.env = task.env;
+  m.worker = name_;
+  m.attempt = task.attempt;
+  m.trajectory = t;
+  const std::string frame = transport::encode_trajectory(m);
+  traj_.send(zmq::buffer(frame), zmq::send_flags::dontwait);
+  unacked_[transport::trajectory_key(m)] = {frame, Clock::now()};
+  sent_.inc();
+  generated_.add(double(t.generated_tokens()));
+  // Bounded in flight: wait for acks before generating more.
+  while (unacked_.size() >= static_cast<size_t>(spec_.max_in_flight) && !job_done_) {
+    zmq::pollitem_t item{static_cast<void*>(traj_), 0, ZMQ_POLLIN, 0};
+    zmq::poll(&item, 1, std::chrono::milliseconds(50));
+    pump();
+  }
+}
+
+int Worker::run() {
+  auto tok = model::load_tokenizer(o_.endpoints.initial_model);
+  auto config = model::load_config(o_.endpoints.initial_model);
+  auto precision = model::parse_precision(spec_.rollout_precision);
+  auto env = rollout::make_environment(spec_.env);
+  for (const absl::Status& s : {tok.status(), config.status(), precision.status(), env.status()})
+    if (!s.ok()) {
+      spdlog::error("{}: {}", name_, std::string(s.message()));
+      return 1;
+    }
+  tokenizer_ = std::move(*tok);
+  config_ = *config;
+  precision_ = *precision;
+  auto tmpl = model::ChatTemplate::create(*tokenizer_);
+  if (!tmpl.ok()) {
+    spdlog::error("{}: {}", name_, std::string(tmpl.status().message()));
+    return 1;
+  }
+  std::unique_ptr<metrics::HttpServer> http;
+  if (o_.index < static_cast<int>(o_.endpoints.worker_metrics.size())) {
+    auto h = metrics::HttpServer::start(registry_, o_.endpoints.host, o_.endpoints.worker_metrics[o_.index]);
+    if (!h.ok()) {
+      spdlog::error("{}: {}", name_, std::string(h.status().message()));
+      return 1;
+    }
+    http = std::move(*h);
+  }
+  traj_ = make_socket(ctx_, zmq::socket_type::dealer, int64_t{1} << 20);
+  tasks_ = make_socket(ctx_, zmq::socket_type::dealer, int64_t{32} << 20);
+  weights_ = make_socket(ctx_, zmq::socket_type::dealer, int64_t{64} << 20);
+  for (zmq::socket_t* s : {&traj_, &tasks_, &weights_}) s->set(zmq::sockopt::routing_id, name_);
+  traj_.connect(o_.endpoints.tcp(o_.endpoints.trajectories));
+  tasks_.connect(o_.endpoints.tcp(o_.endpoints.tasks));
+  weights_.connect(o_.endpoints.tcp(o_.endpoints.weights));
+
+  // The first weights come from the learner too (they may be a resumed run's).
+  while (!job_done_ && !ensure_weights()) {
+    pump();
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  if (!model_) return 0;  // the job ended before we had weights
+  {
+    engine_ = std::make_unique<rollout::Engine>(
+        model_, version_, rollout::EngineConfig{.max_running = spec_.max_running, .vocab_limit = tokenizer_->vocab_size()},
+        tokenizer_.get());
+    if (spec_.cache) {
+      cache_ = std::make_unique<cache::PrefixCache>(*model_, cache::CacheConfig{.state_dtype = precision_.state});
+      engine_->set_cache(cache_.get());
+    }
+  }
+  rollout::AgentLoop loop(*engine_, *tmpl, *tokenizer_,
+                          {.max_turns = spec_.max_turns, .max_turn_tokens = spec_.max_turn_tokens,
+                           .max_episode_tokens = spec_.max_episode_tokens});
+  while (!job_done_) {
+    pump();
+    ensure_weights();
+    // Tasks that need newer weights than ours wait until we have them.
+    std::vector<transport::TaskMessage> batch;
+    for (auto it = queued_.begin(); it != queued_.end();) {
+      if (it->weights_version <= version_) {
+        batch.push_back(std::move(*it));
+        it = queued_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    if (batch.empty()) {
+      zmq::pollitem_t item{static_cast<void*>(tasks_), 0, ZMQ_POLLIN, 0};
+      zmq::poll(&item, 1, std::chrono::milliseconds(50));
+      continue;
+    }
+    std::vector<rollout::EpisodeSpec> episodes;
+    std::vector<size_t> task_of;
+    for (size_t i = 0; i < batch.size(); ++i) {
+      const transport::TaskMessage& t = batch[i];
+      for (uint32_t s = 0; s < t.group_size; ++s) {
+        rollout::EpisodeSpec e;
+        e.episode = (*env)->episode(t.task_seed);
+        e.task_seed = t.task_seed;
+        e.group = t.group;
+        e.sample = s;
+        e.sampling.temperature = t.temperature;
+        e.sampling.top_p = t.top_p;
+        e.sampling.top_k = t.top_k;
+        e.sampling.seed = mix_seed(t.seed, s);
+        episodes.push_back(std::move(e));
+        task_of.push_back(i);
+      }
+    }
+    std::map<int64_t, size_t> by_group;
+    for (size_t i = 0; i < batch.size(); ++i) by_group[batch[i].group] = i;
+    running_groups_ = static_cast<int64_t>(batch.size());
+    loop.run(
+        std::move(episodes),
+        [&](const rollout::Trajectory& t) { send_trajectory(t, batch[by_group.at(t.group)]); },
+        [&] {
+          pump();
+          ensure_weights();  // a swap takes effect at the engine's next step
+        });
+    running_groups_ = 0;
+  }
+  // Job done: give the last acks a moment to arrive (the learner no longer needs them).
+  const auto until = Clock::now() + std::chrono::seconds(1);
+  while (!unacked_.empty() && Clock::now() < until) {
+    pump();
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  if (!o_.quiet) spdlog::info("{}: job done; {} trajectories sent, {} resent", name_, sent_.get(), resent_.get());
+  return 0;
+}
+
+}  // namespace
+
+int run_worker(const WorkerOptions& options) {
+  Worker worker(options);
+  return worker.run();
+}
+
+}  // namespace interlace::rl

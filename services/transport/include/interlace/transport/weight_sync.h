@@ -1,0 +1,52 @@
+// Weights over ZeroMQ: the learner cuts a publication (a safetensors file's
+// bytes) into CRC-32C-checked chunks; a worker asks for it on the learner's
+// weights port and assembles the chunks. A chunk whose checksum, place or
+// publication is wrong fails the whole fetch, and so does a payload whose
+// total checksum is wrong: the worker keeps its old weights and asks again.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <zmq.hpp>
+
+#include "absl/status/statusor.h"
+#include "interlace/transport/messages.h"
+
+namespace interlace::transport {
+
+std::vector<WeightChunkMessage> chunk_weights(const std::string& payload, int64_t version, uint64_t weights_id,
+                                              size_t chunk_bytes = size_t{1} << 20);
+
+class WeightAssembler {
+ public:
+  absl::Status add(const WeightChunkMessage& chunk);
+  bool complete() const { return count_ > 0 && received_ == count_; }
+  int64_t version() const { return version_; }
+  uint64_t weights_id() const { return weights_id_; }
+  // The payload, once complete and its total checksum matches.
+  absl::StatusOr<std::string> finish();
+
+ private:
+  int64_t version_ = 0;
+  uint64_t weights_id_ = 0;
+  uint32_t count_ = 0, received_ = 0, total_crc_ = 0;
+  std::string payload_;
+  std::vector<bool> have_;
+};
+
+struct WeightsPayload {
+  int64_t version = 0;
+  uint64_t weights_id = 0;
+  std::string bytes;
+};
+
+// Sends `request` on a DEALER connected to a weights port and assembles the
+// answer. Anything already queued on the socket (a previous fetch's tail) is
+// drained first. `rejected_chunks` (optional) counts chunks that failed a check.
+absl::StatusOr<WeightsPayload> fetch_weights(zmq::socket_t& dealer, const WeightRequestMessage& request,
+                                             std::chrono::milliseconds timeout, uint64_t* rejected_chunks = nullptr);
+
+}  // namespace interlace::transport

@@ -1,0 +1,99 @@
+#include "interlace/transport/weight_sync.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "interlace/transport/crc32c.h"
+
+namespace interlace::transport {
+
+std::vector<WeightChunkMessage> chunk_weights(const std::string& payload, int64_t version, uint64_t weights_id,
+                                              size_t chunk_bytes) {
+  chunk_bytes = std::max<size_t>(chunk_bytes, 1);
+  const uint32_t total_crc = crc32c(payload);
+  const uint32_t count = static_cast<uint32_t>(std::max<size_t>(1, (payload.size() + chunk_bytes - 1) / chunk_bytes));
+  std::vector<WeightChunkMessage> chunks(count);
+  for (uint32_t i = 0; i < count; ++i) {
+    WeightChunkMessage& c = chunks[i];
+    c.version = version;
+    c.weights_id = weights_id;
+    c.index = i;
+    c.count = count;
+    c.total_bytes = payload.size();
+    c.offset = uint64_t{i} * chunk_bytes;
+    c.data = payload.substr(c.offset, chunk_bytes);
+    c.chunk_crc32c = crc32c(c.data);
+    c.total_crc32c = total_crc;
+  }
+  return chunks;
+}
+
+absl::Status WeightAssembler::add(const WeightChunkMessage& c) {
+  if (crc32c(c.data) != c.chunk_crc32c)
+    return absl::DataLossError(absl::StrCat("weight chunk ", c.index, " of version ", c.version,
+                                            ": checksum mismatch (corrupt in transit)"));
+  if (count_ == 0) {
+    if (c.count == 0 || c.total_bytes > (uint64_t{1} << 40))
+      return absl::InvalidArgumentError(absl::StrCat("weight chunk: count ", c.count, ", total ", c.total_bytes, " bytes"));
+    version_ = c.version;
+    weights_id_ = c.weights_id;
+    count_ = c.count;
+    total_crc_ = c.total_crc32c;
+    payload_.assign(c.total_bytes, '\0');
+    have_.assign(c.count, false);
+  }
+  if (c.weights_id != weights_id_ || c.count != count_ || c.total_bytes != payload_.size() ||
+      c.total_crc32c != total_crc_)
+    return absl::InvalidArgumentError(absl::StrCat("weight chunk ", c.index, " belongs to another publication (version ",
+                                                   c.version, ", expected ", version_, ")"));
+  if (c.index >= count_ || c.offset > payload_.size() || c.data.size() > payload_.size() - c.offset)
+    return absl::InvalidArgumentError(absl::StrCat("weight chunk ", c.index, ": bytes [", c.offset, ", +",
+                                                   c.data.size(), ") outside the ", payload_.size(), "-byte payload"));
+  if (have_[c.index]) return absl::InvalidArgumentError(absl::StrCat("weight chunk ", c.index, " received twice"));
+  std::memcpy(payload_.data() + c.offset, c.data.data(), c.data.size());
+  have_[c.index] = true;
+  ++received_;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> WeightAssembler::finish() {
+  if (!complete())
+    return absl::UnavailableError(absl::StrCat("weights version ", version_, ": ", received_, " of ", count_,
+                                               " chunks received"));
+  if (crc32c(payload_) != total_crc_)
+    return absl::DataLossError(absl::StrCat("weights version ", version_, ": payload checksum mismatch"));
+  return std::move(payload_);
+}
+
+absl::StatusOr<WeightsPayload> fetch_weights(zmq::socket_t& dealer, const WeightRequestMessage& request,
+                                             std::chrono::milliseconds timeout, uint64_t* rejected_chunks) {
+  zmq::message_t stale;
+  while (dealer.recv(stale, zmq::recv_flags::dontwait)) {
+  }
+  const std::string frame = encode_weight_request(request);
+  dealer.send(zmq::buffer(frame), zmq::send_flags::none);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  WeightAssembler assembler;
+  while (!assembler.complete()) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0)
+      return absl::DeadlineExceededError(absl::StrCat("weights fetch: no complete publication within ", timeout.count(),
+                                                      " ms"));
+    zmq::pollitem_t item{static_cast<void*>(dealer), 0, ZMQ_POLLIN, 0};
+    zmq::poll(&item, 1, left);
+    zmq::message_t msg;
+    if (!dealer.recv(msg, zmq::recv_flags::dontwait)) continue;
+    auto chunk = decode_weight_chunk(std::string_view(static_cast<const char*>(msg.data()), msg.size()));
+    absl::Status s = chunk.ok() ? assembler.add(*chunk) : chunk.status();
+    if (!s.ok()) {
+      if (rejected_chunks) ++*rejected_chunks;
+      return s;
+    }
+  }
+  auto bytes = assembler.finish();
+  if (!bytes.ok()) return bytes.status();
+  return WeightsPayload{assembler.version(), assembler.weights_id(), std::move(*bytes)};
+}
+
+}  // namespace interlace::transport

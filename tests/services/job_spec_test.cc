@@ -1,0 +1,58 @@
+// Job specs: defaults, the algorithm's choices, and errors that name the key.
+#include "interlace/rl/job_spec.h"
+
+#include <gtest/gtest.h>
+
+namespace interlace::rl {
+namespace {
+
+std::string error_of(const std::string& yaml) {
+  auto j = parse_job_spec(yaml, "job.yaml");
+  return j.ok() ? "" : std::string(j.status().message());
+}
+
+TEST(JobSpec, ReadsKeysAndKeepsDefaults) {
+  auto j = parse_job_spec(R"(
+name: calc
+env: calculator
+model: {init: examples/models/tiny-hybrid.json, seed: 3}
+sft: {steps: 50}
+algorithm: {name: cispo, eps_high: 4.0, steps: 7, group_size: 4, rollout_correction: tis}
+staleness: {mode: sync, eta: 2, policy: downweight}
+)",
+                          "job.yaml");
+  ASSERT_TRUE(j.ok()) << j.status();
+  EXPECT_EQ(j->objective.loss, learner::PolicyLoss::kCispo);
+  EXPECT_EQ(j->objective.eps_high, 4.0);
+  EXPECT_EQ(j->objective.correction, learner::RolloutCorrection::kTis);
+  EXPECT_EQ(j->steps, 7);
+  EXPECT_EQ(j->group_size, 4);
+  EXPECT_EQ(j->groups_per_step, 8);  // default
+  EXPECT_TRUE(j->sft);
+  EXPECT_EQ(j->sft_steps, 50);
+  EXPECT_EQ(j->mode, "sync");
+  EXPECT_EQ(j->eta, 2);
+  EXPECT_EQ(j->model_seed, 3u);
+  EXPECT_EQ(job_spec_json(*j)["algorithm"]["steps"], 7);
+}
+
+TEST(JobSpec, ErrorsNameTheKeyAndWhatIsAllowed) {
+  const std::string model = "model: {init: x.json}\n";
+  EXPECT_NE(error_of(model + "algorithm: {nmae: grpo}").find("job.yaml:2: algorithm.nmae: unknown key; allowed here:"),
+            std::string::npos)
+      << error_of(model + "algorithm: {nmae: grpo}");
+  EXPECT_NE(error_of(model + "algorithm: {name: dpo}").find("algorithm.name: 'dpo' is not allowed; choose one of: grpo, cispo"),
+            std::string::npos);
+  EXPECT_NE(error_of(model + "rollout: {temperature: hot}").find("rollout.temperature: 'hot' is not allowed; expected a number"),
+            std::string::npos);
+  EXPECT_NE(error_of(model + "staleness: {eta: -1}").find("staleness.eta"), std::string::npos);
+  EXPECT_NE(error_of(model + "env: chess").find("env: "), std::string::npos);
+  EXPECT_NE(error_of(model + "rollout: {precision: fp7}").find("rollout.precision"), std::string::npos);
+  EXPECT_NE(error_of(model + "sft: 3").find("sft: expected a mapping"), std::string::npos);
+  EXPECT_NE(error_of("name: x\n").find("exactly one of 'path'"), std::string::npos);
+  EXPECT_NE(error_of(model + "name: [unclosed").find("not valid YAML"), std::string::npos);
+  EXPECT_NE(error_of(model + "colour: blue").find("colour: unknown key"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace interlace::rl
