@@ -2,3 +2,8 @@ interlace_test(cli_test integration SOURCES cli/cli_test.cc LIBS interlace::mode
 target_compile_definitions(cli_test PRIVATE INTERLACE_BIN="$<TARGET_FILE:interlace>"
                            INTERLACE_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
 add_dependencies(cli_test interlace)
+
+interlace_test(rl_services_test integration SOURCES services/rl_services_test.cc LIBS cppzmq nlohmann_json::nlohmann_json)
+target_compile_definitions(rl_services_test PRIVATE INTERLACE_BIN="$<TARGET_FILE:interlace>"
+                           INTERLACE_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
+add_dependencies(rl_services_test interlace)

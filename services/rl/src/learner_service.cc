@@ -101,6 +101,8 @@ class Learner {
   void publish();
   void handle_trajectory(const zmq::message_t& identity, std::string_view frame);
   void flush_acks();
+  int64_t group_lag(int64_t group) const;
+  void drop_stale_groups();
   void handle_heartbeat(const zmq::message_t& identity, std::string_view frame);
   void handle_weight_request(const zmq::message_t& identity, std::string_view frame);
   std::vector<transport::TaskMessage> grant_tasks(const std::string& worker, uint64_t incarnation, uint32_t want);
@@ -124,7 +126,8 @@ class Learner {
   std::unique_ptr<learner::Optimizer> optimizer_;
   learner::TrainerState state_;  // step == version: every step publishes
   std::optional<transport::Spool> spool_;
-  std::ofstream trained_log_, metrics_log_;
+  std::ofstream trained_log_, metrics_log_, dropped_log_;
+  int64_t stale_dropped_since_step_ = 0;
 
   std::map<int64_t, std::map<int64_t, TrajectoryMessage>> pending_;  // group -> sample -> trajectory (not trained)
   std::set<SampleKey> spooled_;                                       // every key ever accepted
@@ -206,6 +209,20 @@ absl::Status Learner::restore() {
   }
   INTERLACE_RETURN_IF_ERROR(core::write_file(log_path, kept));
   trained_log_.open(log_path, std::ios::app);
+  // Drops after the checkpoint was written are redone too (the groups come back from the spool).
+  const std::string dropped_path = run_path(o_.run_dir, "dropped.jsonl");
+  std::string dropped_kept;
+  if (auto text = core::read_file(dropped_path); text.ok()) {
+    std::istringstream in(*text);
+    for (std::string line; std::getline(in, line);) {
+      json j = json::parse(line, nullptr, false);
+      if (j.is_discarded() || j.value("after_step", int64_t{1} << 60) >= state_.step) continue;
+      for (const auto& id : j["ids"]) trained.insert({id[0].get<int64_t>(), id[1].get<int64_t>()});
+      dropped_kept += line + "\n";
+    }
+  }
+  INTERLACE_RETURN_IF_ERROR(core::write_file(dropped_path, dropped_kept));
+  dropped_log_.open(dropped_path, std::ios::app);
   // Metrics rows after the checkpoint are redone too.
   const std::string metrics_path = run_path(o_.run_dir, "metrics.jsonl");
   std::string rows;
@@ -306,8 +323,12 @@ void Learner::handle_heartbeat(const zmq::message_t& identity, std::string_view 
   auto hb = transport::decode_heartbeat(frame, kSmallLimits);
   if (!hb.ok()) return rejects_.reject("tasks", std::string(hb.status().message()));
   WorkerSeen& w = workers_[hb->service];
+  // A dead incarnation's heartbeats can still sit in the socket's queue, read
+  // fairly with the new one's: older than the last one seen means stale.
+  if (hb->unix_millis < w.heartbeat.unix_millis) return;
   if (w.incarnation != 0 && w.incarnation != hb->incarnation) {
-    spdlog::info("learner: {} restarted; handing its unfinished groups out again", hb->service);
+    spdlog::info("learner: {} restarted (incarnation {:x} -> {:x}); handing its unfinished groups out again",
+                 hb->service, w.incarnation, hb->incarnation);
     for (auto& [group, out] : outstanding_)
       if (out.worker == hb->service && out.incarnation == w.incarnation) out.issued = Clock::time_point{};  // expire now
   }
@@ -391,28 +412,47 @@ void Learner::handle_weight_request(const zmq::message_t& identity, std::string_
   sync_seconds_.add(std::chrono::duration<double>(Clock::now() - t0).count());
 }
 
+// Versions a group is behind: this version minus the oldest version among its trained tokens.
+int64_t Learner::group_lag(int64_t group) const {
+  int64_t lag = 0;
+  for (const auto& [s, m] : pending_.at(group))
+    for (size_t i = 0; i < m.trajectory.versions.size(); ++i)
+      if (m.trajectory.loss_mask[i]) lag = std::max(lag, state_.version - m.trajectory.versions[i]);
+  return lag;
+}
+
+// With policy drop, complete groups more than eta versions behind are dropped
+// (counted, and logged in dropped.jsonl) before a batch is assembled.
+void Learner::drop_stale_groups() {
+  if (spec_.stale_policy != "drop") return;
+  json ids = json::array();
+  for (int64_t g : complete_groups()) {
+    if (group_lag(g) <= spec_.eta) continue;
+    for (const auto& [s, m] : pending_[g]) ids.push_back({g, s});
+    stale_dropped_.add(double(pending_[g].size()));
+    stale_dropped_since_step_ += static_cast<int64_t>(pending_[g].size());
+    pending_.erase(g);
+    ++consumed_groups_;
+  }
+  if (ids.empty()) return;
+  dropped_log_ << json{{"after_step", state_.step}, {"ids", ids}}.dump() << "\n";
+  dropped_log_.flush();
+}
+
 absl::Status Learner::train_step(const std::vector<int64_t>& groups) {
   const auto t0 = Clock::now();
   // Staleness: lag = this version - the oldest version among a trajectory's tokens.
   std::vector<const TrajectoryMessage*> batch_msgs;
   std::vector<std::vector<double>> rewards;
   std::vector<double> weights;
-  json trained_ids = json::array(), dropped_ids = json::array();
+  json trained_ids = json::array();
   double lag_sum = 0, lag_max = 0;
   int64_t lag_n = 0, tokens = 0;
   for (int64_t g : groups) {
-    int64_t group_lag = 0;
-    for (const auto& [s, m] : pending_[g])
-      for (size_t i = 0; i < m.trajectory.versions.size(); ++i)
-        if (m.trajectory.loss_mask[i]) group_lag = std::max(group_lag, state_.version - m.trajectory.versions[i]);
+    const int64_t lag = group_lag(g);
     double weight = 1;
-    if (group_lag > spec_.eta) {
-      if (spec_.stale_policy == "drop") {
-        stale_dropped_.add(double(pending_[g].size()));
-        for (const auto& [s, m] : pending_[g]) dropped_ids.push_back({g, s});
-        continue;
-      }
-      weight = std::pow(spec_.stale_weight, double(group_lag - spec_.eta));
+    if (lag > spec_.eta) {  // only with policy downweight: drop_stale_groups() took the rest
+      weight = std::pow(spec_.stale_weight, double(lag - spec_.eta));
       stale_downweighted_.add(double(pending_[g].size()));
     }
     rewards.emplace_back();
@@ -422,8 +462,8 @@ absl::Status Learner::train_step(const std::vector<int64_t>& groups) {
       rewards.back().push_back(m.trajectory.reward);
       weights.push_back(weight);
       trained_ids.push_back({g, s});
-      lag_sum += double(group_lag);
-      lag_max = std::max(lag_max, double(group_lag));
+      lag_sum += double(lag);
+      lag_max = std::max(lag_max, double(lag));
       ++lag_n;
     }
   }
@@ -471,7 +511,7 @@ absl::Status Learner::train_step(const std::vector<int64_t>& groups) {
     for (double r : g) reward_sum += r, ++reward_n;
   for (int64_t g : groups) pending_.erase(g);  // batch_msgs dangle from here on
 
-  trained_log_ << json{{"step", state_.step}, {"ids", trained_ids}, {"dropped", dropped_ids}}.dump() << "\n";
+  trained_log_ << json{{"step", state_.step}, {"ids", trained_ids}}.dump() << "\n";
   trained_log_.flush();
   trained_.add(double(trained_ids.size()));
   steps_.inc();
@@ -497,7 +537,7 @@ absl::Status Learner::train_step(const std::vector<int64_t>& groups) {
               {"lr", rep.lr},
               {"applied", rep.applied},
               {"trajectories", trained_ids.size()},
-              {"stale_dropped", dropped_ids.size()},
+              {"stale_dropped", stale_dropped_since_step_},
               {"generated_tokens", tokens},
               {"tokens_per_second", since > 0 ? double(tokens) / since : 0.0},
               {"staleness_mean", lag_n ? lag_sum / double(lag_n) : 0.0},
@@ -511,6 +551,7 @@ absl::Status Learner::train_step(const std::vector<int64_t>& groups) {
   metrics_log_ << row.dump() << "\n";
   metrics_log_.flush();
   last_step_ = now;
+  stale_dropped_since_step_ = 0;
   if (!o_.quiet) {
     const double elapsed = std::chrono::duration<double>(now - start_).count();
     const int width = 20, filled = int(width * state_.step / spec_.steps);
@@ -587,6 +628,7 @@ int Learner::run() {
       if (Clock::now() - *done_at > std::chrono::duration<double>(o_.linger_s)) break;
       continue;
     }
+    drop_stale_groups();
     std::vector<int64_t> ready = complete_groups();
     if (static_cast<int64_t>(ready.size()) >= spec_.groups_per_step) {
       ready.resize(static_cast<size_t>(spec_.groups_per_step));  // the oldest first (ids grow)

@@ -169,7 +169,7 @@ bool Worker::ensure_weights() {
   if (Clock::now() - last_fetch_failure_ < std::chrono::milliseconds(200)) return model_ != nullptr;
   const auto t0 = Clock::now();
   uint64_t rejected = 0;
-  auto payload = transport::fetch_weights(weights_, {name_, weights_id_}, std::chrono::seconds(30), &rejected);
+  auto payload = transport::fetch_weights(weights_, {name_, weights_id_}, std::chrono::seconds(5), &rejected);  // a request lost to a learner restart is retried
   chunks_rejected_.add(double(rejected));
   absl::StatusOr<std::unique_ptr<model::Model>> m = absl::UnknownError("");
   if (payload.ok()) {

@@ -1,0 +1,296 @@
+// The RL job as real processes on loopback: `interlace run` with a learner and
+// two rollout workers. While it runs, the test kills a worker and then the
+// learner with SIGKILL, sends garbage, truncated and oversized frames to every
+// port, and has a real Prometheus scrape every service. The job must finish,
+// each step train complete groups, and every trajectory id be trained on
+// exactly once.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <thread>
+#include <zmq.hpp>
+
+#include "nlohmann/json.hpp"
+
+extern char** environ;
+
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+std::vector<json> read_jsonl(const std::string& path) {
+  std::vector<json> rows;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);) {
+    json j = json::parse(line, nullptr, false);
+    if (!j.is_discarded()) rows.push_back(j);
+  }
+  return rows;
+}
+
+pid_t spawn_shell(const std::string& command) {
+  const char* argv[] = {"/bin/sh", "-c", command.c_str(), nullptr};
+  pid_t pid = -1;
+  posix_spawn(&pid, "/bin/sh", nullptr, nullptr, const_cast<char**>(argv), environ);
+  return pid;
+}
+
+// GET path from 127.0.0.1:port; the whole response ("" if it failed).
+std::string http_get(int port, const std::string& path) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  ::inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+  std::string out;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+    const std::string req = "GET " + path + " HTTP/1.0\r\nHost: localhost\r\n\r\n";
+    ::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
+    char buf[8192];
+    for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) out.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return out;
+}
+
+void send_raw_tcp(int port, const std::string& bytes) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  ::inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+    ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ::close(fd);
+}
+
+int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  ::inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+  socklen_t len = sizeof addr;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+double metric_value(const std::string& text, const std::string& series) {
+  const size_t at = text.find("\n" + series + " ");
+  if (at == std::string::npos) return -1;
+  return std::atof(text.c_str() + at + series.size() + 2);
+}
+
+class RlJob : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("interlace-rl-" + std::to_string(::getpid()));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override {
+    if (pid_ > 0) {
+      kill(pid_, SIGTERM);
+      waitpid(pid_, nullptr, 0);
+    }
+    if (prometheus_ > 0) {
+      kill(prometheus_, SIGKILL);
+      waitpid(prometheus_, nullptr, 0);
+    }
+    if (!HasFailure()) fs::remove_all(dir_);
+  }
+  std::string run_dir() const { return (dir_ / "run").string(); }
+  int rows() const { return static_cast<int>(read_jsonl(run_dir() + "/metrics.jsonl").size()); }
+  // Waits until metrics.jsonl has n rows (or the job ended / time ran out).
+  bool wait_rows(int n, double seconds) {
+    const auto until = Clock::now() + std::chrono::duration<double>(seconds);
+    while (Clock::now() < until) {
+      if (rows() >= n) return true;
+      if (waitpid(pid_, &status_, WNOHANG) == pid_) {
+        pid_ = -1;
+        return rows() >= n;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return false;
+  }
+  pid_t child_pid(const std::string& name) const {
+    json p = json::parse(read_text(run_dir() + "/pids.json"), nullptr, false);
+    return p.is_object() && p.contains(name) ? p[name].get<pid_t>() : -1;
+  }
+
+  fs::path dir_;
+  pid_t pid_ = -1, prometheus_ = -1;
+  int status_ = 0;
+};
+
+TEST_F(RlJob, SurvivesKilledServicesAndBadFramesAndTrainsEachTrajectoryOnce) {
+  const int steps = 6, groups = 2, group_size = 3;
+  std::ofstream(dir_ / "job.yaml") << "name: e2e\n"
+                                      "env: calculator\n"
+                                      "model: {init: " INTERLACE_SOURCE_DIR "/examples/models/tiny-hybrid.json}\n"
+                                      "algorithm: {name: grpo, steps: " << steps << ", groups_per_step: " << groups
+                                   << ", group_size: " << group_size << ", lr: 1e-4}\n"
+                                      "rollout: {workers: 2, max_turns: 1, max_turn_tokens: 12, max_running: 6,"
+                                      " resend_after_seconds: 2, task_timeout_seconds: 20}\n"
+                                      "staleness: {mode: async, eta: 1}\n"
+                                      "checkpoint_every: 1\n"
+                                      "eval: {prompts: 0}\n";
+  const std::string log = (dir_ / "run.log").string();
+  pid_ = spawn_shell(std::string(INTERLACE_BIN) + " run " + (dir_ / "job.yaml").string() + " --run-dir " + run_dir() +
+                     " > " + log + " 2>&1");
+  ASSERT_GT(pid_, 0);
+
+  // A real Prometheus scrapes the learner and both workers for the whole job.
+  for (auto until = Clock::now() + std::chrono::seconds(120);
+       !fs::exists(run_dir() + "/endpoints.json") && Clock::now() < until;)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  json endpoints = json::parse(read_text(run_dir() + "/endpoints.json"));
+  const int learner_metrics = endpoints["learner_metrics"];
+  const int prom_port = free_port();
+  const bool have_prometheus = fs::exists("/usr/bin/prometheus");
+  if (have_prometheus) {
+    std::ofstream(dir_ / "prometheus.yml")
+        << "global: {scrape_interval: 1s}\nscrape_configs:\n  - job_name: interlace\n    static_configs:\n"
+           "      - targets: ['127.0.0.1:"
+        << learner_metrics << "', '127.0.0.1:" << endpoints["worker_metrics"][0] << "', '127.0.0.1:"
+        << endpoints["worker_metrics"][1] << "']\n";
+    prometheus_ = spawn_shell("exec /usr/bin/prometheus --config.file=" + (dir_ / "prometheus.yml").string() +
+                              " --storage.tsdb.path=" + (dir_ / "tsdb").string() +
+                              " --web.listen-address=127.0.0.1:" + std::to_string(prom_port) + " > " +
+                              (dir_ / "prometheus.log").string() + " 2>&1");
+  }
+
+  // 1. A worker dies mid-job.
+  ASSERT_TRUE(wait_rows(1, 240)) << read_text(log);
+  const pid_t worker = child_pid("worker-0");
+  ASSERT_GT(worker, 0);
+  ASSERT_EQ(kill(worker, SIGKILL), 0);
+
+  // 2. Then the learner.
+  ASSERT_TRUE(wait_rows(2, 240)) << read_text(log);
+  const pid_t learner = child_pid("learner");
+  ASSERT_GT(learner, 0);
+  ASSERT_EQ(kill(learner, SIGKILL), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+
+  // 3. Bad frames to every port of the restarted learner and to a worker's metrics port.
+  auto learner_up = [&] { return http_get(learner_metrics, "/metrics").find("200 OK") != std::string::npos; };
+  for (auto until = Clock::now() + std::chrono::seconds(60); !learner_up() && Clock::now() < until;)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  ASSERT_TRUE(learner_up()) << read_text(log);
+  {
+    zmq::context_t ctx;
+    for (const char* port : {"trajectories", "tasks", "weights"}) {
+      zmq::socket_t s(ctx, zmq::socket_type::dealer);
+      s.set(zmq::sockopt::linger, 2000);
+      s.connect("tcp://127.0.0.1:" + std::to_string(endpoints[port].get<int>()));
+      s.send(zmq::str_buffer("garbage, not a Cap'n Proto message"));  // not whole words
+      s.send(zmq::buffer(std::string(64, '\xff')));                    // whole words, nonsense
+      s.send(zmq::str_buffer("two"), zmq::send_flags::sndmore);        // two frames
+      s.send(zmq::str_buffer("frames"));
+      // Over the frame limit: counted on the trajectories port (16 MiB limit);
+      // the small ports' ZeroMQ cap (128 KiB) cuts the connection instead.
+      s.send(zmq::buffer(std::string(17u << 20, '\0')));
+    }
+    for (const char* port : {"trajectories", "tasks", "weights", "learner_metrics"})
+      send_raw_tcp(endpoints[port].get<int>(), std::string("\x16\x03\x01 not ZMTP or HTTP\r\n\r\n"));
+    send_raw_tcp(endpoints["worker_metrics"][0].get<int>(), "\x01\x02\x03\r\n\r\n");
+  }
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  const std::string scraped = http_get(learner_metrics, "/metrics");
+  for (const char* port : {"trajectories", "tasks", "weights"}) {
+    const double rejected =
+        metric_value(scraped, std::string("interlace_frames_rejected_total{port=\"") + port + "\"}");
+    // Oversized frames over ZeroMQ's own cap are cut at the connection (not counted).
+    EXPECT_GE(rejected, 3) << port << "\n" << scraped;
+  }
+  EXPECT_GE(metric_value(scraped, "interlace_http_requests_rejected_total"), 1);
+
+  // 5. The job completes.
+  const auto until = Clock::now() + std::chrono::seconds(300);
+  while (pid_ > 0 && Clock::now() < until) {
+    if (waitpid(pid_, &status_, WNOHANG) == pid_) pid_ = -1;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(pid_, -1) << "job did not finish\n" << read_text(log);
+  const std::string out = read_text(log);
+  ASSERT_TRUE(WIFEXITED(status_) && WEXITSTATUS(status_) == 0) << out;
+  EXPECT_NE(out.find("run: worker-0 was killed by signal 9; restarting"), std::string::npos) << out;
+  EXPECT_NE(out.find("run: learner was killed by signal 9; restarting"), std::string::npos) << out;
+
+  // Prometheus saw every service up, and their counters.
+  if (have_prometheus) {
+    const std::string up = http_get(prom_port, "/api/v1/query?query=count(max_over_time(up%5B10m%5D)%3D%3D1)");
+    EXPECT_NE(up.find("\"3\"]"), std::string::npos) << "Prometheus did not scrape 3 targets:\n" << up;
+    const std::string sent =
+        http_get(prom_port, "/api/v1/query?query=sum(max_over_time(interlace_trajectories_sent_total%5B10m%5D))");
+    EXPECT_NE(sent.find("\"value\""), std::string::npos) << sent;
+    const std::string steps_seen =
+        http_get(prom_port, "/api/v1/query?query=max(max_over_time(interlace_learner_steps_total%5B10m%5D))");
+    EXPECT_NE(steps_seen.find("\"value\""), std::string::npos) << steps_seen;
+  }
+
+  // Every step trained complete groups; no id twice across the whole job.
+  const auto trained = read_jsonl(run_dir() + "/trained.jsonl");
+  ASSERT_EQ(static_cast<int>(trained.size()), steps);
+  std::set<std::pair<int64_t, int64_t>> ids;
+  for (int s = 0; s < steps; ++s) {
+    EXPECT_EQ(trained[s]["step"], s + 1);
+    std::map<int64_t, int> per_group;
+    for (const auto& id : trained[s]["ids"]) {
+      EXPECT_TRUE(ids.insert({id[0].get<int64_t>(), id[1].get<int64_t>()}).second) << "trained twice: " << id;
+      ++per_group[id[0].get<int64_t>()];
+    }
+    EXPECT_EQ(static_cast<int>(per_group.size()), groups) << trained[s];
+    for (auto [g, n] : per_group) EXPECT_EQ(n, group_size) << "group " << g << " incomplete";
+  }
+  // Groups dropped as stale (too many versions behind) are never trained too.
+  for (const auto& line : read_jsonl(run_dir() + "/dropped.jsonl"))
+    for (const auto& id : line["ids"])
+      EXPECT_TRUE(ids.insert({id[0].get<int64_t>(), id[1].get<int64_t>()}).second) << "dropped and trained: " << id;
+  EXPECT_EQ(rows(), steps);
+  EXPECT_TRUE(fs::exists(run_dir() + "/final-model/model.safetensors"));
+  const std::string report = read_text(run_dir() + "/report.html");
+  EXPECT_NE(report.find("<svg"), std::string::npos);
+  const json summary = json::parse(read_text(run_dir() + "/summary.json"));
+  EXPECT_EQ(summary["steps"], steps);
+}
+
+TEST(RlJobSpec, BadSpecIsRefusedWithTheKey) {
+  const fs::path dir = fs::temp_directory_path() / ("interlace-rl-bad-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  std::ofstream(dir / "job.yaml") << "model: {init: x.json}\nrollout: {wokers: 2}\n";
+  const std::string cmd = std::string(INTERLACE_BIN) + " run " + (dir / "job.yaml").string() + " --run-dir " +
+                          (dir / "run").string() + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[512];
+  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  const int status = pclose(p);
+  EXPECT_EQ(WEXITSTATUS(status), 1) << out;
+  EXPECT_NE(out.find("rollout.wokers: unknown key; allowed here:"), std::string::npos) << out;
+  fs::remove_all(dir);
+}
+
+}  // namespace
