@@ -14,10 +14,20 @@ struct Problem {
   int64_t answer;
 };
 
-Problem make_problem(uint64_t seed) {
+// Options: max_number=N draws every number from [1 or 2, N] instead of the
+// default ranges (smaller numbers: fewer digits to copy, an easier task for a
+// small model); short_prompt=1 uses a one-line system prompt (fewer tokens
+// per episode).
+struct CalculatorOptions {
+  int64_t max_number = 0;  // 0: a in [2,30], b in [2,20], c in [1,40]
+  int64_t short_prompt = 0;
+};
+
+Problem make_problem(uint64_t seed, const CalculatorOptions& o) {
   std::mt19937_64 rng(seed);
   auto num = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
-  const int kind = num(0, 3), a = num(2, 30), b = num(2, 20), c = num(1, 40);
+  const int m = static_cast<int>(o.max_number);
+  const int kind = num(0, 3), a = num(2, m ? m : 30), b = num(2, m ? m : 20), c = num(1, m ? m : 40);
   switch (kind) {
     case 0:
       return {absl::StrCat("A shop has ", a, " crates with ", b, " bottles in each. It sells ", c,
@@ -42,13 +52,15 @@ constexpr char kSystem[] =
     "You solve arithmetic word problems. To compute, call the tool calc with "
     "{\"expression\": \"...\"} (whole numbers, + - * / and parentheses). "
     "Finish with a line 'Answer: N'.";
+constexpr char kShortSystem[] = "Use calc for arithmetic. End with 'Answer: N'.";
 
 class CalculatorEpisode final : public Episode {
  public:
-  explicit CalculatorEpisode(uint64_t seed) : p_(make_problem(seed)) {}
+  CalculatorEpisode(uint64_t seed, const CalculatorOptions& o) : p_(make_problem(seed, o)), short_(o.short_prompt) {}
 
   std::vector<model::Message> prompt() const override {
-    return {env_util::msg(model::Role::kSystem, kSystem), env_util::msg(model::Role::kUser, p_.question)};
+    return {env_util::msg(model::Role::kSystem, short_ ? kShortSystem : kSystem),
+            env_util::msg(model::Role::kUser, p_.question)};
   }
 
   EnvReply on_assistant(const absl::StatusOr<model::Message>& turn) override {
@@ -91,20 +103,31 @@ class CalculatorEpisode final : public Episode {
 
  private:
   Problem p_;
+  bool short_ = false;
   double reward_ = 0;
 };
 
 class CalculatorEnv final : public Environment {
  public:
+  explicit CalculatorEnv(CalculatorOptions o) : o_(o) {}
   std::string name() const override { return "calculator"; }
-  std::unique_ptr<Episode> episode(uint64_t seed) const override { return std::make_unique<CalculatorEpisode>(seed); }
+  std::unique_ptr<Episode> episode(uint64_t seed) const override {
+    return std::make_unique<CalculatorEpisode>(seed, o_);
+  }
+
+ private:
+  CalculatorOptions o_;
 };
 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Environment>> make_calculator(const std::map<std::string, std::string>& options) {
-  if (absl::Status s = env_util::parse_options("calculator", options, {}); !s.ok()) return s;
-  return std::make_unique<CalculatorEnv>();
+  CalculatorOptions o;
+  if (absl::Status s = env_util::parse_options(
+          "calculator", options, {{"max_number", {&o.max_number, 2, 1000000}}, {"short_prompt", {&o.short_prompt, 0, 1}}});
+      !s.ok())
+    return s;
+  return std::make_unique<CalculatorEnv>(o);
 }
 
 }  // namespace interlace::rollout

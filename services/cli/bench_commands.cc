@@ -383,6 +383,7 @@ void add_bench_commands(CLI::App& app, Action& action) {
 
   add_bench_train_command(*bench, common, action);
   add_bench_cache_commands(*bench, common, action);
+  add_bench_service_commands(*bench, common, action);
 }
 
 }  // namespace interlace::cli

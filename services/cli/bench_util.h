@@ -35,5 +35,6 @@ double measure_sgemm_gflops();
 
 void add_bench_train_command(CLI::App& bench, std::shared_ptr<Common> common, Action& action);
 void add_bench_cache_commands(CLI::App& bench, std::shared_ptr<Common> common, Action& action);
+void add_bench_service_commands(CLI::App& bench, std::shared_ptr<Common> common, Action& action);
 
 }  // namespace interlace::cli

@@ -87,6 +87,7 @@ class Worker {
   std::shared_ptr<model::Model> model_;
   std::unique_ptr<rollout::Engine> engine_;
   std::unique_ptr<cache::PrefixCache> cache_;
+  std::string weight_buffer_;
 
   std::map<std::string, Unacked> unacked_;  // by trajectory key
   std::deque<transport::TaskMessage> queued_;
@@ -169,7 +170,9 @@ bool Worker::ensure_weights() {
   if (Clock::now() - last_fetch_failure_ < std::chrono::milliseconds(200)) return model_ != nullptr;
   const auto t0 = Clock::now();
   uint64_t rejected = 0;
-  auto payload = transport::fetch_weights(weights_, {name_, weights_id_}, std::chrono::seconds(5), &rejected);  // a request lost to a learner restart is retried
+  // 5 s: a request lost to a learner restart is retried soon.
+  auto payload =
+      transport::fetch_weights(weights_, {name_, weights_id_}, std::chrono::seconds(5), &rejected, &weight_buffer_);
   chunks_rejected_.add(double(rejected));
   absl::StatusOr<std::unique_ptr<model::Model>> m = absl::UnknownError("");
   if (payload.ok()) {
@@ -184,6 +187,7 @@ bool Worker::ensure_weights() {
     return model_ != nullptr;
   }
   model_ = std::shared_ptr<model::Model>(std::move(*m));
+  weight_buffer_ = std::move(payload->bytes);  // its memory takes the next update
   version_ = payload->version;
   weights_id_ = payload->weights_id;
   if (engine_) engine_->update_weights(model_, version_);

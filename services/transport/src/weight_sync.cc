@@ -40,7 +40,7 @@ absl::Status WeightAssembler::add(const WeightChunkMessage& c) {
     weights_id_ = c.weights_id;
     count_ = c.count;
     total_crc_ = c.total_crc32c;
-    payload_.assign(c.total_bytes, '\0');
+    payload_.resize(c.total_bytes);  // every byte is written by some chunk before finish() succeeds
     have_.assign(c.count, false);
   }
   if (c.weights_id != weights_id_ || c.count != count_ || c.total_bytes != payload_.size() ||
@@ -67,14 +67,15 @@ absl::StatusOr<std::string> WeightAssembler::finish() {
 }
 
 absl::StatusOr<WeightsPayload> fetch_weights(zmq::socket_t& dealer, const WeightRequestMessage& request,
-                                             std::chrono::milliseconds timeout, uint64_t* rejected_chunks) {
+                                             std::chrono::milliseconds timeout, uint64_t* rejected_chunks,
+                                             std::string* reuse) {
   zmq::message_t stale;
   while (dealer.recv(stale, zmq::recv_flags::dontwait)) {
   }
   const std::string frame = encode_weight_request(request);
   dealer.send(zmq::buffer(frame), zmq::send_flags::none);
   const auto deadline = std::chrono::steady_clock::now() + timeout;
-  WeightAssembler assembler;
+  WeightAssembler assembler(reuse ? std::move(*reuse) : std::string());
   while (!assembler.complete()) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0)

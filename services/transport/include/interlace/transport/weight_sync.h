@@ -22,6 +22,9 @@ std::vector<WeightChunkMessage> chunk_weights(const std::string& payload, int64_
 
 class WeightAssembler {
  public:
+  // Assembles into `buffer`'s memory (a previous payload handed back): a worker
+  // that reuses it avoids faulting in fresh pages for every update.
+  explicit WeightAssembler(std::string buffer = {}) : payload_(std::move(buffer)) {}
   absl::Status add(const WeightChunkMessage& chunk);
   bool complete() const { return count_ > 0 && received_ == count_; }
   int64_t version() const { return version_; }
@@ -46,7 +49,9 @@ struct WeightsPayload {
 // Sends `request` on a DEALER connected to a weights port and assembles the
 // answer. Anything already queued on the socket (a previous fetch's tail) is
 // drained first. `rejected_chunks` (optional) counts chunks that failed a check.
+// `reuse` (optional): a previous payload's bytes, whose memory is assembled into.
 absl::StatusOr<WeightsPayload> fetch_weights(zmq::socket_t& dealer, const WeightRequestMessage& request,
-                                             std::chrono::milliseconds timeout, uint64_t* rejected_chunks = nullptr);
+                                             std::chrono::milliseconds timeout, uint64_t* rejected_chunks = nullptr,
+                                             std::string* reuse = nullptr);
 
 }  // namespace interlace::transport
