@@ -37,12 +37,15 @@ TEST(Environments, RegistryAndOptionErrors) {
   EXPECT_FALSE(make_environment("kv-retrieval:pairs=3,hops=5").ok());
   EXPECT_TRUE(make_environment("kv-retrieval:pairs=100,hops=4").ok());
   EXPECT_FALSE(make_environment("calculator:x=1").ok());
+  EXPECT_FALSE(make_environment("calculator:max_number=1").ok());
+  EXPECT_FALSE(make_environment("calculator:short_prompt=2").ok());
 }
 
 // Playing an episode's own demonstration earns full reward, and the replies the
 // environment gives are the ones the demonstration shows.
 TEST(Environments, DemonstrationsEarnTheReward) {
-  for (const std::string spec : {"calculator", "kv-retrieval:pairs=40,hops=3", "guess-number:max=100"}) {
+  for (const std::string spec : {"calculator", "calculator:max_number=5,short_prompt=1", "kv-retrieval:pairs=40,hops=3",
+                                 "guess-number:max=100"}) {
     auto env = make_environment(spec);
     ASSERT_TRUE(env.ok());
     for (uint64_t seed : {1ull, 2ull, 77ull}) {
@@ -63,6 +66,23 @@ TEST(Environments, DemonstrationsEarnTheReward) {
       EXPECT_TRUE(done) << spec;
       const double want = spec.starts_with("guess") ? 1.0 / turns : 1.0;
       EXPECT_DOUBLE_EQ(ep->reward(), want) << spec << " seed " << seed;
+    }
+  }
+  // max_number bounds every number the question shows (the marbles total is a product of two).
+  auto small = *make_environment("calculator:max_number=5,short_prompt=1");
+  for (uint64_t seed = 0; seed < 200; ++seed) {
+    const auto prompt = small->episode(seed)->prompt();
+    EXPECT_LT(prompt[0].content.size(), 60u);
+    std::string q = prompt[1].content;
+    for (size_t i = 0; i < q.size();) {
+      if (!std::isdigit(static_cast<unsigned char>(q[i]))) {
+        ++i;
+        continue;
+      }
+      size_t j = i;
+      while (j < q.size() && std::isdigit(static_cast<unsigned char>(q[j]))) ++j;
+      EXPECT_LE(std::stoi(q.substr(i, j - i)), q.find("marbles") != std::string::npos ? 25 : 5) << q;
+      i = j;
     }
   }
   // Wrong answers earn nothing; a malformed call gets an error message and the episode goes on.
