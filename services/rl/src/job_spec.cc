@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <set>
@@ -212,7 +213,14 @@ absl::StatusOr<JobSpec> parse_job_spec(const std::string& text, const std::strin
 absl::StatusOr<JobSpec> load_job_spec(const std::string& path) {
   auto text = core::read_file(path);
   if (!text.ok()) return text.status();
-  return parse_job_spec(*text, path);
+  auto spec = parse_job_spec(*text, path);
+  if (!spec.ok()) return spec;
+  // Relative model paths are relative to the spec's own directory.
+  namespace fs = std::filesystem;
+  const fs::path base = fs::absolute(path).parent_path();
+  for (std::string* p : {&spec->model_dir, &spec->model_init})
+    if (!p->empty() && fs::path(*p).is_relative()) *p = (base / *p).lexically_normal().string();
+  return spec;
 }
 
 nlohmann::json job_spec_json(const JobSpec& j) {

@@ -17,7 +17,8 @@ namespace interlace::rl {
 struct JobSpec {
   std::string name = "job";
   uint64_t seed = 0;
-  // model: a directory, or a config JSON to initialise randomly (with seed).
+  // model: a directory, or a config JSON to initialise randomly (with seed);
+  // relative paths are relative to the spec file's directory.
   std::string model_dir, model_init;
   uint64_t model_seed = 0;
   std::string env = "calculator";
