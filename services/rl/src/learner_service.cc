@@ -394,7 +394,7 @@ std::vector<transport::TaskMessage> Learner::grant_tasks(const std::string& work
   // ahead of training by at most eta versions (AReaL's bound on issued samples).
   const int64_t bound = spec_.mode == "sync" ? spec_.groups_per_step
                                              : (state_.step + spec_.eta + 1) * spec_.groups_per_step - consumed_groups_;
-  for (int64_t n = live; want > 0 && n < bound && (spec_.mode == "async" || n < spec_.groups_per_step); ++n, --want) {
+  for (int64_t n = live; want > 0 && n < bound; ++n, --want) {
     tasks.push_back(task_for(group_base_ + next_counter_++, 0));
     tasks_issued_.inc();
   }
@@ -488,10 +488,18 @@ absl::Status Learner::train_step(const std::vector<int64_t>& groups) {
   std::vector<std::vector<float>> logprobs;
   learner::ObjectiveStats stats;
   learner::StepReport rep;
+  // A batch whose groups all have equal rewards has no advantage anywhere:
+  // nothing to learn, and an AdamW step on zero gradients would still move the
+  // weights by its momentum. Such a step is not applied (the forward still runs
+  // for the mismatch figures, and the version still advances).
+  bool signal = spec_.objective.kl_coef > 0;
+  for (const auto& p : samples) signal = signal || p.advantage != 0;
   if (!ptrs.empty()) {
     stats = learner::policy_accumulate(*model_, spec_.objective, ptrs, grads, &logprobs);
-    rep = optimizer_->step(model_->weights(), grads, state_.step);
-    model_->weights_changed();
+    if (signal) {
+      rep = optimizer_->step(model_->weights(), grads, state_.step);
+      model_->weights_changed();
+    }
   }
   // The learner's log-probs against the rollout's, on trained tokens only.
   learner::MismatchAccumulator mismatch;
@@ -536,6 +544,7 @@ absl::Status Learner::train_step(const std::vector<int64_t>& groups) {
               {"grad_norm", rep.grad_norm},
               {"lr", rep.lr},
               {"applied", rep.applied},
+              {"no_signal", !signal},
               {"trajectories", trained_ids.size()},
               {"stale_dropped", stale_dropped_since_step_},
               {"generated_tokens", tokens},

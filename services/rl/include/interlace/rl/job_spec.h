@@ -48,7 +48,7 @@ struct JobSpec {
   int64_t eval_prompts = 32;          // held-out episodes (greedy) before and after; 0 skips
   // transport
   int64_t max_in_flight = 64;     // trajectories a worker may have unacknowledged
-  double resend_after_s = 5.0;    // a worker resends what is not acknowledged by then
+  double resend_after_s = 15.0;   // a worker resends what is not acknowledged by then (longer than a step)
   double task_timeout_s = 120.0;  // a group not finished by then is issued again
 };
 
