@@ -9,6 +9,7 @@
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <map>
 #include <random>
 #include <set>
@@ -53,6 +54,29 @@ struct Outstanding {  // a group handed to a worker and not yet complete
   Clock::time_point issued;
   uint32_t attempt = 0;
 };
+
+using Batch = std::map<int64_t, std::map<int64_t, TrajectoryMessage>>;  // group -> sample -> trajectory
+
+struct StepResult {
+  learner::ObjectiveStats stats;
+  learner::StepReport rep;
+  learner::MismatchMetrics mm;
+  bool signal = false;
+  json trained_ids = json::array();
+  double reward_sum = 0;
+  int64_t reward_n = 0, tokens = 0, lag_n = 0, groups = 0;
+  double lag_sum = 0, lag_max = 0;
+  Clock::time_point t0;
+};
+
+// Versions a group is behind `version`: the oldest version among its trained tokens.
+int64_t lag_of(const std::map<int64_t, TrajectoryMessage>& group, int64_t version) {
+  int64_t lag = 0;
+  for (const auto& [s, m] : group)
+    for (size_t i = 0; i < m.trajectory.versions.size(); ++i)
+      if (m.trajectory.loss_mask[i]) lag = std::max(lag, version - m.trajectory.versions[i]);
+  return lag;
+}
 
 struct WorkerSeen {
   uint64_t incarnation = 0;
@@ -109,7 +133,8 @@ class Learner {
   void requeue_lost();
   bool group_complete(int64_t group) const;
   std::vector<int64_t> complete_groups() const;
-  absl::Status train_step(const std::vector<int64_t>& groups);
+  StepResult compute_step(const Batch& batch) const;
+  absl::Status finish_step(const StepResult& result);
   absl::Status checkpoint();
   void receive(zmq::socket_t& socket, const char* port,
                const std::function<void(const zmq::message_t&, std::string_view)>& handle);
@@ -129,7 +154,9 @@ class Learner {
   std::ofstream trained_log_, metrics_log_, dropped_log_;
   int64_t stale_dropped_since_step_ = 0;
 
-  std::map<int64_t, std::map<int64_t, TrajectoryMessage>> pending_;  // group -> sample -> trajectory (not trained)
+  Batch pending_;                                                     // not trained yet
+  Batch batch_;                                                       // being trained on
+  std::future<StepResult> training_;
   std::set<SampleKey> spooled_;                                       // every key ever accepted
   std::map<int64_t, Outstanding> outstanding_;                        // group -> who runs it
   std::deque<std::pair<int64_t, uint32_t>> requeue_;                  // (group, attempt) to hand out again
@@ -394,6 +421,8 @@ std::vector<transport::TaskMessage> Learner::grant_tasks(const std::string& work
   // ahead of training by at most eta versions (AReaL's bound on issued samples).
   const int64_t bound = spec_.mode == "sync" ? spec_.groups_per_step
                                              : (state_.step + spec_.eta + 1) * spec_.groups_per_step - consumed_groups_;
+  // Synchronous: nothing new while a step trains; its groups wait for its weights.
+  if (spec_.mode == "sync" && training_.valid()) return tasks;
   for (int64_t n = live; want > 0 && n < bound; ++n, --want) {
     tasks.push_back(task_for(group_base_ + next_counter_++, 0));
     tasks_issued_.inc();
@@ -412,14 +441,7 @@ void Learner::handle_weight_request(const zmq::message_t& identity, std::string_
   sync_seconds_.add(std::chrono::duration<double>(Clock::now() - t0).count());
 }
 
-// Versions a group is behind: this version minus the oldest version among its trained tokens.
-int64_t Learner::group_lag(int64_t group) const {
-  int64_t lag = 0;
-  for (const auto& [s, m] : pending_.at(group))
-    for (size_t i = 0; i < m.trajectory.versions.size(); ++i)
-      if (m.trajectory.loss_mask[i]) lag = std::max(lag, state_.version - m.trajectory.versions[i]);
-  return lag;
-}
+int64_t Learner::group_lag(int64_t group) const { return lag_of(pending_.at(group), state_.version); }
 
 // With policy drop, complete groups more than eta versions behind are dropped
 // (counted, and logged in dropped.jsonl) before a batch is assembled.
@@ -439,32 +461,36 @@ void Learner::drop_stale_groups() {
   dropped_log_.flush();
 }
 
-absl::Status Learner::train_step(const std::vector<int64_t>& groups) {
-  const auto t0 = Clock::now();
+// The RL step proper; runs on the training thread while the main thread keeps
+// serving the sockets. It touches only the batch (moved out of pending_), the
+// model, the optimizer and atomics; state_ is read, not written.
+StepResult Learner::compute_step(const Batch& batch) const {
+  StepResult r;
+  r.t0 = Clock::now();
+  r.groups = static_cast<int64_t>(batch.size());
   // Staleness: lag = this version - the oldest version among a trajectory's tokens.
   std::vector<const TrajectoryMessage*> batch_msgs;
   std::vector<std::vector<double>> rewards;
   std::vector<double> weights;
-  json trained_ids = json::array();
-  double lag_sum = 0, lag_max = 0;
-  int64_t lag_n = 0, tokens = 0;
-  for (int64_t g : groups) {
-    const int64_t lag = group_lag(g);
+  for (const auto& [g, group] : batch) {
+    const int64_t lag = lag_of(group, state_.version);
     double weight = 1;
     if (lag > spec_.eta) {  // only with policy downweight: drop_stale_groups() took the rest
       weight = std::pow(spec_.stale_weight, double(lag - spec_.eta));
-      stale_downweighted_.add(double(pending_[g].size()));
+      stale_downweighted_.add(double(group.size()));
     }
     rewards.emplace_back();
-    for (const auto& [s, m] : pending_[g]) {
+    for (const auto& [s, m] : group) {
       batch_msgs.push_back(&m);
-      tokens += m.trajectory.generated_tokens();
+      r.tokens += m.trajectory.generated_tokens();
       rewards.back().push_back(m.trajectory.reward);
+      r.reward_sum += m.trajectory.reward;
+      ++r.reward_n;
       weights.push_back(weight);
-      trained_ids.push_back({g, s});
-      lag_sum += double(lag);
-      lag_max = std::max(lag_max, double(lag));
-      ++lag_n;
+      r.trained_ids.push_back({g, s});
+      r.lag_sum += double(lag);
+      r.lag_max = std::max(r.lag_max, double(lag));
+      ++r.lag_n;
     }
   }
   const auto advantages = learner::compute_advantages(rewards, spec_.advantage);
@@ -486,18 +512,16 @@ absl::Status Learner::train_step(const std::vector<int64_t>& groups) {
   for (const auto& p : samples) ptrs.push_back(&p);
   model::NamedTensors grads = model_->zero_grads();
   std::vector<std::vector<float>> logprobs;
-  learner::ObjectiveStats stats;
-  learner::StepReport rep;
   // A batch whose groups all have equal rewards has no advantage anywhere:
   // nothing to learn, and an AdamW step on zero gradients would still move the
   // weights by its momentum. Such a step is not applied (the forward still runs
   // for the mismatch figures, and the version still advances).
-  bool signal = spec_.objective.kl_coef > 0;
-  for (const auto& p : samples) signal = signal || p.advantage != 0;
+  r.signal = spec_.objective.kl_coef > 0;
+  for (const auto& p : samples) r.signal = r.signal || p.advantage != 0;
   if (!ptrs.empty()) {
-    stats = learner::policy_accumulate(*model_, spec_.objective, ptrs, grads, &logprobs);
-    if (signal) {
-      rep = optimizer_->step(model_->weights(), grads, state_.step);
+    r.stats = learner::policy_accumulate(*model_, spec_.objective, ptrs, grads, &logprobs);
+    if (r.signal) {
+      r.rep = optimizer_->step(model_->weights(), grads, state_.step);
       model_->weights_changed();
     }
   }
@@ -509,15 +533,16 @@ absl::Status Learner::train_step(const std::vector<int64_t>& groups) {
       if (!samples[i].loss_mask[j]) train[j] = roll[j] = NAN;
     mismatch.add(roll, train);
   }
-  const learner::MismatchMetrics mm = mismatch.metrics();
+  r.mm = mismatch.metrics();
+  return r;
+}
+
+// Back on the main thread: the step is done; log it, publish the new weights.
+absl::Status Learner::finish_step(const StepResult& r) {
+  const auto& [stats, rep, mm, signal, trained_ids, reward_sum, reward_n, tokens, lag_n, groups, lag_sum, lag_max, t0] = r;
   ++state_.step;
   ++state_.version;  // a skipped (NaN) step still publishes, so versions and steps stay equal
-  consumed_groups_ += static_cast<int64_t>(groups.size());
-  double reward_sum = 0;
-  int64_t reward_n = 0;
-  for (const auto& g : rewards)
-    for (double r : g) reward_sum += r, ++reward_n;
-  for (int64_t g : groups) pending_.erase(g);  // batch_msgs dangle from here on
+  consumed_groups_ += groups;
 
   trained_log_ << json{{"step", state_.step}, {"ids", trained_ids}}.dump() << "\n";
   trained_log_.flush();
@@ -637,11 +662,11 @@ int Learner::run() {
       if (Clock::now() - *done_at > std::chrono::duration<double>(o_.linger_s)) break;
       continue;
     }
-    drop_stale_groups();
-    std::vector<int64_t> ready = complete_groups();
-    if (static_cast<int64_t>(ready.size()) >= spec_.groups_per_step) {
-      ready.resize(static_cast<size_t>(spec_.groups_per_step));  // the oldest first (ids grow)
-      if (absl::Status s = train_step(ready); !s.ok()) {
+    if (training_.valid()) {
+      if (training_.wait_for(std::chrono::seconds(0)) != std::future_status::ready) continue;
+      const StepResult result = training_.get();
+      batch_.clear();
+      if (absl::Status s = finish_step(result); !s.ok()) {
         spdlog::error("learner: {}", std::string(s.message()));
         return 1;
       }
@@ -654,6 +679,17 @@ int Learner::run() {
         if (absl::Status s = checkpoint(); !s.ok()) spdlog::warn("learner: final checkpoint: {}", std::string(s.message()));
         done_at = Clock::now();
       }
+      continue;
+    }
+    drop_stale_groups();
+    std::vector<int64_t> ready = complete_groups();
+    if (static_cast<int64_t>(ready.size()) >= spec_.groups_per_step) {
+      ready.resize(static_cast<size_t>(spec_.groups_per_step));  // the oldest first (ids grow)
+      for (int64_t g : ready) {
+        batch_[g] = std::move(pending_[g]);
+        pending_.erase(g);
+      }
+      training_ = std::async(std::launch::async, [this] { return compute_step(batch_); });
     }
   }
   return 0;
