@@ -244,10 +244,10 @@ struct AsyncArgs {
 };
 
 constexpr char kAsyncJob[] = R"(name: bench-async
-env: "calculator:max_number=9,short_prompt=1"
+env: "calculator:max_number=5,short_prompt=1"
 model: {init: EXAMPLES/tiny-hybrid.json}
 algorithm: {name: grpo, steps: STEPS, groups_per_step: 4, group_size: 8, lr: 1e-4}
-rollout: {workers: 1, max_turns: 2, max_turn_tokens: 32}
+rollout: {workers: 1, max_turns: 2, max_turn_tokens: 96}
 eval: {prompts: 0}
 )";
 
@@ -257,7 +257,7 @@ int run_bench_async(const Common& c, const AsyncArgs& a) {
   std::string base;
   if (a.job.empty()) {
     base = kAsyncJob;
-    base.replace(base.find("EXAMPLES/tiny-hybrid.json"), 25, find_example("tiny-hybrid.json"));
+    base.replace(base.find("EXAMPLES/tiny-hybrid.json"), 25, fs::absolute(find_example("tiny-hybrid.json")).string());
     base.replace(base.find("STEPS"), 5, std::to_string(a.steps));
   } else {
     auto text = core::read_file(a.job);
@@ -290,7 +290,7 @@ int run_bench_async(const Common& c, const AsyncArgs& a) {
                        results["sync"]["trajectories_per_second"].get<double>();
   results["async_over_sync"] = ratio;
   fs::remove_all(dir);
-  emit(c, "async", {{"job", a.job.empty() ? "built-in (tiny-hybrid, calculator:max_number=9)" : a.job}, {"steps", a.steps}},
+  emit(c, "async", {{"job", a.job.empty() ? "built-in (tiny-hybrid, calculator:max_number=5)" : a.job}, {"steps", a.steps}},
        results, [&] {
          for (const char* mode : {"sync", "async"})
            std::printf("%-5s  %.1f s  %.2f trajectories/s  %.0f tokens/s  staleness %.2f\n", mode,

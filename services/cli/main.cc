@@ -4,9 +4,12 @@
 
 #include "commands.h"
 #include "spdlog/cfg/env.h"
+#include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
 
 int main(int argc, char** argv) {
+  // Logs go to stderr: stdout carries results (tables, -o json).
+  spdlog::set_default_logger(spdlog::stderr_color_mt("interlace"));
   spdlog::set_pattern("%^%l%$: %v");
   spdlog::cfg::load_env_levels();  // SPDLOG_LEVEL=debug for more detail
   CLI::App app{
