@@ -145,7 +145,7 @@ class RlJob : public ::testing::Test {
 };
 
 TEST_F(RlJob, SurvivesKilledServicesAndBadFramesAndTrainsEachTrajectoryOnce) {
-  const int steps = 6, groups = 2, group_size = 3;
+  const int steps = 10, groups = 2, group_size = 3;
   std::ofstream(dir_ / "job.yaml") << "name: e2e\n"
                                       "env: calculator\n"
                                       "model: {init: " INTERLACE_SOURCE_DIR "/examples/models/tiny-hybrid.json}\n"
@@ -179,6 +179,17 @@ TEST_F(RlJob, SurvivesKilledServicesAndBadFramesAndTrainsEachTrajectoryOnce) {
                               " --storage.tsdb.path=" + (dir_ / "tsdb").string() +
                               " --web.listen-address=127.0.0.1:" + std::to_string(prom_port) + " > " +
                               (dir_ / "prometheus.log").string() + " 2>&1");
+  }
+
+  // Prometheus sees all three services before anything is killed.
+  if (have_prometheus) {
+    std::string up;
+    for (auto until = Clock::now() + std::chrono::seconds(60); Clock::now() < until;) {
+      up = http_get(prom_port, "/api/v1/query?query=count(up%3D%3D1)");
+      if (up.find("\"3\"]") != std::string::npos) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    EXPECT_NE(up.find("\"3\"]"), std::string::npos) << "Prometheus did not see 3 services up:\n" << up;
   }
 
   // 1. A worker dies mid-job.

@@ -163,7 +163,6 @@ class Learner {
   std::map<std::string, WorkerSeen> workers_;
   int64_t next_counter_ = 0;   // groups issued by this incarnation
   int64_t group_base_ = 0;     // restart count << 32: ids never collide across restarts
-  int64_t consumed_groups_ = 0;  // trained or dropped
   std::vector<std::pair<zmq::message_t, std::string>> acks_;  // sent after the spool's fsync
 
   zmq::context_t ctx_{1};
@@ -210,7 +209,6 @@ absl::Status Learner::restore() {
   }
   if (!ckpt.empty()) {
     INTERLACE_ASSIGN_OR_RETURN(state_, learner::load_checkpoint(ckpt, *optimizer_));
-    consumed_groups_ = state_.extra.value("consumed_groups", int64_t{0});
     spdlog::info("learner: resumed from {} (step {})", ckpt, state_.step);
   }
   // Group ids carry the learner's start count, so a restarted learner never
@@ -388,7 +386,7 @@ void Learner::requeue_lost() {
 std::vector<transport::TaskMessage> Learner::grant_tasks(const std::string& worker, uint64_t incarnation,
                                                          uint32_t want) {
   std::vector<transport::TaskMessage> tasks;
-  const int64_t live = static_cast<int64_t>(outstanding_.size()) + static_cast<int64_t>(complete_groups().size());
+  const int64_t live = static_cast<int64_t>(outstanding_.size() + complete_groups().size() + batch_.size());
   auto task_for = [&](int64_t group, uint32_t attempt) {
     transport::TaskMessage t;
     t.job = spec_.name;
@@ -418,9 +416,12 @@ std::vector<transport::TaskMessage> Learner::grant_tasks(const std::string& work
     --want;
   }
   // New groups: sync keeps one batch in flight; async lets generation run
-  // ahead of training by at most eta versions (AReaL's bound on issued samples).
+  // ahead of training by at most eta versions. AReaL bounds the samples issued
+  // by (version + eta + 1) x batch; counted here as groups issued and not yet
+  // trained or dropped (the batch in training included) <= (eta + 1) x batch,
+  // so a group dropped as stale frees its place instead of stalling the job.
   const int64_t bound = spec_.mode == "sync" ? spec_.groups_per_step
-                                             : (state_.step + spec_.eta + 1) * spec_.groups_per_step - consumed_groups_;
+                                             : (spec_.eta + 1) * spec_.groups_per_step;
   // Synchronous: nothing new while a step trains; its groups wait for its weights.
   if (spec_.mode == "sync" && training_.valid()) return tasks;
   for (int64_t n = live; want > 0 && n < bound; ++n, --want) {
@@ -454,7 +455,6 @@ void Learner::drop_stale_groups() {
     stale_dropped_.add(double(pending_[g].size()));
     stale_dropped_since_step_ += static_cast<int64_t>(pending_[g].size());
     pending_.erase(g);
-    ++consumed_groups_;
   }
   if (ids.empty()) return;
   dropped_log_ << json{{"after_step", state_.step}, {"ids", ids}}.dump() << "\n";
@@ -542,7 +542,6 @@ absl::Status Learner::finish_step(const StepResult& r) {
   const auto& [stats, rep, mm, signal, trained_ids, reward_sum, reward_n, tokens, lag_n, groups, lag_sum, lag_max, t0] = r;
   ++state_.step;
   ++state_.version;  // a skipped (NaN) step still publishes, so versions and steps stay equal
-  consumed_groups_ += groups;
 
   trained_log_ << json{{"step", state_.step}, {"ids", trained_ids}}.dump() << "\n";
   trained_log_.flush();
@@ -603,7 +602,6 @@ absl::Status Learner::finish_step(const StepResult& r) {
 }
 
 absl::Status Learner::checkpoint() {
-  state_.extra["consumed_groups"] = consumed_groups_;
   const std::string root = run_path(o_.run_dir, "checkpoints");
   const std::string dir = (fs::path(root) / absl::StrCat("step-", state_.step)).string();
   INTERLACE_RETURN_IF_ERROR(learner::save_checkpoint(dir, *model_, *optimizer_, state_, o_.endpoints.initial_model));
