@@ -89,11 +89,8 @@ Eval evaluate(const rl::JobSpec& spec, const std::string& model_dir, const std::
     if (rc != 0) return e;
     fs::rename(out + ".tmp", out);
   }
-  std::ifstream in(out);
   double sum = 0;
-  for (std::string line; std::getline(in, line);) {
-    json j = json::parse(line, nullptr, false);
-    if (j.is_discarded()) continue;
+  for (const json& j : rl::read_jsonl(out)) {
     sum += j.value("reward", 0.0);
     ++e.episodes;
   }
@@ -272,14 +269,7 @@ int run_job(const RunArgs& a) {
   if (!a.quiet && spec->eval_prompts > 0) std::fprintf(stderr, "run: held-out evaluation of the final model\n");
   const Eval after = evaluate(*spec, final_dir, rl::run_path(run_dir, "eval-after.jsonl"));
 
-  std::vector<json> rows;
-  {
-    std::ifstream in(rl::run_path(run_dir, "metrics.jsonl"));
-    for (std::string line; std::getline(in, line);) {
-      json j = json::parse(line, nullptr, false);
-      if (!j.is_discarded()) rows.push_back(j);
-    }
-  }
+  const std::vector<json> rows = rl::read_jsonl(rl::run_path(run_dir, "metrics.jsonl"));
   int64_t trajectories = 0, tokens = 0, dropped = 0;
   double dlogp = 0, stale = 0, hit = 0;
   for (const auto& r : rows) {

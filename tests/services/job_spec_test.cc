@@ -33,7 +33,11 @@ staleness: {mode: sync, eta: 2, policy: downweight}
   EXPECT_EQ(j->mode, "sync");
   EXPECT_EQ(j->eta, 2);
   EXPECT_EQ(j->model_seed, 3u);
-  EXPECT_EQ(job_spec_json(*j)["algorithm"]["steps"], 7);
+  const auto resolved = job_spec_json(*j)["algorithm"];
+  EXPECT_EQ(resolved["steps"], 7);
+  EXPECT_EQ(resolved["loss"], "cispo");
+  EXPECT_EQ(resolved["rollout_correction"], "tis");
+  EXPECT_EQ(resolved["aggregation"], "token-mean");
 }
 
 TEST(JobSpec, ErrorsNameTheKeyAndWhatIsAllowed) {

@@ -223,6 +223,24 @@ absl::StatusOr<JobSpec> load_job_spec(const std::string& path) {
   return spec;
 }
 
+namespace {
+// Names as the spec spells them (parse_job_spec's inverse), for config.json.
+const char* name_of(learner::PolicyLoss l) {
+  return l == learner::PolicyLoss::kPpo ? "ppo" : l == learner::PolicyLoss::kCispo ? "cispo" : "gspo";
+}
+const char* name_of(learner::AdvantageEstimator e) {
+  return e == learner::AdvantageEstimator::kGrpo ? "grpo" : e == learner::AdvantageEstimator::kRloo ? "rloo" : "reinforce";
+}
+const char* name_of(learner::Aggregation a) {
+  return a == learner::Aggregation::kTokenMean          ? "token-mean"
+         : a == learner::Aggregation::kSeqMeanTokenSum ? "seq-mean-token-sum"
+                                                        : "seq-mean-token-mean";
+}
+const char* name_of(learner::RolloutCorrection c) {
+  return c == learner::RolloutCorrection::kNone ? "none" : c == learner::RolloutCorrection::kTis ? "tis" : "mis";
+}
+}  // namespace
+
 nlohmann::json job_spec_json(const JobSpec& j) {
   return {{"name", j.name},
           {"seed", j.seed},
@@ -232,7 +250,11 @@ nlohmann::json job_spec_json(const JobSpec& j) {
            {{"enabled", j.sft}, {"demos", j.sft_demos}, {"steps", j.sft_steps}, {"batch_size", j.sft_batch_size},
             {"warmup_steps", j.sft_warmup_steps}, {"lr", j.sft_lr}}},
           {"algorithm",
-           {{"name", j.algorithm}, {"eps_low", j.objective.eps_low}, {"eps_high", j.objective.eps_high},
+           {{"name", j.algorithm}, {"loss", name_of(j.objective.loss)},
+            {"advantage", name_of(j.advantage.estimator)}, {"aggregation", name_of(j.objective.aggregation)},
+            {"rollout_correction", name_of(j.objective.correction)},
+            {"schedule", j.optimizer.schedule == learner::LrSchedule::kCosine ? "cosine" : "constant"},
+            {"beta1", j.optimizer.beta1}, {"beta2", j.optimizer.beta2}, {"eps_low", j.objective.eps_low}, {"eps_high", j.objective.eps_high},
             {"kl_coef", j.objective.kl_coef}, {"correction_cap", j.objective.correction_cap},
             {"lr", j.optimizer.lr}, {"weight_decay", j.optimizer.weight_decay},
             {"max_grad_norm", j.optimizer.max_grad_norm}, {"warmup_steps", j.optimizer.warmup_steps},

@@ -219,46 +219,31 @@ absl::Status Learner::restore() {
   INTERLACE_RETURN_IF_ERROR(core::write_file(starts_path, absl::StrCat(starts + 1, "\n")));
   group_base_ = starts << 32;
 
-  // Steps after the checkpoint are redone: forget that they trained anything.
-  const std::string log_path = run_path(o_.run_dir, "trained.jsonl");
+  // Steps (and stale drops, and metrics rows) after the checkpoint are redone:
+  // cut the logs back to it; what they kept counts as consumed.
+  const int64_t ckpt_step = state_.step;
   std::set<SampleKey> trained;
-  std::string kept;
-  if (auto text = core::read_file(log_path); text.ok()) {
-    std::istringstream in(*text);
-    for (std::string line; std::getline(in, line);) {
-      json j = json::parse(line, nullptr, false);
-      if (j.is_discarded() || j.value("step", int64_t{1} << 60) > state_.step) continue;
-      for (const auto& id : j["ids"]) trained.insert({id[0].get<int64_t>(), id[1].get<int64_t>()});
-      kept += line + "\n";
-    }
-  }
-  INTERLACE_RETURN_IF_ERROR(core::write_file(log_path, kept));
-  trained_log_.open(log_path, std::ios::app);
-  // Drops after the checkpoint was written are redone too (the groups come back from the spool).
+  auto consumed = [&](const std::vector<json>& rows) {
+    for (const json& row : rows)
+      for (const auto& id : row["ids"]) trained.insert({id[0].get<int64_t>(), id[1].get<int64_t>()});
+  };
+  const std::string trained_path = run_path(o_.run_dir, "trained.jsonl");
+  INTERLACE_ASSIGN_OR_RETURN(auto trained_rows, keep_jsonl_rows(trained_path, [&](const json& j) {
+                               return j.value("step", ckpt_step + 1) <= ckpt_step;
+                             }));
+  consumed(trained_rows);
+  // A drop logged after step s happened after checkpoint s was written.
   const std::string dropped_path = run_path(o_.run_dir, "dropped.jsonl");
-  std::string dropped_kept;
-  if (auto text = core::read_file(dropped_path); text.ok()) {
-    std::istringstream in(*text);
-    for (std::string line; std::getline(in, line);) {
-      json j = json::parse(line, nullptr, false);
-      if (j.is_discarded() || j.value("after_step", int64_t{1} << 60) >= state_.step) continue;
-      for (const auto& id : j["ids"]) trained.insert({id[0].get<int64_t>(), id[1].get<int64_t>()});
-      dropped_kept += line + "\n";
-    }
-  }
-  INTERLACE_RETURN_IF_ERROR(core::write_file(dropped_path, dropped_kept));
-  dropped_log_.open(dropped_path, std::ios::app);
-  // Metrics rows after the checkpoint are redone too.
+  INTERLACE_ASSIGN_OR_RETURN(auto dropped_rows, keep_jsonl_rows(dropped_path, [&](const json& j) {
+                               return j.value("after_step", ckpt_step) < ckpt_step;
+                             }));
+  consumed(dropped_rows);
   const std::string metrics_path = run_path(o_.run_dir, "metrics.jsonl");
-  std::string rows;
-  if (auto text = core::read_file(metrics_path); text.ok()) {
-    std::istringstream in(*text);
-    for (std::string line; std::getline(in, line);) {
-      json j = json::parse(line, nullptr, false);
-      if (!j.is_discarded() && j.value("step", int64_t{1} << 60) <= state_.step) rows += line + "\n";
-    }
-  }
-  INTERLACE_RETURN_IF_ERROR(core::write_file(metrics_path, rows));
+  INTERLACE_RETURN_IF_ERROR(keep_jsonl_rows(metrics_path, [&](const json& j) {
+                              return j.value("step", ckpt_step + 1) <= ckpt_step;
+                            }).status());
+  trained_log_.open(trained_path, std::ios::app);
+  dropped_log_.open(dropped_path, std::ios::app);
   metrics_log_.open(metrics_path, std::ios::app);
 
   transport::Spool::Recovered recovered;

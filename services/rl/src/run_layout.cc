@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 
 #include "absl/strings/str_cat.h"
 #include "interlace/core/file_util.h"
@@ -19,6 +20,29 @@ std::string Endpoints::tcp(int port) const { return absl::StrCat("tcp://", host,
 
 std::string run_path(const std::string& run_dir, const std::string& name) {
   return (std::filesystem::path(run_dir) / name).string();
+}
+
+std::vector<nlohmann::json> read_jsonl(const std::string& path) {
+  std::vector<nlohmann::json> rows;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);) {
+    nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    if (!j.is_discarded()) rows.push_back(std::move(j));
+  }
+  return rows;
+}
+
+absl::StatusOr<std::vector<nlohmann::json>> keep_jsonl_rows(const std::string& path,
+                                                            const std::function<bool(const nlohmann::json&)>& keep) {
+  std::vector<nlohmann::json> kept;
+  std::string text;
+  for (nlohmann::json& row : read_jsonl(path))
+    if (keep(row)) {
+      text += row.dump() + "\n";
+      kept.push_back(std::move(row));
+    }
+  if (absl::Status s = core::write_file(path, text); !s.ok()) return s;
+  return kept;
 }
 
 absl::Status write_endpoints(const std::string& run_dir, const Endpoints& e) {

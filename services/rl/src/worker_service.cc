@@ -131,7 +131,7 @@ void Worker::pump() {
       rejects_.reject("acks", std::string(ack.status().message()));
       continue;
     }
-    const std::string key = absl::StrCat(ack->job, "/", ack->group, "/", ack->sample, "/", ack->attempt);
+    const std::string key = transport::trajectory_key(ack->job, ack->group, ack->sample, ack->attempt);
     if (unacked_.erase(key)) {
       acked_.inc();
       if (!ack->accepted) {
@@ -289,7 +289,6 @@ int Worker::run() {
       continue;
     }
     std::vector<rollout::EpisodeSpec> episodes;
-    std::vector<size_t> task_of;
     for (size_t i = 0; i < batch.size(); ++i) {
       const transport::TaskMessage& t = batch[i];
       for (uint32_t s = 0; s < t.group_size; ++s) {
@@ -303,7 +302,6 @@ int Worker::run() {
         e.sampling.top_k = t.top_k;
         e.sampling.seed = mix_seed(t.seed, s);
         episodes.push_back(std::move(e));
-        task_of.push_back(i);
       }
     }
     std::map<int64_t, size_t> by_group;

@@ -4,17 +4,14 @@
 #include "proto/task.capnp.h"
 #include "proto/trajectory.capnp.h"
 #include "proto/weights.capnp.h"
+#include "trajectory_id.h"
 
 namespace interlace::transport {
 
 std::string encode_ack(const AckMessage& m) {
   capnp::MallocMessageBuilder builder;
   auto ack = builder.initRoot<proto::Ack>();
-  auto id = ack.initId();
-  id.setJob(m.job);
-  id.setGroup(static_cast<uint64_t>(m.group));
-  id.setSample(static_cast<uint32_t>(m.sample));
-  id.setAttempt(m.attempt);
+  set_trajectory_id(ack.initId(), m.job, m.group, m.sample, m.attempt);
   ack.setAccepted(m.accepted);
   ack.setReason(m.reason);
   return flat_frame(builder);

@@ -10,22 +10,23 @@
 
 #include "absl/strings/str_cat.h"
 #include "proto/trajectory.capnp.h"
+#include "trajectory_id.h"
 
 namespace interlace::transport {
 
+std::string trajectory_key(const std::string& job, int64_t group, int64_t sample, uint32_t attempt) {
+  return absl::StrCat(job, "/", group, "/", sample, "/", attempt);
+}
+
 std::string trajectory_key(const TrajectoryMessage& m) {
-  return absl::StrCat(m.job, "/", m.trajectory.group, "/", m.trajectory.sample, "/", m.attempt);
+  return trajectory_key(m.job, m.trajectory.group, m.trajectory.sample, m.attempt);
 }
 
 std::string encode_trajectory(const TrajectoryMessage& m) {
   const rollout::Trajectory& t = m.trajectory;
   capnp::MallocMessageBuilder builder;
   auto msg = builder.initRoot<proto::Trajectory>();
-  auto id = msg.initId();
-  id.setJob(m.job);
-  id.setGroup(static_cast<uint64_t>(t.group));
-  id.setSample(static_cast<uint32_t>(t.sample));
-  id.setAttempt(m.attempt);
+  set_trajectory_id(msg.initId(), m.job, t.group, t.sample, m.attempt);
   msg.setTaskSeed(t.task_seed);
   msg.setEnv(m.env);
   msg.setWorker(m.worker);

@@ -4,10 +4,12 @@
 // ports and the others reconnect by themselves (ZeroMQ does).
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
 
 namespace interlace::rl {
 
@@ -29,5 +31,12 @@ absl::StatusOr<std::vector<int>> pick_free_ports(const std::string& host, int n)
 
 // Paths inside a run directory.
 std::string run_path(const std::string& run_dir, const std::string& name);
+
+// The rows of a JSONL file (lines that are not JSON are skipped; no file: none).
+std::vector<nlohmann::json> read_jsonl(const std::string& path);
+// Rewrites a JSONL file with only the rows `keep` accepts; returns them. A
+// restarted learner cuts its logs back to the checkpoint this way.
+absl::StatusOr<std::vector<nlohmann::json>> keep_jsonl_rows(const std::string& path,
+                                                            const std::function<bool(const nlohmann::json&)>& keep);
 
 }  // namespace interlace::rl

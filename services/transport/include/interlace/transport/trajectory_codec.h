@@ -27,5 +27,6 @@ absl::StatusOr<TrajectoryMessage> decode_trajectory(std::string_view frame, cons
 
 // "job/group/sample/attempt": the key duplicates are dropped by.
 std::string trajectory_key(const TrajectoryMessage& m);
+std::string trajectory_key(const std::string& job, int64_t group, int64_t sample, uint32_t attempt);
 
 }  // namespace interlace::transport
