@@ -3,11 +3,14 @@
 // message and without a crash.
 #include "interlace/transport/trajectory_codec.h"
 
+#include <capnp/any.h>
+#include <capnp/schema.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <random>
 
+#include "proto/trajectory.capnp.h"
 #include "support/random.h"
 
 namespace interlace::transport {
@@ -75,6 +78,39 @@ TEST(TrajectoryCodec, RoundTrip) {
   // Unaligned bytes decode too (copied into aligned words).
   std::string shifted = " " + frame;
   EXPECT_TRUE(decode_trajectory(std::string_view(shifted).substr(1)).ok());
+}
+
+TEST(TrajectoryCodec, EmptyTrajectoryRoundTrips) {
+  TrajectoryMessage m;
+  m.job = "j";
+  auto d = decode_trajectory(encode_trajectory(m));
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_TRUE(d->trajectory.tokens.empty());
+  EXPECT_TRUE(d->trajectory.versions.empty());
+}
+
+// Cap'n Proto lets another writer send a List(Int32) as a list of structs
+// whose first field is the value (schema evolution). The decoder's bulk copy
+// must not take those bytes for int32s: it reads such lists element by element.
+TEST(TrajectoryCodec, ListsInAWiderLayoutAreReadElementByElement) {
+  std::mt19937_64 rng(testing::fresh_seed());
+  const TrajectoryMessage m = sample_message(rng);
+  const std::string frame = encode_trajectory(m);
+  capnp::FlatArrayMessageReader reader(
+      kj::arrayPtr(reinterpret_cast<const capnp::word*>(frame.data()), frame.size() / sizeof(capnp::word)));
+  capnp::MallocMessageBuilder builder;
+  builder.setRoot(reader.getRoot<proto::Trajectory>());
+  const uint32_t slot = capnp::Schema::from<proto::Trajectory>().getFieldByName("tokens").getProto().getSlot().getOffset();
+  auto pointers = capnp::AnyStruct::Builder(builder.getRoot<proto::Trajectory>()).getPointerSection();
+  const auto& tokens = m.trajectory.tokens;
+  auto wide = pointers[slot].initAsListOfAnyStruct(1, 0, static_cast<unsigned>(tokens.size()));  // one word each
+  for (unsigned i = 0; i < tokens.size(); ++i) std::memcpy(wide[i].getDataSection().begin(), &tokens[i], sizeof(int32_t));
+  const std::string widened = flat_frame(builder);
+  ASSERT_GT(widened.size(), frame.size());
+  auto d = decode_trajectory(widened);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->trajectory.tokens, tokens);
+  EXPECT_EQ(d->trajectory.versions, m.trajectory.versions);
 }
 
 TEST(TrajectoryCodec, BadFramesAreRejectedWithAReason) {

@@ -37,6 +37,19 @@ TEST(Crc32c, PublishedVectors) {
     EXPECT_EQ(crc32c(std::string_view(s).substr(cut), crc32c(std::string_view(s).substr(0, cut))), crc32c(s)) << cut;
 }
 
+TEST(Crc32c, CombineEqualsOnePass) {
+  std::mt19937_64 rng(std::random_device{}());
+  for (int trial = 0; trial < 50; ++trial) {
+    std::string s(rng() % 5000, '\0');
+    for (char& c : s) c = static_cast<char>(rng());
+    const size_t cut = s.empty() ? 0 : rng() % (s.size() + 1);
+    const std::string_view a = std::string_view(s).substr(0, cut), b = std::string_view(s).substr(cut);
+    EXPECT_EQ(crc32c_combine(crc32c(a), crc32c(b), b.size()), crc32c(s)) << s.size() << " split at " << cut;
+  }
+  // Combining is order-sensitive: the same halves swapped give another value.
+  EXPECT_NE(crc32c_combine(crc32c("5678"), crc32c("1234"), 4), crc32c("12345678"));
+}
+
 std::string temp_path(const std::string& name) {
   const fs::path dir = fs::temp_directory_path() / ("interlace-transport-" + std::to_string(::getpid()));
   fs::create_directories(dir);
@@ -179,6 +192,24 @@ TEST(WeightSync, AssemblerChecksEveryChunkAndTheWhole) {
     EXPECT_FALSE(a.add(far).ok());
     EXPECT_FALSE(a.add(chunks[0]).ok());
     EXPECT_FALSE(a.finish().ok());  // incomplete
+  }
+  {  // Chunks that each check out but overlap (one placed 512 bytes early) and so
+     // leave a gap: the whole is refused, not assembled with stale bytes.
+    WeightAssembler a;
+    for (auto c : chunks) {
+      if (c.index == 5) c.offset -= 512;
+      ASSERT_TRUE(a.add(c).ok());
+    }
+    auto out = a.finish();
+    EXPECT_EQ(out.status().code(), absl::StatusCode::kDataLoss);
+    EXPECT_NE(out.status().message().find("uncovered or covered twice"), std::string_view::npos) << out.status();
+  }
+  {  // A frame read in place (add_frame) assembles the same bytes; a garbled frame is refused.
+    WeightAssembler a;
+    for (const auto& c : chunks) ASSERT_TRUE(a.add_frame(encode_weight_chunk(c)).ok());
+    EXPECT_EQ(*a.finish(), payload);
+    WeightAssembler b;
+    EXPECT_FALSE(b.add_frame(std::string(64, '\x07')).ok());
   }
   {  // Consistent chunks whose whole payload does not match the total checksum.
     WeightAssembler a;

@@ -23,6 +23,29 @@ constexpr std::array<uint32_t, 256> make_table() {
 }
 constexpr std::array<uint32_t, 256> kTable = make_table();
 
+// Polynomials over GF(2) modulo the CRC polynomial, bit-reflected as the CRC
+// is: bit 31 is x^0. a * b mod P.
+uint32_t multiply_mod_p(uint32_t a, uint32_t b) {
+  uint32_t product = 0;
+  for (uint32_t m = 1u << 31; m != 0; m >>= 1) {
+    if (a & m) product ^= b;
+    b = (b & 1) ? (b >> 1) ^ kPolynomial : b >> 1;  // b *= x
+  }
+  return product;
+}
+
+// x^(8 * bytes) mod P by squaring: appending `bytes` zero bytes multiplies a
+// CRC's register by it.
+uint32_t x_pow_8n_mod_p(uint64_t bytes) {
+  uint32_t result = 1u << 31;        // x^0
+  uint32_t square = 1u << (31 - 8);  // x^8: one byte
+  for (; bytes != 0; bytes >>= 1) {
+    if (bytes & 1) result = multiply_mod_p(square, result);
+    square = multiply_mod_p(square, square);
+  }
+  return result;
+}
+
 }  // namespace
 
 uint32_t crc32c(const void* data, size_t size, uint32_t crc) {
@@ -41,6 +64,11 @@ uint32_t crc32c(const void* data, size_t size, uint32_t crc) {
 #endif
   while (size--) c = kTable[(c ^ *p++) & 0xFF] ^ (c >> 8);
   return ~c;
+}
+
+uint32_t crc32c_combine(uint32_t crc_a, uint32_t crc_b, uint64_t size_b) {
+  // The pre- and post-inversions cancel in the xor (as in zlib).
+  return multiply_mod_p(x_pow_8n_mod_p(size_b), crc_a) ^ crc_b;
 }
 
 }  // namespace interlace::transport

@@ -168,19 +168,31 @@ std::string encode_weight_chunk(const WeightChunkMessage& m) {
   return flat_frame(builder);
 }
 
+absl::Status read_weight_chunk(std::string_view frame, const FrameLimits& limits,
+                               const std::function<absl::Status(const WeightChunkFields&, std::string_view)>& on_chunk) {
+  absl::Status result;
+  absl::Status s = read_frame<proto::WeightChunk>(frame, limits, "weight chunk", [&](proto::WeightChunk::Reader c) {
+    WeightChunkFields f;
+    f.version = c.getVersion();
+    f.weights_id = c.getWeightsId();
+    f.index = c.getIndex();
+    f.count = c.getCount();
+    f.total_bytes = c.getTotalBytes();
+    f.offset = c.getOffset();
+    f.chunk_crc32c = c.getChunkCrc32c();
+    f.total_crc32c = c.getTotalCrc32c();
+    auto d = c.getData();
+    result = on_chunk(f, std::string_view(reinterpret_cast<const char*>(d.begin()), d.size()));
+  });
+  return s.ok() ? result : s;
+}
+
 absl::StatusOr<WeightChunkMessage> decode_weight_chunk(std::string_view frame, const FrameLimits& limits) {
   WeightChunkMessage m;
-  absl::Status s = read_frame<proto::WeightChunk>(frame, limits, "weight chunk", [&](proto::WeightChunk::Reader c) {
-    m.version = c.getVersion();
-    m.weights_id = c.getWeightsId();
-    m.index = c.getIndex();
-    m.count = c.getCount();
-    m.total_bytes = c.getTotalBytes();
-    m.offset = c.getOffset();
-    auto d = c.getData();
-    m.data.assign(reinterpret_cast<const char*>(d.begin()), d.size());
-    m.chunk_crc32c = c.getChunkCrc32c();
-    m.total_crc32c = c.getTotalCrc32c();
+  absl::Status s = read_weight_chunk(frame, limits, [&](const WeightChunkFields& f, std::string_view data) {
+    static_cast<WeightChunkFields&>(m) = f;
+    m.data.assign(data);
+    return absl::OkStatus();
   });
   if (!s.ok()) return s;
   return m;

@@ -29,8 +29,13 @@ std::vector<WeightChunkMessage> chunk_weights(const std::string& payload, int64_
   return chunks;
 }
 
-absl::Status WeightAssembler::add(const WeightChunkMessage& c) {
-  if (crc32c(c.data) != c.chunk_crc32c)
+absl::Status WeightAssembler::add_frame(std::string_view frame, const FrameLimits& limits) {
+  return read_weight_chunk(frame, limits,
+                           [this](const WeightChunkFields& c, std::string_view data) { return add(c, data); });
+}
+
+absl::Status WeightAssembler::add(const WeightChunkFields& c, std::string_view data) {
+  if (crc32c(data) != c.chunk_crc32c)
     return absl::DataLossError(absl::StrCat("weight chunk ", c.index, " of version ", c.version,
                                             ": checksum mismatch (corrupt in transit)"));
   if (count_ == 0) {
@@ -42,17 +47,19 @@ absl::Status WeightAssembler::add(const WeightChunkMessage& c) {
     total_crc_ = c.total_crc32c;
     payload_.resize(c.total_bytes);  // every byte is written by some chunk before finish() succeeds
     have_.assign(c.count, false);
+    placed_.assign(c.count, {});
   }
   if (c.weights_id != weights_id_ || c.count != count_ || c.total_bytes != payload_.size() ||
       c.total_crc32c != total_crc_)
     return absl::InvalidArgumentError(absl::StrCat("weight chunk ", c.index, " belongs to another publication (version ",
                                                    c.version, ", expected ", version_, ")"));
-  if (c.index >= count_ || c.offset > payload_.size() || c.data.size() > payload_.size() - c.offset)
-    return absl::InvalidArgumentError(absl::StrCat("weight chunk ", c.index, ": bytes [", c.offset, ", +",
-                                                   c.data.size(), ") outside the ", payload_.size(), "-byte payload"));
+  if (c.index >= count_ || c.offset > payload_.size() || data.size() > payload_.size() - c.offset)
+    return absl::InvalidArgumentError(absl::StrCat("weight chunk ", c.index, ": bytes [", c.offset, ", +", data.size(),
+                                                   ") outside the ", payload_.size(), "-byte payload"));
   if (have_[c.index]) return absl::InvalidArgumentError(absl::StrCat("weight chunk ", c.index, " received twice"));
-  std::memcpy(payload_.data() + c.offset, c.data.data(), c.data.size());
+  std::memcpy(payload_.data() + c.offset, data.data(), data.size());
   have_[c.index] = true;
+  placed_[c.index] = {c.offset, data.size(), c.chunk_crc32c};
   ++received_;
   return absl::OkStatus();
 }
@@ -61,7 +68,24 @@ absl::StatusOr<std::string> WeightAssembler::finish() {
   if (!complete())
     return absl::UnavailableError(absl::StrCat("weights version ", version_, ": ", received_, " of ", count_,
                                                " chunks received"));
-  if (crc32c(payload_) != total_crc_)
+  // Every chunk's bytes were checked on arrival; what is left is that they
+  // cover the payload exactly once, in order, and make up the sender's whole.
+  std::vector<Placed> order = placed_;
+  std::sort(order.begin(), order.end(), [](const Placed& a, const Placed& b) { return a.offset < b.offset; });
+  uint64_t end = 0;
+  uint32_t crc = 0;
+  for (const Placed& p : order) {
+    if (p.offset != end)
+      return absl::DataLossError(absl::StrCat("weights version ", version_, ": the chunks leave bytes [",
+                                              std::min(p.offset, end), ", ", std::max(p.offset, end),
+                                              ") uncovered or covered twice"));
+    crc = crc32c_combine(crc, p.crc, p.size);
+    end += p.size;
+  }
+  if (end != payload_.size())
+    return absl::DataLossError(absl::StrCat("weights version ", version_, ": the chunks cover ", end, " of ",
+                                            payload_.size(), " bytes"));
+  if (crc != total_crc_)
     return absl::DataLossError(absl::StrCat("weights version ", version_, ": payload checksum mismatch"));
   return std::move(payload_);
 }
@@ -85,8 +109,7 @@ absl::StatusOr<WeightsPayload> fetch_weights(zmq::socket_t& dealer, const Weight
     zmq::poll(&item, 1, left);
     zmq::message_t msg;
     if (!dealer.recv(msg, zmq::recv_flags::dontwait)) continue;
-    auto chunk = decode_weight_chunk(std::string_view(static_cast<const char*>(msg.data()), msg.size()));
-    absl::Status s = chunk.ok() ? assembler.add(*chunk) : chunk.status();
+    absl::Status s = assembler.add_frame(std::string_view(static_cast<const char*>(msg.data()), msg.size()));
     if (!s.ok()) {
       if (rejected_chunks) ++*rejected_chunks;
       return s;

@@ -8,6 +8,7 @@
 #include <capnp/message.h>
 #include <capnp/serialize.h>
 #include <kj/exception.h>
+#include <kj/io.h>
 
 #include <cstdint>
 #include <cstring>
@@ -55,11 +56,13 @@ absl::Status read_frame(std::string_view frame, const FrameLimits& limits, const
   return absl::OkStatus();
 }
 
-// The builder's message as one flat frame.
+// The builder's message as one flat frame, written straight into the string
+// (messageToFlatArray would build a word array first: one more copy).
 inline std::string flat_frame(capnp::MessageBuilder& builder) {
-  kj::Array<capnp::word> words = capnp::messageToFlatArray(builder);
-  auto bytes = words.asBytes();
-  return std::string(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
+  std::string out(capnp::computeSerializedSizeInWords(builder) * sizeof(capnp::word), '\0');
+  kj::ArrayOutputStream stream(kj::arrayPtr(reinterpret_cast<kj::byte*>(out.data()), out.size()));
+  capnp::writeMessage(stream, builder);
+  return out;
 }
 
 }  // namespace interlace::transport

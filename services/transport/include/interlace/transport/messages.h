@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -64,16 +65,22 @@ struct WeightRequestMessage {
 std::string encode_weight_request(const WeightRequestMessage& m);
 absl::StatusOr<WeightRequestMessage> decode_weight_request(std::string_view frame, const FrameLimits& limits = {});
 
-// proto::WeightChunk.
-struct WeightChunkMessage {
+// proto::WeightChunk: its fields other than the bytes, and a whole message.
+struct WeightChunkFields {
   int64_t version = 0;
   uint64_t weights_id = 0;
   uint32_t index = 0, count = 0;
   uint64_t total_bytes = 0, offset = 0;
-  std::string data;
   uint32_t chunk_crc32c = 0, total_crc32c = 0;
+};
+struct WeightChunkMessage : WeightChunkFields {
+  std::string data;
 };
 std::string encode_weight_chunk(const WeightChunkMessage& m);
 absl::StatusOr<WeightChunkMessage> decode_weight_chunk(std::string_view frame, const FrameLimits& limits = {});
+// Reads a chunk without copying its bytes: `on_chunk(fields, data)` runs with
+// `data` viewing the frame (valid only during the call); its status is returned.
+absl::Status read_weight_chunk(std::string_view frame, const FrameLimits& limits,
+                               const std::function<absl::Status(const WeightChunkFields&, std::string_view)>& on_chunk);
 
 }  // namespace interlace::transport

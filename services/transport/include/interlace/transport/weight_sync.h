@@ -25,11 +25,17 @@ class WeightAssembler {
   // Assembles into `buffer`'s memory (a previous payload handed back): a worker
   // that reuses it avoids faulting in fresh pages for every update.
   explicit WeightAssembler(std::string buffer = {}) : payload_(std::move(buffer)) {}
-  absl::Status add(const WeightChunkMessage& chunk);
+  // Checks a chunk (its checksum, that it belongs to this publication, its
+  // place) and copies its bytes into the payload.
+  absl::Status add(const WeightChunkFields& chunk, std::string_view data);
+  absl::Status add(const WeightChunkMessage& chunk) { return add(chunk, chunk.data); }
+  // Decodes a chunk frame and adds it, copying its bytes once (frame -> payload).
+  absl::Status add_frame(std::string_view frame, const FrameLimits& limits = {});
   bool complete() const { return count_ > 0 && received_ == count_; }
   int64_t version() const { return version_; }
   uint64_t weights_id() const { return weights_id_; }
-  // The payload, once complete and its total checksum matches.
+  // The payload, once complete, its chunks tile it exactly and the total
+  // checksum (combined from the verified chunks' checksums) matches.
   absl::StatusOr<std::string> finish();
 
  private:
@@ -38,6 +44,11 @@ class WeightAssembler {
   uint32_t count_ = 0, received_ = 0, total_crc_ = 0;
   std::string payload_;
   std::vector<bool> have_;
+  struct Placed {
+    uint64_t offset = 0, size = 0;
+    uint32_t crc = 0;
+  };
+  std::vector<Placed> placed_;  // by chunk index
 };
 
 struct WeightsPayload {
