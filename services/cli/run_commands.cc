@@ -76,16 +76,22 @@ struct Eval {
   int64_t episodes = 0;
 };
 
-// Greedy episodes on the environment's held-out tasks (`interlace rollout --eval`).
-Eval evaluate(const rl::JobSpec& spec, const std::string& model_dir, const std::string& out) {
+// Episodes on the environment's held-out tasks (`interlace rollout --eval`):
+// one greedy episode per task when `samples` is 0, else `samples` per task at
+// the rollout temperature.
+Eval evaluate(const rl::JobSpec& spec, const std::string& model_dir, const std::string& out, int64_t samples) {
   Eval e;
   if (spec.eval_prompts <= 0) return e;
   if (!fs::exists(out)) {
+    const bool greedy = samples == 0;
     const int rc = run_child({self_exe(), "rollout", "--model", model_dir, "--env", spec.env, "--eval", "--prompts",
-                              std::to_string(spec.eval_prompts), "--temperature", "0", "--max-turns",
-                              std::to_string(spec.max_turns), "--max-new-tokens", std::to_string(spec.max_turn_tokens),
-                              "--max-episode-tokens", std::to_string(spec.max_episode_tokens), "--precision",
-                              spec.rollout_precision, "--out", out + ".tmp"});
+                              std::to_string(spec.eval_prompts), "--group-size", std::to_string(greedy ? 1 : samples),
+                              "--temperature", greedy ? std::string("0") : absl::StrCat(spec.temperature), "--top-p",
+                              greedy ? std::string("1") : absl::StrCat(spec.top_p), "--seed",
+                              std::to_string(spec.seed), "--max-turns", std::to_string(spec.max_turns),
+                              "--max-new-tokens", std::to_string(spec.max_turn_tokens), "--max-episode-tokens",
+                              std::to_string(spec.max_episode_tokens), "--precision", spec.rollout_precision, "--out",
+                              out + ".tmp"});
     if (rc != 0) return e;
     fs::rename(out + ".tmp", out);
   }
@@ -96,6 +102,26 @@ Eval evaluate(const rl::JobSpec& spec, const std::string& model_dir, const std::
   }
   e.ran = e.episodes > 0;
   e.mean_reward = e.ran ? sum / double(e.episodes) : NAN;
+  return e;
+}
+
+// Greedy and (if the spec asks) sampled evaluation of one model.
+struct Evals {
+  Eval greedy, sampled;
+};
+Evals evaluate_both(const rl::JobSpec& spec, const std::string& model_dir, const std::string& run_dir,
+                    const std::string& when, bool quiet) {
+  if (!quiet && spec.eval_prompts > 0)
+    std::fprintf(stderr, "run: held-out evaluation of the %s model (%lld greedy episodes%s)\n", when.c_str(),
+                 static_cast<long long>(spec.eval_prompts),
+                 spec.eval_samples > 0 ? absl::StrCat(", then ", spec.eval_prompts * spec.eval_samples,
+                                                      " sampled at temperature ", spec.temperature).c_str()
+                                       : "");
+  const std::string stem = when == "starting" ? "eval-before" : "eval-after";
+  Evals e;
+  e.greedy = evaluate(spec, model_dir, rl::run_path(run_dir, stem + ".jsonl"), 0);
+  if (spec.eval_samples > 0)
+    e.sampled = evaluate(spec, model_dir, rl::run_path(run_dir, stem + "-sampled.jsonl"), spec.eval_samples);
   return e;
 }
 
@@ -242,10 +268,7 @@ int run_job(const RunArgs& a) {
   auto initial = prepare_model(*spec, run_dir, a.quiet);
   if (!initial.ok()) return fail(initial.status());
   const std::string initial_dir = fs::absolute(*initial).string();
-  if (!a.quiet && spec->eval_prompts > 0)
-    std::fprintf(stderr, "run: held-out evaluation of the starting model (%lld greedy episodes)\n",
-                 static_cast<long long>(spec->eval_prompts));
-  const Eval before = evaluate(*spec, initial_dir, rl::run_path(run_dir, "eval-before.jsonl"));
+  const Evals before = evaluate_both(*spec, initial_dir, run_dir, "starting", a.quiet);
 
   rl::Endpoints endpoints;
   if (auto old = rl::read_endpoints(run_dir); old.ok() && a.resume) {
@@ -266,8 +289,7 @@ int run_job(const RunArgs& a) {
   const double rl_seconds = std::chrono::duration<double>(Clock::now() - rl_start).count();
 
   const std::string final_dir = rl::run_path(run_dir, "final-model");
-  if (!a.quiet && spec->eval_prompts > 0) std::fprintf(stderr, "run: held-out evaluation of the final model\n");
-  const Eval after = evaluate(*spec, final_dir, rl::run_path(run_dir, "eval-after.jsonl"));
+  const Evals after = evaluate_both(*spec, final_dir, run_dir, "final", a.quiet);
 
   const std::vector<json> rows = rl::read_jsonl(rl::run_path(run_dir, "metrics.jsonl"));
   int64_t trajectories = 0, tokens = 0, dropped = 0;
@@ -294,9 +316,13 @@ int run_job(const RunArgs& a) {
                   {"total_seconds", std::chrono::duration<double>(Clock::now() - t0).count()},
                   {"tokens_per_second", rl_seconds > 0 ? double(tokens) / rl_seconds : 0.0},
                   {"trajectories_per_second", rl_seconds > 0 ? double(trajectories) / rl_seconds : 0.0},
-                  {"eval_reward_before", num_or_null(before.mean_reward)},
-                  {"eval_reward_after", num_or_null(after.mean_reward)},
-                  {"eval_episodes", after.episodes},
+                  {"eval_reward_before", num_or_null(before.greedy.mean_reward)},
+                  {"eval_reward_after", num_or_null(after.greedy.mean_reward)},
+                  {"eval_episodes", after.greedy.episodes},
+                  {"eval_sampled_reward_before", num_or_null(before.sampled.mean_reward)},
+                  {"eval_sampled_reward_after", num_or_null(after.sampled.mean_reward)},
+                  {"eval_sampled_episodes", after.sampled.episodes},
+                  {"eval_sampled_temperature", spec->temperature},
                   {"logprob_abs_diff_mean", dlogp / n},
                   {"staleness_mean", stale / n},
                   {"cache_hit_rate", hit},
@@ -312,9 +338,13 @@ int run_job(const RunArgs& a) {
   std::printf("job %s done: %zu steps, %lld trajectories in %.0f s (%.1f trajectories/s, %.0f tokens/s)\n",
               spec->name.c_str(), rows.size(), static_cast<long long>(trajectories), rl_seconds,
               summary["trajectories_per_second"].get<double>(), summary["tokens_per_second"].get<double>());
-  if (before.ran && after.ran)
+  if (before.greedy.ran && after.greedy.ran)
     std::printf("held-out reward (%lld greedy episodes): %.3f before -> %.3f after\n",
-                static_cast<long long>(after.episodes), before.mean_reward, after.mean_reward);
+                static_cast<long long>(after.greedy.episodes), before.greedy.mean_reward, after.greedy.mean_reward);
+  if (before.sampled.ran && after.sampled.ran)
+    std::printf("held-out reward (%lld episodes sampled at temperature %g): %.3f before -> %.3f after\n",
+                static_cast<long long>(after.sampled.episodes), spec->temperature, before.sampled.mean_reward,
+                after.sampled.mean_reward);
   std::printf("mean |dlogp| learner vs rollout %.2e, mean staleness %.2f versions, cache hit rate %.0f%%, %lld stale dropped\n",
               dlogp / n, stale / n, 100 * hit, static_cast<long long>(dropped));
   std::printf("run directory: %s (report.html, metrics.jsonl, summary.json, final-model/)\n", run_dir.c_str());

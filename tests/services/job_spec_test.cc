@@ -19,6 +19,7 @@ model: {init: examples/models/tiny-hybrid.json, seed: 3}
 sft: {steps: 50}
 algorithm: {name: cispo, eps_high: 4.0, steps: 7, group_size: 4, rollout_correction: tis}
 staleness: {mode: sync, eta: 2, policy: downweight}
+eval: {samples: 2}
 )",
                           "job.yaml");
   ASSERT_TRUE(j.ok()) << j.status();
@@ -38,6 +39,8 @@ staleness: {mode: sync, eta: 2, policy: downweight}
   EXPECT_EQ(resolved["loss"], "cispo");
   EXPECT_EQ(resolved["rollout_correction"], "tis");
   EXPECT_EQ(resolved["aggregation"], "token-mean");
+  EXPECT_EQ(j->eval_samples, 2);
+  EXPECT_EQ(job_spec_json(*j)["eval"]["prompts"], 32);  // default
 }
 
 TEST(JobSpec, ErrorsNameTheKeyAndWhatIsAllowed) {

@@ -155,7 +155,7 @@ TEST_F(RlJob, SurvivesKilledServicesAndBadFramesAndTrainsEachTrajectoryOnce) {
                                       " resend_after_seconds: 2, task_timeout_seconds: 20}\n"
                                       "staleness: {mode: async, eta: 1}\n"
                                       "checkpoint_every: 1\n"
-                                      "eval: {prompts: 0}\n";
+                                      "eval: {prompts: 3, samples: 2}\n";
   const std::string log = (dir_ / "run.log").string();
   pid_ = spawn_shell(std::string(INTERLACE_BIN) + " run " + (dir_ / "job.yaml").string() + " --run-dir " + run_dir() +
                      " > " + log + " 2>&1");
@@ -286,6 +286,13 @@ TEST_F(RlJob, SurvivesKilledServicesAndBadFramesAndTrainsEachTrajectoryOnce) {
   EXPECT_NE(report.find("<svg"), std::string::npos);
   const json summary = json::parse(read_text(run_dir() + "/summary.json"));
   EXPECT_EQ(summary["steps"], steps);
+  // Held-out evaluation before and after: one greedy episode per task, then two
+  // sampled at the rollout temperature, each kept as JSONL.
+  EXPECT_EQ(summary["eval_episodes"], 3);
+  EXPECT_EQ(summary["eval_sampled_episodes"], 6);
+  EXPECT_TRUE(summary["eval_sampled_reward_before"].is_number()) << summary.dump();
+  for (const char* f : {"/eval-before.jsonl", "/eval-after.jsonl", "/eval-before-sampled.jsonl", "/eval-after-sampled.jsonl"})
+    EXPECT_TRUE(fs::exists(run_dir() + f)) << f;
 }
 
 TEST(RlJobSpec, BadSpecIsRefusedWithTheKey) {

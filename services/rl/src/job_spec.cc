@@ -189,7 +189,7 @@ absl::StatusOr<JobSpec> parse_job_spec(const std::string& text, const std::strin
                      .num("weight", j.stale_weight, 0, 1);
                })
       .num("checkpoint_every", j.checkpoint_every, 0, 1e7)
-      .section("eval", [&](Section& s) { s.num("prompts", j.eval_prompts, 0, 1e6); });
+      .section("eval", [&](Section& s) { s.num("prompts", j.eval_prompts, 0, 1e6).num("samples", j.eval_samples, 0, 1024); });
   if (absl::Status s = top.finish(); !s.ok()) return s;
   if (j.model_dir.empty() == j.model_init.empty())
     return absl::InvalidArgumentError(
@@ -269,7 +269,7 @@ nlohmann::json job_spec_json(const JobSpec& j) {
           {"learner", {{"precision", j.learner_precision}}},
           {"staleness", {{"mode", j.mode}, {"eta", j.eta}, {"policy", j.stale_policy}, {"weight", j.stale_weight}}},
           {"checkpoint_every", j.checkpoint_every},
-          {"eval", {{"prompts", j.eval_prompts}}}};
+          {"eval", {{"prompts", j.eval_prompts}, {"samples", j.eval_samples}}}};
 }
 
 }  // namespace interlace::rl

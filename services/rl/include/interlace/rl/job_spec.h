@@ -45,7 +45,10 @@ struct JobSpec {
   std::string stale_policy = "drop";  // drop | downweight
   double stale_weight = 0.5;          // downweight: advantage x stale_weight^(lag - eta)
   int64_t checkpoint_every = 0;       // 0: only the final model
-  int64_t eval_prompts = 32;          // held-out episodes (greedy) before and after; 0 skips
+  int64_t eval_prompts = 32;          // held-out tasks evaluated before and after; 0 skips
+  // Besides one greedy episode per task: this many episodes per task sampled at
+  // the rollout temperature (the policy RL optimises); 0 skips.
+  int64_t eval_samples = 4;
   // transport
   int64_t max_in_flight = 64;     // trajectories a worker may have unacknowledged
   double resend_after_s = 15.0;   // a worker resends what is not acknowledged by then (longer than a step)
