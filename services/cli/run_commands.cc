@@ -105,19 +105,21 @@ Eval evaluate(const rl::JobSpec& spec, const std::string& model_dir, const std::
   return e;
 }
 
-// Greedy and (if the spec asks) sampled evaluation of one model.
+// Greedy and (if the spec asks) sampled evaluation of one model, written to
+// RUN_DIR/STEM.jsonl and RUN_DIR/STEM-sampled.jsonl.
 struct Evals {
   Eval greedy, sampled;
 };
 Evals evaluate_both(const rl::JobSpec& spec, const std::string& model_dir, const std::string& run_dir,
-                    const std::string& when, bool quiet) {
-  if (!quiet && spec.eval_prompts > 0)
-    std::fprintf(stderr, "run: held-out evaluation of the %s model (%lld greedy episodes%s)\n", when.c_str(),
-                 static_cast<long long>(spec.eval_prompts),
-                 spec.eval_samples > 0 ? absl::StrCat(", then ", spec.eval_prompts * spec.eval_samples,
-                                                      " sampled at temperature ", spec.temperature).c_str()
-                                       : "");
-  const std::string stem = when == "starting" ? "eval-before" : "eval-after";
+                    const std::string& stem, const char* which, bool quiet) {
+  if (!quiet && spec.eval_prompts > 0) {
+    std::string sampled;
+    if (spec.eval_samples > 0)
+      sampled = absl::StrCat(", then ", spec.eval_prompts * spec.eval_samples, " sampled at temperature ",
+                             spec.temperature);
+    std::fprintf(stderr, "run: held-out evaluation of the %s model (%lld greedy episodes%s)\n", which,
+                 static_cast<long long>(spec.eval_prompts), sampled.c_str());
+  }
   Evals e;
   e.greedy = evaluate(spec, model_dir, rl::run_path(run_dir, stem + ".jsonl"), 0);
   if (spec.eval_samples > 0)
@@ -268,7 +270,7 @@ int run_job(const RunArgs& a) {
   auto initial = prepare_model(*spec, run_dir, a.quiet);
   if (!initial.ok()) return fail(initial.status());
   const std::string initial_dir = fs::absolute(*initial).string();
-  const Evals before = evaluate_both(*spec, initial_dir, run_dir, "starting", a.quiet);
+  const Evals before = evaluate_both(*spec, initial_dir, run_dir, "eval-before", "starting", a.quiet);
 
   rl::Endpoints endpoints;
   if (auto old = rl::read_endpoints(run_dir); old.ok() && a.resume) {
@@ -289,7 +291,7 @@ int run_job(const RunArgs& a) {
   const double rl_seconds = std::chrono::duration<double>(Clock::now() - rl_start).count();
 
   const std::string final_dir = rl::run_path(run_dir, "final-model");
-  const Evals after = evaluate_both(*spec, final_dir, run_dir, "final", a.quiet);
+  const Evals after = evaluate_both(*spec, final_dir, run_dir, "eval-after", "final", a.quiet);
 
   const std::vector<json> rows = rl::read_jsonl(rl::run_path(run_dir, "metrics.jsonl"));
   int64_t trajectories = 0, tokens = 0, dropped = 0;

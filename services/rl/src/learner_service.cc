@@ -37,6 +37,9 @@
 namespace interlace::rl {
 namespace {
 
+// One help text for both labels of interlace_trajectories_stale_total.
+constexpr char kStaleHelp[] = "trajectories older than eta versions at training time";
+
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 using nlohmann::json;
@@ -92,12 +95,9 @@ class Learner {
         received_(registry_.counter("interlace_trajectories_received_total", "trajectories accepted and spooled")),
         duplicates_(registry_.counter("interlace_trajectories_duplicate_total",
                                       "trajectories received again (already spooled); acknowledged and dropped")),
-        stale_dropped_(registry_.counter("interlace_trajectories_stale_total",
-                                         "trajectories older than eta versions at training time",
-                                         {{"action", "dropped"}})),
-        stale_downweighted_(registry_.counter("interlace_trajectories_stale_total",
-                                              "trajectories older than eta versions at training time",
-                                              {{"action", "downweighted"}})),
+        stale_dropped_(registry_.counter("interlace_trajectories_stale_total", kStaleHelp, {{"action", "dropped"}})),
+        stale_downweighted_(
+            registry_.counter("interlace_trajectories_stale_total", kStaleHelp, {{"action", "downweighted"}})),
         trained_(registry_.counter("interlace_trajectories_trained_total", "trajectories trained on")),
         steps_(registry_.counter("interlace_learner_steps_total", "optimizer steps")),
         tasks_issued_(registry_.counter("interlace_tasks_issued_total", "groups handed to workers")),

@@ -187,15 +187,4 @@ absl::Status read_weight_chunk(std::string_view frame, const FrameLimits& limits
   return s.ok() ? result : s;
 }
 
-absl::StatusOr<WeightChunkMessage> decode_weight_chunk(std::string_view frame, const FrameLimits& limits) {
-  WeightChunkMessage m;
-  absl::Status s = read_weight_chunk(frame, limits, [&](const WeightChunkFields& f, std::string_view data) {
-    static_cast<WeightChunkFields&>(m) = f;
-    m.data.assign(data);
-    return absl::OkStatus();
-  });
-  if (!s.ok()) return s;
-  return m;
-}
-
 }  // namespace interlace::transport

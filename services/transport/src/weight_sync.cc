@@ -46,7 +46,6 @@ absl::Status WeightAssembler::add(const WeightChunkFields& c, std::string_view d
     count_ = c.count;
     total_crc_ = c.total_crc32c;
     payload_.resize(c.total_bytes);  // every byte is written by some chunk before finish() succeeds
-    have_.assign(c.count, false);
     placed_.assign(c.count, {});
   }
   if (c.weights_id != weights_id_ || c.count != count_ || c.total_bytes != payload_.size() ||
@@ -56,10 +55,9 @@ absl::Status WeightAssembler::add(const WeightChunkFields& c, std::string_view d
   if (c.index >= count_ || c.offset > payload_.size() || data.size() > payload_.size() - c.offset)
     return absl::InvalidArgumentError(absl::StrCat("weight chunk ", c.index, ": bytes [", c.offset, ", +", data.size(),
                                                    ") outside the ", payload_.size(), "-byte payload"));
-  if (have_[c.index]) return absl::InvalidArgumentError(absl::StrCat("weight chunk ", c.index, " received twice"));
+  if (placed_[c.index].received) return absl::InvalidArgumentError(absl::StrCat("weight chunk ", c.index, " received twice"));
   std::memcpy(payload_.data() + c.offset, data.data(), data.size());
-  have_[c.index] = true;
-  placed_[c.index] = {c.offset, data.size(), c.chunk_crc32c};
+  placed_[c.index] = {true, c.offset, data.size(), c.chunk_crc32c};
   ++received_;
   return absl::OkStatus();
 }

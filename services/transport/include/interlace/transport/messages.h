@@ -77,7 +77,6 @@ struct WeightChunkMessage : WeightChunkFields {
   std::string data;
 };
 std::string encode_weight_chunk(const WeightChunkMessage& m);
-absl::StatusOr<WeightChunkMessage> decode_weight_chunk(std::string_view frame, const FrameLimits& limits = {});
 // Reads a chunk without copying its bytes: `on_chunk(fields, data)` runs with
 // `data` viewing the frame (valid only during the call); its status is returned.
 absl::Status read_weight_chunk(std::string_view frame, const FrameLimits& limits,

@@ -43,8 +43,8 @@ class WeightAssembler {
   uint64_t weights_id_ = 0;
   uint32_t count_ = 0, received_ = 0, total_crc_ = 0;
   std::string payload_;
-  std::vector<bool> have_;
   struct Placed {
+    bool received = false;
     uint64_t offset = 0, size = 0;
     uint32_t crc = 0;
   };
