@@ -331,6 +331,8 @@ std::vector<float> TrainingModel::forward(const std::vector<int32_t>& tokens, Ca
   Buf logits(T * V);
   be().linear(cache->xf.data(), head(), logits.data(), T, V, H);
   core::round_array(precision_.lm_head, logits.data(), logits.size());
+  if (logit_scale_ != 1.0f)
+    for (float& l : logits) l *= logit_scale_;
   return logits;
 }
 
@@ -377,6 +379,8 @@ double TrainingModel::forward_backward(const std::vector<int32_t>& tokens, const
     targets[t] = tokens[t + 1];
   }
   bw::cross_entropy(logits.data(), targets.data(), row_scale.data(), T, V, dlogits.data());
+  if (logit_scale_ != 1.0f)  // logits / t: the chain rule's 1 / t
+    for (float& d : dlogits) d *= logit_scale_;
 
   // LM head and final norm.
   Buf dxf(T * H, 0.0f), dx(T * H, 0.0f);

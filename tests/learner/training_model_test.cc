@@ -20,13 +20,14 @@ struct Arch {
   std::string name;
   nlohmann::json json;
   model::MoeNaming naming = model::MoeNaming::kPacked;
+  float temperature = 1.0f;  // the learner scores at the rollout's sampling temperature
 };
 
 class WholeModelGradient : public ::testing::TestWithParam<Arch> {};
 
 double reference_loss(const model::ModelConfig& c, const model::NamedTensors& w, const std::vector<int32_t>& tokens,
-                      const std::vector<float>& scale) {
-  const std::vector<double> lp = testing::reference_logprobs(c, w, tokens);
+                      const std::vector<float>& scale, double temperature) {
+  const std::vector<double> lp = testing::reference_logprobs(c, w, tokens, temperature);
   double loss = 0;
   for (size_t t = 1; t < tokens.size(); ++t) loss -= scale[t] * lp[t];
   return loss;
@@ -51,15 +52,18 @@ TEST_P(WholeModelGradient, MatchesFiniteDifferencesOfFloat64Reference) {
   scale[0] = scale[4] = scale[9] = 0.0f;  // masked tokens
 
   TrainingModel tm(config, w);
+  tm.set_logit_temperature(arch.temperature);
   model::NamedTensors grads = tm.zero_grads();
   std::vector<float> lp;
   const double loss = tm.forward_backward(tokens, scale, grads, &lp);
-  EXPECT_NEAR(loss, reference_loss(config, w, tokens, scale), 1e-4);
-  const std::vector<double> ref = testing::reference_logprobs(config, w, tokens);
+  EXPECT_NEAR(loss, reference_loss(config, w, tokens, scale, arch.temperature), 1e-4);
+  const std::vector<double> ref = testing::reference_logprobs(config, w, tokens, arch.temperature);
   for (int64_t t = 1; t < T; ++t) EXPECT_NEAR(lp[t], ref[t], 1e-4) << t;
+  const std::vector<float> scored = tm.logprobs(tokens);
+  for (int64_t t = 1; t < T; ++t) EXPECT_NEAR(scored[t], ref[t], 1e-4) << t;
 
   // Finite differences on a sample of entries from every tensor.
-  const double l0 = reference_loss(config, w, tokens, scale);
+  const double l0 = reference_loss(config, w, tokens, scale, arch.temperature);
   double worst = 0;
   int checked = 0, skipped = 0;
   for (auto& [name, tensor] : w) {
@@ -71,9 +75,9 @@ TEST_P(WholeModelGradient, MatchesFiniteDifferencesOfFloat64Reference) {
       // Small steps: fewer MoE top-k flips (the step is exact: differences of floats).
       const float up = keep + 1e-4f, down = keep - 1e-4f;
       *p = up;
-      const double lu = reference_loss(config, w, tokens, scale);
+      const double lu = reference_loss(config, w, tokens, scale, arch.temperature);
       *p = down;
-      const double ld = reference_loss(config, w, tokens, scale);
+      const double ld = reference_loss(config, w, tokens, scale, arch.temperature);
       *p = keep;
       const double fd = (lu - ld) / (double(up) - double(down));
       // MoE top-k selection is piecewise: where the step flips an expert choice the
@@ -103,7 +107,11 @@ INSTANTIATE_TEST_SUITE_P(Architectures, WholeModelGradient,
                          ::testing::Values(Arch{"llama", testing::llama_json()}, Arch{"qwen3", testing::qwen3_json()},
                                            Arch{"minimax_packed", testing::minimax_json()},
                                            Arch{"minimax_per_expert", testing::minimax_json(),
-                                                model::MoeNaming::kPerExpert}),
+                                                model::MoeNaming::kPerExpert},
+                                           Arch{"llama_temperature_0_7", testing::llama_json(),
+                                                model::MoeNaming::kPacked, 0.7f},
+                                           Arch{"minimax_temperature_1_3", testing::minimax_json(),
+                                                model::MoeNaming::kPacked, 1.3f}),
                          [](const auto& info) { return info.param.name; });
 
 // The training forward agrees with the inference model's prefill.

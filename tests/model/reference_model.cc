@@ -202,7 +202,7 @@ Mat moe(const ModelConfig& c, const W& w, const std::string& layer_prefix, const
 }  // namespace
 
 std::vector<double> reference_logprobs(const ModelConfig& c, const NamedTensors& tensors,
-                                       const std::vector<int32_t>& tokens) {
+                                       const std::vector<int32_t>& tokens, double temperature) {
   W w{tensors};
   const int64_t T = tokens.size(), Hd = c.hidden_size, V = c.vocab_size;
   Mat x(T, std::vector<double>(Hd));
@@ -236,7 +236,8 @@ std::vector<double> reference_logprobs(const ModelConfig& c, const NamedTensors&
   Mat logits = linear(x, head, V, Hd);
   std::vector<double> out(T, NAN);
   for (int64_t t = 1; t < T; ++t) {
-    const auto& l = logits[t - 1];
+    std::vector<double> l = logits[t - 1];
+    for (double& v : l) v /= temperature;
     double mx = *std::max_element(l.begin(), l.end()), sum = 0;
     for (double v : l) sum += std::exp(v - mx);
     out[t] = l[tokens[t]] - mx - std::log(sum);

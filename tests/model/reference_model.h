@@ -11,8 +11,9 @@
 
 namespace interlace::testing {
 
-// log p(token_i | tokens before i) for i >= 1 (entry 0 unused), in float64.
+// log p(token_i | tokens before i) for i >= 1 (entry 0 unused), in float64;
+// p = softmax(logits / temperature).
 std::vector<double> reference_logprobs(const model::ModelConfig& config, const model::NamedTensors& weights,
-                                       const std::vector<int32_t>& tokens);
+                                       const std::vector<int32_t>& tokens, double temperature = 1.0);
 
 }  // namespace interlace::testing

@@ -202,10 +202,13 @@ absl::Status Learner::restore() {
   if (!precision.ok()) return precision.status();
   INTERLACE_ASSIGN_OR_RETURN(model_, learner::load_training_model(ckpt.empty() ? o_.endpoints.initial_model : ckpt));
   model_->set_precision(*precision);
+  // Score and differentiate the distribution the workers sample from.
+  model_->set_logit_temperature(spec_.temperature);
   optimizer_ = std::make_unique<learner::Optimizer>(spec_.optimizer, model_->weights());
   if (spec_.objective.kl_coef > 0) {
     INTERLACE_ASSIGN_OR_RETURN(ref_model_, learner::load_training_model(o_.endpoints.initial_model));
     ref_model_->set_precision(*precision);
+    ref_model_->set_logit_temperature(spec_.temperature);
   }
   if (!ckpt.empty()) {
     INTERLACE_ASSIGN_OR_RETURN(state_, learner::load_checkpoint(ckpt, *optimizer_));
@@ -488,7 +491,10 @@ StepResult Learner::compute_step(const Batch& batch) const {
       p.tokens = t.tokens;
       p.loss_mask = t.loss_mask;
       p.advantage = a * weights[k];
-      p.rollout_logprobs = t.logprobs;
+      // The behaviour policy's log-probs: of the distribution the worker sampled
+      // from (temperature and top-p), which the learner's (at the temperature)
+      // are corrected against; raw ones only for greedy rollouts.
+      p.rollout_logprobs = spec_.temperature > 0 ? t.sampled_logprobs : t.logprobs;
       if (ref_model_) p.ref_logprobs = ref_model_->logprobs(t.tokens);
       samples.push_back(std::move(p));
       ++k;

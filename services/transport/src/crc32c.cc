@@ -46,21 +46,56 @@ uint32_t x_pow_8n_mod_p(uint64_t bytes) {
   return result;
 }
 
+#if defined(__SSE4_2__)
+// One crc32 instruction per 8 bytes; each depends on the last (3 cycles of
+// latency, one issued per cycle), so one stream runs at a third of the rate.
+uint64_t crc_words(uint64_t c, const unsigned char* p, size_t words) {
+  for (size_t i = 0; i < words; ++i) {
+    uint64_t word;
+    std::memcpy(&word, p + 8 * i, 8);
+    c = _mm_crc32_u64(c, word);
+  }
+  return c;
+}
+
+// Three streams over three equal parts at once, joined with the combine rule:
+// ~3x the rate on large buffers (weight chunks are 1 MiB).
+constexpr size_t kInterleaveMin = 16 * 1024;  // below this, the combine's ~1 us is not repaid
+
+uint32_t crc_three_streams(const unsigned char* p, size_t words_each, uint32_t crc) {
+  uint64_t a = static_cast<uint32_t>(~crc), b = 0xFFFFFFFFu, c = 0xFFFFFFFFu;
+  const unsigned char *pa = p, *pb = p + 8 * words_each, *pc = p + 16 * words_each;
+  for (size_t i = 0; i < words_each; ++i) {
+    uint64_t wa, wb, wc;
+    std::memcpy(&wa, pa + 8 * i, 8);
+    std::memcpy(&wb, pb + 8 * i, 8);
+    std::memcpy(&wc, pc + 8 * i, 8);
+    a = _mm_crc32_u64(a, wa);
+    b = _mm_crc32_u64(b, wb);
+    c = _mm_crc32_u64(c, wc);
+  }
+  const uint32_t shift = x_pow_8n_mod_p(8 * words_each);  // both joins append one part's length
+  const uint32_t ab = multiply_mod_p(shift, ~static_cast<uint32_t>(a)) ^ ~static_cast<uint32_t>(b);
+  return multiply_mod_p(shift, ab) ^ ~static_cast<uint32_t>(c);
+}
+#endif
+
 }  // namespace
 
 uint32_t crc32c(const void* data, size_t size, uint32_t crc) {
   const auto* p = static_cast<const unsigned char*>(data);
-  uint32_t c = ~crc;
 #if defined(__SSE4_2__)
-  uint64_t c64 = c;
-  while (size >= 8) {
-    uint64_t word;
-    std::memcpy(&word, p, 8);
-    c64 = _mm_crc32_u64(c64, word);
-    p += 8;
-    size -= 8;
+  if (size >= kInterleaveMin) {
+    const size_t words_each = size / 24;
+    crc = crc_three_streams(p, words_each, crc);
+    p += 24 * words_each;
+    size -= 24 * words_each;
   }
-  c = static_cast<uint32_t>(c64);
+  uint32_t c = static_cast<uint32_t>(crc_words(static_cast<uint32_t>(~crc), p, size / 8));
+  p += size / 8 * 8;
+  size %= 8;
+#else
+  uint32_t c = ~crc;
 #endif
   while (size--) c = kTable[(c ^ *p++) & 0xFF] ^ (c >> 8);
   return ~c;

@@ -37,6 +37,12 @@ class TrainingModel {
   const model::ModelConfig& config() const { return config_; }
   void set_precision(const model::PrecisionProfile& precision);
   const model::PrecisionProfile& precision() const { return precision_; }
+  // Log-probs (and their gradients) of the distribution softmax(logits / t):
+  // what a rollout sampling at temperature t draws from, so the policy gradient
+  // is taken of the policy that produced the samples (as verl does). t = 1 (the
+  // default) or t <= 0 (greedy, no distribution to match) leaves logits alone.
+  void set_logit_temperature(float t) { logit_scale_ = t > 0 ? 1.0f / t : 1.0f; }
+  float logit_temperature() const { return 1.0f / logit_scale_; }
   // The fp32 master weights. After changing them call weights_changed(), so the
   // rounded copies a low-precision profile computes with are rebuilt.
   model::NamedTensors& weights() { return weights_; }
@@ -94,6 +100,7 @@ class TrainingModel {
   kernels::Backend* backend_;
   model::NamedTensors weights_;
   model::PrecisionProfile precision_;
+  float logit_scale_ = 1.0f;  // 1 / temperature
   mutable model::NamedTensors compute_;  // rounded copies, when the profile rounds weights
   mutable core::Tensor head_compute_;     // the LM head rounded to its dtype
   mutable bool compute_stale_ = true;
