@@ -204,11 +204,27 @@ TEST(WeightSync, AssemblerChecksEveryChunkAndTheWhole) {
     ASSERT_TRUE(out.ok());
     EXPECT_EQ(*out, payload);
   }
-  {  // A corrupt byte: that chunk fails its checksum.
+  {  // A corrupt byte: that chunk fails its checksum; it starts nothing, so the
+     // next publication's chunks (another id) assemble.
     WeightAssembler a;
     auto bad = chunks[4];
     bad.data[17] ^= 1;
     EXPECT_EQ(a.add(bad).code(), absl::StatusCode::kDataLoss);
+    const std::string next_payload = random_payload(3000);
+    for (const auto& c : chunk_weights(next_payload, 4, 43, 1024)) ASSERT_TRUE(a.add(c).ok());
+    EXPECT_EQ(*a.finish(), next_payload);
+  }
+  {  // Megabyte chunks of odd sizes (three interleaved CRC streams each): a bad
+     // byte near the end of one is caught, a good resend of it completes the whole.
+    const std::string big = random_payload((3 << 20) + 5);
+    auto big_chunks = chunk_weights(big, 5, 44, (1 << 20) + 13);
+    ASSERT_EQ(big_chunks.size(), 3u);
+    WeightAssembler a;
+    auto bad = big_chunks[1];
+    bad.data[bad.data.size() - 3] ^= 0x40;
+    EXPECT_EQ(a.add(bad).code(), absl::StatusCode::kDataLoss);
+    for (const auto& c : big_chunks) ASSERT_TRUE(a.add(c).ok());
+    EXPECT_EQ(*a.finish(), big);
   }
   {  // A chunk of another publication, out of range, twice.
     WeightAssembler a;

@@ -11,7 +11,6 @@ namespace interlace::transport {
 std::vector<WeightChunkMessage> chunk_weights(const std::string& payload, int64_t version, uint64_t weights_id,
                                               size_t chunk_bytes) {
   chunk_bytes = std::max<size_t>(chunk_bytes, 1);
-  const uint32_t total_crc = crc32c(payload);
   const uint32_t count = static_cast<uint32_t>(std::max<size_t>(1, (payload.size() + chunk_bytes - 1) / chunk_bytes));
   std::vector<WeightChunkMessage> chunks(count);
   for (uint32_t i = 0; i < count; ++i) {
@@ -24,8 +23,10 @@ std::vector<WeightChunkMessage> chunk_weights(const std::string& payload, int64_
     c.offset = uint64_t{i} * chunk_bytes;
     c.data = payload.substr(c.offset, chunk_bytes);
     c.chunk_crc32c = crc32c(c.data);
-    c.total_crc32c = total_crc;
   }
+  uint32_t total_crc = 0;  // the whole's checksum from the chunks' (one pass over the bytes, not two)
+  for (const WeightChunkMessage& c : chunks) total_crc = crc32c_combine(total_crc, c.chunk_crc32c, c.data.size());
+  for (WeightChunkMessage& c : chunks) c.total_crc32c = total_crc;
   return chunks;
 }
 
