@@ -34,6 +34,7 @@ struct JobSpec {
   int64_t steps = 20, groups_per_step = 8, group_size = 8;
   // rollout
   int64_t workers = 1, max_running = 64;
+  // The learner scores log-probs at this temperature too (softmax(logits / t)).
   float temperature = 1.0f, top_p = 1.0f;
   int64_t top_k = 0, max_turns = 4, max_turn_tokens = 128, max_episode_tokens = 2048;
   std::string rollout_precision = "fp32", learner_precision = "fp32";
