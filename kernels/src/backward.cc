@@ -112,7 +112,10 @@ void cross_entropy(const float* logits, const int32_t* targets, const float* sca
 // single-threaded inside our parallel region). Tasks are (query head, tile):
 // dq rows belong to one task; dk and dv rows are shared by the tiles and heads
 // of a kv head, so each thread accumulates them privately and they are summed
-// at the end.
+// at the end. The tasks go to threads in a fixed round-robin (static, chunks of
+// one, which also balances the causal tiles' growing cost): with a dynamic
+// schedule which thread summed which tiles changed from run to run, and with it
+// the rounding, so two SFT runs of one spec were not bit-identical.
 void attention(const AttentionShape& s, const float* q, const float* k, const float* v,
                const float* dout, int64_t tokens, float* dq, float* dk, float* dv) {
   INTERLACE_CHECK(s.kv_dtype == core::DType::kF32, "attention backward needs f32 keys and values");
@@ -134,7 +137,7 @@ void attention(const AttentionShape& s, const float* q, const float* k, const fl
     dkl.assign(kv_size, 0.0f);
     dvl.assign(kv_size, 0.0f);
     std::vector<float> p, dp;
-#pragma omp for collapse(2) schedule(dynamic)
+#pragma omp for collapse(2) schedule(static, 1)
     for (int64_t h = 0; h < Hq; ++h)
       for (int64_t tile = 0; tile < tiles; ++tile) {
         const int64_t kvh = h / group, t0 = tile * kQueryTile, t1 = std::min(T, t0 + kQueryTile), m = t1 - t0;
