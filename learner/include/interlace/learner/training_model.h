@@ -42,7 +42,6 @@ class TrainingModel {
   // is taken of the policy that produced the samples (as verl does). t = 1 (the
   // default) or t <= 0 (greedy, no distribution to match) leaves logits alone.
   void set_logit_temperature(float t) { logit_scale_ = t > 0 ? 1.0f / t : 1.0f; }
-  float logit_temperature() const { return 1.0f / logit_scale_; }
   // The fp32 master weights. After changing them call weights_changed(), so the
   // rounded copies a low-precision profile computes with are rebuilt.
   model::NamedTensors& weights() { return weights_; }
