@@ -18,15 +18,18 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "cli_util.h"
 #include "commands.h"
 #include "interlace/core/file_util.h"
 #include "interlace/core/status.h"
 #include "interlace/model/model_init.h"
+#include "interlace/rl/eval_compare.h"
 #include "interlace/rl/job_spec.h"
 #include "interlace/rl/learner_service.h"
 #include "interlace/rl/report.h"
@@ -74,6 +77,7 @@ struct Eval {
   bool ran = false;
   double mean_reward = NAN;
   int64_t episodes = 0;
+  std::vector<json> rows;  // the episodes, for the paired before/after comparison
 };
 
 // Episodes on the environment's held-out tasks (`interlace rollout --eval`):
@@ -96,7 +100,8 @@ Eval evaluate(const rl::JobSpec& spec, const std::string& model_dir, const std::
     fs::rename(out + ".tmp", out);
   }
   double sum = 0;
-  for (const json& j : rl::read_jsonl(out)) {
+  e.rows = rl::read_jsonl(out);
+  for (const json& j : e.rows) {
     sum += j.value("reward", 0.0);
     ++e.episodes;
   }
@@ -306,6 +311,23 @@ int run_job(const RunArgs& a) {
   if (!rows.empty()) hit = rows.back().value("cache_hit_rate", 0.0);
   const double n = std::max<double>(1, double(rows.size()));
   auto num_or_null = [](double x) { return std::isfinite(x) ? json(x) : json(nullptr); };
+  // Same tasks, same sampling seeds before and after: the per-task change and
+  // its standard error say whether a rise is more than the draw.
+  auto paired = [&](const Eval& b, const Eval& e) -> std::optional<rl::PairedDifference> {
+    if (!b.ran || !e.ran) return std::nullopt;
+    auto d = rl::paired_reward_difference(b.rows, e.rows);
+    if (!d.ok()) {
+      std::fprintf(stderr, "run: comparing evaluations: %s\n", std::string(d.status().message()).c_str());
+      return std::nullopt;
+    }
+    return *d;
+  };
+  auto paired_json = [&](const std::optional<rl::PairedDifference>& d) {
+    if (!d) return json(nullptr);
+    return json{{"tasks", d->tasks}, {"mean", num_or_null(d->mean)}, {"standard_error", num_or_null(d->standard_error)}};
+  };
+  const auto greedy_change = paired(before.greedy, after.greedy);
+  const auto sampled_change = paired(before.sampled, after.sampled);
   json summary = {{"job", spec->name},
                   {"env", spec->env},
                   {"algorithm", spec->algorithm},
@@ -321,10 +343,12 @@ int run_job(const RunArgs& a) {
                   {"eval_reward_before", num_or_null(before.greedy.mean_reward)},
                   {"eval_reward_after", num_or_null(after.greedy.mean_reward)},
                   {"eval_episodes", after.greedy.episodes},
+                  {"eval_change", paired_json(greedy_change)},
                   {"eval_sampled_reward_before", num_or_null(before.sampled.mean_reward)},
                   {"eval_sampled_reward_after", num_or_null(after.sampled.mean_reward)},
                   {"eval_sampled_episodes", after.sampled.episodes},
                   {"eval_sampled_temperature", spec->temperature},
+                  {"eval_sampled_change", paired_json(sampled_change)},
                   {"logprob_abs_diff_mean", dlogp / n},
                   {"staleness_mean", stale / n},
                   {"cache_hit_rate", hit},
@@ -340,13 +364,19 @@ int run_job(const RunArgs& a) {
   std::printf("job %s done: %zu steps, %lld trajectories in %.0f s (%.1f trajectories/s, %.0f tokens/s)\n",
               spec->name.c_str(), rows.size(), static_cast<long long>(trajectories), rl_seconds,
               summary["trajectories_per_second"].get<double>(), summary["tokens_per_second"].get<double>());
+  auto change_text = [](const std::optional<rl::PairedDifference>& d) -> std::string {
+    if (!d || d->tasks < 2) return "";
+    return absl::StrFormat(" (per task %+.3f, standard error %.3f over %lld tasks)", d->mean, d->standard_error,
+                           static_cast<long long>(d->tasks));
+  };
   if (before.greedy.ran && after.greedy.ran)
-    std::printf("held-out reward (%lld greedy episodes): %.3f before -> %.3f after\n",
-                static_cast<long long>(after.greedy.episodes), before.greedy.mean_reward, after.greedy.mean_reward);
+    std::printf("held-out reward (%lld greedy episodes): %.3f before -> %.3f after%s\n",
+                static_cast<long long>(after.greedy.episodes), before.greedy.mean_reward, after.greedy.mean_reward,
+                change_text(greedy_change).c_str());
   if (before.sampled.ran && after.sampled.ran)
-    std::printf("held-out reward (%lld episodes sampled at temperature %g): %.3f before -> %.3f after\n",
+    std::printf("held-out reward (%lld episodes sampled at temperature %g): %.3f before -> %.3f after%s\n",
                 static_cast<long long>(after.sampled.episodes), spec->temperature, before.sampled.mean_reward,
-                after.sampled.mean_reward);
+                after.sampled.mean_reward, change_text(sampled_change).c_str());
   std::printf("mean |dlogp| learner vs rollout %.2e, mean staleness %.2f versions, cache hit rate %.0f%%, %lld stale dropped\n",
               dlogp / n, stale / n, 100 * hit, static_cast<long long>(dropped));
   std::printf("run directory: %s (report.html, metrics.jsonl, summary.json, final-model/)\n", run_dir.c_str());

@@ -291,6 +291,13 @@ TEST_F(RlJob, SurvivesKilledServicesAndBadFramesAndTrainsEachTrajectoryOnce) {
   EXPECT_EQ(summary["eval_episodes"], 3);
   EXPECT_EQ(summary["eval_sampled_episodes"], 6);
   EXPECT_TRUE(summary["eval_sampled_reward_before"].is_number()) << summary.dump();
+  // The paired per-task change over the same 3 tasks, consistent with the means
+  // (every task has the same number of episodes on both sides).
+  EXPECT_EQ(summary["eval_sampled_change"]["tasks"], 3) << summary.dump();
+  EXPECT_NEAR(summary["eval_sampled_change"]["mean"].get<double>(),
+              summary["eval_sampled_reward_after"].get<double>() - summary["eval_sampled_reward_before"].get<double>(),
+              1e-9);
+  EXPECT_EQ(summary["eval_change"]["tasks"], 3) << summary.dump();
   for (const char* f : {"/eval-before.jsonl", "/eval-after.jsonl", "/eval-before-sampled.jsonl", "/eval-after-sampled.jsonl"})
     EXPECT_TRUE(fs::exists(run_dir() + f)) << f;
 }

@@ -91,6 +91,7 @@ std::string render_report(const std::string& title, const nlohmann::json& summar
   const std::pair<const char*, const char*> series[] = {
       {"mean reward (training batches)", "reward"},
       {"loss", "loss"},
+      {"k3 KL to the starting model (kl_coef > 0)", "kl"},
       {"mean |logp learner - logp rollout|", "mismatch/logprob_abs_diff_mean"},
       {"k3 KL(rollout || learner)", "mismatch/mismatch_k3_kl"},
       {"prefix cache hit rate", "cache_hit_rate"},
