@@ -85,7 +85,6 @@ void ObjectiveStats::add(const ObjectiveStats& o) {
   tokens += o.tokens;
   clipped += o.clipped;
   corrected += o.corrected;
-  kl_capped += o.kl_capped;
   ratio_sum += o.ratio_sum;
 }
 
@@ -201,22 +200,11 @@ std::vector<float> policy_coefficients(const ObjectiveConfig& c, const PolicySam
         break;
     }
     if (c.kl_coef != 0) {
-      // k3 grows like e^d where the policy dropped a token the reference
-      // liked: one such token's gradient, kl_coef (e^d - 1), outweighed the
-      // whole batch's policy gradient (k3 of 441 and 1758 in a calculator run
-      // at lr 4e-4). So, as verl's low_var_kl, a token's k3 is capped at
-      // kKlCap, with no gradient past it.
-      const double d = std::min(double(s.ref_logprobs[t]) - double(lp[t]), 20.0);  // log(pi_ref / pi)
+      const double d = double(s.ref_logprobs[t]) - double(lp[t]);  // log(pi_ref / pi)
       const double k3 = std::exp(d) - d - 1.0;
-      if (k3 > kKlCap) {
-        ++local.kl_capped;
-        local.kl += alpha * kKlCap;
-        local.loss += alpha * c.kl_coef * kKlCap;
-      } else {
-        local.kl += alpha * k3;
-        local.loss += alpha * c.kl_coef * k3;
-        g += c.kl_coef * (std::exp(d) - 1.0);  // -d(k3)/d log pi
-      }
+      local.kl += alpha * k3;
+      local.loss += alpha * c.kl_coef * k3;
+      g += c.kl_coef * (std::exp(d) - 1.0);  // -d(k3)/d log pi
     }
     coef[t] = static_cast<float>(alpha * g);
   }

@@ -149,27 +149,6 @@ TEST(PolicyObjective, KlPenaltyK3AndItsGradient) {
   EXPECT_NEAR(st.loss, 0.5 * k3 / 3, 1e-6);
 }
 
-TEST(PolicyObjective, KlPenaltyIsCappedPerTokenWithNoGradientPastTheCap) {
-  ObjectiveConfig c;
-  c.kl_coef = 0.5;
-  PolicySample s = hand_sample(0.0);
-  s.old_logprobs.clear();
-  // d = log(pi_ref / pi) = 4 (k3 = e^4 - 5 = 49.6: capped), 2.5 (k3 = 8.68: kept),
-  // 300 (would overflow e^d: capped, everything stays finite).
-  s.ref_logprobs = {NAN, static_cast<float>(std::log(0.6) + 4), static_cast<float>(std::log(0.28) + 2.5),
-                    static_cast<float>(std::log(0.3) + 300)};
-  ObjectiveStats st;
-  auto k = policy_coefficients(c, s, kCurrent, {1, 3}, &st);
-  EXPECT_EQ(k[1], 0.0f);
-  EXPECT_NEAR(k[2], 0.5 * (std::exp(2.5) - 1) / 3, 1e-5);
-  EXPECT_EQ(k[3], 0.0f);
-  const double kept = std::exp(2.5) - 2.5 - 1;
-  EXPECT_NEAR(st.kl, (kKlCap + kept + kKlCap) / 3, 1e-5);
-  EXPECT_NEAR(st.loss, 0.5 * (kKlCap + kept + kKlCap) / 3, 1e-5);
-  EXPECT_EQ(st.kl_capped, 2);
-  EXPECT_NEAR(st.kl_capped_fraction(), 2.0 / 3, 1e-12);
-}
-
 TEST(RolloutCorrection, TisTruncatesAndMisMasksAndBothReportTheFraction) {
   ObjectiveConfig c;
   c.eps_low = c.eps_high = 10;  // no PPO clipping in the way

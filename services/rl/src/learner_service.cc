@@ -554,7 +554,6 @@ absl::Status Learner::finish_step(const StepResult& r) {
               {"reward", reward_mean},
               {"loss", stats.loss},
               {"kl", stats.kl},
-              {"kl_capped_fraction", stats.kl_capped_fraction()},
               {"clip_fraction", stats.clip_fraction()},
               {"correction_fraction", stats.correction_fraction()},
               {"grad_norm", rep.grad_norm},

@@ -65,10 +65,6 @@ absl::StatusOr<PolicyLoss> parse_policy_loss(const std::string& name);
 absl::StatusOr<Aggregation> parse_aggregation(const std::string& name);
 absl::StatusOr<RolloutCorrection> parse_rollout_correction(const std::string& name);
 
-// A token's k3 is capped at this value, with no gradient past it (verl's
-// low_var_kl clamps the same way): see policy_coefficients.
-inline constexpr double kKlCap = 10.0;
-
 struct ObjectiveConfig {
   PolicyLoss loss = PolicyLoss::kPpo;
   double eps_low = 0.2, eps_high = 0.2;  // GSPO uses much smaller ranges (3e-4, 4e-4)
@@ -97,12 +93,10 @@ struct ObjectiveStats {
   int64_t tokens = 0;         // trained tokens
   int64_t clipped = 0;        // tokens whose clipped branch was taken (PPO/GSPO) or ratio clipped (CISPO)
   int64_t corrected = 0;      // tokens truncated (TIS) or masked (MIS)
-  int64_t kl_capped = 0;      // tokens whose k3 was capped at kKlCap
   double ratio_sum = 0;       // sum of r over trained tokens
   void add(const ObjectiveStats& o);
   double clip_fraction() const { return tokens ? double(clipped) / tokens : 0; }
   double correction_fraction() const { return tokens ? double(corrected) / tokens : 0; }
-  double kl_capped_fraction() const { return tokens ? double(kl_capped) / tokens : 0; }
 };
 
 // What aggregation needs to know about the whole batch.
