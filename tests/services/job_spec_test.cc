@@ -3,12 +3,24 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 namespace interlace::rl {
 namespace {
 
 std::string error_of(const std::string& yaml) {
   auto j = parse_job_spec(yaml, "job.yaml");
   return j.ok() ? "" : std::string(j.status().message());
+}
+
+// The README's first command runs this spec: it must load, and its model
+// config must be where it points (paths resolve against the spec's folder).
+TEST(JobSpec, TheExampleJobLoads) {
+  auto j = load_job_spec(INTERLACE_SOURCE_DIR "/examples/calculator/job.yaml");
+  ASSERT_TRUE(j.ok()) << j.status();
+  EXPECT_TRUE(std::filesystem::exists(j->model_init)) << j->model_init;
+  EXPECT_TRUE(j->sft);
+  EXPECT_GT(j->eval_prompts, 0);
 }
 
 TEST(JobSpec, ReadsKeysAndKeepsDefaults) {
