@@ -313,7 +313,7 @@ int run_job(const RunArgs& a) {
   auto num_or_null = [](double x) { return std::isfinite(x) ? json(x) : json(nullptr); };
   // Same tasks, same sampling seeds before and after: the per-task change and
   // its standard error say whether a rise is more than the draw.
-  auto paired = [&](const Eval& b, const Eval& e) -> std::optional<rl::PairedDifference> {
+  auto paired = [](const Eval& b, const Eval& e) -> std::optional<rl::PairedDifference> {
     if (!b.ran || !e.ran) return std::nullopt;
     auto d = rl::paired_reward_difference(b.rows, e.rows);
     if (!d.ok()) {
