@@ -14,6 +14,17 @@ struct WeightChunk {
   chunkCrc32c @6 :UInt32;   # of data
   totalCrc32c @7 :UInt32;   # of the whole payload: checked before a swap
   weightsId @8 :UInt64;     # the publication (see TaskGrant.weightsId)
+  # Set when the learner answers a request that accepts NCCL: this one message
+  # stands for the whole payload (index 0, count 1, offset 0, no data,
+  # chunkCrc32c = totalCrc32c) and the bytes come by an NCCL broadcast from the
+  # learner (rank 0) to this worker (rank 1) in the group named here. The
+  # worker checks them against totalCrc32c as it checks chunks.
+  nccl @9 :NcclTransfer;
+}
+
+struct NcclTransfer {
+  session @0 :UInt64;   # names the learner-worker group (never 0)
+  uniqueId @1 :Data;    # ncclUniqueId of a new group to join; empty: reuse the group of `session`
 }
 
 # A worker asks the learner's weights port for the current publication; the
@@ -22,4 +33,6 @@ struct WeightChunk {
 struct WeightRequest {
   worker @0 :Text;
   haveWeightsId @1 :UInt64;  # what the worker runs now (0: nothing)
+  acceptsNccl @2 :Bool;      # the worker can take the bytes by NCCL (see WeightChunk.nccl)
+  ncclSession @3 :UInt64;    # the NCCL group it still holds with the learner (0: none)
 }

@@ -7,3 +7,6 @@ interlace_test(rl_services_test integration SOURCES services/rl_services_test.cc
 target_compile_definitions(rl_services_test PRIVATE INTERLACE_BIN="$<TARGET_FILE:interlace>"
                            INTERLACE_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
 add_dependencies(rl_services_test interlace)
+if(INTERLACE_HAVE_NCCL)
+  target_compile_definitions(rl_services_test PRIVATE INTERLACE_HAVE_NCCL=1)
+endif()

@@ -302,6 +302,40 @@ TEST_F(RlJob, SurvivesKilledServicesAndBadFramesAndTrainsEachTrajectoryOnce) {
     EXPECT_TRUE(fs::exists(run_dir() + f)) << f;
 }
 
+// weights.transport nccl runs anywhere: in a build without NCCL the spec is
+// refused and says why; in one with NCCL, a machine without a GPU (this one,
+// CI's) says why and moves weights over ZeroMQ, one GPU (learner and worker on
+// one device, which NCCL refuses) falls back per update, two or more broadcast.
+// Whichever it is, the job trains every step.
+TEST_F(RlJob, NcclWeightTransportRunsOrSaysWhyNot) {
+  std::ofstream(dir_ / "job.yaml") << "name: nccl\n"
+                                      "env: calculator\n"
+                                      "model: {init: " INTERLACE_SOURCE_DIR "/examples/models/tiny-hybrid.json}\n"
+                                      "algorithm: {name: grpo, steps: 3, groups_per_step: 2, group_size: 2}\n"
+                                      "rollout: {workers: 1, max_turns: 1, max_turn_tokens: 8}\n"
+                                      "weights: {transport: nccl}\n"
+                                      "eval: {prompts: 0}\n";
+  const std::string cmd = std::string(INTERLACE_BIN) + " run " + (dir_ / "job.yaml").string() + " --run-dir " +
+                          run_dir() + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[512];
+  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  const int status = pclose(p);
+#ifndef INTERLACE_HAVE_NCCL
+  EXPECT_EQ(WEXITSTATUS(status), 1) << out;
+  EXPECT_NE(out.find("weights.transport: 'nccl' needs a build with CUDA and NCCL"), std::string::npos) << out;
+#else
+  ASSERT_EQ(WEXITSTATUS(status), 0) << out;
+  EXPECT_EQ(rows(), 3) << out;
+  const bool learner_said = out.find("learner: weights by NCCL from CUDA device 0") != std::string::npos ||
+                            out.find("learner: weights.transport is nccl, but") != std::string::npos;
+  const bool worker_said = out.find("worker-0: weights by NCCL on CUDA device") != std::string::npos ||
+                           out.find("worker-0: weights.transport is nccl, but") != std::string::npos;
+  EXPECT_TRUE(learner_said && worker_said) << out;
+#endif
+}
+
 TEST(RlJobSpec, BadSpecIsRefusedWithTheKey) {
   const fs::path dir = fs::temp_directory_path() / ("interlace-rl-bad-" + std::to_string(::getpid()));
   fs::create_directories(dir);

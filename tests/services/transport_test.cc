@@ -1,7 +1,9 @@
 // The transport's building blocks: CRC-32C against published vectors, the
 // spool's durability and torn-tail recovery, the small messages' codecs on
 // good and bad frames, and weight sync over real ZeroMQ sockets with a
-// corrupted chunk and a missing chunk.
+// corrupted chunk and a missing chunk, and NCCL offers (the bytes NCCL brings
+// are stood in for here; tests/services/nccl_weights_test.cc moves real ones on
+// GPUs) checked like chunks.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -309,6 +311,95 @@ TEST(WeightSync, CorruptAndPartialUpdatesAreRejectedThenRefetched) {
   EXPECT_EQ(third->version, 9);
   EXPECT_EQ(third->weights_id, 777u);
   server.join();
+}
+
+// The learner answers a request that accepts NCCL with one offer; whatever the
+// NCCL receiver hands back is checked against the offer before it is used.
+TEST(WeightSync, NcclOffersAreCheckedLikeChunks) {
+  zmq::context_t ctx;
+  zmq::socket_t router(ctx, zmq::socket_type::router);
+  router.set(zmq::sockopt::linger, 0);
+  router.bind("tcp://127.0.0.1:*");
+  const std::string endpoint = router.get(zmq::sockopt::last_endpoint);
+  const std::string payload = random_payload((1 << 20) + 13);
+  const auto chunks = chunk_weights(payload, 4, 4242, 256 << 10);
+  constexpr int kRequests = 6;
+  std::vector<WeightRequestMessage> seen;
+  std::thread server([&] {
+    for (int request = 0; request < kRequests; ++request) {
+      std::vector<zmq::message_t> parts;
+      if (!zmq::recv_multipart(router, std::back_inserter(parts))) return;
+      auto req = decode_weight_request(std::string_view(static_cast<const char*>(parts[1].data()), parts[1].size()));
+      ASSERT_TRUE(req.ok()) << req.status();
+      seen.push_back(*req);
+      WeightChunkMessage offer;
+      static_cast<WeightChunkFields&>(offer) = chunks[0];
+      offer.count = 1;
+      offer.total_bytes = payload.size();
+      offer.chunk_crc32c = offer.total_crc32c;
+      offer.nccl_session = 77;
+      if (request == 0) offer.nccl_unique_id = std::string(128, 'u');
+      if (request == 4) offer.count = 2;  // not the shape of an offer
+      const std::string f = encode_weight_chunk(offer);
+      router.send(zmq::buffer(parts[0].data(), parts[0].size()), zmq::send_flags::sndmore);
+      router.send(zmq::buffer(f));
+    }
+  });
+  zmq::socket_t dealer(ctx, zmq::socket_type::dealer);
+  dealer.set(zmq::sockopt::linger, 0);
+  dealer.connect(endpoint);
+  std::vector<WeightChunkFields> offers;
+  std::string handed_back = payload;
+  absl::Status receiver_status;
+  NcclReceive receive = [&](const WeightChunkFields& offer) -> absl::StatusOr<std::string> {
+    offers.push_back(offer);
+    if (!receiver_status.ok()) return receiver_status;
+    return handed_back;
+  };
+  const WeightRequestMessage accepts{"w", 3, true, 77};
+  uint64_t rejected = 0;
+  // 0: the bytes arrive whole.
+  auto ok = fetch_weights(dealer, accepts, std::chrono::seconds(10), &rejected, nullptr, receive);
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_TRUE(ok->by_nccl);
+  EXPECT_EQ(ok->bytes, payload);
+  EXPECT_EQ(ok->version, 4);
+  EXPECT_EQ(ok->weights_id, 4242u);
+  ASSERT_EQ(offers.size(), 1u);
+  EXPECT_EQ(offers[0].nccl_session, 77u);
+  EXPECT_EQ(offers[0].nccl_unique_id, std::string(128, 'u'));
+  // 1: one bit flipped in transit.
+  handed_back[payload.size() / 2] ^= 0x08;
+  auto flipped = fetch_weights(dealer, accepts, std::chrono::seconds(10), &rejected, nullptr, receive);
+  EXPECT_EQ(flipped.status().code(), absl::StatusCode::kDataLoss) << flipped.status();
+  EXPECT_NE(flipped.status().message().find("checksum"), std::string::npos) << flipped.status();
+  EXPECT_TRUE(offers[1].nccl_unique_id.empty());  // the group the worker holds
+  // 2: a byte short.
+  handed_back = payload.substr(1);
+  auto short_by_one = fetch_weights(dealer, accepts, std::chrono::seconds(10), &rejected, nullptr, receive);
+  EXPECT_EQ(short_by_one.status().code(), absl::StatusCode::kDataLoss) << short_by_one.status();
+  // 3: NCCL itself failed: its error is the fetch's.
+  receiver_status = absl::DeadlineExceededError("peer did not join");
+  auto failed = fetch_weights(dealer, accepts, std::chrono::seconds(10), &rejected, nullptr, receive);
+  EXPECT_EQ(failed.status().code(), absl::StatusCode::kDeadlineExceeded) << failed.status();
+  // 4: an offer of two chunks is refused before NCCL is touched.
+  receiver_status = absl::OkStatus();
+  handed_back = payload;
+  const size_t offers_before = offers.size();
+  auto malformed = fetch_weights(dealer, accepts, std::chrono::seconds(10), &rejected, nullptr, receive);
+  EXPECT_EQ(malformed.status().code(), absl::StatusCode::kInvalidArgument) << malformed.status();
+  EXPECT_EQ(offers.size(), offers_before);
+  // 5: a request that did not accept NCCL refuses an offer.
+  auto unasked = fetch_weights(dealer, {"w", 3}, std::chrono::seconds(10), &rejected, nullptr, receive);
+  EXPECT_EQ(unasked.status().code(), absl::StatusCode::kInvalidArgument) << unasked.status();
+  EXPECT_EQ(offers.size(), offers_before);
+  EXPECT_EQ(rejected, 5u);
+  server.join();
+  ASSERT_EQ(seen.size(), size_t{kRequests});
+  EXPECT_TRUE(seen[0].accepts_nccl);
+  EXPECT_EQ(seen[0].nccl_session, 77u);
+  EXPECT_EQ(seen[0].have_weights_id, 3u);
+  EXPECT_FALSE(seen[5].accepts_nccl);
 }
 
 }  // namespace

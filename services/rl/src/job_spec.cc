@@ -109,6 +109,15 @@ class Section {
 
 absl::Status check_precision(const std::string& s) { return model::parse_precision(s).status(); }
 absl::Status check_env(const std::string& s) { return rollout::make_environment(s).status(); }
+absl::Status check_weights_transport([[maybe_unused]] const std::string& s) {
+#ifndef INTERLACE_HAVE_NCCL
+  if (s == "nccl")
+    return absl::InvalidArgumentError(
+        "'nccl' needs a build with CUDA and NCCL (this one was configured without: nvcc, or nccl.h and libnccl, not "
+        "found); use 'zeromq'");
+#endif
+  return absl::OkStatus();
+}
 
 }  // namespace
 
@@ -188,6 +197,7 @@ absl::StatusOr<JobSpec> parse_job_spec(const std::string& text, const std::strin
                      .text("policy", j.stale_policy, {"drop", "downweight"})
                      .num("weight", j.stale_weight, 0, 1);
                })
+      .section("weights", [&](Section& s) { s.text("transport", j.weights_transport, {"zeromq", "nccl"}, check_weights_transport); })
       .num("checkpoint_every", j.checkpoint_every, 0, 1e7)
       .section("eval", [&](Section& s) { s.num("prompts", j.eval_prompts, 0, 1e6).num("samples", j.eval_samples, 0, 1024); });
   if (absl::Status s = top.finish(); !s.ok()) return s;
@@ -268,6 +278,7 @@ nlohmann::json job_spec_json(const JobSpec& j) {
             {"resend_after_seconds", j.resend_after_s}, {"task_timeout_seconds", j.task_timeout_s}}},
           {"learner", {{"precision", j.learner_precision}}},
           {"staleness", {{"mode", j.mode}, {"eta", j.eta}, {"policy", j.stale_policy}, {"weight", j.stale_weight}}},
+          {"weights", {{"transport", j.weights_transport}}},
           {"checkpoint_every", j.checkpoint_every},
           {"eval", {{"prompts", j.eval_prompts}, {"samples", j.eval_samples}}}};
 }

@@ -31,6 +31,9 @@
 #include "interlace/transport/spool.h"
 #include "interlace/transport/trajectory_codec.h"
 #include "interlace/transport/weight_sync.h"
+#ifdef INTERLACE_HAVE_NCCL
+#include "interlace/transport/nccl_weights.h"
+#endif
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
 
@@ -112,10 +115,16 @@ class Learner {
                                  "Pearson correlation of rollout and learner token probabilities, last step")),
         staleness_(registry_.gauge("interlace_staleness_versions", "mean version lag of the last step's tokens")),
         version_gauge_(registry_.gauge("interlace_weights_version", "weights version published")),
-        sync_bytes_(registry_.counter("interlace_weight_sync_bytes_total", "weight chunk bytes sent to workers")),
+        sync_bytes_(registry_.counter("interlace_weight_sync_bytes_total", "weight bytes sent to workers (ZeroMQ chunks and NCCL broadcasts)")),
         sync_seconds_(registry_.counter("interlace_weight_sync_seconds_total",
                                         "seconds spent serialising and sending weights")),
         spool_bytes_(registry_.gauge("interlace_spool_bytes", "bytes in the trajectory spool")),
+        nccl_offers_(registry_.counter("interlace_weight_sync_nccl_offers_total",
+                                       "weight requests answered with an NCCL broadcast (weights.transport nccl)")),
+        nccl_sent_(registry_.counter("interlace_weight_sync_nccl_broadcasts_total", "NCCL weight broadcasts",
+                                     {{"result", "sent"}})),
+        nccl_failed_(registry_.counter("interlace_weight_sync_nccl_broadcasts_total", "NCCL weight broadcasts",
+                                       {{"result", "failed"}})),
         rejects_(registry_, "learner") {}
 
   int run();
@@ -129,6 +138,8 @@ class Learner {
   void drop_stale_groups();
   void handle_heartbeat(const zmq::message_t& identity, std::string_view frame);
   void handle_weight_request(const zmq::message_t& identity, std::string_view frame);
+  void start_nccl();
+  void count_nccl();
   std::vector<transport::TaskMessage> grant_tasks(const std::string& worker, uint64_t incarnation, uint32_t want);
   void requeue_lost();
   bool group_complete(int64_t group) const;
@@ -144,7 +155,7 @@ class Learner {
   metrics::Registry registry_;
   metrics::Value &received_, &duplicates_, &stale_dropped_, &stale_downweighted_, &trained_, &steps_, &tasks_issued_,
       &tasks_reissued_, &reward_, &loss_, &dlogp_, &k3_, &pearson_, &staleness_, &version_gauge_, &sync_bytes_,
-      &sync_seconds_, &spool_bytes_;
+      &sync_seconds_, &spool_bytes_, &nccl_offers_, &nccl_sent_, &nccl_failed_;
   FrameRejects rejects_;
 
   std::unique_ptr<learner::TrainingModel> model_, ref_model_;
@@ -169,6 +180,10 @@ class Learner {
   zmq::socket_t traj_, tasks_, weights_;
   std::vector<std::string> chunk_frames_;
   uint64_t weights_id_ = 0;
+#ifdef INTERLACE_HAVE_NCCL
+  std::unique_ptr<transport::nccl::WeightSender> nccl_;  // weights.transport nccl, when a device is there
+  transport::nccl::WeightSender::Counts nccl_counted_;
+#endif
   std::mt19937_64 rng_{std::random_device{}()};
   Clock::time_point start_ = Clock::now(), last_step_ = Clock::now();
   int64_t tokens_since_step_ = 0;
@@ -274,13 +289,46 @@ absl::Status Learner::restore() {
 void Learner::publish() {
   const auto t0 = Clock::now();
   std::vector<std::pair<std::string, core::Tensor>> tensors(model_->weights().begin(), model_->weights().end());
-  const std::string payload = model::safetensors_bytes(tensors);
+  std::string payload = model::safetensors_bytes(tensors);
   weights_id_ = rng_() | 1;
   chunk_frames_.clear();
-  for (const auto& c : transport::chunk_weights(payload, state_.version, weights_id_))
-    chunk_frames_.push_back(transport::encode_weight_chunk(c));
+  const auto chunks = transport::chunk_weights(payload, state_.version, weights_id_);
+  for (const auto& c : chunks) chunk_frames_.push_back(transport::encode_weight_chunk(c));
+#ifdef INTERLACE_HAVE_NCCL
+  if (nccl_) nccl_->publish(state_.version, weights_id_, chunks.front().total_crc32c, std::move(payload));
+#endif
   version_gauge_.set(double(state_.version));
   sync_seconds_.add(std::chrono::duration<double>(Clock::now() - t0).count());
+}
+
+// weights.transport nccl: broadcast from CUDA device 0 when this process sees
+// one (workers take devices 1, 2, ... modulo the count); otherwise say why and
+// answer every request with ZeroMQ chunks.
+void Learner::start_nccl() {
+  if (spec_.weights_transport != "nccl") return;
+#ifdef INTERLACE_HAVE_NCCL
+  auto sender = transport::nccl::WeightSender::start(0, std::chrono::seconds(10));
+  if (!sender.ok()) {
+    spdlog::warn("learner: weights.transport is nccl, but {}; weights go over ZeroMQ",
+                 std::string(sender.status().message()));
+    return;
+  }
+  nccl_ = std::move(*sender);
+  spdlog::info("learner: weights by NCCL from CUDA device 0");
+#endif
+}
+
+// The sender thread's tallies, into the metrics.
+void Learner::count_nccl() {
+#ifdef INTERLACE_HAVE_NCCL
+  if (!nccl_) return;
+  const auto now = nccl_->counts();
+  nccl_sent_.add(double(now.sent - nccl_counted_.sent));
+  nccl_failed_.add(double(now.failed - nccl_counted_.failed));
+  sync_bytes_.add(double(now.bytes - nccl_counted_.bytes));
+  sync_seconds_.add(now.seconds - nccl_counted_.seconds);
+  nccl_counted_ = now;
+#endif
 }
 
 bool Learner::group_complete(int64_t group) const {
@@ -422,6 +470,18 @@ std::vector<transport::TaskMessage> Learner::grant_tasks(const std::string& work
 void Learner::handle_weight_request(const zmq::message_t& identity, std::string_view frame) {
   auto req = transport::decode_weight_request(frame, kSmallLimits);
   if (!req.ok()) return rejects_.reject("weights", std::string(req.status().message()));
+#ifdef INTERLACE_HAVE_NCCL
+  if (nccl_ && req->accepts_nccl) {
+    auto offer = nccl_->offer(req->worker, req->nccl_session);
+    if (offer.ok()) {
+      send_routed(weights_, identity, transport::encode_weight_chunk(*offer));
+      nccl_offers_.inc();
+      return;
+    }
+    spdlog::warn("learner: no NCCL offer for {} ({}); sending chunks over ZeroMQ", req->worker,
+                 std::string(offer.status().message()));
+  }
+#endif
   const auto t0 = Clock::now();
   for (const std::string& chunk : chunk_frames_) {
     send_routed(weights_, identity, chunk);
@@ -630,6 +690,7 @@ int Learner::run() {
     spdlog::error("learner: cannot bind its ports ({}); is another learner running on this run directory?", e.what());
     return 1;
   }
+  start_nccl();
   publish();
   if (!o_.quiet)
     std::fprintf(stderr, "learner: job %s, %s, %lld steps of %lld groups x %lld, eta %lld; metrics on http://%s:%d/metrics\n",
@@ -647,6 +708,7 @@ int Learner::run() {
     flush_acks();
     receive(tasks_, "tasks", [&](const zmq::message_t& id, std::string_view f) { handle_heartbeat(id, f); });
     receive(weights_, "weights", [&](const zmq::message_t& id, std::string_view f) { handle_weight_request(id, f); });
+    count_nccl();
     if (done_at) {
       if (Clock::now() - *done_at > std::chrono::duration<double>(o_.linger_s)) break;
       continue;

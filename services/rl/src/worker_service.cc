@@ -25,6 +25,9 @@
 #include "interlace/transport/messages.h"
 #include "interlace/transport/trajectory_codec.h"
 #include "interlace/transport/weight_sync.h"
+#ifdef INTERLACE_HAVE_NCCL
+#include "interlace/transport/nccl_weights.h"
+#endif
 #include "spdlog/spdlog.h"
 
 namespace interlace::rl {
@@ -56,6 +59,9 @@ class Worker {
         sync_failed_(registry_.counter("interlace_weight_sync_failures_total",
                                        "weight fetches rejected (corrupt or partial); old weights kept")),
         chunks_rejected_(registry_.counter("interlace_weight_chunks_rejected_total", "weight chunks that failed a check")),
+        nccl_received_(registry_.counter("interlace_weight_sync_nccl_total", "weight updates that came by NCCL")),
+        nccl_failed_(registry_.counter("interlace_weight_sync_nccl_failures_total",
+                                       "NCCL weight transfers that failed; the update was then fetched over ZeroMQ")),
         version_gauge_(registry_.gauge("interlace_weights_version", "weights version in use")),
         unacked_gauge_(registry_.gauge("interlace_trajectories_unacked", "trajectories sent, not yet acknowledged")),
         cache_hit_(registry_.gauge("interlace_cache_hit_tokens", "prompt tokens served from the prefix cache")),
@@ -68,6 +74,7 @@ class Worker {
   void pump();
   void send_heartbeat();
   bool ensure_weights();
+  void start_nccl();
   void send_trajectory(const rollout::Trajectory& t, const transport::TaskMessage& task);
 
   WorkerOptions o_;
@@ -76,7 +83,7 @@ class Worker {
   uint64_t incarnation_;
   metrics::Registry registry_;
   metrics::Value &sent_, &resent_, &acked_, &refused_, &generated_, &sync_bytes_, &sync_seconds_, &sync_failed_,
-      &chunks_rejected_, &version_gauge_, &unacked_gauge_, &cache_hit_, &cache_query_;
+      &chunks_rejected_, &nccl_received_, &nccl_failed_, &version_gauge_, &unacked_gauge_, &cache_hit_, &cache_query_;
   FrameRejects rejects_;
 
   zmq::context_t ctx_{1};
@@ -88,6 +95,9 @@ class Worker {
   std::unique_ptr<rollout::Engine> engine_;
   std::unique_ptr<cache::PrefixCache> cache_;
   std::string weight_buffer_;
+#ifdef INTERLACE_HAVE_NCCL
+  std::unique_ptr<transport::nccl::WeightReceiver> nccl_;  // weights.transport nccl, when a device is there
+#endif
 
   std::map<std::string, Unacked> unacked_;  // by trajectory key
   std::deque<transport::TaskMessage> queued_;
@@ -170,10 +180,29 @@ bool Worker::ensure_weights() {
   if (Clock::now() - last_fetch_failure_ < std::chrono::milliseconds(200)) return model_ != nullptr;
   const auto t0 = Clock::now();
   uint64_t rejected = 0;
+  transport::WeightRequestMessage request{name_, weights_id_};
+  transport::NcclReceive by_nccl;
+#ifdef INTERLACE_HAVE_NCCL
+  if (nccl_) {
+    request.accepts_nccl = true;
+    request.nccl_session = nccl_->session();
+    by_nccl = [this](const transport::WeightChunkFields& offer) { return nccl_->receive(offer); };
+  }
+#endif
   // 5 s: a request lost to a learner restart is retried soon.
   auto payload =
-      transport::fetch_weights(weights_, {name_, weights_id_}, std::chrono::seconds(5), &rejected, &weight_buffer_);
+      transport::fetch_weights(weights_, request, std::chrono::seconds(5), &rejected, &weight_buffer_, by_nccl);
+  if (!payload.ok() && request.accepts_nccl) {
+    // Whatever NCCL failed at (a peer gone, a device shared with the learner,
+    // bytes that fail the checksum), this update comes over ZeroMQ.
+    nccl_failed_.inc();
+    spdlog::warn("{}: weights by NCCL failed ({}); fetching them over ZeroMQ", name_,
+                 std::string(payload.status().message()));
+    request.accepts_nccl = false;
+    payload = transport::fetch_weights(weights_, request, std::chrono::seconds(5), &rejected, &weight_buffer_);
+  }
   chunks_rejected_.add(double(rejected));
+  if (payload.ok() && payload->by_nccl) nccl_received_.inc();
   absl::StatusOr<std::unique_ptr<model::Model>> m = absl::UnknownError("");
   if (payload.ok()) {
     auto tensors = model::parse_safetensors_bytes(payload->bytes, "weights from the learner");
@@ -195,6 +224,24 @@ bool Worker::ensure_weights() {
   sync_seconds_.add(std::chrono::duration<double>(Clock::now() - t0).count());
   version_gauge_.set(double(version_));
   return true;
+}
+
+// weights.transport nccl: take updates by NCCL on CUDA device (index + 1)
+// modulo the count (the learner broadcasts from device 0) when this process
+// sees one; otherwise say why and fetch over ZeroMQ.
+void Worker::start_nccl() {
+  if (spec_.weights_transport != "nccl") return;
+#ifdef INTERLACE_HAVE_NCCL
+  auto devices = transport::nccl::device_count();
+  if (!devices.ok()) {
+    spdlog::warn("{}: weights.transport is nccl, but {}; weights come over ZeroMQ", name_,
+                 std::string(devices.status().message()));
+    return;
+  }
+  const int device = (o_.index + 1) % *devices;
+  nccl_ = std::make_unique<transport::nccl::WeightReceiver>(device, std::chrono::seconds(10));
+  spdlog::info("{}: weights by NCCL on CUDA device {}", name_, device);
+#endif
 }
 
 void Worker::send_trajectory(const rollout::Trajectory& t, const transport::TaskMessage& task) {
@@ -252,6 +299,7 @@ int Worker::run() {
   tasks_.connect(o_.endpoints.tcp(o_.endpoints.tasks));
   weights_.connect(o_.endpoints.tcp(o_.endpoints.weights));
 
+  start_nccl();
   // The first weights come from the learner too (they may be a resumed run's).
   while (!job_done_ && !ensure_weights()) {
     pump();

@@ -140,6 +140,8 @@ std::string encode_weight_request(const WeightRequestMessage& m) {
   auto r = builder.initRoot<proto::WeightRequest>();
   r.setWorker(m.worker);
   r.setHaveWeightsId(m.have_weights_id);
+  r.setAcceptsNccl(m.accepts_nccl);
+  r.setNcclSession(m.nccl_session);
   return flat_frame(builder);
 }
 
@@ -148,6 +150,8 @@ absl::StatusOr<WeightRequestMessage> decode_weight_request(std::string_view fram
   absl::Status s = read_frame<proto::WeightRequest>(frame, limits, "weight request", [&](proto::WeightRequest::Reader r) {
     m.worker = r.getWorker();
     m.have_weights_id = r.getHaveWeightsId();
+    m.accepts_nccl = r.getAcceptsNccl();
+    m.nccl_session = r.getNcclSession();
   });
   if (!s.ok()) return s;
   return m;
@@ -165,6 +169,11 @@ std::string encode_weight_chunk(const WeightChunkMessage& m) {
   c.setData(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(m.data.data()), m.data.size()));
   c.setChunkCrc32c(m.chunk_crc32c);
   c.setTotalCrc32c(m.total_crc32c);
+  if (m.by_nccl()) {
+    auto n = c.initNccl();
+    n.setSession(m.nccl_session);
+    n.setUniqueId(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(m.nccl_unique_id.data()), m.nccl_unique_id.size()));
+  }
   return flat_frame(builder);
 }
 
@@ -181,6 +190,12 @@ absl::Status read_weight_chunk(std::string_view frame, const FrameLimits& limits
     f.offset = c.getOffset();
     f.chunk_crc32c = c.getChunkCrc32c();
     f.total_crc32c = c.getTotalCrc32c();
+    if (c.hasNccl()) {
+      auto n = c.getNccl();
+      f.nccl_session = n.getSession();
+      auto id = n.getUniqueId();
+      f.nccl_unique_id.assign(reinterpret_cast<const char*>(id.begin()), id.size());
+    }
     auto d = c.getData();
     result = on_chunk(f, std::string_view(reinterpret_cast<const char*>(d.begin()), d.size()));
   });

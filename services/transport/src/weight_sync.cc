@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "interlace/transport/crc32c.h"
@@ -89,9 +90,32 @@ absl::StatusOr<std::string> WeightAssembler::finish() {
   return std::move(payload_);
 }
 
+namespace {
+
+// The bytes an NCCL offer brought, checked like an assembled payload.
+absl::StatusOr<WeightsPayload> take_nccl_offer(const WeightChunkFields& offer, const NcclReceive& nccl) {
+  if (!nccl)
+    return absl::InvalidArgumentError(absl::StrCat("weights version ", offer.version,
+                                                   ": the learner offered NCCL, which this request did not accept"));
+  if (offer.index != 0 || offer.count != 1 || offer.offset != 0 || offer.total_bytes > (uint64_t{1} << 40))
+    return absl::InvalidArgumentError(absl::StrCat("weights version ", offer.version, ": malformed NCCL offer (chunk ",
+                                                   offer.index, " of ", offer.count, ", offset ", offer.offset, ", ",
+                                                   offer.total_bytes, " bytes)"));
+  auto bytes = nccl(offer);
+  if (!bytes.ok()) return bytes.status();
+  if (bytes->size() != offer.total_bytes)
+    return absl::DataLossError(absl::StrCat("weights version ", offer.version, " by NCCL: ", bytes->size(),
+                                            " bytes arrived, ", offer.total_bytes, " were offered"));
+  if (crc32c(*bytes) != offer.total_crc32c)
+    return absl::DataLossError(absl::StrCat("weights version ", offer.version, " by NCCL: payload checksum mismatch"));
+  return WeightsPayload{offer.version, offer.weights_id, std::move(*bytes), true};
+}
+
+}  // namespace
+
 absl::StatusOr<WeightsPayload> fetch_weights(zmq::socket_t& dealer, const WeightRequestMessage& request,
                                              std::chrono::milliseconds timeout, uint64_t* rejected_chunks,
-                                             std::string* reuse) {
+                                             std::string* reuse, const NcclReceive& nccl) {
   zmq::message_t stale;
   while (dealer.recv(stale, zmq::recv_flags::dontwait)) {
   }
@@ -108,7 +132,18 @@ absl::StatusOr<WeightsPayload> fetch_weights(zmq::socket_t& dealer, const Weight
     zmq::poll(&item, 1, left);
     zmq::message_t msg;
     if (!dealer.recv(msg, zmq::recv_flags::dontwait)) continue;
-    absl::Status s = assembler.add_frame(std::string_view(static_cast<const char*>(msg.data()), msg.size()));
+    std::optional<WeightChunkFields> offer;
+    absl::Status s = read_weight_chunk(std::string_view(static_cast<const char*>(msg.data()), msg.size()), {},
+                                       [&](const WeightChunkFields& c, std::string_view data) {
+                                         if (!c.by_nccl()) return assembler.add(c, data);
+                                         offer = c;
+                                         return absl::OkStatus();
+                                       });
+    if (s.ok() && offer) {
+      auto payload = take_nccl_offer(*offer, request.accepts_nccl ? nccl : NcclReceive());
+      if (!payload.ok() && rejected_chunks) ++*rejected_chunks;
+      return payload;
+    }
     if (!s.ok()) {
       if (rejected_chunks) ++*rejected_chunks;
       return s;

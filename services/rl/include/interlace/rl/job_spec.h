@@ -51,6 +51,10 @@ struct JobSpec {
   // the rollout temperature (the policy RL optimises); 0 skips.
   int64_t eval_samples = 4;
   // transport
+  // How weights reach the workers: zeromq (checksummed chunks; always there) or
+  // nccl (a broadcast per worker from the learner's GPU, in builds with CUDA and
+  // NCCL; a worker falls back to zeromq for an update NCCL fails to bring).
+  std::string weights_transport = "zeromq";
   int64_t max_in_flight = 64;     // trajectories a worker may have unacknowledged
   double resend_after_s = 15.0;   // a worker resends what is not acknowledged by then (longer than a step)
   double task_timeout_s = 120.0;  // a group not finished by then is issued again

@@ -61,6 +61,8 @@ absl::StatusOr<HeartbeatMessage> decode_heartbeat(std::string_view frame, const 
 struct WeightRequestMessage {
   std::string worker;
   uint64_t have_weights_id = 0;
+  bool accepts_nccl = false;
+  uint64_t nccl_session = 0;
 };
 std::string encode_weight_request(const WeightRequestMessage& m);
 absl::StatusOr<WeightRequestMessage> decode_weight_request(std::string_view frame, const FrameLimits& limits = {});
@@ -72,6 +74,10 @@ struct WeightChunkFields {
   uint32_t index = 0, count = 0;
   uint64_t total_bytes = 0, offset = 0;
   uint32_t chunk_crc32c = 0, total_crc32c = 0;
+  // proto::NcclTransfer, when the bytes come by NCCL (nccl_session != 0).
+  uint64_t nccl_session = 0;
+  std::string nccl_unique_id;
+  bool by_nccl() const { return nccl_session != 0; }
 };
 struct WeightChunkMessage : WeightChunkFields {
   std::string data;

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -55,14 +56,22 @@ struct WeightsPayload {
   int64_t version = 0;
   uint64_t weights_id = 0;
   std::string bytes;
+  bool by_nccl = false;  // the bytes came by NCCL (and passed the checksum)
 };
+
+// Receives the bytes of a publication the learner offers by NCCL (`offer`
+// names the group and the size); fetch_weights checks them against the
+// offer's checksum, so a receiver only moves bytes.
+using NcclReceive = std::function<absl::StatusOr<std::string>(const WeightChunkFields& offer)>;
 
 // Sends `request` on a DEALER connected to a weights port and assembles the
 // answer. Anything already queued on the socket (a previous fetch's tail) is
 // drained first. `rejected_chunks` (optional) counts chunks that failed a check.
 // `reuse` (optional): a previous payload's bytes, whose memory is assembled into.
+// `nccl`: how to take an NCCL offer (needed when request.accepts_nccl); an
+// offer the request did not accept, or bytes that fail the check, fail the fetch.
 absl::StatusOr<WeightsPayload> fetch_weights(zmq::socket_t& dealer, const WeightRequestMessage& request,
                                              std::chrono::milliseconds timeout, uint64_t* rejected_chunks = nullptr,
-                                             std::string* reuse = nullptr);
+                                             std::string* reuse = nullptr, const NcclReceive& nccl = {});
 
 }  // namespace interlace::transport
