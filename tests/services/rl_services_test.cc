@@ -304,8 +304,9 @@ TEST_F(RlJob, SurvivesKilledServicesAndBadFramesAndTrainsEachTrajectoryOnce) {
 
 // weights.transport nccl runs anywhere: in a build without NCCL the spec is
 // refused and says why; in one with NCCL, a machine without a GPU (this one,
-// CI's) says why and moves weights over ZeroMQ, one GPU (learner and worker on
-// one device, which NCCL refuses) falls back per update, two or more broadcast.
+// CI's) says why and moves weights over ZeroMQ, and so does the worker on a
+// machine with one GPU (the learner's: NCCL does not support two ranks of a
+// group on one device); with two or more the learner broadcasts.
 // Whichever it is, the job trains every step.
 TEST_F(RlJob, NcclWeightTransportRunsOrSaysWhyNot) {
   std::ofstream(dir_ / "job.yaml") << "name: nccl\n"

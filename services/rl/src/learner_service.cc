@@ -302,8 +302,8 @@ void Learner::publish() {
 }
 
 // weights.transport nccl: broadcast from CUDA device 0 when this process sees
-// one (workers take devices 1, 2, ... modulo the count); otherwise say why and
-// answer every request with ZeroMQ chunks.
+// one (workers take devices 1, 2, ...; on a one-device machine they do not ask
+// for NCCL); otherwise say why and answer every request with ZeroMQ chunks.
 void Learner::start_nccl() {
   if (spec_.weights_transport != "nccl") return;
 #ifdef INTERLACE_HAVE_NCCL

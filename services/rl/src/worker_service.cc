@@ -226,19 +226,23 @@ bool Worker::ensure_weights() {
   return true;
 }
 
-// weights.transport nccl: take updates by NCCL on CUDA device (index + 1)
-// modulo the count (the learner broadcasts from device 0) when this process
-// sees one; otherwise say why and fetch over ZeroMQ.
+// weights.transport nccl: take updates by NCCL on one of the CUDA devices the
+// learner does not use (it broadcasts from device 0; workers share devices
+// 1, 2, ... in turn); otherwise say why and fetch over ZeroMQ. The services run
+// on one machine (`interlace run`), so device numbers are the same for all.
 void Worker::start_nccl() {
   if (spec_.weights_transport != "nccl") return;
 #ifdef INTERLACE_HAVE_NCCL
   auto devices = transport::nccl::device_count();
+  if (devices.ok() && *devices < 2)
+    devices = absl::UnavailableError(
+        "this machine has one CUDA device, the learner's, and NCCL does not support two ranks of a group on one device");
   if (!devices.ok()) {
     spdlog::warn("{}: weights.transport is nccl, but {}; weights come over ZeroMQ", name_,
                  std::string(devices.status().message()));
     return;
   }
-  const int device = (o_.index + 1) % *devices;
+  const int device = 1 + o_.index % (*devices - 1);
   nccl_ = std::make_unique<transport::nccl::WeightReceiver>(device, std::chrono::seconds(10));
   spdlog::info("{}: weights by NCCL on CUDA device {}", name_, device);
 #endif
