@@ -53,6 +53,8 @@ eval: {samples: 2}
   EXPECT_EQ(resolved["aggregation"], "token-mean");
   EXPECT_EQ(j->eval_samples, 2);
   EXPECT_EQ(job_spec_json(*j)["eval"]["prompts"], 32);  // default
+  EXPECT_EQ(j->weights_transport, "zeromq");            // default
+  EXPECT_EQ(job_spec_json(*j)["weights"]["transport"], "zeromq");
 }
 
 TEST(JobSpec, ErrorsNameTheKeyAndWhatIsAllowed) {
@@ -71,6 +73,17 @@ TEST(JobSpec, ErrorsNameTheKeyAndWhatIsAllowed) {
   EXPECT_NE(error_of("name: x\n").find("exactly one of 'path'"), std::string::npos);
   EXPECT_NE(error_of(model + "name: [unclosed").find("not valid YAML"), std::string::npos);
   EXPECT_NE(error_of(model + "colour: blue").find("colour: unknown key"), std::string::npos);
+  EXPECT_NE(error_of(model + "weights: {transport: udp}").find("weights.transport: 'udp' is not allowed; choose one of: "
+                                                                "zeromq, nccl"),
+            std::string::npos);
+#ifdef INTERLACE_HAVE_NCCL
+  auto nccl = parse_job_spec(model + "weights: {transport: nccl}", "job.yaml");
+  ASSERT_TRUE(nccl.ok()) << nccl.status();
+  EXPECT_EQ(nccl->weights_transport, "nccl");
+#else
+  EXPECT_NE(error_of(model + "weights: {transport: nccl}").find("'nccl' needs a build with CUDA and NCCL"),
+            std::string::npos);
+#endif
 }
 
 }  // namespace
