@@ -91,6 +91,7 @@ class OfferServer {
  public:
   OfferServer(zmq::context_t& ctx, nccl::WeightSender& sender) : router_(ctx, zmq::socket_type::router), sender_(sender) {
     router_.set(zmq::sockopt::linger, 0);
+    router_.set(zmq::sockopt::rcvtimeo, 60000);  // a failed test ends the server instead of hanging it
     router_.bind("tcp://127.0.0.1:*");
     endpoint_ = router_.get(zmq::sockopt::last_endpoint);
   }

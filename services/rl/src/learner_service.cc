@@ -323,6 +323,8 @@ void Learner::count_nccl() {
 #ifdef INTERLACE_HAVE_NCCL
   if (!nccl_) return;
   const auto now = nccl_->counts();
+  if (now.failed > nccl_counted_.failed)
+    spdlog::warn("learner: NCCL weight broadcast failed {}; the worker fetches over ZeroMQ", now.last_error);
   nccl_sent_.add(double(now.sent - nccl_counted_.sent));
   nccl_failed_.add(double(now.failed - nccl_counted_.failed));
   sync_bytes_.add(double(now.bytes - nccl_counted_.bytes));

@@ -96,7 +96,9 @@ class Worker {
   std::unique_ptr<cache::PrefixCache> cache_;
   std::string weight_buffer_;
 #ifdef INTERLACE_HAVE_NCCL
+  static constexpr int kNcclFailuresBeforeGivingUp = 3;
   std::unique_ptr<transport::nccl::WeightReceiver> nccl_;  // weights.transport nccl, when a device is there
+  int nccl_failures_in_a_row_ = 0;
 #endif
 
   std::map<std::string, Unacked> unacked_;  // by trajectory key
@@ -192,15 +194,24 @@ bool Worker::ensure_weights() {
   // 5 s: a request lost to a learner restart is retried soon.
   auto payload =
       transport::fetch_weights(weights_, request, std::chrono::seconds(5), &rejected, &weight_buffer_, by_nccl);
+#ifdef INTERLACE_HAVE_NCCL
   if (!payload.ok() && request.accepts_nccl) {
-    // Whatever NCCL failed at (a peer gone, a device shared with the learner,
-    // bytes that fail the checksum), this update comes over ZeroMQ.
+    // Whatever NCCL failed at (a peer gone, a timeout, bytes that fail the
+    // checksum), the group is dropped and this update comes over ZeroMQ; after
+    // a few failures in a row NCCL is not asked for again.
     nccl_failed_.inc();
-    spdlog::warn("{}: weights by NCCL failed ({}); fetching them over ZeroMQ", name_,
-                 std::string(payload.status().message()));
+    nccl_->drop();
+    const bool give_up = ++nccl_failures_in_a_row_ >= kNcclFailuresBeforeGivingUp;
+    spdlog::warn("{}: weights by NCCL failed ({}); fetching them over ZeroMQ{}", name_,
+                 std::string(payload.status().message()),
+                 give_up ? absl::StrCat(", and from now on (", kNcclFailuresBeforeGivingUp, " failures in a row)") : "");
+    if (give_up) nccl_.reset();
     request.accepts_nccl = false;
     payload = transport::fetch_weights(weights_, request, std::chrono::seconds(5), &rejected, &weight_buffer_);
+  } else if (payload.ok() && payload->by_nccl) {
+    nccl_failures_in_a_row_ = 0;
   }
+#endif
   chunks_rejected_.add(double(rejected));
   if (payload.ok() && payload->by_nccl) nccl_received_.inc();
   absl::StatusOr<std::unique_ptr<model::Model>> m = absl::UnknownError("");

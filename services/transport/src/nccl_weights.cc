@@ -114,7 +114,8 @@ absl::StatusOr<std::unique_ptr<NcclPair>> NcclPair::join(std::string_view unique
   st->rank = rank;
   if (absl::Status s = cuda_status(cudaSetDevice(device), absl::StrCat("cudaSetDevice(", device, ")")); !s.ok())
     return s;
-  if (absl::Status s = cuda_status(cudaStreamCreateWithFlags(&st->stream, cudaStreamNonBlocking), "cudaStreamCreate");
+  if (absl::Status s = cuda_status(cudaStreamCreateWithFlags(&st->stream, cudaStreamNonBlocking),
+                                   absl::StrCat("cudaStreamCreate on device ", device));
       !s.ok())
     return s;
   ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
@@ -140,7 +141,9 @@ absl::Status NcclPair::broadcast(void* device_bytes, size_t n, std::chrono::mill
     s_->abort();  // stops a kernel still waiting on the peer
     return s;
   };
-  if (absl::Status s = cuda_status(cudaSetDevice(s_->device), "cudaSetDevice"); !s.ok()) return fail(s);
+  if (absl::Status s = cuda_status(cudaSetDevice(s_->device), absl::StrCat("cudaSetDevice(", s_->device, ")"));
+      !s.ok())
+    return fail(s);
   bool timed_out = false;
   ncclResult_t r = ncclBroadcast(device_bytes, device_bytes, n, ncclUint8, 0, s_->comm, s_->stream);
   r = settle(s_->comm, r, deadline, &timed_out);
@@ -177,6 +180,9 @@ struct SendJob {
   uint64_t session = 0;
   std::string unique_id;  // empty: the worker's existing group
   std::shared_ptr<const Publication> publication;
+  // The worker gives up on the offer after its own timeout: a job still queued
+  // by then (the thread was busy with other workers) is not started.
+  Clock::time_point expires;
 };
 
 }  // namespace
@@ -198,13 +204,21 @@ struct WeightSender::State {
   std::map<std::string, std::pair<uint64_t, std::unique_ptr<NcclPair>>> groups;
   DeviceBytes buffer;
   uint64_t buffer_weights_id = 0;
+  cudaStream_t upload = nullptr;
   std::thread thread;
 
+  ~State() {
+    if (upload) cudaStreamDestroy(upload);
+  }
+
   absl::Status send(const SendJob& job) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(job.expires - Clock::now());
+    if (left.count() <= 0)
+      return absl::DeadlineExceededError(absl::StrCat("the offer to ", job.worker, " expired before its turn"));
     auto& [session, pair] = groups[job.worker];
     if (!job.unique_id.empty()) {
       pair.reset();
-      auto joined = NcclPair::join(job.unique_id, 0, device, timeout);
+      auto joined = NcclPair::join(job.unique_id, 0, device, left);
       if (!joined.ok()) return joined.status();
       pair = std::move(*joined);
       session = job.session;
@@ -214,11 +228,23 @@ struct WeightSender::State {
     const Publication& p = *job.publication;
     if (buffer_weights_id != p.weights_id) {
       buffer_weights_id = 0;
-      if (absl::Status s = cuda_status(cudaSetDevice(device), "cudaSetDevice"); !s.ok()) return s;
+      if (absl::Status s = cuda_status(cudaSetDevice(device), absl::StrCat("cudaSetDevice(", device, ")")); !s.ok())
+        return s;
       if (absl::Status s = buffer.reserve(p.bytes.size()); !s.ok()) return s;
-      if (absl::Status s = cuda_status(cudaMemcpy(buffer.ptr, p.bytes.data(), p.bytes.size(), cudaMemcpyHostToDevice),
-                                       "cudaMemcpy to the device");
+      if (!upload) {
+        if (absl::Status s = cuda_status(cudaStreamCreateWithFlags(&upload, cudaStreamNonBlocking), "cudaStreamCreate");
+            !s.ok())
+          return s;
+      }
+      // From pageable memory cudaMemcpy may return before the bytes reach the
+      // device, and the broadcast's stream would not wait for them: copy on a
+      // stream of our own and wait for it.
+      if (absl::Status s = cuda_status(
+              cudaMemcpyAsync(buffer.ptr, p.bytes.data(), p.bytes.size(), cudaMemcpyHostToDevice, upload),
+              "cudaMemcpyAsync to the device");
           !s.ok())
+        return s;
+      if (absl::Status s = cuda_status(cudaStreamSynchronize(upload), "copying weights to the device"); !s.ok())
         return s;
       buffer_weights_id = p.weights_id;
     }
@@ -238,6 +264,8 @@ struct WeightSender::State {
       const auto t0 = Clock::now();
       absl::Status s = send(job);
       const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+      // Aborting the group may take a while: not under the lock offer() takes.
+      if (!s.ok()) groups.erase(job.worker);  // the worker's next request forms a new one
       std::lock_guard<std::mutex> lock(mu);
       if (s.ok()) {
         live[job.worker] = job.session;
@@ -245,9 +273,9 @@ struct WeightSender::State {
         counts.bytes += job.publication->bytes.size();
         counts.seconds += seconds;
       } else {
-        groups.erase(job.worker);  // aborts the group; the worker's next request forms a new one
         live.erase(job.worker);
         ++counts.failed;
+        counts.last_error = absl::StrCat("to ", job.worker, " (group ", job.session, "): ", s.message());
       }
     }
   }
@@ -260,7 +288,10 @@ absl::StatusOr<std::unique_ptr<WeightSender>> WeightSender::start(int device, st
   if (!n.ok()) return n.status();
   if (device < 0 || device >= *n)
     return absl::InvalidArgumentError(absl::StrCat("CUDA device ", device, " (this process sees ", *n, ")"));
-  if (absl::Status s = cuda_status(cudaSetDevice(device), "cudaSetDevice"); !s.ok()) return s;
+  if (absl::Status s = cuda_status(cudaSetDevice(device), absl::StrCat("cudaSetDevice(", device, ")")); !s.ok())
+    return s;
+  // Probe NCCL once here, so a missing network or library says so at start.
+  if (auto id = NcclPair::new_unique_id(); !id.ok()) return id.status();
   auto st = std::make_unique<State>();
   st->device = device;
   st->timeout = timeout;
@@ -289,11 +320,15 @@ void WeightSender::publish(int64_t version, uint64_t weights_id, uint32_t total_
 }
 
 absl::StatusOr<WeightChunkMessage> WeightSender::offer(const std::string& worker, uint64_t worker_session) {
-  SendJob job{worker, 0, "", nullptr};
+  SendJob job{worker, 0, "", nullptr, {}};
   {
     std::lock_guard<std::mutex> lock(s_->mu);
     if (!s_->current) return absl::FailedPreconditionError("nothing published yet");
     job.publication = s_->current;
+    job.expires = Clock::now() + s_->timeout;
+    // A worker asks again only after its previous fetch ended: what is still
+    // queued for it would pair with nothing.
+    std::erase_if(s_->jobs, [&](const SendJob& queued) { return queued.worker == worker; });
     auto it = s_->live.find(worker);
     if (worker_session != 0 && it != s_->live.end() && it->second == worker_session) job.session = worker_session;
     else job.session = s_->rng() | 1;
@@ -342,6 +377,10 @@ WeightReceiver::WeightReceiver(int device, std::chrono::milliseconds timeout) : 
   s_->timeout = timeout;
 }
 WeightReceiver::~WeightReceiver() = default;
+void WeightReceiver::drop() {
+  s_->pair.reset();
+  s_->session = 0;
+}
 uint64_t WeightReceiver::session() const { return s_->session; }
 
 absl::StatusOr<std::string> WeightReceiver::receive(const WeightChunkFields& offer) {
@@ -361,7 +400,9 @@ absl::StatusOr<std::string> WeightReceiver::receive(const WeightChunkFields& off
     return drop(absl::FailedPreconditionError(absl::StrCat("the offer reuses NCCL group ", offer.nccl_session,
                                                            "; this worker holds ", s_->session)));
   }
-  if (absl::Status s = cuda_status(cudaSetDevice(s_->device), "cudaSetDevice"); !s.ok()) return drop(s);
+  if (absl::Status s = cuda_status(cudaSetDevice(s_->device), absl::StrCat("cudaSetDevice(", s_->device, ")"));
+      !s.ok())
+    return drop(s);
   if (absl::Status s = s_->buffer.reserve(offer.total_bytes); !s.ok()) return drop(s);
   if (absl::Status s = s_->pair->broadcast(s_->buffer.ptr, offer.total_bytes, s_->timeout); !s.ok()) return drop(s);
   std::string bytes(offer.total_bytes, '\0');

@@ -20,7 +20,12 @@
 // Every NCCL call has a deadline: the groups are nonblocking
 // (ncclConfig_t.blocking = 0), polled, and aborted (ncclCommAbort) when a peer
 // does not come or dies, so neither side hangs; the worker then fetches over
-// ZeroMQ and the next request forms a new group.
+// ZeroMQ and the next request forms a new group. The learner serves one worker
+// at a time: an offer still queued when the worker's own timeout has passed is
+// not started, and a worker's new request replaces what is queued for it.
+// Known cost: ncclGetUniqueId leaves a bootstrap thread and socket waiting for
+// a group whose worker never joins; workers stop asking after a few failures
+// in a row (worker_service.cc), which bounds it.
 #pragma once
 
 #include <chrono>
@@ -68,6 +73,7 @@ class WeightSender {
   struct Counts {
     uint64_t sent = 0, failed = 0, bytes = 0;
     double seconds = 0;
+    std::string last_error;  // of the latest failure: which worker, which group, what
   };
   // Fails when CUDA or NCCL cannot be used on `device`.
   static absl::StatusOr<std::unique_ptr<WeightSender>> start(int device, std::chrono::milliseconds timeout);
@@ -96,6 +102,8 @@ class WeightReceiver {
   // a new one); on failure the group is dropped, so the next request asks for
   // a new one.
   absl::StatusOr<std::string> receive(const WeightChunkFields& offer);
+  // Forgets the group (the bytes it brought failed a check further on).
+  void drop();
 
  private:
   struct State;
