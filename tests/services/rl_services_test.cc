@@ -45,6 +45,16 @@ std::vector<json> read_jsonl(const std::string& path) {
   return rows;
 }
 
+// Runs a shell command; returns what it printed, its wait status in *status.
+std::string run_command(const std::string& command, int* status) {
+  FILE* p = popen(command.c_str(), "r");
+  std::string out;
+  char buf[512];
+  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  *status = pclose(p);
+  return out;
+}
+
 pid_t spawn_shell(const std::string& command) {
   const char* argv[] = {"/bin/sh", "-c", command.c_str(), nullptr};
   pid_t pid = -1;
@@ -318,11 +328,8 @@ TEST_F(RlJob, NcclWeightTransportRunsOrSaysWhyNot) {
                                       "eval: {prompts: 0}\n";
   const std::string cmd = std::string(INTERLACE_BIN) + " run " + (dir_ / "job.yaml").string() + " --run-dir " +
                           run_dir() + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[512];
-  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-  const int status = pclose(p);
+  int status = 0;
+  const std::string out = run_command(cmd, &status);
 #ifndef INTERLACE_HAVE_NCCL
   EXPECT_EQ(WEXITSTATUS(status), 1) << out;
   EXPECT_NE(out.find("weights.transport: 'nccl' needs a build with CUDA and NCCL"), std::string::npos) << out;
@@ -343,11 +350,8 @@ TEST(RlJobSpec, BadSpecIsRefusedWithTheKey) {
   std::ofstream(dir / "job.yaml") << "model: {init: x.json}\nrollout: {wokers: 2}\n";
   const std::string cmd = std::string(INTERLACE_BIN) + " run " + (dir / "job.yaml").string() + " --run-dir " +
                           (dir / "run").string() + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[512];
-  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-  const int status = pclose(p);
+  int status = 0;
+  const std::string out = run_command(cmd, &status);
   EXPECT_EQ(WEXITSTATUS(status), 1) << out;
   EXPECT_NE(out.find("rollout.wokers: unknown key; allowed here:"), std::string::npos) << out;
   fs::remove_all(dir);

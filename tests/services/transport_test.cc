@@ -271,11 +271,23 @@ TEST(WeightSync, AssemblerChecksEveryChunkAndTheWhole) {
 
 // A learner stand-in on a real ROUTER socket: answers the first request with a
 // corrupted chunk, the second with a chunk missing, the third correctly.
-TEST(WeightSync, CorruptAndPartialUpdatesAreRejectedThenRefetched) {
-  zmq::context_t ctx;
+// A learner's weights port on loopback, and a worker's socket to it.
+zmq::socket_t bound_router(zmq::context_t& ctx) {
   zmq::socket_t router(ctx, zmq::socket_type::router);
   router.set(zmq::sockopt::linger, 0);
   router.bind("tcp://127.0.0.1:*");
+  return router;
+}
+zmq::socket_t connected_dealer(zmq::context_t& ctx, const std::string& endpoint) {
+  zmq::socket_t dealer(ctx, zmq::socket_type::dealer);
+  dealer.set(zmq::sockopt::linger, 0);
+  dealer.connect(endpoint);
+  return dealer;
+}
+
+TEST(WeightSync, CorruptAndPartialUpdatesAreRejectedThenRefetched) {
+  zmq::context_t ctx;
+  zmq::socket_t router = bound_router(ctx);
   const std::string endpoint = router.get(zmq::sockopt::last_endpoint);
   const std::string payload = random_payload(3 << 20);
   const auto chunks = chunk_weights(payload, 9, 777, 256 << 10);
@@ -293,9 +305,7 @@ TEST(WeightSync, CorruptAndPartialUpdatesAreRejectedThenRefetched) {
       }
     }
   });
-  zmq::socket_t dealer(ctx, zmq::socket_type::dealer);
-  dealer.set(zmq::sockopt::linger, 0);
-  dealer.connect(endpoint);
+  zmq::socket_t dealer = connected_dealer(ctx, endpoint);
   uint64_t rejected = 0;
   auto first = fetch_weights(dealer, {"w", 0}, std::chrono::seconds(10), &rejected);
   EXPECT_EQ(first.status().code(), absl::StatusCode::kDataLoss) << first.status();
@@ -317,9 +327,7 @@ TEST(WeightSync, CorruptAndPartialUpdatesAreRejectedThenRefetched) {
 // NCCL receiver hands back is checked against the offer before it is used.
 TEST(WeightSync, NcclOffersAreCheckedLikeChunks) {
   zmq::context_t ctx;
-  zmq::socket_t router(ctx, zmq::socket_type::router);
-  router.set(zmq::sockopt::linger, 0);
-  router.bind("tcp://127.0.0.1:*");
+  zmq::socket_t router = bound_router(ctx);
   const std::string endpoint = router.get(zmq::sockopt::last_endpoint);
   const std::string payload = random_payload((1 << 20) + 13);
   const auto chunks = chunk_weights(payload, 4, 4242, 256 << 10);
@@ -345,9 +353,7 @@ TEST(WeightSync, NcclOffersAreCheckedLikeChunks) {
       router.send(zmq::buffer(f));
     }
   });
-  zmq::socket_t dealer(ctx, zmq::socket_type::dealer);
-  dealer.set(zmq::sockopt::linger, 0);
-  dealer.connect(endpoint);
+  zmq::socket_t dealer = connected_dealer(ctx, endpoint);
   std::vector<WeightChunkFields> offers;
   std::string handed_back = payload;
   absl::Status receiver_status;

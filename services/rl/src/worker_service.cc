@@ -209,11 +209,11 @@ bool Worker::ensure_weights() {
     request.accepts_nccl = false;
     payload = transport::fetch_weights(weights_, request, std::chrono::seconds(5), &rejected, &weight_buffer_);
   } else if (payload.ok() && payload->by_nccl) {
+    nccl_received_.inc();
     nccl_failures_in_a_row_ = 0;
   }
 #endif
   chunks_rejected_.add(double(rejected));
-  if (payload.ok() && payload->by_nccl) nccl_received_.inc();
   absl::StatusOr<std::unique_ptr<model::Model>> m = absl::UnknownError("");
   if (payload.ok()) {
     auto tensors = model::parse_safetensors_bytes(payload->bytes, "weights from the learner");

@@ -384,32 +384,30 @@ void WeightReceiver::drop() {
 uint64_t WeightReceiver::session() const { return s_->session; }
 
 absl::StatusOr<std::string> WeightReceiver::receive(const WeightChunkFields& offer) {
-  auto drop = [&](absl::Status s) {
-    s_->pair.reset();
-    s_->session = 0;
+  auto fail = [&](absl::Status s) {
+    drop();
     return s;
   };
   if (!offer.nccl_unique_id.empty()) {
-    s_->pair.reset();  // a new group replaces the old
-    s_->session = 0;
+    drop();  // a new group replaces the old
     auto joined = NcclPair::join(offer.nccl_unique_id, 1, s_->device, s_->timeout);
     if (!joined.ok()) return joined.status();
     s_->pair = std::move(*joined);
     s_->session = offer.nccl_session;
   } else if (!s_->pair || s_->session != offer.nccl_session) {
-    return drop(absl::FailedPreconditionError(absl::StrCat("the offer reuses NCCL group ", offer.nccl_session,
+    return fail(absl::FailedPreconditionError(absl::StrCat("the offer reuses NCCL group ", offer.nccl_session,
                                                            "; this worker holds ", s_->session)));
   }
   if (absl::Status s = cuda_status(cudaSetDevice(s_->device), absl::StrCat("cudaSetDevice(", s_->device, ")"));
       !s.ok())
-    return drop(s);
-  if (absl::Status s = s_->buffer.reserve(offer.total_bytes); !s.ok()) return drop(s);
-  if (absl::Status s = s_->pair->broadcast(s_->buffer.ptr, offer.total_bytes, s_->timeout); !s.ok()) return drop(s);
+    return fail(s);
+  if (absl::Status s = s_->buffer.reserve(offer.total_bytes); !s.ok()) return fail(s);
+  if (absl::Status s = s_->pair->broadcast(s_->buffer.ptr, offer.total_bytes, s_->timeout); !s.ok()) return fail(s);
   std::string bytes(offer.total_bytes, '\0');
   if (absl::Status s = cuda_status(cudaMemcpy(bytes.data(), s_->buffer.ptr, bytes.size(), cudaMemcpyDeviceToHost),
                                    "cudaMemcpy from the device");
       !s.ok())
-    return drop(s);
+    return fail(s);
   return bytes;
 }
 
