@@ -185,5 +185,74 @@ TEST(PrefixCache, SamplingGroupPrefillsItsPromptOnce) {
   EXPECT_EQ(e.stats().prefill_tokens, 30 + 3 * 1);  // once in full, then one token per other sample
 }
 
+// The cache keeps what it needs of the model it was made from: a worker makes
+// its cache from its first model and frees that model at the first weight
+// swap, and the cache goes on evicting (scoring states by the model's shape).
+// Under AddressSanitizer this read freed memory when the cache held a
+// reference to the model's config.
+TEST(PrefixCache, OutlivesTheModelItWasMadeFrom) {
+  auto first = make_model(testing::minimax_json(), "fp32");
+  auto cache = std::make_unique<PrefixCache>(*first, CacheConfig{.block_size = 4, .max_states = 2});
+  std::vector<float> logits;
+  for (int i = 0; i < 2; ++i) {
+    const auto p = tokens(9 + i, 40 + i, first->vocab_size());
+    model::SequenceState s = first->new_sequence();
+    first->prefill(s, p, logits);
+    cache->insert(p, 0, s);
+  }
+  first.reset();
+  const model::ModelConfig c = testing::parse_or_die(testing::minimax_json());
+  auto second = std::shared_ptr<model::Model>(std::move(
+      *model::Model::from_tensors(c, model::random_weights(c, 23, 0.3f), *model::parse_precision("fp32"))));
+  std::vector<std::vector<int32_t>> prompts;
+  for (int i = 0; i < 4; ++i) {
+    prompts.push_back(tokens(11 + i, 60 + i, second->vocab_size()));
+    model::SequenceState s = second->new_sequence();
+    second->prefill(s, prompts.back(), logits);
+    cache->insert(prompts.back(), 1, s);  // the pool holds 2 states: each insert evicts
+    EXPECT_LE(cache->counters().states, 2);
+  }
+  EXPECT_GE(cache->counters().state_evictions, 4);
+  // The newest prompt survived, and continuing from it equals a cold run.
+  std::vector<int32_t> q = prompts.back();
+  q.push_back(3);
+  model::SequenceState warm = second->new_sequence();
+  const int64_t hit = cache->lookup(q, 1, warm);
+  EXPECT_EQ(hit, static_cast<int64_t>(prompts.back().size()));
+  std::vector<float> warm_logits, cold_logits;
+  second->prefill(warm, std::span<const int32_t>(q).subspan(hit), warm_logits);
+  model::SequenceState cold = second->new_sequence();
+  second->prefill(cold, q, cold_logits);
+  ASSERT_EQ(warm_logits.size(), cold_logits.size());
+  for (size_t i = 0; i < warm_logits.size(); ++i) EXPECT_NEAR(warm_logits[i], cold_logits[i], 1e-4) << i;
+}
+
+// As the rollout worker does it: the engine swaps weights several times, each
+// old model freed once the engine lets go of it, while a small state pool
+// keeps evicting. Every request finishes under the version it was given, and
+// the cache scores and evicts without touching a freed model.
+TEST(PrefixCache, EvictsWhileTheEngineSwapsWeights) {
+  const model::ModelConfig c = testing::parse_or_die(testing::minimax_json());
+  auto model_at = [&](uint64_t seed) {
+    return std::shared_ptr<model::Model>(std::move(
+        *model::Model::from_tensors(c, model::random_weights(c, seed, 0.3f), *model::parse_precision("fp32"))));
+  };
+  auto first = model_at(1);
+  PrefixCache cache(*first, {.block_size = 4, .max_kv_blocks = 8, .max_states = 2});
+  rollout::Engine e(std::move(first), 0, {.max_running = 4, .prefill_chunk = 8});
+  e.set_cache(&cache);
+  for (int64_t version = 0; version < 5; ++version) {
+    if (version > 0) e.update_weights(model_at(100 + version), version);  // the engine holds the only reference
+    for (int r = 0; r < 3; ++r) {
+      const auto out = generate(e, tokens(10 + r, int(version) * 7 + r, c.vocab_size), 3);
+      ASSERT_EQ(out.versions.size(), 3u);
+      for (int64_t v : out.versions) EXPECT_EQ(v, version);
+    }
+  }
+  EXPECT_EQ(e.stats().weight_swaps, 4);
+  EXPECT_GT(cache.counters().state_evictions, 0);
+  EXPECT_LE(cache.counters().states, 2);
+}
+
 }  // namespace
 }  // namespace interlace::cache

@@ -50,6 +50,8 @@ struct CacheCounters {
 
 class PrefixCache {
  public:
+  // Takes what it needs of `model` (its config, its KV row size); the model may
+  // be freed afterwards, and models with the same config may use the cache.
   PrefixCache(const model::Model& model, CacheConfig config);
   ~PrefixCache();
 
@@ -75,7 +77,9 @@ class PrefixCache {
   void drop_node(Node* node);
   double state_score(const StateEntry& s) const;
 
-  const model::ModelConfig& model_config_;
+  // A copy, not a reference: the cache outlives the model it was made from (a
+  // worker swaps in new weights and frees the old model while the cache lives on).
+  const model::ModelConfig model_config_;
   CacheConfig config_;
   size_t kv_row_bytes_;
   bool has_lightning_ = false, has_softmax_ = false;
