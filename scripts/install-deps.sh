@@ -1,22 +1,10 @@
 #!/usr/bin/env bash
-# Installs the Debian packages Interlace builds against, if any are missing.
-# Safe to run repeatedly; does nothing when everything is present.
+# Installs the Debian packages Interlace needs (scripts/debian-packages.txt), if
+# any are missing. Safe to run repeatedly; does nothing when all are present.
 set -euo pipefail
+cd "$(dirname "$0")"
 
-PACKAGES=(
-  g++ cmake ninja-build pkg-config
-  libabsl-dev          # Status / StatusOr
-  libspdlog-dev        # logging
-  nlohmann-json3-dev   # JSON (configs, safetensors headers, JSONL)
-  libcli11-dev         # command line
-  libdnnl-dev          # oneDNN: CPU GEMM (AVX-512 / AMX)
-  libgtest-dev libgmock-dev
-  libbenchmark-dev     # Google Benchmark (bench/)
-  capnproto libcapnp-dev  # the wire contract (proto/): schema compiler and runtime
-  libzmq3-dev cppzmq-dev  # ZeroMQ sockets between services (C library + C++ header)
-  libyaml-cpp-dev      # job specs (interlace run JOB.yaml)
-  prometheus           # the tests scrape the services' /metrics with a real Prometheus
-)
+mapfile -t PACKAGES < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' -e '/^$/d' debian-packages.txt)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -3,9 +3,16 @@ target_compile_definitions(cli_test PRIVATE INTERLACE_BIN="$<TARGET_FILE:interla
                            INTERLACE_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
 add_dependencies(cli_test interlace)
 
+# The services are scraped by a real Prometheus (Debian's prometheus, installed
+# by scripts/install-deps.sh); found here so the build-dependency check sees it.
+find_program(PROMETHEUS_EXECUTABLE prometheus)
+if(NOT PROMETHEUS_EXECUTABLE)
+  message(WARNING "prometheus not found: rl_services_test will fail; scripts/install-deps.sh installs it")
+  set(PROMETHEUS_EXECUTABLE prometheus-not-found)
+endif()
 interlace_test(rl_services_test integration SOURCES services/rl_services_test.cc LIBS cppzmq nlohmann_json::nlohmann_json)
 target_compile_definitions(rl_services_test PRIVATE INTERLACE_BIN="$<TARGET_FILE:interlace>"
-                           INTERLACE_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
+                           INTERLACE_SOURCE_DIR="${PROJECT_SOURCE_DIR}" PROMETHEUS_BIN="${PROMETHEUS_EXECUTABLE}")
 add_dependencies(rl_services_test interlace)
 if(INTERLACE_HAVE_NCCL)
   target_compile_definitions(rl_services_test PRIVATE INTERLACE_HAVE_NCCL=1)

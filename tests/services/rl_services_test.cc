@@ -16,6 +16,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <regex>
 #include <set>
 #include <thread>
 #include <zmq.hpp>
@@ -144,6 +145,26 @@ class RlJob : public ::testing::Test {
     }
     return false;
   }
+  // A real Prometheus (the one CMake found) on a free port, scraping every
+  // second the targets the test writes to targets.json; returns its port.
+  int start_prometheus() {
+    const int port = free_port();
+    std::ofstream(dir_ / "prometheus.yml")
+        << "global: {scrape_interval: 1s}\nscrape_configs:\n  - job_name: interlace\n    file_sd_configs:\n"
+           "      - files: ['"
+        << (dir_ / "targets.json").string() << "']\n";
+    prometheus_ = spawn_shell(std::string("exec ") + PROMETHEUS_BIN + " --config.file=" +
+                              (dir_ / "prometheus.yml").string() + " --storage.tsdb.path=" + (dir_ / "tsdb").string() +
+                              " --web.listen-address=127.0.0.1:" + std::to_string(port) + " > " +
+                              (dir_ / "prometheus.log").string() + " 2>&1");
+    // It takes seconds to start; a job can be over by then.
+    for (auto until = Clock::now() + std::chrono::seconds(60); Clock::now() < until;) {
+      if (http_get(port, "/-/ready").find("200 OK") != std::string::npos) return port;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    ADD_FAILURE() << "Prometheus (" << PROMETHEUS_BIN << ") did not start:\n" << read_text(dir_ / "prometheus.log");
+    return port;
+  }
   pid_t child_pid(const std::string& name) const {
     json p = json::parse(read_text(run_dir() + "/pids.json"), nullptr, false);
     return p.is_object() && p.contains(name) ? p[name].get<pid_t>() : -1;
@@ -155,7 +176,7 @@ class RlJob : public ::testing::Test {
 };
 
 TEST_F(RlJob, SurvivesKilledServicesAndBadFramesAndTrainsEachTrajectoryOnce) {
-  const int steps = 10, groups = 2, group_size = 3;
+  const int steps = 16, groups = 2, group_size = 3;
   std::ofstream(dir_ / "job.yaml") << "name: e2e\n"
                                       "env: calculator\n"
                                       "model: {init: " INTERLACE_SOURCE_DIR "/examples/models/tiny-hybrid.json}\n"
@@ -167,40 +188,27 @@ TEST_F(RlJob, SurvivesKilledServicesAndBadFramesAndTrainsEachTrajectoryOnce) {
                                       "checkpoint_every: 1\n"
                                       "eval: {prompts: 3, samples: 2}\n";
   const std::string log = (dir_ / "run.log").string();
+  const int prom_port = start_prometheus();
   pid_ = spawn_shell(std::string(INTERLACE_BIN) + " run " + (dir_ / "job.yaml").string() + " --run-dir " + run_dir() +
                      " > " + log + " 2>&1");
   ASSERT_GT(pid_, 0);
 
   // A real Prometheus scrapes the learner and both workers for the whole job.
+  // It is started (and ready) first and finds its targets in a file the test
+  // writes once the job has chosen its ports (file-based discovery picks it up
+  // at once): a fast machine runs this job in about 10 s, and Prometheus takes
+  // seconds to start.
   for (auto until = Clock::now() + std::chrono::seconds(120);
        !fs::exists(run_dir() + "/endpoints.json") && Clock::now() < until;)
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   json endpoints = json::parse(read_text(run_dir() + "/endpoints.json"));
   const int learner_metrics = endpoints["learner_metrics"];
-  const int prom_port = free_port();
-  const bool have_prometheus = fs::exists("/usr/bin/prometheus");
-  if (have_prometheus) {
-    std::ofstream(dir_ / "prometheus.yml")
-        << "global: {scrape_interval: 1s}\nscrape_configs:\n  - job_name: interlace\n    static_configs:\n"
-           "      - targets: ['127.0.0.1:"
-        << learner_metrics << "', '127.0.0.1:" << endpoints["worker_metrics"][0] << "', '127.0.0.1:"
-        << endpoints["worker_metrics"][1] << "']\n";
-    prometheus_ = spawn_shell("exec /usr/bin/prometheus --config.file=" + (dir_ / "prometheus.yml").string() +
-                              " --storage.tsdb.path=" + (dir_ / "tsdb").string() +
-                              " --web.listen-address=127.0.0.1:" + std::to_string(prom_port) + " > " +
-                              (dir_ / "prometheus.log").string() + " 2>&1");
-  }
-
-  // Prometheus sees all three services before anything is killed.
-  if (have_prometheus) {
-    std::string up;
-    for (auto until = Clock::now() + std::chrono::seconds(60); Clock::now() < until;) {
-      up = http_get(prom_port, "/api/v1/query?query=count(up%3D%3D1)");
-      if (up.find("\"3\"]") != std::string::npos) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    }
-    EXPECT_NE(up.find("\"3\"]"), std::string::npos) << "Prometheus did not see 3 services up:\n" << up;
-  }
+  std::ofstream(dir_ / "targets.json.tmp")
+      << json::array({{{"targets", {"127.0.0.1:" + std::to_string(learner_metrics),
+                                    "127.0.0.1:" + std::to_string(endpoints["worker_metrics"][0].get<int>()),
+                                    "127.0.0.1:" + std::to_string(endpoints["worker_metrics"][1].get<int>())}}}})
+             .dump();
+  fs::rename(dir_ / "targets.json.tmp", dir_ / "targets.json");
 
   // 1. A worker dies mid-job.
   ASSERT_TRUE(wait_rows(1, 240)) << read_text(log);
@@ -261,7 +269,7 @@ TEST_F(RlJob, SurvivesKilledServicesAndBadFramesAndTrainsEachTrajectoryOnce) {
   EXPECT_NE(out.find("run: learner was killed by signal 9; restarting"), std::string::npos) << out;
 
   // Prometheus saw every service up, and their counters.
-  if (have_prometheus) {
+  {
     const std::string up = http_get(prom_port, "/api/v1/query?query=count(max_over_time(up%5B10m%5D)%3D%3D1)");
     EXPECT_NE(up.find("\"3\"]"), std::string::npos) << "Prometheus did not scrape 3 targets:\n" << up;
     const std::string sent =
@@ -342,6 +350,32 @@ TEST_F(RlJob, NcclWeightTransportRunsOrSaysWhyNot) {
                            out.find("worker-0: weights.transport is nccl, but") != std::string::npos;
   EXPECT_TRUE(learner_said && worker_said) << out;
 #endif
+}
+
+// The rollout worker makes its prefix cache from its first model and frees
+// that model at the first weight update. With a 2-state pool every turn
+// boundary evicts, across several updates; under AddressSanitizer this job
+// read freed memory (the cache kept a reference to the first model's config).
+TEST_F(RlJob, WorkerEvictsCachedStatesAcrossWeightUpdates) {
+  std::ofstream(dir_ / "job.yaml") << "name: evict\n"
+                                      "env: calculator\n"
+                                      "model: {init: " INTERLACE_SOURCE_DIR "/examples/models/tiny-hybrid.json}\n"
+                                      "algorithm: {name: grpo, steps: 4, groups_per_step: 2, group_size: 3}\n"
+                                      "rollout: {workers: 1, max_turns: 2, max_turn_tokens: 8, cache_states: 2}\n"
+                                      "staleness: {mode: sync}\n"
+                                      "eval: {prompts: 0}\n";
+  const std::string cmd = std::string(INTERLACE_BIN) + " run " + (dir_ / "job.yaml").string() + " --run-dir " +
+                          run_dir() + " 2>&1";
+  int status = 0;
+  const std::string out = run_command(cmd, &status);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
+  EXPECT_EQ(rows(), 4) << out;
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(out, m,
+                                std::regex(R"(worker-0: job done; .*weights version (\d+); prefix cache evicted (\d+) states)")))
+      << out;
+  EXPECT_GE(std::stoi(m[1]), 3) << "the worker saw too few weight updates\n" << out;
+  EXPECT_GT(std::stoi(m[2]), 0) << "no state was evicted\n" << out;
 }
 
 TEST(RlJobSpec, BadSpecIsRefusedWithTheKey) {

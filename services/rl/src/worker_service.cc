@@ -326,7 +326,7 @@ int Worker::run() {
         model_, version_, rollout::EngineConfig{.max_running = spec_.max_running, .vocab_limit = tokenizer_->vocab_size()},
         tokenizer_.get());
     if (spec_.cache) {
-      cache_ = std::make_unique<cache::PrefixCache>(*model_, cache::CacheConfig{.state_dtype = precision_.state});
+      cache_ = std::make_unique<cache::PrefixCache>(*model_, cache::CacheConfig{.max_kv_blocks = spec_.cache_blocks, .max_states = spec_.cache_states, .state_dtype = precision_.state});
       engine_->set_cache(cache_.get());
     }
   }
@@ -385,7 +385,12 @@ int Worker::run() {
     pump();
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  if (!o_.quiet) spdlog::info("{}: job done; {} trajectories sent, {} resent", name_, sent_.get(), resent_.get());
+  if (!o_.quiet)
+    spdlog::info("{}: job done; {} trajectories sent, {} resent; weights version {}{}", name_, sent_.get(),
+                 resent_.get(), version_,
+                 cache_ ? absl::StrCat("; prefix cache evicted ", cache_->counters().state_evictions, " states and ",
+                                       cache_->counters().kv_evictions, " KV blocks")
+                        : "");
   return 0;
 }
 

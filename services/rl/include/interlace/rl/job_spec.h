@@ -39,6 +39,9 @@ struct JobSpec {
   int64_t top_k = 0, max_turns = 4, max_turn_tokens = 128, max_episode_tokens = 2048;
   std::string rollout_precision = "fp32", learner_precision = "fp32";
   bool cache = true;
+  // The cache's pools: KV blocks (16 tokens of every softmax layer each) and
+  // lightning-state checkpoints, per worker.
+  int64_t cache_blocks = 4096, cache_states = 256;
   // staleness: sync = generate a batch, then train; async = generation goes on
   // while training, at most eta versions behind.
   std::string mode = "async";
