@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# sanitizer-tests.sh address|thread [TEST ...]: builds with AddressSanitizer +
+# UBSan (address) or ThreadSanitizer (thread) into build-asan/ or build-tsan/
+# and runs the tests of the parts where memory and threads are shared: the
+# prefix cache, the rollout engine and agent loop, the transport, and the
+# services (real learner and worker processes, themselves built with the
+# sanitizer). A report fails the run. Name tests to run only those.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+kind=${1:-}
+case $kind in
+  address) dir=build-asan ;;
+  thread) dir=build-tsan ;;
+  *) echo "usage: scripts/sanitizer-tests.sh address|thread [TEST ...]" >&2; exit 2 ;;
+esac
+shift
+tests=("$@")
+((${#tests[@]})) || tests=(prefix_cache_test engine_test agent_test trajectory_codec_test transport_test
+  metrics_test job_spec_test rl_services_test)
+
+scripts/install-deps.sh
+started=$SECONDS
+# RelWithDebInfo: reports with line numbers; no CUDA, no benchmarks (not run here).
+cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DINTERLACE_SANITIZE="$kind" \
+  -DINTERLACE_CUDA=OFF -DINTERLACE_BENCH=OFF >/dev/null
+cmake --build "$dir" -j "$(nproc)" --target interlace "${tests[@]}"
+echo "sanitizer-tests: $kind build took $((SECONDS - started)) s"
+
+# Reports go to files, one per process: the services tests run the learner and
+# workers as child processes, and `interlace run` restarts a child that a
+# report killed, so a test can pass while a child had a report. Any report
+# file fails the stage.
+reports="$PWD/$dir/sanitizer-reports"
+rm -rf "$reports"
+mkdir -p "$reports"
+export ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:log_path=$reports/asan"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$reports/ubsan"
+export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:log_path=$reports/tsan:suppressions=$PWD/scripts/sanitizers/thread.supp"
+if [[ $kind == thread ]]; then
+  # libgomp (GCC's OpenMP, also oneDNN's threading) is not built with TSan, so
+  # TSan cannot see its barriers and reports its worker threads' hand-offs as
+  # races. One OpenMP thread keeps every parallel region on the calling thread:
+  # the kernels' data-parallel loops are not what this stage checks; the
+  # services' own threads (learner training thread, metrics server, NCCL
+  # sender) and ZeroMQ's are.
+  export OMP_NUM_THREADS=1
+fi
+
+passed=0 failed=0 failed_names=()
+for t in "${tests[@]}"; do
+  log="$dir/$t.log"
+  t0=$SECONDS
+  find "$reports" -type f | sort >"$dir/reports-before"
+  if "$dir/tests/$t" >"$log" 2>&1; then
+    status=ok
+  else
+    status=FAILED
+  fi
+  new_reports=$(comm -13 "$dir/reports-before" <(find "$reports" -type f | sort))
+  if [[ -n $new_reports ]]; then
+    status=FAILED
+    echo "sanitizer-tests: $kind $t: sanitizer reports (from the test or a process it started):"
+    echo "$new_reports" | while read -r r; do
+      echo "--- $r"
+      head -60 "$r"
+    done
+  fi
+  n_pass=$(grep -Eo '^\[  PASSED  \] [0-9]+' "$log" | grep -Eo '[0-9]+$' || echo 0)
+  n_fail=$(grep -Eo '^\[  FAILED  \] [0-9]+ test' "$log" | grep -Eo '[0-9]+' || true)
+  [[ $status == FAILED && -z $n_fail ]] && n_fail=1  # a sanitizer report ends the program before gtest counts
+  passed=$((passed + n_pass)) failed=$((failed + ${n_fail:-0}))
+  echo "sanitizer-tests: $kind $t: $status ($n_pass passed, ${n_fail:-0} failed, $((SECONDS - t0)) s)"
+  if [[ $status == FAILED ]]; then
+    failed_names+=("$t")
+    grep -E -A 12 '\[  FAILED  \]|Failure' "$log" | head -80 || true
+  fi
+done
+echo "sanitizer-tests: $kind stage took $((SECONDS - started)) s"
+if ((${#failed_names[@]})); then
+  echo "sanitizer-tests: $kind: failed: ${failed_names[*]} (logs in $dir/)"
+fi
+echo "${kind}-sanitizer: $passed passed, $failed failed"
+((${#failed_names[@]} == 0))
