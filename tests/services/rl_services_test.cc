@@ -370,6 +370,8 @@ TEST_F(RlJob, WorkerEvictsCachedStatesAcrossWeightUpdates) {
   const std::string out = run_command(cmd, &status);
   ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
   EXPECT_EQ(rows(), 4) << out;
+  // No service died on the way (the supervisor would have restarted it).
+  EXPECT_EQ(out.find("; restarting"), std::string::npos) << out;
   std::smatch m;
   ASSERT_TRUE(std::regex_search(out, m,
                                 std::regex(R"(worker-0: job done; .*weights version (\d+); prefix cache evicted (\d+) states)")))
