@@ -1,6 +1,10 @@
 #include "interlace/core/file_util.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cerrno>
+#include <filesystem>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -20,21 +24,45 @@ absl::StatusOr<std::string> read_file(const std::string& path) {
   return ss.str();
 }
 
-absl::Status write_file(const std::string& path, const std::string& contents) {
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) {
-      return absl::PermissionDeniedError(
-          absl::StrCat(tmp, ": cannot create: ", std::strerror(errno)));
-    }
-    out.write(contents.data(), static_cast<std::streamsize>(contents.size()));
-    if (!out) return absl::DataLossError(absl::StrCat(tmp, ": write failed"));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    return absl::InternalError(absl::StrCat("rename ", tmp, " -> ", path, ": ", std::strerror(errno)));
+absl::Status sync_directory(const std::string& dir) {
+  const int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return absl::InternalError(absl::StrCat(dir, ": cannot open the directory to sync it: ", std::strerror(errno)));
+  const int rc = ::fsync(fd);
+  const int err = errno;
+  ::close(fd);
+  if (rc != 0) return absl::DataLossError(absl::StrCat(dir, ": fsync of the directory failed: ", std::strerror(err)));
+  return absl::OkStatus();
+}
+
+absl::Status write_all(int fd, std::string_view bytes, const std::string& what) {
+  while (!bytes.empty()) {
+    const ssize_t n = ::write(fd, bytes.data(), bytes.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return absl::DataLossError(absl::StrCat(what, ": write failed: ", std::strerror(n < 0 ? errno : EIO)));
+    bytes.remove_prefix(static_cast<size_t>(n));
   }
   return absl::OkStatus();
+}
+
+absl::Status write_file(const std::string& path, const std::string& contents) {
+  const std::string tmp = path + ".tmp";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return absl::PermissionDeniedError(absl::StrCat(tmp, ": cannot create: ", std::strerror(errno)));
+  absl::Status s = write_all(fd, contents, tmp);
+  // Written, synced and closed without error, or the old file stays: a full
+  // disk once left an empty file where a counter had been.
+  if (s.ok() && ::fsync(fd) != 0) s = absl::DataLossError(absl::StrCat(tmp, ": fsync failed: ", std::strerror(errno)));
+  if (::close(fd) != 0 && s.ok()) s = absl::DataLossError(absl::StrCat(tmp, ": close failed: ", std::strerror(errno)));
+  if (!s.ok()) {
+    ::unlink(tmp.c_str());
+    return s;
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    return absl::InternalError(absl::StrCat("rename ", tmp, " -> ", path, ": ", std::strerror(err)));
+  }
+  return sync_directory(std::filesystem::path(path).parent_path().string());
 }
 
 }  // namespace interlace::core

@@ -1,5 +1,11 @@
 #include "interlace/learner/checkpoint.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstring>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
@@ -32,6 +38,20 @@ absl::StatusOr<model::NamedTensors> read_all(const std::string& dir) {
   return out;
 }
 
+// Non-finite weights are never written or loaded silently: a NaN learning
+// rate once produced an all-NaN model that scored as nulls with exit 0.
+absl::Status check_finite(const model::NamedTensors& tensors, const std::string& where) {
+  for (const auto& [name, t] : tensors) {
+    const core::Tensor f = t.to_f32();
+    const float* p = f.data<float>();
+    for (int64_t i = 0; i < f.numel(); ++i)
+      if (!std::isfinite(p[i]))
+        return absl::DataLossError(absl::StrCat(where, ": tensor ", name, " has a non-finite value (", p[i],
+                                                ") at element ", i, "; the training that made it diverged"));
+  }
+  return absl::OkStatus();
+}
+
 std::vector<std::pair<std::string, core::Tensor>> ordered(const model::NamedTensors& tensors) {
   return {tensors.begin(), tensors.end()};
 }
@@ -42,12 +62,14 @@ absl::StatusOr<std::unique_ptr<TrainingModel>> load_training_model(const std::st
                                                                    kernels::Backend* backend) {
   INTERLACE_ASSIGN_OR_RETURN(model::ModelConfig config, model::load_config(dir));
   INTERLACE_ASSIGN_OR_RETURN(model::NamedTensors tensors, read_all(dir));
+  INTERLACE_RETURN_IF_ERROR(check_finite(tensors, dir));
   // assemble_weights checks every name and shape the config needs, naming the culprit.
   INTERLACE_RETURN_IF_ERROR(model::assemble_weights(config, tensors, model::PrecisionProfile{}).status());
   return std::make_unique<TrainingModel>(std::move(config), tensors, backend);
 }
 
 absl::Status save_model(const std::string& dir, const TrainingModel& model, const std::string& source_dir) {
+  INTERLACE_RETURN_IF_ERROR(check_finite(model.weights(), dir));
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) return absl::InternalError(absl::StrCat(dir, ": cannot create: ", ec.message()));
@@ -62,6 +84,27 @@ absl::Status save_model(const std::string& dir, const TrainingModel& model, cons
   }
   return model::write_checkpoint(dir, ordered(model.weights()));
 }
+
+namespace {
+
+// fsync of every regular file directly in `dir`, then of `dir` itself.
+absl::Status sync_tree(const std::string& dir) {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    if (!e.is_regular_file()) continue;
+    const int fd = ::open(e.path().c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || ::fsync(fd) != 0) {
+      const int err = errno;
+      if (fd >= 0) ::close(fd);
+      return absl::DataLossError(absl::StrCat(e.path().string(), ": fsync failed: ", std::strerror(err)));
+    }
+    ::close(fd);
+  }
+  if (ec) return absl::InternalError(absl::StrCat(dir, ": ", ec.message()));
+  return core::sync_directory(dir);
+}
+
+}  // namespace
 
 absl::Status save_checkpoint(const std::string& dir, const TrainingModel& model, const Optimizer& optimizer,
                              const TrainerState& state, const std::string& source_dir) {
@@ -79,10 +122,13 @@ absl::Status save_checkpoint(const std::string& dir, const TrainingModel& model,
                         {"skipped_steps", optimizer.skipped_steps()}}},
                       {"extra", state.extra}};
   INTERLACE_RETURN_IF_ERROR(core::write_file((fs::path(tmp) / kStateFile).string(), j.dump(2) + "\n"));
+  // Every file on disk before the checkpoint is renamed into place: a restart
+  // relies on it (and cuts the run's logs back to it).
+  INTERLACE_RETURN_IF_ERROR(sync_tree(tmp));
   fs::remove_all(dir, ec);
   fs::rename(tmp, dir, ec);
   if (ec) return absl::InternalError(absl::StrCat("renaming ", tmp, " to ", dir, ": ", ec.message()));
-  return absl::OkStatus();
+  return core::sync_directory(fs::path(dir).parent_path().string());
 }
 
 absl::StatusOr<TrainerState> load_checkpoint(const std::string& dir, Optimizer& optimizer) {

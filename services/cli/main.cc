@@ -1,11 +1,37 @@
 // interlace: the command-line entry point. `interlace <verb> [noun] --help`
 // describes every command.
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 
 #include "commands.h"
 #include "spdlog/cfg/env.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
+
+namespace {
+
+// NaN and infinities are refused wherever a number is given: `--lr nan` once
+// trained every weight to NaN and exited 0 (NaN passes every `x < lo || x > hi`
+// range check). A value that reads whole as a number must be finite; anything
+// else is left to the option's own conversion and checks.
+const CLI::Validator kFiniteNumber(
+    [](std::string& value) -> std::string {
+      const char* begin = value.c_str();
+      char* end = nullptr;
+      const double x = std::strtod(begin, &end);
+      if (end != begin && *end == '\0' && !std::isfinite(x)) return "'" + value + "' is not a finite number";
+      return "";
+    },
+    "", "finite");
+
+void refuse_non_finite_numbers(CLI::App& app) {
+  for (CLI::Option* option : app.get_options())
+    if (option->get_expected_max() > 0) option->check(kFiniteNumber);
+  for (CLI::App* sub : app.get_subcommands({})) refuse_non_finite_numbers(*sub);
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   // Logs go to stderr: stdout carries results (tables, -o json).
@@ -34,6 +60,7 @@ int main(int argc, char** argv) {
   interlace::cli::add_rollout_commands(app, action);
   interlace::cli::add_run_commands(app, action);
   interlace::cli::add_bench_commands(app, action);
+  refuse_non_finite_numbers(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

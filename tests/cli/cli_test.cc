@@ -64,6 +64,24 @@ TEST_F(Cli, HelpTeachesAndBadUsageExitsTwo) {
   EXPECT_EQ(run("bench decode -o yaml").code, 2);
 }
 
+// `train sft --lr nan` once exited 0 with every weight NaN. Every numeric
+// option refuses NaN and infinities as bad usage, naming the option.
+TEST_F(Cli, NonFiniteNumbersAreBadUsage) {
+  const std::string data = write("one.jsonl", "{\"tokens\": [1, 2, 3, 4], \"loss_mask\": [0, 1, 1, 1]}\n");
+  for (const char* value : {"nan", "NaN", "inf", "-inf", "infinity", "1e999"}) {
+    const CliRun sft = run("train sft --model " + model_ + " --data " + data + " --out " + (dir_ / "nan").string() +
+                           " --steps 1 --lr " + value);
+    EXPECT_EQ(sft.code, 2) << value << ": " << sft.out;
+    EXPECT_NE(sft.out.find("--lr"), std::string::npos) << sft.out;
+    if (std::string(value) == "nan" || std::string(value) == "NaN") {  // infinities may meet --lr's own range first
+      EXPECT_NE(sft.out.find("is not a finite number"), std::string::npos) << sft.out;
+    }
+    const CliRun gen = run("model generate --model " + model_ + " --prompt hi --temperature " + value);
+    EXPECT_EQ(gen.code, 2) << value << ": " << gen.out;
+  }
+  EXPECT_FALSE(fs::exists(dir_ / "nan"));
+}
+
 TEST_F(Cli, ScoreWritesOneLinePerInputWithNullFirstAndPathsAgree) {
   const std::string in = write("in.jsonl", "{\"tokens\":[256,72,105,33,10]}\n\n{\"tokens\":[1,2]}\n");
   const std::string a = (dir_ / "a.jsonl").string(), b = (dir_ / "b.jsonl").string();

@@ -10,7 +10,8 @@ if(NOT PROMETHEUS_EXECUTABLE)
   message(WARNING "prometheus not found: rl_services_test will fail; scripts/install-deps.sh installs it")
   set(PROMETHEUS_EXECUTABLE prometheus-not-found)
 endif()
-interlace_test(rl_services_test integration SOURCES services/rl_services_test.cc LIBS cppzmq nlohmann_json::nlohmann_json)
+interlace_test(rl_services_test integration SOURCES services/rl_services_test.cc
+               LIBS interlace::transport cppzmq nlohmann_json::nlohmann_json)
 target_compile_definitions(rl_services_test PRIVATE INTERLACE_BIN="$<TARGET_FILE:interlace>"
                            INTERLACE_SOURCE_DIR="${PROJECT_SOURCE_DIR}" PROMETHEUS_BIN="${PROMETHEUS_EXECUTABLE}")
 add_dependencies(rl_services_test interlace)

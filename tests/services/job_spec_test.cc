@@ -64,7 +64,7 @@ TEST(JobSpec, ErrorsNameTheKeyAndWhatIsAllowed) {
       << error_of(model + "algorithm: {nmae: grpo}");
   EXPECT_NE(error_of(model + "algorithm: {name: dpo}").find("algorithm.name: 'dpo' is not allowed; choose one of: grpo, cispo"),
             std::string::npos);
-  EXPECT_NE(error_of(model + "rollout: {temperature: hot}").find("rollout.temperature: 'hot' is not allowed; expected a number"),
+  EXPECT_NE(error_of(model + "rollout: {temperature: hot}").find("rollout.temperature: 'hot' is not allowed; expected a finite number"),
             std::string::npos);
   EXPECT_NE(error_of(model + "staleness: {eta: -1}").find("staleness.eta"), std::string::npos);
   EXPECT_NE(error_of(model + "env: chess").find("env: "), std::string::npos);
@@ -84,6 +84,32 @@ TEST(JobSpec, ErrorsNameTheKeyAndWhatIsAllowed) {
   EXPECT_NE(error_of(model + "weights: {transport: nccl}").find("'nccl' needs a build with CUDA and NCCL"),
             std::string::npos);
 #endif
+}
+
+// NaN compares false with everything, so a range check written as
+// `x < lo || x > hi` let `lr: .nan` through (the job then published all-NaN
+// weights). Every spelling of NaN and infinity YAML has is refused, naming the key.
+TEST(JobSpec, RefusesNanAndInfinity) {
+  const std::string model = "model: {init: x.json}\n";
+  for (const char* value : {".nan", ".NaN", ".NAN", ".inf", "-.inf", ".Inf"}) {
+    for (const char* key : {"algorithm: {lr: ", "sft: {lr: ", "rollout: {temperature: ", "algorithm: {eps_high: ",
+                            "staleness: {weight: ", "algorithm: {kl_coef: "}) {
+      const std::string e = error_of(model + key + value + "}");
+      EXPECT_NE(e.find("is not allowed; expected a finite number"), std::string::npos) << key << value << ": " << e;
+    }
+  }
+}
+
+// The job name becomes a directory and a file prefix: '..' once wrote a run's
+// files into the working directory.
+TEST(JobSpec, JobNamesAreASafeSet) {
+  const std::string model = "model: {init: x.json}\n";
+  for (const char* bad : {"..", ".", ".hidden", "a/b", "a b", "'x\\y'", "caf\u00e9", "\"\"",
+                          "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}) {
+    const std::string e = error_of(model + "name: " + bad);
+    EXPECT_NE(e.find("is not allowed; use 1-64 letters, digits"), std::string::npos) << bad << ": " << e;
+  }
+  for (const char* good : {"calc", "calculator-grpo_v2.1", "A"}) EXPECT_EQ(error_of(model + "name: " + good), "") << good;
 }
 
 }  // namespace

@@ -15,12 +15,16 @@
 
 #include <chrono>
 #include <filesystem>
+#include <cmath>
 #include <fstream>
+#include <functional>
 #include <regex>
 #include <set>
 #include <thread>
 #include <zmq.hpp>
 
+#include "interlace/transport/messages.h"
+#include "interlace/transport/trajectory_codec.h"
 #include "nlohmann/json.hpp"
 
 extern char** environ;
@@ -378,6 +382,91 @@ TEST_F(RlJob, WorkerEvictsCachedStatesAcrossWeightUpdates) {
       << out;
   EXPECT_GE(std::stoi(m[1]), 3) << "the worker saw too few weight updates\n" << out;
   EXPECT_GT(std::stoi(m[2]), 0) << "no state was evicted\n" << out;
+}
+
+// Trajectories that decode but would break training, sent to a running
+// learner over its real socket by a peer that is not one of the job's workers:
+// each gets an Ack with accepted = false and the reason, none is spooled or
+// trained on, and the job trains on to the end. A token outside the vocabulary
+// used to be acked and then abort the learner on every restart.
+TEST_F(RlJob, PoisonedTrajectoriesAreRefusedAndTheJobTrainsOn) {
+  const int steps = 6;
+  std::ofstream(dir_ / "job.yaml") << "name: poison\n"
+                                      "env: calculator\n"
+                                      "model: {init: " INTERLACE_SOURCE_DIR "/examples/models/tiny-hybrid.json}\n"
+                                      "algorithm: {name: grpo, steps: " << steps << ", groups_per_step: 2, group_size: 2}\n"
+                                      "rollout: {workers: 1, max_turns: 1, max_turn_tokens: 8}\n"
+                                      "staleness: {mode: sync}\n"
+                                      "eval: {prompts: 0}\n";
+  const std::string log = (dir_ / "run.log").string();
+  pid_ = spawn_shell(std::string(INTERLACE_BIN) + " run " + (dir_ / "job.yaml").string() + " --run-dir " + run_dir() +
+                     " > " + log + " 2>&1");
+  for (auto until = Clock::now() + std::chrono::seconds(120);
+       !fs::exists(run_dir() + "/endpoints.json") && Clock::now() < until;)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  const json endpoints = json::parse(read_text(run_dir() + "/endpoints.json"));
+
+  auto forged = [](int64_t group) {
+    interlace::transport::TrajectoryMessage m;
+    m.job = "poison";
+    m.env = "calculator";
+    m.worker = "intruder";
+    auto& t = m.trajectory;
+    t.group = group;
+    t.sample = 0;
+    t.tokens = {5, 6, 7, 8};
+    t.loss_mask = {0, 0, 1, 1};
+    t.logprobs = t.sampled_logprobs = {NAN, NAN, -1.5f, -0.5f};
+    t.versions = {-1, -1, 0, 0};
+    t.reward = 1;
+    return m;
+  };
+  struct Poison {
+    const char* what;
+    std::function<void(interlace::rollout::Trajectory&)> apply;
+  };
+  const std::vector<Poison> poisons = {
+      {"is outside the vocabulary", [](auto& t) { t.tokens[3] = 272; }},
+      {"needs a prompt and at least one generated token",
+       [](auto& t) {
+         t.tokens = {5}, t.loss_mask = {0}, t.logprobs = t.sampled_logprobs = {NAN}, t.versions = {-1};
+       }},
+      {"expected a finite log-probability", [](auto& t) { t.sampled_logprobs[2] = NAN; }},
+      {"is not a published weights version", [](auto& t) { t.versions[3] = 1000000; }},
+  };
+  zmq::context_t ctx;
+  zmq::socket_t s(ctx, zmq::socket_type::dealer);
+  s.set(zmq::sockopt::linger, 0);
+  s.connect("tcp://127.0.0.1:" + std::to_string(endpoints["trajectories"].get<int>()));
+  for (size_t i = 0; i < poisons.size(); ++i) {
+    auto m = forged((int64_t{1} << 40) + int64_t(i));
+    poisons[i].apply(m.trajectory);
+    s.send(zmq::buffer(interlace::transport::encode_trajectory(m)));
+    zmq::pollitem_t item{static_cast<void*>(s), 0, ZMQ_POLLIN, 0};
+    ASSERT_EQ(zmq::poll(&item, 1, std::chrono::seconds(60)), 1) << "no ack for: " << poisons[i].what << "\n" << read_text(log);
+    zmq::message_t reply;
+    ASSERT_TRUE(s.recv(reply));
+    auto ack = interlace::transport::decode_ack(std::string_view(static_cast<const char*>(reply.data()), reply.size()));
+    ASSERT_TRUE(ack.ok()) << ack.status();
+    EXPECT_FALSE(ack->accepted) << poisons[i].what;
+    EXPECT_NE(ack->reason.find(poisons[i].what), std::string::npos) << ack->reason;
+    EXPECT_EQ(ack->group, (int64_t{1} << 40) + int64_t(i));
+  }
+  const std::string scraped = http_get(endpoints["learner_metrics"].get<int>(), "/metrics");
+  EXPECT_EQ(metric_value(scraped, "interlace_trajectories_invalid_total"), double(poisons.size())) << scraped;
+
+  const auto until = Clock::now() + std::chrono::seconds(300);
+  while (pid_ > 0 && Clock::now() < until) {
+    if (waitpid(pid_, &status_, WNOHANG) == pid_) pid_ = -1;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(pid_, -1) << "job did not finish\n" << read_text(log);
+  const std::string out = read_text(log);
+  ASSERT_TRUE(WIFEXITED(status_) && WEXITSTATUS(status_) == 0) << out;
+  EXPECT_EQ(out.find("; restarting"), std::string::npos) << out;
+  EXPECT_EQ(rows(), steps) << out;
+  for (const auto& line : read_jsonl(run_dir() + "/trained.jsonl"))
+    for (const auto& id : line["ids"]) EXPECT_LT(id[0].get<int64_t>(), int64_t{1} << 40) << "a forged group was trained";
 }
 
 TEST(RlJobSpec, BadSpecIsRefusedWithTheKey) {

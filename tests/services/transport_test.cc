@@ -5,7 +5,9 @@
 // are stood in for here; tests/services/nccl_weights_test.cc moves real ones on
 // GPUs) checked like chunks.
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -88,16 +90,18 @@ std::string temp_path(const std::string& name) {
   return (dir / name).string();
 }
 
-TEST(Spool, RecordsSurviveReopenAndATornTailIsCut) {
+TEST(Spool, RecordsSurviveReopenAndATornTailIsSetAside) {
   const std::string path = temp_path("spool.bin");
   fs::remove(path);
-  std::vector<std::string> records = {"first", std::string(10000, 'x'), "", "last record"};
+  fs::remove(path + ".damaged");
+  std::vector<std::string> records = {"first", std::string(10000, 'x'), "z", "last record"};
   {
     Spool::Recovered r;
     auto s = Spool::open(path, &r);
     ASSERT_TRUE(s.ok()) << s.status();
     EXPECT_TRUE(r.records.empty());
     for (const auto& rec : records) ASSERT_TRUE(s->append(rec).ok());
+    EXPECT_FALSE(s->append("").ok()) << "an empty record cannot be told from zeroed disk";
     ASSERT_TRUE(s->sync().ok());
   }
   const uintmax_t good_size = fs::file_size(path);
@@ -107,25 +111,98 @@ TEST(Spool, RecordsSurviveReopenAndATornTailIsCut) {
     out.write(reinterpret_cast<const char*>(header), 8);
     out << "only part of it";
   }
+  Spool::Recovered r;
+  auto s = Spool::open(path, &r);
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(r.records, records);
+  EXPECT_EQ(r.damaged_bytes, 8u + 15u);
+  EXPECT_EQ(fs::file_size(path), good_size);
+  EXPECT_EQ(fs::file_size(path + ".damaged"), 8u + 15u);  // moved aside, not deleted
+  ASSERT_TRUE(s->append("after the crash").ok());
+  ASSERT_TRUE(s->sync().ok());
+}
+
+// One flipped byte used to drop every later good record; a corrupted length
+// field was allocated (4 GiB) before it was checked. Now only the damaged
+// records go (moved aside to PATH.damaged), whatever their position.
+TEST(Spool, DamageInTheMiddleLosesOnlyTheDamagedRecords) {
+  const std::string path = temp_path("spool-damage.bin");
+  fs::remove(path);
+  fs::remove(path + ".damaged");
+  std::mt19937 rng(std::random_device{}());
+  std::vector<std::string> records;
+  std::vector<uint64_t> offsets;
   {
-    Spool::Recovered r;
-    auto s = Spool::open(path, &r);
+    auto s = Spool::open(path, nullptr);
     ASSERT_TRUE(s.ok());
-    EXPECT_EQ(r.records, records);
-    EXPECT_EQ(r.dropped_tail_bytes, 8u + 15u);
-    EXPECT_EQ(fs::file_size(path), good_size);
-    ASSERT_TRUE(s->append("after the crash").ok());
+    for (int i = 0; i < 40; ++i) {
+      std::string rec(1 + rng() % 3000, '\0');
+      for (char& c : rec) c = static_cast<char>(rng());
+      offsets.push_back(s->bytes());
+      ASSERT_TRUE(s->append(rec).ok());
+      records.push_back(rec);
+    }
     ASSERT_TRUE(s->sync().ok());
   }
-  {  // A flipped byte inside a record: that record and everything after it go.
+  const size_t flipped = 5 + rng() % 10, huge_length = 20 + rng() % 10;
+  {
     std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
-    f.seekp(8 + 5 + 8 + 100);
-    f.put('y');
+    f.seekp(static_cast<std::streamoff>(offsets[flipped] + 8 + rng() % records[flipped].size()));
+    f.put('\x5a' ^ static_cast<char>(f.peek() == '\x5a'));  // a byte that differs from what was there
+    f.seekp(static_cast<std::streamoff>(offsets[huge_length]));
+    const uint32_t length = 0xfffffff0u;
+    f.write(reinterpret_cast<const char*>(&length), 4);
   }
   Spool::Recovered r;
   ASSERT_TRUE(Spool::open(path, &r).ok());
-  EXPECT_EQ(r.records, std::vector<std::string>{"first"});
-  EXPECT_GT(r.dropped_tail_bytes, 10000u);
+  std::vector<std::string> expected;
+  for (size_t i = 0; i < records.size(); ++i)
+    if (i != flipped && i != huge_length) expected.push_back(records[i]);
+  EXPECT_EQ(r.records.size(), expected.size());
+  EXPECT_TRUE(r.records == expected);
+  EXPECT_EQ(r.damaged_regions, 2u);
+  EXPECT_EQ(r.damaged_bytes, 16 + records[flipped].size() + records[huge_length].size());
+  EXPECT_EQ(fs::file_size(path + ".damaged"), r.damaged_bytes);
+  // The rewritten spool reads back the same, with nothing damaged left.
+  Spool::Recovered again;
+  ASSERT_TRUE(Spool::open(path, &again).ok());
+  EXPECT_TRUE(again.records == expected);
+  EXPECT_EQ(again.damaged_bytes, 0u);
+}
+
+// A full disk (here: a file size limit, the same EFBIG/ENOSPC path) in the
+// middle of an append: the spool is cut back to its last sync, so nothing
+// unsynced survives as a fragment, and the records synced before are whole.
+TEST(Spool, AWriteErrorCutsBackToTheLastSync) {
+  const std::string path = temp_path("spool-full.bin");
+  fs::remove(path);
+  fs::remove(path + ".damaged");
+  auto s = Spool::open(path, nullptr);
+  ASSERT_TRUE(s.ok());
+  ASSERT_TRUE(s->append(std::string(3000, 'a')).ok());
+  ASSERT_TRUE(s->sync().ok());
+  const uint64_t synced = s->synced_bytes();
+  ASSERT_TRUE(s->append(std::string(3000, 'b')).ok());  // not synced yet
+  rlimit old{};
+  getrlimit(RLIMIT_FSIZE, &old);
+  const auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
+  rlimit small = old;
+  small.rlim_cur = synced + 8000;  // the next record fits only in part
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &small), 0);
+  const absl::Status full = s->append(std::string(5000, 'c'));
+  setrlimit(RLIMIT_FSIZE, &old);
+  std::signal(SIGXFSZ, old_handler);
+  EXPECT_FALSE(full.ok());
+  EXPECT_NE(std::string(full.message()).find("cut back to its last sync"), std::string::npos) << full;
+  EXPECT_EQ(fs::file_size(path), synced);
+  EXPECT_EQ(s->bytes(), synced);
+  // It goes on after the error; a reopen finds exactly what was synced.
+  ASSERT_TRUE(s->append("d").ok());
+  ASSERT_TRUE(s->sync().ok());
+  Spool::Recovered r;
+  ASSERT_TRUE(Spool::open(path, &r).ok());
+  EXPECT_EQ(r.records, (std::vector<std::string>{std::string(3000, 'a'), "d"}));
+  EXPECT_EQ(r.damaged_bytes, 0u);
 }
 
 TEST(Messages, RoundTripAndRejectBadFrames) {

@@ -34,9 +34,10 @@ class Section {
     if (!status_.ok() || !node_[key]) return *this;
     const YAML::Node v = node_[key];
     T x{};
-    if (!v.IsScalar() || !YAML::convert<T>::decode(v, x) || double(x) < lo || double(x) > hi) {
+    // Written so that NaN fails too (every comparison with NaN is false).
+    if (!v.IsScalar() || !YAML::convert<T>::decode(v, x) || !(double(x) >= lo && double(x) <= hi)) {
       status_ = absl::InvalidArgumentError(absl::StrCat(where(source_, full(key), v), ": '", v.IsScalar() ? v.Scalar() : "(not a scalar)",
-                                                        "' is not allowed; expected a number in [", lo, ", ", hi, "]"));
+                                                        "' is not allowed; expected a finite number in [", lo, ", ", hi, "]"));
       return *this;
     }
     out = x;
@@ -207,8 +208,14 @@ absl::StatusOr<JobSpec> parse_job_spec(const std::string& text, const std::strin
     return absl::InvalidArgumentError(
         absl::StrCat(source, ": model: give exactly one of 'path' (a model directory) or 'init' (a config JSON, e.g. "
                              "examples/models/tiny-hybrid.json)"));
-  if (j.name.empty() || j.name.find_first_of("/ \t") != std::string::npos)
-    return absl::InvalidArgumentError(absl::StrCat(source, ": name: '", j.name, "' must be non-empty, without / or spaces"));
+  // The name ends up in paths and on the wire: a safe set, no "." or "..".
+  const bool safe_name = !j.name.empty() && j.name.size() <= 64 && j.name[0] != '.' &&
+                         j.name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") ==
+                             std::string::npos;
+  if (!safe_name)
+    return absl::InvalidArgumentError(absl::StrCat(
+        source, ": name: '", j.name,
+        "' is not allowed; use 1-64 letters, digits, '.', '_' or '-', not starting with '.' (e.g. calculator-grpo)"));
   // The algorithm picks the loss unless `loss` says otherwise.
   if (loss.empty()) loss = j.algorithm == "grpo" ? "ppo" : j.algorithm;
   j.objective.loss = *learner::parse_policy_loss(loss);

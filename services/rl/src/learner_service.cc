@@ -27,6 +27,7 @@
 #include "interlace/model/precision.h"
 #include "interlace/model/safetensors.h"
 #include "interlace/rl/service_util.h"
+#include "interlace/rl/trajectory_check.h"
 #include "interlace/transport/messages.h"
 #include "interlace/transport/spool.h"
 #include "interlace/transport/trajectory_codec.h"
@@ -96,6 +97,8 @@ class Learner {
       : o_(o),
         spec_(o.spec),
         received_(registry_.counter("interlace_trajectories_received_total", "trajectories accepted and spooled")),
+        invalid_(registry_.counter("interlace_trajectories_invalid_total",
+                                   "trajectories refused (not spooled) because they would break training")),
         duplicates_(registry_.counter("interlace_trajectories_duplicate_total",
                                       "trajectories received again (already spooled); acknowledged and dropped")),
         stale_dropped_(registry_.counter("interlace_trajectories_stale_total", kStaleHelp, {{"action", "dropped"}})),
@@ -131,9 +134,12 @@ class Learner {
 
  private:
   absl::Status restore();
-  void publish();
+  absl::Status publish();
   void handle_trajectory(const zmq::message_t& identity, std::string_view frame);
   void flush_acks();
+  void drop_staged();
+  // What check_trajectory holds a trajectory to; versions unchecked for spool replay.
+  TrajectoryLimits trajectory_limits(bool check_version) const;
   int64_t group_lag(int64_t group) const;
   void drop_stale_groups();
   void handle_heartbeat(const zmq::message_t& identity, std::string_view frame);
@@ -153,7 +159,7 @@ class Learner {
   LearnerOptions o_;
   JobSpec spec_;
   metrics::Registry registry_;
-  metrics::Value &received_, &duplicates_, &stale_dropped_, &stale_downweighted_, &trained_, &steps_, &tasks_issued_,
+  metrics::Value &received_, &invalid_, &duplicates_, &stale_dropped_, &stale_downweighted_, &trained_, &steps_, &tasks_issued_,
       &tasks_reissued_, &reward_, &loss_, &dlogp_, &k3_, &pearson_, &staleness_, &version_gauge_, &sync_bytes_,
       &sync_seconds_, &spool_bytes_, &nccl_offers_, &nccl_sent_, &nccl_failed_;
   FrameRejects rejects_;
@@ -174,7 +180,17 @@ class Learner {
   std::map<std::string, WorkerSeen> workers_;
   int64_t next_counter_ = 0;   // groups issued by this incarnation
   int64_t group_base_ = 0;     // restart count << 32: ids never collide across restarts
-  std::vector<std::pair<zmq::message_t, std::string>> acks_;  // sent after the spool's fsync
+  // Acks wait for the spool's next fdatasync; so do the trajectories appended
+  // since the last one (staged_): only once synced are they marked spooled
+  // (a resend is then a duplicate) and queued for training. If the write or
+  // the sync fails, they are dropped unacknowledged and their workers resend.
+  struct PendingAck {
+    zmq::message_t identity;
+    std::string frame;
+    bool needs_sync;  // acknowledges a trajectory in staged_
+  };
+  std::vector<PendingAck> acks_;
+  std::map<SampleKey, TrajectoryMessage> staged_;
 
   zmq::context_t ctx_{1};
   zmq::socket_t traj_, tasks_, weights_;
@@ -187,6 +203,10 @@ class Learner {
   std::mt19937_64 rng_{std::random_device{}()};
   Clock::time_point start_ = Clock::now(), last_step_ = Clock::now();
   int64_t tokens_since_step_ = 0;
+  // Newest version among the spooled trajectories read back at restart: the
+  // learner before the restart may have published versions past the checkpoint.
+  int64_t max_replayed_version_ = 0;
+  Clock::time_point last_invalid_log_{};
 };
 
 void Learner::receive(zmq::socket_t& socket, const char* port,
@@ -268,15 +288,33 @@ absl::Status Learner::restore() {
   auto spool = transport::Spool::open(run_path(o_.run_dir, "spool.bin"), &recovered);
   if (!spool.ok()) return spool.status();
   spool_.emplace(std::move(*spool));
-  if (recovered.dropped_tail_bytes)
-    spdlog::warn("learner: spool had a torn tail of {} bytes (a crash mid-write); cut off", recovered.dropped_tail_bytes);
-  for (const std::string& rec : recovered.records) {
-    auto m = transport::decode_trajectory(rec, kTrajectoryLimits);
-    if (!m.ok()) return absl::DataLossError(absl::StrCat("spool record does not decode: ", m.status().message()));
+  if (recovered.damaged_bytes)
+    spdlog::warn("learner: the spool had {} damaged byte(s) in {} place(s) (a crash mid-write, or corruption); every good "
+                 "record around them is kept, and the bytes are moved to {}.damaged",
+                 recovered.damaged_bytes, recovered.damaged_regions, spool_->path());
+  // A record that does not decode or would break training (spooled by an older
+  // learner that checked less) is set aside, not trained: it must not abort
+  // every restart.
+  int64_t quarantined = 0;
+  for (size_t i = 0; i < recovered.records.size(); ++i) {
+    auto m = transport::decode_trajectory(recovered.records[i], kTrajectoryLimits);
+    absl::Status valid = m.ok() ? check_trajectory(m->trajectory, trajectory_limits(false)) : m.status();
+    if (!valid.ok()) {
+      ++quarantined;
+      spdlog::warn("learner: spool record {} is not trained on: {}", i, std::string(valid.message()));
+      const json ids = m.ok() ? json::array({{m->trajectory.group, m->trajectory.sample}}) : json::array();
+      dropped_log_ << json{{"after_step", state_.step}, {"ids", ids}, {"spool_record", i}, {"reason", valid.message()}}.dump()
+                   << "\n";
+      if (m.ok()) spooled_.insert({m->trajectory.group, m->trajectory.sample});  // a resend is a duplicate
+      continue;
+    }
     const SampleKey key{m->trajectory.group, m->trajectory.sample};
     spooled_.insert(key);
+    for (int64_t v : m->trajectory.versions) max_replayed_version_ = std::max(max_replayed_version_, v);
     if (!trained.count(key)) pending_[key.first][key.second] = std::move(*m);
   }
+  dropped_log_.flush();
+  invalid_.add(double(quarantined));
   // Partial groups from before the restart: whoever ran them may be gone; if
   // they do not complete in time they are handed out again.
   for (const auto& [group, samples] : pending_)
@@ -286,8 +324,15 @@ absl::Status Learner::restore() {
   return absl::OkStatus();
 }
 
-void Learner::publish() {
+absl::Status Learner::publish() {
   const auto t0 = Clock::now();
+  // Workers never get non-finite weights: they would sample garbage and every
+  // later step would train on it.
+  for (const auto& [name, t] : model_->weights())
+    for (float x : t.span_f32())
+      if (!std::isfinite(x))
+        return absl::DataLossError(absl::StrCat("the weights after step ", state_.step, " are not finite (", name,
+                                                " holds ", x, "): not published; the training diverged"));
   std::vector<std::pair<std::string, core::Tensor>> tensors(model_->weights().begin(), model_->weights().end());
   std::string payload = model::safetensors_bytes(tensors);
   weights_id_ = rng_() | 1;
@@ -299,6 +344,7 @@ void Learner::publish() {
 #endif
   version_gauge_.set(double(state_.version));
   sync_seconds_.add(std::chrono::duration<double>(Clock::now() - t0).count());
+  return absl::OkStatus();
 }
 
 // weights.transport nccl: broadcast from CUDA device 0 when this process sees
@@ -352,33 +398,58 @@ void Learner::handle_trajectory(const zmq::message_t& identity, std::string_view
   const SampleKey key{m->trajectory.group, m->trajectory.sample};
   if (m->job != spec_.name) {
     ack.accepted = false;
-    ack.reason = absl::StrCat("this learner runs job '", spec_.name, "', not '", m->job, "'");
-  } else if (m->trajectory.sample < 0 || m->trajectory.sample >= spec_.group_size) {
-    ack.accepted = false;
-    ack.reason = absl::StrCat("sample ", m->trajectory.sample, " outside the group size ", spec_.group_size);
-  } else if (spooled_.count(key)) {
+    ack.reason = absl::StrCat("this learner does not run job '", m->job, "'");  // nor says which it runs
+  } else if (spooled_.count(key) || staged_.count(key)) {
     duplicates_.inc();
+  } else if (absl::Status valid = check_trajectory(m->trajectory, trajectory_limits(true)); !valid.ok()) {
+    ack.accepted = false;
+    ack.reason = std::string(valid.message());
+    invalid_.inc();
+    if (Clock::now() - last_invalid_log_ > std::chrono::seconds(1)) {  // a flood of them must not flood the log
+      last_invalid_log_ = Clock::now();
+      spdlog::warn("learner: refused trajectory {}/{} from {}: {}", key.first, key.second, m->worker, ack.reason);
+    }
   } else if (absl::Status s = spool_->append(frame); !s.ok()) {
     spdlog::error("learner: {}", std::string(s.message()));
-    return;  // not acknowledged: the worker resends
+    drop_staged();  // this one and those appended since the last sync: none acknowledged, all resent
+    return;
   } else {
-    spooled_.insert(key);
-    received_.inc();
-    pending_[key.first][key.second] = std::move(*m);
-    if (group_complete(key.first)) outstanding_.erase(key.first);
+    staged_.emplace(key, std::move(*m));
+    acks_.push_back({zmq::message_t(identity.data(), identity.size()), transport::encode_ack(ack), true});
+    return;
   }
-  acks_.emplace_back(zmq::message_t(identity.data(), identity.size()), transport::encode_ack(ack));
+  acks_.push_back({zmq::message_t(identity.data(), identity.size()), transport::encode_ack(ack), false});
+}
+
+void Learner::drop_staged() {
+  staged_.clear();
+  std::erase_if(acks_, [](const PendingAck& a) { return a.needs_sync; });
+}
+
+TrajectoryLimits Learner::trajectory_limits(bool check_version) const {
+  return {.vocab_size = model_->config().vocab_size,
+          .group_size = spec_.group_size,
+          .max_tokens = spec_.max_episode_tokens,
+          .max_version = check_version ? std::max(state_.version, max_replayed_version_) : -1,
+          .sampled_logprobs = spec_.temperature > 0};
 }
 
 void Learner::flush_acks() {
   if (acks_.empty()) return;
   if (absl::Status s = spool_->sync(); !s.ok()) {
-    spdlog::error("learner: {}; trajectories stay unacknowledged and will be resent", std::string(s.message()));
-    acks_.clear();
-    return;
+    spdlog::error("learner: {}; the trajectories since the last sync stay unacknowledged and will be resent",
+                  std::string(s.message()));
+    drop_staged();
   }
-  spool_bytes_.set(double(spool_->bytes()));
-  for (auto& [identity, frame] : acks_) send_routed(traj_, identity, frame);
+  for (auto& [key, m] : staged_) {  // durable now
+    spooled_.insert(key);
+    received_.inc();
+    pending_[key.first][key.second] = std::move(m);
+    if (group_complete(key.first)) outstanding_.erase(key.first);
+  }
+  staged_.clear();
+  spool_bytes_.set(double(spool_->synced_bytes()));
+  for (PendingAck& a : acks_) send_routed(traj_, a.identity, a.frame);
   acks_.clear();
 }
 
@@ -649,7 +720,7 @@ absl::Status Learner::finish_step(const StepResult& r) {
                  since > 0 ? double(tokens) / since : 0.0, lag_n ? lag_sum / double(lag_n) : 0.0,
                  mm.logprob_abs_diff_mean, query ? 100.0 * double(hit) / double(query) : 0.0, elapsed);
   }
-  publish();
+  INTERLACE_RETURN_IF_ERROR(publish());
   if (spec_.checkpoint_every > 0 && state_.step % spec_.checkpoint_every == 0) return checkpoint();
   return absl::OkStatus();
 }
@@ -693,7 +764,10 @@ int Learner::run() {
     return 1;
   }
   start_nccl();
-  publish();
+  if (absl::Status s = publish(); !s.ok()) {
+    spdlog::error("learner: {}", std::string(s.message()));
+    return 1;
+  }
   if (!o_.quiet)
     std::fprintf(stderr, "learner: job %s, %s, %lld steps of %lld groups x %lld, eta %lld; metrics on http://%s:%d/metrics\n",
                  spec_.name.c_str(), spec_.mode.c_str(), static_cast<long long>(spec_.steps),

@@ -1,13 +1,18 @@
 // The learner's spool: an append-only file of accepted trajectory frames. A
-// trajectory is acknowledged only after the batch holding it is fsync'ed, so
-// an acknowledged trajectory survives a crash; on restart the spool is read
-// back. Each record is [u32 length][u32 crc32c][bytes]; a torn or corrupt tail
-// (a crash mid-write) is cut off at the last good record and reported.
+// trajectory is acknowledged only after the record holding it is written and
+// fdatasync'ed; if a write or sync fails, the file is cut back to the last
+// synced record and whatever was appended since is taken back (not acked: its
+// sender resends). Each record is [u32 length][u32 crc32c][bytes].
+//
+// Reading back keeps every good record: a damaged one (a flipped byte, a bad
+// length) is skipped up to the next record whose length and CRC check out,
+// and its bytes are moved aside into PATH.damaged rather than deleted; a torn
+// tail (a crash mid-write) is moved aside the same way.
 #pragma once
 
 #include <cstdint>
-#include <cstdio>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -16,9 +21,12 @@ namespace interlace::transport {
 
 class Spool {
  public:
+  static constexpr uint32_t kMaxRecordBytes = uint32_t{1} << 30;
+
   struct Recovered {
     std::vector<std::string> records;
-    uint64_t dropped_tail_bytes = 0;  // bytes after the last good record, cut off
+    uint64_t damaged_bytes = 0;    // bytes moved aside to PATH.damaged (damaged records and a torn tail)
+    uint64_t damaged_regions = 0;  // separate stretches of them
   };
   // Opens (creating if needed) and reads back every good record.
   static absl::StatusOr<Spool> open(const std::string& path, Recovered* recovered);
@@ -26,16 +34,22 @@ class Spool {
   Spool& operator=(Spool&& other) noexcept;
   ~Spool();
 
+  // Appends a record (not yet durable). On error the file is cut back to the
+  // last sync and the records appended since are gone: call nothing but
+  // append/sync again after telling their senders nothing.
   absl::Status append(std::string_view record);
-  // Makes every appended record durable (fflush + fdatasync).
+  // Makes every appended record durable. On error, as for append.
   absl::Status sync();
-  uint64_t bytes() const { return bytes_; }
+  uint64_t bytes() const { return bytes_; }         // written, synced or not
+  uint64_t synced_bytes() const { return synced_; }  // durable
+  const std::string& path() const { return path_; }
 
  private:
   Spool() = default;
+  absl::Status roll_back(absl::Status cause);
   std::string path_;
-  std::FILE* file_ = nullptr;
-  uint64_t bytes_ = 0;
+  int fd_ = -1;
+  uint64_t bytes_ = 0, synced_ = 0;
 };
 
 }  // namespace interlace::transport
