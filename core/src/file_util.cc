@@ -24,6 +24,16 @@ absl::StatusOr<std::string> read_file(const std::string& path) {
   return ss.str();
 }
 
+absl::Status sync_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return absl::NotFoundError(absl::StrCat(path, ": cannot open to sync: ", std::strerror(errno)));
+  const int rc = ::fsync(fd);
+  const int err = errno;
+  ::close(fd);
+  if (rc != 0) return absl::DataLossError(absl::StrCat(path, ": fsync failed: ", std::strerror(err)));
+  return absl::OkStatus();
+}
+
 absl::Status sync_directory(const std::string& dir) {
   const int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return absl::InternalError(absl::StrCat(dir, ": cannot open the directory to sync it: ", std::strerror(errno)));

@@ -18,6 +18,8 @@
 #include <cmath>
 #include <fstream>
 #include <functional>
+#include <limits>
+#include <optional>
 #include <regex>
 #include <set>
 #include <thread>
@@ -390,7 +392,7 @@ TEST_F(RlJob, WorkerEvictsCachedStatesAcrossWeightUpdates) {
 // trained on, and the job trains on to the end. A token outside the vocabulary
 // used to be acked and then abort the learner on every restart.
 TEST_F(RlJob, PoisonedTrajectoriesAreRefusedAndTheJobTrainsOn) {
-  const int steps = 6;
+  const int steps = 10;
   std::ofstream(dir_ / "job.yaml") << "name: poison\n"
                                       "env: calculator\n"
                                       "model: {init: " INTERLACE_SOURCE_DIR "/examples/models/tiny-hybrid.json}\n"
@@ -426,6 +428,7 @@ TEST_F(RlJob, PoisonedTrajectoriesAreRefusedAndTheJobTrainsOn) {
     std::function<void(interlace::rollout::Trajectory&)> apply;
   };
   const std::vector<Poison> poisons = {
+      {"was never issued", [](auto& t) { t.group = int64_t{1} << 40; }},
       {"is outside the vocabulary", [](auto& t) { t.tokens[3] = 272; }},
       {"needs a prompt and at least one generated token",
        [](auto& t) {
@@ -438,8 +441,10 @@ TEST_F(RlJob, PoisonedTrajectoriesAreRefusedAndTheJobTrainsOn) {
   zmq::socket_t s(ctx, zmq::socket_type::dealer);
   s.set(zmq::sockopt::linger, 0);
   s.connect("tcp://127.0.0.1:" + std::to_string(endpoints["trajectories"].get<int>()));
+  // Group 0 is issued once the worker asks for work: by the first step.
+  ASSERT_TRUE(wait_rows(1, 240)) << read_text(log);
   for (size_t i = 0; i < poisons.size(); ++i) {
-    auto m = forged((int64_t{1} << 40) + int64_t(i));
+    auto m = forged(0);
     poisons[i].apply(m.trajectory);
     s.send(zmq::buffer(interlace::transport::encode_trajectory(m)));
     zmq::pollitem_t item{static_cast<void*>(s), 0, ZMQ_POLLIN, 0};
@@ -450,7 +455,7 @@ TEST_F(RlJob, PoisonedTrajectoriesAreRefusedAndTheJobTrainsOn) {
     ASSERT_TRUE(ack.ok()) << ack.status();
     EXPECT_FALSE(ack->accepted) << poisons[i].what;
     EXPECT_NE(ack->reason.find(poisons[i].what), std::string::npos) << ack->reason;
-    EXPECT_EQ(ack->group, (int64_t{1} << 40) + int64_t(i));
+    EXPECT_EQ(ack->group, m.trajectory.group);
   }
   const std::string scraped = http_get(endpoints["learner_metrics"].get<int>(), "/metrics");
   EXPECT_EQ(metric_value(scraped, "interlace_trajectories_invalid_total"), double(poisons.size())) << scraped;
@@ -465,8 +470,69 @@ TEST_F(RlJob, PoisonedTrajectoriesAreRefusedAndTheJobTrainsOn) {
   ASSERT_TRUE(WIFEXITED(status_) && WEXITSTATUS(status_) == 0) << out;
   EXPECT_EQ(out.find("; restarting"), std::string::npos) << out;
   EXPECT_EQ(rows(), steps) << out;
-  for (const auto& line : read_jsonl(run_dir() + "/trained.jsonl"))
-    for (const auto& id : line["ids"]) EXPECT_LT(id[0].get<int64_t>(), int64_t{1} << 40) << "a forged group was trained";
+}
+
+// Heartbeats from a peer that is not one of the job's workers: one dated
+// INT64_MAX used to make the learner ignore every later heartbeat of that name
+// (the job stalled with nothing reported), and one asking for 1000 groups took
+// every free slot. Heartbeats are ordered by the learner's own clock now, and
+// no worker gets more groups than a worker's running batch takes.
+TEST_F(RlJob, ForgedHeartbeatsNeitherSilenceAWorkerNorTakeEverySlot) {
+  const int steps = 8;
+  std::ofstream(dir_ / "job.yaml") << "name: heartbeats\n"
+                                      "env: calculator\n"
+                                      "model: {init: " INTERLACE_SOURCE_DIR "/examples/models/tiny-hybrid.json}\n"
+                                      "algorithm: {name: grpo, steps: " << steps << ", groups_per_step: 4, group_size: 2}\n"
+                                      "rollout: {workers: 1, max_turns: 1, max_turn_tokens: 8, max_running: 4,"
+                                      " task_timeout_seconds: 3}\n"
+                                      "eval: {prompts: 0}\n";
+  const std::string log = (dir_ / "run.log").string();
+  pid_ = spawn_shell(std::string(INTERLACE_BIN) + " run " + (dir_ / "job.yaml").string() + " --run-dir " + run_dir() +
+                     " > " + log + " 2>&1");
+  for (auto until = Clock::now() + std::chrono::seconds(120);
+       !fs::exists(run_dir() + "/endpoints.json") && Clock::now() < until;)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  const json endpoints = json::parse(read_text(run_dir() + "/endpoints.json"));
+  zmq::context_t ctx;
+  zmq::socket_t s(ctx, zmq::socket_type::dealer);
+  s.set(zmq::sockopt::linger, 0);
+  s.connect("tcp://127.0.0.1:" + std::to_string(endpoints["tasks"].get<int>()));
+  // Sends a heartbeat as "probe"; the grant it gets back (none: nullopt).
+  auto beat = [&](int64_t unix_millis, uint32_t want) -> std::optional<interlace::transport::TaskGrantMessage> {
+    interlace::transport::HeartbeatMessage hb;
+    hb.service = "probe";
+    hb.incarnation = 77;
+    hb.unix_millis = unix_millis;
+    hb.want_tasks = want;
+    s.send(zmq::buffer(interlace::transport::encode_heartbeat(hb)));
+    zmq::pollitem_t item{static_cast<void*>(s), 0, ZMQ_POLLIN, 0};
+    if (zmq::poll(&item, 1, std::chrono::seconds(20)) != 1) return std::nullopt;
+    zmq::message_t reply;
+    if (!s.recv(reply)) return std::nullopt;
+    auto grant =
+        interlace::transport::decode_task_grant(std::string_view(static_cast<const char*>(reply.data()), reply.size()));
+    if (!grant.ok()) return std::nullopt;
+    return *grant;
+  };
+  ASSERT_TRUE(beat(std::numeric_limits<int64_t>::max(), 0).has_value()) << read_text(log);
+  const int64_t now_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  const auto next = beat(now_ms, 1000);
+  ASSERT_TRUE(next.has_value()) << "a heartbeat after one dated INT64_MAX was ignored\n" << read_text(log);
+  // max_running 4 / group_size 2: a worker runs 2 groups at a time.
+  EXPECT_LE(next->tasks.size(), 2u) << "one heartbeat took " << next->tasks.size() << " groups";
+  s.close();
+
+  // The groups the probe took are handed out again after the task timeout;
+  // the job ends.
+  const auto until = Clock::now() + std::chrono::seconds(300);
+  while (pid_ > 0 && Clock::now() < until) {
+    if (waitpid(pid_, &status_, WNOHANG) == pid_) pid_ = -1;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(pid_, -1) << "job did not finish\n" << read_text(log);
+  ASSERT_TRUE(WIFEXITED(status_) && WEXITSTATUS(status_) == 0) << read_text(log);
+  EXPECT_EQ(rows(), steps);
 }
 
 TEST(RlJobSpec, BadSpecIsRefusedWithTheKey) {

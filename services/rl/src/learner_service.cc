@@ -87,6 +87,7 @@ int64_t lag_of(const std::map<int64_t, TrajectoryMessage>& group, int64_t versio
 
 struct WorkerSeen {
   uint64_t incarnation = 0;
+  std::deque<uint64_t> retired;  // its earlier incarnations (the newest few): their heartbeats are stale
   Clock::time_point last_seen;
   transport::HeartbeatMessage heartbeat;
 };
@@ -138,6 +139,7 @@ class Learner {
   void handle_trajectory(const zmq::message_t& identity, std::string_view frame);
   void flush_acks();
   void drop_staged();
+  absl::Status check_issued(int64_t group) const;
   // What check_trajectory holds a trajectory to; versions unchecked for spool replay.
   TrajectoryLimits trajectory_limits(bool check_version) const;
   int64_t group_lag(int64_t group) const;
@@ -399,8 +401,10 @@ void Learner::handle_trajectory(const zmq::message_t& identity, std::string_view
   if (m->job != spec_.name) {
     ack.accepted = false;
     ack.reason = absl::StrCat("this learner does not run job '", m->job, "'");  // nor says which it runs
-  } else if (spooled_.count(key) || staged_.count(key)) {
-    duplicates_.inc();
+  } else if (absl::Status issued = check_issued(m->trajectory.group); !issued.ok()) {
+    ack.accepted = false;
+    ack.reason = std::string(issued.message());
+    invalid_.inc();
   } else if (absl::Status valid = check_trajectory(m->trajectory, trajectory_limits(true)); !valid.ok()) {
     ack.accepted = false;
     ack.reason = std::string(valid.message());
@@ -409,6 +413,8 @@ void Learner::handle_trajectory(const zmq::message_t& identity, std::string_view
       last_invalid_log_ = Clock::now();
       spdlog::warn("learner: refused trajectory {}/{} from {}: {}", key.first, key.second, m->worker, ack.reason);
     }
+  } else if (spooled_.count(key) || staged_.count(key)) {  // checked after the content: a bad copy is refused
+    duplicates_.inc();
   } else if (absl::Status s = spool_->append(frame); !s.ok()) {
     spdlog::error("learner: {}", std::string(s.message()));
     drop_staged();  // this one and those appended since the last sync: none acknowledged, all resent
@@ -419,6 +425,17 @@ void Learner::handle_trajectory(const zmq::message_t& identity, std::string_view
     return;
   }
   acks_.push_back({zmq::message_t(identity.data(), identity.size()), transport::encode_ack(ack), false});
+}
+
+// Group ids are (learner start count << 32) + a counter, so the groups this
+// learner issued are a known range; a group from an earlier start (before a
+// restart) cannot be checked and is taken; one from a later start, or past
+// the counter, was never issued.
+absl::Status Learner::check_issued(int64_t group) const {
+  const int64_t start = group >> 32;
+  if (group >= 0 && (start < (group_base_ >> 32) || (start == (group_base_ >> 32) && group < group_base_ + next_counter_)))
+    return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat("group ", group, " was never issued"));
 }
 
 void Learner::drop_staged() {
@@ -458,9 +475,13 @@ void Learner::handle_heartbeat(const zmq::message_t& identity, std::string_view 
   if (!hb.ok()) return rejects_.reject("tasks", std::string(hb.status().message()));
   WorkerSeen& w = workers_[hb->service];
   // A dead incarnation's heartbeats can still sit in the socket's queue, read
-  // fairly with the new one's: older than the last one seen means stale.
-  if (hb->unix_millis < w.heartbeat.unix_millis) return;
+  // fairly with the new one's: an incarnation that was replaced is stale.
+  // (Its clock is not trusted: one heartbeat dated INT64_MAX once made every
+  // later one look old, and the job stalled.)
+  if (std::find(w.retired.begin(), w.retired.end(), hb->incarnation) != w.retired.end()) return;
   if (w.incarnation != 0 && w.incarnation != hb->incarnation) {
+    w.retired.push_back(w.incarnation);
+    if (w.retired.size() > 16) w.retired.pop_front();
     spdlog::info("learner: {} restarted (incarnation {:x} -> {:x}); handing its unfinished groups out again",
                  hb->service, w.incarnation, hb->incarnation);
     for (auto& [group, out] : outstanding_)
@@ -474,7 +495,13 @@ void Learner::handle_heartbeat(const zmq::message_t& identity, std::string_view 
   grant.weights_version = state_.version;
   grant.weights_id = weights_id_;
   grant.job_done = state_.step >= spec_.steps;
-  if (!grant.job_done) grant.tasks = grant_tasks(hb->service, hb->incarnation, hb->want_tasks);
+  // No worker holds more groups than a worker's running batch takes, so one
+  // peer asking for many cannot take every free slot.
+  const int64_t cap = std::max<int64_t>(1, (spec_.max_running + spec_.group_size - 1) / spec_.group_size);
+  int64_t held = 0;
+  for (const auto& [group, out] : outstanding_) held += out.worker == hb->service;
+  const uint32_t want = static_cast<uint32_t>(std::clamp<int64_t>(cap - held, 0, hb->want_tasks));
+  if (!grant.job_done) grant.tasks = grant_tasks(hb->service, hb->incarnation, want);
   send_routed(tasks_, identity, transport::encode_task_grant(grant));
 }
 
@@ -728,6 +755,14 @@ absl::Status Learner::finish_step(const StepResult& r) {
 absl::Status Learner::checkpoint() {
   const std::string root = run_path(o_.run_dir, "checkpoints");
   const std::string dir = (fs::path(root) / absl::StrCat("step-", state_.step)).string();
+  // A restart trusts the run's logs up to the checkpoint (trained.jsonl says
+  // which trajectories not to train again): they reach the disk first.
+  for (std::ofstream* log : {&trained_log_, &dropped_log_, &metrics_log_}) {
+    log->flush();
+    if (!*log) return absl::DataLossError(absl::StrCat(o_.run_dir, ": writing the run's logs failed (disk full?)"));
+  }
+  for (const char* name : {"trained.jsonl", "dropped.jsonl", "metrics.jsonl"})
+    INTERLACE_RETURN_IF_ERROR(core::sync_file(run_path(o_.run_dir, name)));
   INTERLACE_RETURN_IF_ERROR(learner::save_checkpoint(dir, *model_, *optimizer_, state_, o_.endpoints.initial_model));
   // Keep the newest two.
   std::vector<std::pair<int64_t, fs::path>> all;

@@ -14,6 +14,8 @@ absl::StatusOr<std::string> read_file(const std::string& path);
 absl::Status write_file(const std::string& path, const std::string& contents);
 // Writes every byte to `fd` (retrying short writes); `what` names it in errors.
 absl::Status write_all(int fd, std::string_view bytes, const std::string& what);
+// fsync of a file written through another handle (an ofstream, after flush).
+absl::Status sync_file(const std::string& path);
 // fsync of a directory, so that a rename or a new file in it survives a crash.
 absl::Status sync_directory(const std::string& dir);
 
