@@ -100,6 +100,14 @@ void send_raw_tcp(int port, const std::string& bytes) {
   ::close(fd);
 }
 
+// Resident memory of a process, in MB (0 if it is gone).
+double rss_mb(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("VmRSS:", 0) == 0) return std::atof(line.c_str() + 6) / 1024.0;
+  return 0;
+}
+
 int free_port() {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
@@ -392,7 +400,7 @@ TEST_F(RlJob, WorkerEvictsCachedStatesAcrossWeightUpdates) {
 // trained on, and the job trains on to the end. A token outside the vocabulary
 // used to be acked and then abort the learner on every restart.
 TEST_F(RlJob, PoisonedTrajectoriesAreRefusedAndTheJobTrainsOn) {
-  const int steps = 10;
+  const int steps = 30;  // long enough to still run during the checks below
   std::ofstream(dir_ / "job.yaml") << "name: poison\n"
                                       "env: calculator\n"
                                       "model: {init: " INTERLACE_SOURCE_DIR "/examples/models/tiny-hybrid.json}\n"
@@ -459,6 +467,26 @@ TEST_F(RlJob, PoisonedTrajectoriesAreRefusedAndTheJobTrainsOn) {
   }
   const std::string scraped = http_get(endpoints["learner_metrics"].get<int>(), "/metrics");
   EXPECT_EQ(metric_value(scraped, "interlace_trajectories_invalid_total"), double(poisons.size())) << scraped;
+
+  // 40 weight requests from a peer that never reads the answers: each used to
+  // queue a whole copy of the weights (RSS 90 -> 652 MB); the queued chunks
+  // share one copy now.
+  const pid_t learner = child_pid("learner");
+  ASSERT_GT(learner, 0);
+  const double weights_mb = double(fs::file_size(run_dir() + "/init-model/model.safetensors")) / 1e6;
+  const double rss_before = rss_mb(learner);
+  zmq::socket_t hoarder(ctx, zmq::socket_type::dealer);
+  hoarder.set(zmq::sockopt::linger, 0);
+  hoarder.set(zmq::sockopt::rcvhwm, 1);
+  hoarder.set(zmq::sockopt::rcvbuf, 4096);
+  hoarder.connect("tcp://127.0.0.1:" + std::to_string(endpoints["weights"].get<int>()));
+  for (int i = 0; i < 40; ++i)
+    hoarder.send(zmq::buffer(interlace::transport::encode_weight_request({"hoarder", 0})));
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  const double rss_after = rss_mb(learner);
+  ASSERT_GT(rss_after, 0) << "the learner ended before its memory was measured";
+  EXPECT_LT(rss_after - rss_before, 3 * weights_mb)
+      << "RSS " << rss_before << " -> " << rss_after << " MB with 40 unread requests for " << weights_mb << " MB weights";
 
   const auto until = Clock::now() + std::chrono::seconds(300);
   while (pid_ > 0 && Clock::now() < until) {

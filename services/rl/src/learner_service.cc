@@ -196,7 +196,8 @@ class Learner {
 
   zmq::context_t ctx_{1};
   zmq::socket_t traj_, tasks_, weights_;
-  std::vector<std::string> chunk_frames_;
+  // The current publication's chunk frames, shared by every send of them.
+  std::shared_ptr<const std::vector<std::string>> chunk_frames_ = std::make_shared<std::vector<std::string>>();
   uint64_t weights_id_ = 0;
 #ifdef INTERLACE_HAVE_NCCL
   std::unique_ptr<transport::nccl::WeightSender> nccl_;  // weights.transport nccl, when a device is there
@@ -338,9 +339,10 @@ absl::Status Learner::publish() {
   std::vector<std::pair<std::string, core::Tensor>> tensors(model_->weights().begin(), model_->weights().end());
   std::string payload = model::safetensors_bytes(tensors);
   weights_id_ = rng_() | 1;
-  chunk_frames_.clear();
+  auto frames = std::make_shared<std::vector<std::string>>();
   const auto chunks = transport::chunk_weights(payload, state_.version, weights_id_);
-  for (const auto& c : chunks) chunk_frames_.push_back(transport::encode_weight_chunk(c));
+  for (const auto& c : chunks) frames->push_back(transport::encode_weight_chunk(c));
+  chunk_frames_ = std::move(frames);
 #ifdef INTERLACE_HAVE_NCCL
   if (nccl_) nccl_->publish(state_.version, weights_id_, chunks.front().total_crc32c, std::move(payload));
 #endif
@@ -583,8 +585,8 @@ void Learner::handle_weight_request(const zmq::message_t& identity, std::string_
   }
 #endif
   const auto t0 = Clock::now();
-  for (const std::string& chunk : chunk_frames_) {
-    send_routed(weights_, identity, chunk);
+  for (const std::string& chunk : *chunk_frames_) {
+    send_routed_shared(weights_, identity, chunk, chunk_frames_);
     sync_bytes_.add(double(chunk.size()));
   }
   sync_seconds_.add(std::chrono::duration<double>(Clock::now() - t0).count());

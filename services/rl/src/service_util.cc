@@ -24,6 +24,18 @@ bool send_routed(zmq::socket_t& router, const zmq::message_t& identity, std::str
   return router.send(zmq::buffer(frame.data(), frame.size()), zmq::send_flags::dontwait).has_value();
 }
 
+bool send_routed_shared(zmq::socket_t& router, const zmq::message_t& identity, std::string_view frame,
+                        const std::shared_ptr<const void>& owner) {
+  if (!router.send(zmq::buffer(identity.data(), identity.size()), zmq::send_flags::sndmore | zmq::send_flags::dontwait))
+    return false;
+  // ZeroMQ calls the free function from its I/O thread once the message is
+  // sent or dropped; it releases our reference there.
+  auto* hold = new std::shared_ptr<const void>(owner);
+  zmq::message_t message(const_cast<char*>(frame.data()), frame.size(),
+                         [](void*, void* h) { delete static_cast<std::shared_ptr<const void>*>(h); }, hold);
+  return router.send(message, zmq::send_flags::dontwait).has_value();
+}
+
 zmq::socket_t make_socket(zmq::context_t& ctx, zmq::socket_type type, int64_t max_message_bytes) {
   zmq::socket_t s(ctx, type);
   s.set(zmq::sockopt::linger, 0);

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <zmq.hpp>
@@ -32,6 +33,11 @@ class FrameRejects {
 
 // Sends [identity][frame] on a ROUTER; false if it could not be queued.
 bool send_routed(zmq::socket_t& router, const zmq::message_t& identity, std::string_view frame);
+// The same without copying `frame`: the message points into it and keeps
+// `owner` alive until ZeroMQ has sent it. However many requests for it are
+// queued (a peer that asks and never reads), the bytes are held once.
+bool send_routed_shared(zmq::socket_t& router, const zmq::message_t& identity, std::string_view frame,
+                        const std::shared_ptr<const void>& owner);
 
 // A ROUTER or DEALER with the options every service socket uses: no linger on
 // close, bounded queues, and a hard cap on incoming message size (ZeroMQ drops
