@@ -16,6 +16,13 @@ int64_t SftExample::trained_tokens() const {
   return n;
 }
 
+absl::Status check_line_size(const std::string& line, const std::string& where) {
+  if (line.size() > kMaxLineBytes)
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": the line is ", line.size(), " bytes; at most ", kMaxLineBytes, " are supported"));
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::vector<int32_t>> parse_token_ids(const nlohmann::json& line, const std::string& where,
                                                      int64_t vocab) {
   if (line.is_discarded() || !line.is_object())
@@ -23,6 +30,9 @@ absl::StatusOr<std::vector<int32_t>> parse_token_ids(const nlohmann::json& line,
   auto it = line.find("tokens");
   if (it == line.end() || !it->is_array())
     return absl::InvalidArgumentError(absl::StrCat(where, ": needs a \"tokens\" array of token ids"));
+  if (it->size() > kMaxLineTokens)
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": ", it->size(), " tokens; at most ", kMaxLineTokens, " per sequence are supported"));
   std::vector<int32_t> tokens;
   for (size_t i = 0; i < it->size(); ++i) {
     const auto& t = (*it)[i];
@@ -70,6 +80,7 @@ absl::StatusOr<std::vector<SftExample>> read_sft_file(const std::string& path, i
   while (std::getline(in, line)) {
     ++line_no;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    INTERLACE_RETURN_IF_ERROR(check_line_size(line, absl::StrCat(path, ":", line_no)));
     auto ex = parse_example(line, absl::StrCat(path, ":", line_no), vocab);
     if (!ex.ok()) return ex.status();
     trained += ex->trained_tokens();

@@ -1,6 +1,7 @@
 #include "interlace/model/config.h"
 
 #include <filesystem>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "interlace/core/file_util.h"
@@ -142,6 +143,14 @@ absl::StatusOr<ModelConfig> parse_config(const json& j, const std::string& sourc
                       {"num_hidden_layers", c.num_hidden_layers},
                       {"num_attention_heads", c.num_attention_heads}})
     r.positive(k, v);
+  // Sizes far past any real model are refused before anything is sized from
+  // them (an oversized config once aborted `model init` instead of failing).
+  for (auto [k, v, most] : {std::tuple{"vocab_size", c.vocab_size, int64_t{1} << 24},
+                            {"hidden_size", c.hidden_size, int64_t{1} << 17},
+                            {"intermediate_size", c.intermediate_size, int64_t{1} << 20},
+                            {"num_hidden_layers", c.num_hidden_layers, int64_t{1024}},
+                            {"num_attention_heads", c.num_attention_heads, int64_t{1024}}})
+    if (r.status().ok() && v > most) r.fail(k, absl::StrCat("is ", v, "; at most ", most, " is supported"));
   if (!r.status().ok()) return r.status();
 
   c.num_key_value_heads = c.num_attention_heads;
@@ -267,11 +276,17 @@ absl::StatusOr<ModelConfig> parse_config(const json& j, const std::string& sourc
     r.positive("block_size", c.block_size);
     if (r.status().ok() && c.block_size > 4096)
       r.fail("block_size", absl::StrCat("is ", c.block_size, "; at most 4096 is supported"));
+    if (r.status().ok() && c.num_local_experts > 1024)
+      r.fail("num_local_experts", absl::StrCat("is ", c.num_local_experts, "; at most 1024 is supported"));
     if (r.status().ok() && c.num_experts_per_tok > c.num_local_experts)
       r.fail("num_experts_per_tok", absl::StrCat("(", c.num_experts_per_tok,
                                                  ") exceeds num_local_experts (", c.num_local_experts, ")"));
   }
   if (!r.status().ok()) return r.status();
+  // With the sizes above capped this cannot overflow; 2^40 parameters is 4 TiB in fp32.
+  if (c.parameter_count() > (int64_t{1} << 40))
+    return absl::InvalidArgumentError(absl::StrCat(source, ": ", c.parameter_count(),
+                                                   " parameters; more than 2^40 is not supported"));
   return c;
 }
 

@@ -1,5 +1,7 @@
 #include "interlace/model/model_init.h"
 
+#include <unistd.h>
+
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
@@ -17,6 +19,13 @@ absl::Status init_model_dir(const InitOptions& o) {
   nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
   if (j.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(o.config_path, ": not valid JSON"));
   INTERLACE_ASSIGN_OR_RETURN(ModelConfig config, parse_config(j, o.config_path));
+  // Random weights are made in fp32, all at once: they must fit in memory.
+  const double need = double(config.parameter_count()) * 4.0;
+  const double have = double(::sysconf(_SC_PHYS_PAGES)) * double(::sysconf(_SC_PAGESIZE));
+  if (have > 0 && need > 0.8 * have)
+    return absl::ResourceExhaustedError(absl::StrCat(o.config_path, ": ", config.parameter_count(), " parameters need ",
+                                                     need / 1e9, " GB in fp32 to initialise; this machine has ",
+                                                     have / 1e9, " GB"));
   float stddev = o.stddev;
   if (j.contains("initializer_range") && j["initializer_range"].is_number())
     stddev = j["initializer_range"].get<float>();

@@ -27,6 +27,30 @@ namespace {
 
 constexpr size_t kMaxHeaderBytes = 100u << 20;  // the limit the reference implementation uses
 
+// A safetensors header nests three deep ({name: {"shape": [...]}}). Deeper
+// JSON is refused before it is parsed: a 100 MB header of nested arrays once
+// took 3.9 GB and 15 s to refuse.
+constexpr int kMaxHeaderDepth = 3;
+
+bool nests_deeper_than(const std::string& text, int limit) {
+  int depth = 0;
+  bool in_string = false, escaped = false;
+  for (char c : text) {
+    if (in_string) {
+      if (escaped) escaped = false;
+      else if (c == '\\') escaped = true;
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '{' || c == '[') {
+      if (++depth > limit) return true;
+    } else if (c == '}' || c == ']') {
+      --depth;
+    }
+  }
+  return false;
+}
+
 absl::StatusOr<DType> parse_st_dtype(const std::string& s) {
   if (s == "F32") return DType::kF32;
   if (s == "BF16") return DType::kBF16;
@@ -51,6 +75,9 @@ const char* st_dtype_name(DType d) {
 absl::StatusOr<std::map<std::string, TensorInfo>> parse_safetensors_header(
     const std::string& header, size_t data_size, const std::string& source,
     std::map<std::string, std::string>* metadata) {
+  if (nests_deeper_than(header, kMaxHeaderDepth))
+    return absl::DataLossError(absl::StrCat(source, ": header JSON nests deeper than ", kMaxHeaderDepth,
+                                            " levels; a safetensors header is {name: {dtype, shape: [...]}}"));
   json j = json::parse(header, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object())
     return absl::DataLossError(absl::StrCat(source, ": header is not a JSON object"));

@@ -25,6 +25,7 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> read_token_file(const std::str
   while (std::getline(in, line)) {
     ++line_no;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    if (absl::Status s = learner::check_line_size(line, absl::StrCat(path, ":", line_no)); !s.ok()) return s;
     auto tokens = learner::parse_token_ids(nlohmann::json::parse(line, nullptr, false),
                                            absl::StrCat(path, ":", line_no), vocab);
     if (!tokens.ok()) return tokens.status();

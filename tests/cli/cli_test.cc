@@ -82,6 +82,24 @@ TEST_F(Cli, NonFiniteNumbersAreBadUsage) {
   EXPECT_FALSE(fs::exists(dir_ / "nan"));
 }
 
+// Inputs too big to hold are refused with the reason before they are held:
+// a token line of 2M tokens (over the 1M bound), and a config that passes each
+// size cap but whose random weights would not fit in this machine's memory.
+TEST_F(Cli, OversizedInputsFailWithAReason) {
+  std::string line = "{\"tokens\": [1";
+  for (int i = 1; i < (2 << 20); ++i) line += ",1";
+  line += "], \"loss_mask\": [0]}\n";
+  const std::string data = write("long.jsonl", line);
+  const CliRun sft = run("train sft --model " + model_ + " --data " + data + " --out " + (dir_ / "long").string());
+  EXPECT_EQ(sft.code, 1) << sft.out.substr(0, 300);
+  EXPECT_NE(sft.out.find("long.jsonl:1: 2097152 tokens; at most 1048576"), std::string::npos) << sft.out.substr(0, 300);
+  const std::string config = write("big.json", R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 65536,
+      "hidden_size": 16384, "intermediate_size": 65536, "num_hidden_layers": 32, "num_attention_heads": 128})");
+  const CliRun init = run("model init --config " + config + " --out " + (dir_ / "big").string());
+  EXPECT_EQ(init.code, 1) << init.out;
+  EXPECT_NE(init.out.find("to initialise; this machine has"), std::string::npos) << init.out;
+}
+
 TEST_F(Cli, ScoreWritesOneLinePerInputWithNullFirstAndPathsAgree) {
   const std::string in = write("in.jsonl", "{\"tokens\":[256,72,105,33,10]}\n\n{\"tokens\":[1,2]}\n");
   const std::string a = (dir_ / "a.jsonl").string(), b = (dir_ / "b.jsonl").string();

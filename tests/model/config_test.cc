@@ -95,6 +95,35 @@ TEST(Config, ErrorsNameTheFieldAndWhatIsAllowed) {
   EXPECT_NE(error_of(nlohmann::json::array()).find("JSON object"), std::string::npos);
 }
 
+// Sizes no machine could hold are refused by name before anything is sized
+// from them (num_hidden_layers = 1e12 once aborted on allocation).
+TEST(Config, OversizedModelsAreRefusedBeforeAllocating) {
+  for (auto [key, value] : {std::pair{"num_hidden_layers", int64_t{1000000000000}},
+                            {"vocab_size", int64_t{1} << 30},
+                            {"hidden_size", int64_t{1} << 20},
+                            {"intermediate_size", int64_t{1} << 40},
+                            {"num_attention_heads", int64_t{1} << 20}}) {
+    auto j = testing::llama_json();
+    j[key] = value;
+    EXPECT_NE(error_of(j).find(std::string("'") + key + "' is " + std::to_string(value) + "; at most"),
+              std::string::npos)
+        << key << ": " << error_of(j);
+  }
+  auto j = testing::minimax_json();
+  j["num_local_experts"] = 100000;
+  EXPECT_NE(error_of(j).find("'num_local_experts' is 100000; at most 1024"), std::string::npos) << error_of(j);
+  // Each size allowed, together too many parameters.
+  j = testing::llama_json();
+  j["vocab_size"] = 1 << 24;
+  j["hidden_size"] = 1 << 17;
+  j["intermediate_size"] = 1 << 20;
+  j["num_attention_heads"] = 1024;
+  j["num_key_value_heads"] = 1024;
+  j["head_dim"] = 128;
+  j["num_hidden_layers"] = 1024;
+  EXPECT_NE(error_of(j).find("more than 2^40 is not supported"), std::string::npos) << error_of(j);
+}
+
 TEST(Config, LoadConfigReportsMissingAndMalformedFiles) {
   auto missing = load_config("/nonexistent/dir");
   ASSERT_FALSE(missing.ok());

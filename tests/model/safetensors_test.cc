@@ -102,6 +102,12 @@ TEST_F(Safetensors, RejectsEachKindOfCorruptHeaderWithAClearMessage) {
   EXPECT_NE(e.find("__metadata__"), std::string::npos) << e;
   // Each message names the file.
   EXPECT_NE(e.find(path("meta")), std::string::npos) << e;
+  // Nesting is refused before parsing (brackets inside strings do not count):
+  // 10 MB of '[' took seconds and gigabytes to refuse.
+  e = error_of(raw("deep", "{\"a\":" + std::string(10u << 20, '[') + "}", 0));
+  EXPECT_NE(e.find("nests deeper than 3 levels"), std::string::npos) << e.substr(0, 200);
+  e = error_of(raw("quoted", R"({"a[[[{{{":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", 4));
+  EXPECT_EQ(e, "(opened)");
 }
 
 TEST_F(Safetensors, ShardIndexMustMatchTheShards) {

@@ -34,6 +34,12 @@ absl::StatusOr<std::vector<int32_t>> parse_token_ids(const nlohmann::json& line,
 // token outside [0, vocab), a mask of the wrong length or with values other
 // than 0/1, a line that is not JSON) and an empty file or one with no trained
 // token is an error too.
+// Bounds on one line of a token file, checked before it is parsed: a line of
+// 50M tokens once ended in bad_alloc.
+inline constexpr size_t kMaxLineTokens = size_t{1} << 20;
+inline constexpr size_t kMaxLineBytes = size_t{32} << 20;
+// OK, or InvalidArgument naming `where` if `line` is over kMaxLineBytes.
+absl::Status check_line_size(const std::string& line, const std::string& where);
 absl::StatusOr<std::vector<SftExample>> read_sft_file(const std::string& path, int64_t vocab);
 
 struct SftBatchStats {
