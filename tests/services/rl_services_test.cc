@@ -469,8 +469,8 @@ TEST_F(RlJob, PoisonedTrajectoriesAreRefusedAndTheJobTrainsOn) {
   EXPECT_EQ(metric_value(scraped, "interlace_trajectories_invalid_total"), double(poisons.size())) << scraped;
 
   // 40 weight requests from a peer that never reads the answers: each used to
-  // queue a whole copy of the weights (RSS 90 -> 652 MB); the queued chunks
-  // share one copy now.
+  // queue a whole copy of the weights (RSS +641 MB here, 15 MB of weights);
+  // the queued chunks share one copy now.
   const pid_t learner = child_pid("learner");
   ASSERT_GT(learner, 0);
   const double weights_mb = double(fs::file_size(run_dir() + "/init-model/model.safetensors")) / 1e6;
@@ -485,7 +485,9 @@ TEST_F(RlJob, PoisonedTrajectoriesAreRefusedAndTheJobTrainsOn) {
   std::this_thread::sleep_for(std::chrono::seconds(2));
   const double rss_after = rss_mb(learner);
   ASSERT_GT(rss_after, 0) << "the learner ended before its memory was measured";
-  EXPECT_LT(rss_after - rss_before, 3 * weights_mb)
+  // Training goes on meanwhile (new publications, optimizer and gradient
+  // buffers): a few copies' worth of noise, far from the 40 copies before.
+  EXPECT_LT(rss_after - rss_before, 12 * weights_mb)
       << "RSS " << rss_before << " -> " << rss_after << " MB with 40 unread requests for " << weights_mb << " MB weights";
 
   const auto until = Clock::now() + std::chrono::seconds(300);
