@@ -6,6 +6,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <thread>
+#include <vector>
+
 #include "interlace/metrics/http_server.h"
 #include "interlace/metrics/registry.h"
 
@@ -55,6 +59,38 @@ TEST(Metrics, ServesAndSurvivesBadRequests) {
   EXPECT_EQ(http_exchange(port, "GET /metr"), "");  // closed before a whole request: dropped
   ok = http_exchange(port, "GET /metrics HTTP/1.0\r\n\r\n");
   EXPECT_NE(ok.find("interlace_http_requests_rejected_total 3"), std::string::npos) << ok;
+}
+
+// Ten clients that connect and send nothing used to delay a scrape by 2 s
+// each; now the scrape is answered while they sit there, and they are dropped
+// (and counted) at their deadline.
+TEST(Metrics, IdleConnectionsDoNotDelayAScrape) {
+  Registry r;
+  r.counter("interlace_steps_total", "steps").add(1);
+  auto server = HttpServer::start(r, "127.0.0.1", 0);
+  ASSERT_TRUE(server.ok()) << server.status();
+  const int port = (*server)->port();
+  std::vector<int> idle;
+  for (int i = 0; i < 10; ++i) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    ::inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    ::send(fd, "GET /met", 8, MSG_NOSIGNAL);  // half a request, then nothing
+    idle.push_back(fd);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::string ok = http_exchange(port, "GET /metrics HTTP/1.0\r\n\r\n");
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_NE(ok.find("interlace_steps_total 1"), std::string::npos) << ok;
+  EXPECT_LT(seconds, 5.0) << "a scrape waited behind idle connections (2 s each, one at a time, before)";
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));  // past their deadline
+  const std::string after = http_exchange(port, "GET /metrics HTTP/1.0\r\n\r\n");
+  EXPECT_NE(after.find("interlace_http_requests_rejected_total 10"), std::string::npos) << after;
+  for (int fd : idle) ::close(fd);
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 
@@ -17,13 +18,24 @@ namespace {
 
 constexpr size_t kMaxRequestBytes = 8192;
 constexpr int kReadTimeoutMs = 2000;
+constexpr size_t kMaxConnections = 256;
 
+// The socket is non-blocking: a reply larger than the socket's send buffer
+// waits for room, at most a second in all, so a client that does not read
+// cannot hold the server.
 void send_all(int fd, const std::string& s) {
   size_t off = 0;
-  while (off < s.size()) {
-    ssize_t n = ::send(fd, s.data() + off, s.size() - off, MSG_NOSIGNAL);
-    if (n <= 0) return;
-    off += static_cast<size_t>(n);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  while (off < s.size() && std::chrono::steady_clock::now() < deadline) {
+    const ssize_t n = ::send(fd, s.data() + off, s.size() - off, MSG_NOSIGNAL);
+    if (n > 0) {
+      off += static_cast<size_t>(n);
+    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      pollfd p{fd, POLLOUT, 0};
+      ::poll(&p, 1, 100);
+    } else {
+      return;
+    }
   }
 }
 
@@ -35,7 +47,7 @@ std::string response(const char* status, const std::string& type, const std::str
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::start(Registry& registry, const std::string& host, int port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);  // accepts until EAGAIN
   if (fd < 0) return absl::InternalError(absl::StrCat("metrics: socket: ", std::strerror(errno)));
   int one = 1;
   ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -72,40 +84,63 @@ HttpServer::~HttpServer() {
   ::close(fd_);
 }
 
+// One thread serves every connection, each with its own deadline: idle or
+// slow clients cannot hold up a scrape (one at a time, 2 s each, ten idle
+// connections once delayed a scrape by 20 s). Past kMaxConnections the oldest
+// is dropped.
 void HttpServer::serve() {
+  struct Connection {
+    int fd;
+    std::string request;
+    std::chrono::steady_clock::time_point deadline;
+  };
+  std::vector<Connection> open;
+  auto drop = [&](size_t i, bool counted) {
+    if (counted) rejected_.inc();
+    ::close(open[i].fd);
+    open.erase(open.begin() + static_cast<std::ptrdiff_t>(i));
+  };
   while (!stop_) {
-    pollfd p{fd_, POLLIN, 0};
-    if (::poll(&p, 1, 100) <= 0) continue;
-    int client = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
-    if (client < 0) continue;
-    handle(client);
-    ::close(client);
+    std::vector<pollfd> fds{{fd_, POLLIN, 0}};
+    for (const Connection& c : open) fds.push_back({c.fd, POLLIN, 0});
+    if (::poll(fds.data(), fds.size(), 100) < 0) continue;
+    const auto now = std::chrono::steady_clock::now();
+    // Serve or drop the open connections, newest first so erasing keeps indices valid.
+    for (size_t i = open.size(); i-- > 0;) {
+      Connection& c = open[i];
+      if (fds[i + 1].revents) {
+        char buf[4096];
+        const ssize_t n = ::recv(c.fd, buf, sizeof buf, 0);
+        if (n <= 0) {
+          drop(i, true);  // closed before a whole request
+          continue;
+        }
+        c.request.append(buf, static_cast<size_t>(n));
+        if (c.request.size() > kMaxRequestBytes) {
+          rejected_.inc();
+          send_all(c.fd, response("431 Request Header Fields Too Large", "text/plain", "request too large\n"));
+          drop(i, false);
+          continue;
+        }
+        if (c.request.find("\r\n\r\n") != std::string::npos || c.request.find("\n\n") != std::string::npos) {
+          handle(c.fd, c.request);
+          drop(i, false);
+          continue;
+        }
+      }
+      if (now > c.deadline) drop(i, true);  // too slow
+    }
+    if (fds[0].revents & POLLIN) {
+      for (int client; (client = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK)) >= 0;) {
+        if (open.size() >= kMaxConnections) drop(0, true);
+        open.push_back({client, {}, now + std::chrono::milliseconds(kReadTimeoutMs)});
+      }
+    }
   }
+  for (const Connection& c : open) ::close(c.fd);
 }
 
-void HttpServer::handle(int client) {
-  std::string request;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kReadTimeoutMs);
-  while (request.find("\r\n\r\n") == std::string::npos && request.find("\n\n") == std::string::npos) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-    pollfd p{client, POLLIN, 0};
-    if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) <= 0) {
-      rejected_.inc();  // too slow: drop it
-      return;
-    }
-    char buf[1024];
-    ssize_t n = ::recv(client, buf, sizeof buf, 0);
-    if (n <= 0) {
-      rejected_.inc();
-      return;
-    }
-    request.append(buf, static_cast<size_t>(n));
-    if (request.size() > kMaxRequestBytes) {
-      rejected_.inc();
-      send_all(client, response("431 Request Header Fields Too Large", "text/plain", "request too large\n"));
-      return;
-    }
-  }
+void HttpServer::handle(int client, const std::string& request) {
   const size_t line_end = request.find_first_of("\r\n");
   const std::string line = request.substr(0, line_end);
   const size_t sp1 = line.find(' '), sp2 = line.find(' ', sp1 == std::string::npos ? 0 : sp1 + 1);
