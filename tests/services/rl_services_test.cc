@@ -565,6 +565,60 @@ TEST_F(RlJob, ForgedHeartbeatsNeitherSilenceAWorkerNorTakeEverySlot) {
   EXPECT_EQ(rows(), steps);
 }
 
+// After a restart the learner cannot tell which groups its earlier start
+// issued, so it takes their samples; one sample each of many such groups used
+// to be held forever (40 x 8 MB frames: RSS 29 -> 357 MB, the same after
+// restart). The number of unfinished groups held is bounded now.
+TEST_F(RlJob, UnfinishedGroupsAreBounded) {
+  std::ofstream(dir_ / "job.yaml") << "name: partial\n"
+                                      "env: calculator\n"
+                                      "model: {init: " INTERLACE_SOURCE_DIR "/examples/models/tiny-hybrid.json}\n"
+                                      "algorithm: {name: grpo, steps: 30, groups_per_step: 2, group_size: 2}\n"
+                                      "rollout: {workers: 1, max_turns: 1, max_turn_tokens: 8}\n"
+                                      "staleness: {mode: async, eta: 1}\n"
+                                      "eval: {prompts: 0}\n";
+  const std::string log = (dir_ / "run.log").string();
+  pid_ = spawn_shell(std::string(INTERLACE_BIN) + " run " + (dir_ / "job.yaml").string() + " --run-dir " + run_dir() +
+                     " > " + log + " 2>&1");
+  ASSERT_TRUE(wait_rows(2, 240)) << read_text(log);
+  const pid_t learner = child_pid("learner");
+  ASSERT_GT(learner, 0);
+  ASSERT_EQ(kill(learner, SIGKILL), 0);  // the restarted learner is its second start
+  const json endpoints = json::parse(read_text(run_dir() + "/endpoints.json"));
+  for (auto until = Clock::now() + std::chrono::seconds(60);
+       (child_pid("learner") == learner || child_pid("learner") <= 0) && Clock::now() < until;)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  zmq::context_t ctx;
+  zmq::socket_t s(ctx, zmq::socket_type::dealer);
+  s.set(zmq::sockopt::linger, 0);
+  s.connect("tcp://127.0.0.1:" + std::to_string(endpoints["trajectories"].get<int>()));
+  const int limit = 4 * 2 * 2;  // 4 x (eta + 1) x groups_per_step
+  int accepted = 0, refused_for_the_limit = 0;
+  for (int i = 0; i < limit + 8; ++i) {
+    interlace::transport::TrajectoryMessage m;
+    m.job = "partial";
+    m.env = "calculator";
+    m.worker = "intruder";
+    auto& t = m.trajectory;
+    t.group = 100000 + i;  // of the first start: cannot be checked
+    t.tokens = {5, 6, 7, 8};
+    t.loss_mask = {0, 0, 1, 1};
+    t.logprobs = t.sampled_logprobs = {NAN, NAN, -1.5f, -0.5f};
+    t.versions = {-1, -1, 0, 0};
+    s.send(zmq::buffer(interlace::transport::encode_trajectory(m)));
+    zmq::pollitem_t item{static_cast<void*>(s), 0, ZMQ_POLLIN, 0};
+    ASSERT_EQ(zmq::poll(&item, 1, std::chrono::seconds(60)), 1) << read_text(log);
+    zmq::message_t reply;
+    ASSERT_TRUE(s.recv(reply));
+    auto ack = interlace::transport::decode_ack(std::string_view(static_cast<const char*>(reply.data()), reply.size()));
+    ASSERT_TRUE(ack.ok()) << ack.status();
+    if (ack->accepted) ++accepted;
+    if (ack->reason.find("unfinished groups, its limit") != std::string::npos) ++refused_for_the_limit;
+  }
+  EXPECT_LE(accepted, limit);
+  EXPECT_GE(refused_for_the_limit, 8) << "accepted " << accepted;
+}
+
 TEST(RlJobSpec, BadSpecIsRefusedWithTheKey) {
   const fs::path dir = fs::temp_directory_path() / ("interlace-rl-bad-" + std::to_string(::getpid()));
   fs::create_directories(dir);

@@ -140,6 +140,8 @@ class Learner {
   void flush_acks();
   void drop_staged();
   absl::Status check_issued(int64_t group) const;
+  int64_t partial_groups() const;
+  int64_t max_partial_groups() const;
   // What check_trajectory holds a trajectory to; versions unchecked for spool replay.
   TrajectoryLimits trajectory_limits(bool check_version) const;
   int64_t group_lag(int64_t group) const;
@@ -417,6 +419,14 @@ void Learner::handle_trajectory(const zmq::message_t& identity, std::string_view
     }
   } else if (spooled_.count(key) || staged_.count(key)) {  // checked after the content: a bad copy is refused
     duplicates_.inc();
+  } else if (!pending_.count(key.first) && partial_groups() >= max_partial_groups()) {
+    // Unfinished groups are held in memory until they complete; their number
+    // is bounded (a peer sending one sample of many groups once grew the
+    // learner by hundreds of MB, and again after each restart).
+    ack.accepted = false;
+    ack.reason = absl::StrCat("the learner holds ", partial_groups(), " unfinished groups, its limit; group ",
+                              key.first, " is not started");
+    invalid_.inc();
   } else if (absl::Status s = spool_->append(frame); !s.ok()) {
     spdlog::error("learner: {}", std::string(s.message()));
     drop_staged();  // this one and those appended since the last sync: none acknowledged, all resent
@@ -433,6 +443,16 @@ void Learner::handle_trajectory(const zmq::message_t& identity, std::string_view
 // learner issued are a known range; a group from an earlier start (before a
 // restart) cannot be checked and is taken; one from a later start, or past
 // the counter, was never issued.
+int64_t Learner::partial_groups() const {
+  int64_t n = 0;
+  for (const auto& [group, samples] : pending_) n += static_cast<int64_t>(samples.size()) < spec_.group_size;
+  for (const auto& [key, m] : staged_) n += !pending_.count(key.first);
+  return n;
+}
+
+// Four times what the learner has in flight at most (async: eta + 1 batches).
+int64_t Learner::max_partial_groups() const { return 4 * (spec_.eta + 1) * spec_.groups_per_step; }
+
 absl::Status Learner::check_issued(int64_t group) const {
   const int64_t start = group >> 32;
   if (group >= 0 && (start < (group_base_ >> 32) || (start == (group_base_ >> 32) && group < group_base_ + next_counter_)))
