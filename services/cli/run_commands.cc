@@ -174,8 +174,20 @@ struct Child {
   std::vector<std::string> args;
   pid_t pid = -1;
   int restarts = 0;
+  int quick_deaths = 0;  // in a row, each within kStableAfter of its start
   bool finished = false;
+  Clock::time_point started{}, restart_at{};
 };
+
+// Restarts back off exponentially while a service keeps dying soon after it
+// starts (a poison input, a full disk): 0 s, then 1, 2, 4 ... up to 30 s.
+// Without it the supervisor used up its restarts within a second. A service
+// that ran for a minute starts the count again.
+constexpr auto kStableAfter = std::chrono::seconds(60);
+Clock::duration restart_delay(int quick_deaths) {
+  if (quick_deaths <= 1) return Clock::duration::zero();
+  return std::chrono::duration_cast<Clock::duration>(std::chrono::seconds(1 << std::min(quick_deaths - 2, 5)));
+}
 
 void write_pids(const std::string& run_dir, const std::map<std::string, Child>& children) {
   json j = json::object();
@@ -211,9 +223,15 @@ int supervise(const RunArgs& a, const rl::JobSpec& spec, const std::string& run_
                                                 std::to_string(i)};
   // Several processes share the cores: OpenMP threads must sleep, not spin, when idle.
   setenv("OMP_WAIT_POLICY", "PASSIVE", 0);
-  for (auto& [name, c] : children) c.pid = spawn(c.args);
+  for (auto& [name, c] : children) c.pid = spawn(c.args), c.started = Clock::now();
   write_pids(run_dir, children);
   for (;;) {
+    for (auto& [name, c] : children)
+      if (c.pid < 0 && !c.finished && Clock::now() >= c.restart_at) {
+        c.pid = spawn(c.args);
+        c.started = Clock::now();
+        write_pids(run_dir, children);
+      }
     if (g_interrupted) {
       std::fprintf(stderr, "run: interrupted; stopping the services (resume with --resume)\n");
       stop_children(children);
@@ -246,9 +264,16 @@ int supervise(const RunArgs& a, const rl::JobSpec& spec, const std::string& run_
         return 1;
       }
       ++c.restarts;
-      std::fprintf(stderr, "run: %s %s; restarting it (restart %d)\n", name.c_str(), how.c_str(), c.restarts);
-      c.pid = spawn(c.args);
-      write_pids(run_dir, children);
+      c.quick_deaths = Clock::now() - c.started < kStableAfter ? c.quick_deaths + 1 : 1;
+      const auto delay = restart_delay(c.quick_deaths);
+      c.restart_at = Clock::now() + delay;
+      c.pid = -1;
+      if (delay == Clock::duration::zero())
+        std::fprintf(stderr, "run: %s %s; restarting it (restart %d)\n", name.c_str(), how.c_str(), c.restarts);
+      else
+        std::fprintf(stderr, "run: %s %s; restarting it in %.0f s (restart %d; %d quick failures in a row)\n",
+                     name.c_str(), how.c_str(), std::chrono::duration<double>(delay).count(), c.restarts,
+                     c.quick_deaths);
       break;
     }
   }

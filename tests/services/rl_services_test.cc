@@ -619,6 +619,32 @@ TEST_F(RlJob, UnfinishedGroupsAreBounded) {
   EXPECT_GE(refused_for_the_limit, 8) << "accepted " << accepted;
 }
 
+// A service that keeps dying right after it starts (here: the learner, on a
+// checkpoint that no longer loads) is restarted with a growing delay, not
+// max_restarts times within a second, and the job then fails saying why.
+TEST_F(RlJob, RestartsBackOffWhenAServiceKeepsDying) {
+  std::ofstream(dir_ / "job.yaml") << "name: backoff\n"
+                                      "env: calculator\n"
+                                      "model: {init: " INTERLACE_SOURCE_DIR "/examples/models/tiny-hybrid.json}\n"
+                                      "algorithm: {name: grpo, steps: 2, groups_per_step: 1, group_size: 2}\n"
+                                      "rollout: {workers: 1, max_turns: 1, max_turn_tokens: 8}\n"
+                                      "checkpoint_every: 1\n"
+                                      "eval: {prompts: 0}\n";
+  const std::string run = std::string(INTERLACE_BIN) + " run " + (dir_ / "job.yaml").string() + " --run-dir " +
+                          run_dir() + " --quiet";
+  int status = 0;
+  std::string out = run_command(run + " 2>&1", &status);
+  ASSERT_EQ(WEXITSTATUS(status), 0) << out;
+  std::ofstream(run_dir() + "/checkpoints/step-2/model.safetensors") << "not a checkpoint";
+  out = run_command(run + " --resume --max-restarts 3 2>&1", &status);
+  EXPECT_EQ(WEXITSTATUS(status), 1) << out;
+  EXPECT_NE(out.find("run: learner exited with 1; restarting it (restart 1)"), std::string::npos) << out;
+  EXPECT_NE(out.find("restarting it in 1 s (restart 2; 2 quick failures in a row)"), std::string::npos) << out;
+  EXPECT_NE(out.find("restarting it in 2 s (restart 3; 3 quick failures in a row)"), std::string::npos) << out;
+  EXPECT_NE(out.find("has been restarted 3 times already; giving up"), std::string::npos) << out;
+  EXPECT_NE(out.find("step-2/model.safetensors"), std::string::npos) << "the reason is not shown\n" << out;
+}
+
 TEST(RlJobSpec, BadSpecIsRefusedWithTheKey) {
   const fs::path dir = fs::temp_directory_path() / ("interlace-rl-bad-" + std::to_string(::getpid()));
   fs::create_directories(dir);
