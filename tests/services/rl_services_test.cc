@@ -645,6 +645,45 @@ TEST_F(RlJob, RestartsBackOffWhenAServiceKeepsDying) {
   EXPECT_NE(out.find("step-2/model.safetensors"), std::string::npos) << "the reason is not shown\n" << out;
 }
 
+// A job that stops making progress (here: its only worker is frozen with
+// SIGSTOP) is reported by the learner's watchdog, which exits (watchdog.exit)
+// so the supervisor restarts it; once the worker runs again the job finishes.
+TEST_F(RlJob, TheWatchdogReportsAStalledJob) {
+  const int steps = 6;
+  std::ofstream(dir_ / "job.yaml") << "name: stall\n"
+                                      "env: calculator\n"
+                                      "model: {init: " INTERLACE_SOURCE_DIR "/examples/models/tiny-hybrid.json}\n"
+                                      "algorithm: {name: grpo, steps: " << steps << ", groups_per_step: 2, group_size: 2}\n"
+                                      "rollout: {workers: 1, max_turns: 1, max_turn_tokens: 8}\n"
+                                      "watchdog: {factor: 3, min_seconds: 2, exit: true}\n"
+                                      "eval: {prompts: 0}\n";
+  const std::string log = (dir_ / "run.log").string();
+  pid_ = spawn_shell(std::string(INTERLACE_BIN) + " run " + (dir_ / "job.yaml").string() + " --run-dir " + run_dir() +
+                     " > " + log + " 2>&1");
+  ASSERT_TRUE(wait_rows(2, 240)) << read_text(log);
+  const pid_t worker = child_pid("worker-0");
+  ASSERT_GT(worker, 0);
+  ASSERT_EQ(kill(worker, SIGSTOP), 0);
+  bool reported = false;
+  for (auto until = Clock::now() + std::chrono::seconds(60); !reported && Clock::now() < until;) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    reported = read_text(log).find("the job is stalled at step") != std::string::npos;
+  }
+  kill(worker, SIGCONT);
+  ASSERT_TRUE(reported) << read_text(log);
+  const auto until = Clock::now() + std::chrono::seconds(300);
+  while (pid_ > 0 && Clock::now() < until) {
+    if (waitpid(pid_, &status_, WNOHANG) == pid_) pid_ = -1;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(pid_, -1) << "job did not finish\n" << read_text(log);
+  const std::string out = read_text(log);
+  EXPECT_TRUE(WIFEXITED(status_) && WEXITSTATUS(status_) == 0) << out;
+  EXPECT_NE(out.find("exiting (watchdog.exit)"), std::string::npos) << out;
+  EXPECT_NE(out.find("run: learner exited with 3; restarting"), std::string::npos) << out;
+  EXPECT_EQ(rows(), steps) << out;
+}
+
 TEST(RlJobSpec, BadSpecIsRefusedWithTheKey) {
   const fs::path dir = fs::temp_directory_path() / ("interlace-rl-bad-" + std::to_string(::getpid()));
   fs::create_directories(dir);

@@ -201,6 +201,12 @@ absl::StatusOr<JobSpec> parse_job_spec(const std::string& text, const std::strin
                      .num("weight", j.stale_weight, 0, 1);
                })
       .section("weights", [&](Section& s) { s.text("transport", j.weights_transport, {"zeromq", "nccl"}, check_weights_transport); })
+      .section("watchdog",
+               [&](Section& s) {
+                 s.num("factor", j.watchdog_factor, 1, 1e6)
+                     .num("min_seconds", j.watchdog_min_s, 0.1, 1e7)
+                     .boolean("exit", j.watchdog_exit);
+               })
       .num("checkpoint_every", j.checkpoint_every, 0, 1e7)
       .section("eval", [&](Section& s) { s.num("prompts", j.eval_prompts, 0, 1e6).num("samples", j.eval_samples, 0, 1024); });
   if (absl::Status s = top.finish(); !s.ok()) return s;
@@ -289,6 +295,7 @@ nlohmann::json job_spec_json(const JobSpec& j) {
           {"learner", {{"precision", j.learner_precision}}},
           {"staleness", {{"mode", j.mode}, {"eta", j.eta}, {"policy", j.stale_policy}, {"weight", j.stale_weight}}},
           {"weights", {{"transport", j.weights_transport}}},
+          {"watchdog", {{"factor", j.watchdog_factor}, {"min_seconds", j.watchdog_min_s}, {"exit", j.watchdog_exit}}},
           {"checkpoint_every", j.checkpoint_every},
           {"eval", {{"prompts", j.eval_prompts}, {"samples", j.eval_samples}}}};
 }

@@ -27,6 +27,7 @@
 #include "interlace/model/precision.h"
 #include "interlace/model/safetensors.h"
 #include "interlace/rl/service_util.h"
+#include "interlace/rl/step_watchdog.h"
 #include "interlace/rl/trajectory_check.h"
 #include "interlace/transport/messages.h"
 #include "interlace/transport/spool.h"
@@ -98,6 +99,8 @@ class Learner {
       : o_(o),
         spec_(o.spec),
         received_(registry_.counter("interlace_trajectories_received_total", "trajectories accepted and spooled")),
+        stalled_(registry_.gauge("interlace_learner_stalled", "1 while the watchdog sees no step in its limit")),
+        stalls_(registry_.counter("interlace_learner_stalls_total", "stalls the watchdog reported")),
         invalid_(registry_.counter("interlace_trajectories_invalid_total",
                                    "trajectories refused (not spooled) because they would break training")),
         duplicates_(registry_.counter("interlace_trajectories_duplicate_total",
@@ -163,7 +166,7 @@ class Learner {
   LearnerOptions o_;
   JobSpec spec_;
   metrics::Registry registry_;
-  metrics::Value &received_, &invalid_, &duplicates_, &stale_dropped_, &stale_downweighted_, &trained_, &steps_, &tasks_issued_,
+  metrics::Value &received_, &stalled_, &stalls_, &invalid_, &duplicates_, &stale_dropped_, &stale_downweighted_, &trained_, &steps_, &tasks_issued_,
       &tasks_reissued_, &reward_, &loss_, &dlogp_, &k3_, &pearson_, &staleness_, &version_gauge_, &sync_bytes_,
       &sync_seconds_, &spool_bytes_, &nccl_offers_, &nccl_sent_, &nccl_failed_;
   FrameRejects rejects_;
@@ -832,7 +835,21 @@ int Learner::run() {
                  static_cast<long long>(spec_.eta), o_.endpoints.host.c_str(), (*http)->port());
   std::optional<Clock::time_point> done_at;
   if (state_.step >= spec_.steps) done_at = Clock::now();
+  StepWatchdog watchdog(spec_.watchdog_factor, spec_.watchdog_min_s, Clock::now());
+  bool reported_stall = false;
   for (;;) {
+    if (!done_at) {
+      if (auto waited = watchdog.stalled(Clock::now()); waited && !reported_stall) {
+        reported_stall = true;
+        stalled_.set(1);
+        stalls_.inc();
+        spdlog::error("learner: no step for {:.0f} s (the watchdog's limit is {:.0f} s): the job is stalled at step {}; "
+                      "{} complete and {} unfinished groups held, {} groups out with workers, {} workers seen{}",
+                      *waited, watchdog.limit_seconds(), state_.step, complete_groups().size(), partial_groups(),
+                      outstanding_.size(), workers_.size(), spec_.watchdog_exit ? "; exiting (watchdog.exit)" : "");
+        if (spec_.watchdog_exit) return 3;
+      }
+    }
     zmq::pollitem_t items[] = {{static_cast<void*>(traj_), 0, ZMQ_POLLIN, 0},
                                {static_cast<void*>(tasks_), 0, ZMQ_POLLIN, 0},
                                {static_cast<void*>(weights_), 0, ZMQ_POLLIN, 0}};
@@ -850,6 +867,10 @@ int Learner::run() {
       if (training_.wait_for(std::chrono::seconds(0)) != std::future_status::ready) continue;
       const StepResult result = training_.get();
       batch_.clear();
+      watchdog.step_done(Clock::now());
+      if (reported_stall) spdlog::info("learner: step {} done; no longer stalled", state_.step + 1);
+      reported_stall = false;
+      stalled_.set(0);
       if (absl::Status s = finish_step(result); !s.ok()) {
         spdlog::error("learner: {}", std::string(s.message()));
         return 1;

@@ -61,6 +61,12 @@ struct JobSpec {
   int64_t max_in_flight = 64;     // trajectories a worker may have unacknowledged
   double resend_after_s = 15.0;   // a worker resends what is not acknowledged by then (longer than a step)
   double task_timeout_s = 120.0;  // a group not finished by then is issued again
+  // watchdog: no step in factor x the median step time (at least min_seconds;
+  // before the first step factor x min_seconds) is reported as a stall (log,
+  // interlace_learner_stalled, interlace_learner_stalls_total); with exit the
+  // learner also exits with 3 (the supervisor restarts it).
+  double watchdog_factor = 10, watchdog_min_s = 60;
+  bool watchdog_exit = false;
 };
 
 absl::StatusOr<JobSpec> parse_job_spec(const std::string& yaml_text, const std::string& source);
