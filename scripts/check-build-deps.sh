@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# check-build-deps.sh [BUILD_DIR]: fails when the build resolved a header, a
+# check-build-deps.sh [BUILD_DIR [LIST ...]]: fails when the build resolved a header, a
 # library or a program from a Debian package that a fresh machine would not
-# have: one that is neither in scripts/debian-packages.txt nor pulled in by
+# have: one that is neither in the package lists (default
+# scripts/debian-packages.txt, names relative to scripts/) nor pulled in by
 # those packages' Depends/Pre-Depends (Recommends do not count: install-deps.sh
 # installs without them), nor part of Debian's base system (Essential or
 # Priority: required).
@@ -15,6 +16,9 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(dirname "$here")
 build=$(cd "${1:-build}" && pwd)
+shift || true
+lists=("$@")
+((${#lists[@]})) || lists=(debian-packages.txt)
 cache="$build/CMakeCache.txt"
 if [[ ! -f $cache ]]; then
   echo "check-build-deps: $cache not found: configure first (scripts/build.sh)" >&2
@@ -82,7 +86,7 @@ awk -F'\t' 'NR == FNR { owned[$1] = 1; next } !($1 in owned) { print $1 }' "$wor
 # 3. What a fresh machine has: the base system, the list, and their Depends and
 # Pre-Depends, transitively (every alternative of an "a | b" counts, and a
 # virtual package stands for whichever installed package provides it).
-sed -e 's/#.*//' -e 's/[[:space:]]//g' -e '/^$/d' "$here/debian-packages.txt" >"$work/list"
+(cd "$here" && cat "${lists[@]}") | sed -e 's/#.*//' -e 's/[[:space:]]//g' -e '/^$/d' >"$work/list"
 dpkg-query -W -f='${db:Status-Status}\t${Package}\t${Essential}\t${Priority}\t${Provides}\t${Depends}, ${Pre-Depends}\n' |
   awk -F'\t' '$1 == "installed"' | cut -f2- >"$work/installed"
 awk -F'\t' '
@@ -131,9 +135,9 @@ if [[ -s $work/bad ]]; then
   {
     echo "check-build-deps: the build used packages that a fresh machine would not have:"
     cat "$work/bad"
-    echo "They are neither in scripts/debian-packages.txt nor pulled in by its packages' Depends (a Recommends is not"
-    echo "installed). Add each package to scripts/debian-packages.txt, or make the build stop using it."
+    echo "They are neither in ${lists[*]} (in scripts/) nor pulled in by their packages' Depends (a Recommends is"
+    echo "not installed). Add each package to scripts/debian-packages.txt, or make the build stop using it."
   } >&2
   exit 1
 fi
-echo "check-build-deps: $checked files the build resolved all come from scripts/debian-packages.txt, its Depends or the base system"
+echo "check-build-deps: $checked files the build resolved all come from ${lists[*]}, their Depends or the base system"

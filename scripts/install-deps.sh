@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Installs the Debian packages Interlace needs (scripts/debian-packages.txt), if
-# any are missing. Safe to run repeatedly; does nothing when all are present.
+# install-deps.sh [LIST ...]: installs the Debian packages named in the lists
+# (default scripts/debian-packages.txt; scripts/fuzz.sh adds
+# debian-packages-fuzz.txt), if any are missing. Safe to run repeatedly; does
+# nothing when all are present.
 set -euo pipefail
 cd "$(dirname "$0")"
+lists=("$@")
+((${#lists[@]})) || lists=(debian-packages.txt)
 
-mapfile -t PACKAGES < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' -e '/^$/d' debian-packages.txt)
+mapfile -t PACKAGES < <(cat "${lists[@]}" | sed -e 's/#.*//' -e 's/[[:space:]]//g' -e '/^$/d')
 
 missing=()
 for p in "${PACKAGES[@]}"; do

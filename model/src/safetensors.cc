@@ -82,7 +82,9 @@ absl::StatusOr<std::map<std::string, TensorInfo>> parse_safetensors_header(
   if (j.is_discarded() || !j.is_object())
     return absl::DataLossError(absl::StrCat(source, ": header is not a JSON object"));
   std::map<std::string, TensorInfo> out;
-  for (auto& [name, entry] : j.items()) {
+  for (auto& item : j.items()) {
+    const std::string& name = item.key();  // not a structured binding: clang 14 cannot capture those
+    auto& entry = item.value();
     if (name == "__metadata__") {
       if (!entry.is_object())
         return absl::DataLossError(absl::StrCat(source, ": __metadata__ must be an object"));

@@ -8,8 +8,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <fstream>
+#include <iterator>
 #include <random>
 
+#include "interlace/transport/messages.h"
 #include "proto/trajectory.capnp.h"
 #include "support/random.h"
 
@@ -158,4 +161,26 @@ TEST(TrajectoryCodec, CorruptedFramesNeverCrash) {
 }
 
 }  // namespace
+// Inputs the fuzzers found (fuzz/): a few hundred bytes that Cap'n Proto
+// reads as millions of list elements (a list of empty structs is charged one
+// word each against the traversal limit). The trajectory frame once decoded
+// into millions of turns (100 MB re-encoded), the task grant into 16M tasks
+// (2 GiB). Both are refused now: a reader may traverse a few times its frame.
+TEST(TrajectoryCodec, AmplifyingFramesFoundByFuzzingAreRefused) {
+  auto read = [](const std::string& name) {
+    std::ifstream in(std::string(INTERLACE_SOURCE_DIR) + "/tests/services/data/" + name, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  const std::string trajectory = read("amplified_turns.trajectory");
+  ASSERT_FALSE(trajectory.empty());
+  auto t = decode_trajectory(trajectory, {.max_bytes = size_t{16} << 20});
+  ASSERT_FALSE(t.ok()) << t->trajectory.turns.size() << " turns from " << trajectory.size() << " bytes";
+  EXPECT_NE(std::string(t.status().message()).find("traversal limit"), std::string::npos) << t.status();
+  const std::string grant = read("amplified_tasks.message");
+  ASSERT_FALSE(grant.empty());
+  auto g = decode_task_grant(std::string_view(grant).substr(1), {.max_bytes = size_t{64} << 10});  // byte 0 picked the decoder
+  ASSERT_FALSE(g.ok()) << g->tasks.size() << " tasks from " << grant.size() << " bytes";
+  EXPECT_NE(std::string(g.status().message()).find("traversal limit"), std::string::npos) << g.status();
+}
+
 }  // namespace interlace::transport

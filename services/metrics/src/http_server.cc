@@ -140,16 +140,24 @@ void HttpServer::serve() {
   for (const Connection& c : open) ::close(c.fd);
 }
 
+absl::StatusOr<RequestLine> parse_request_line(std::string_view request) {
+  const std::string_view line = request.substr(0, request.find_first_of("\r\n"));
+  const size_t sp1 = line.find(' ');
+  const size_t sp2 = sp1 == std::string_view::npos ? sp1 : line.find(' ', sp1 + 1);
+  if (sp2 == std::string_view::npos || line.substr(sp2 + 1, 5) != "HTTP/")
+    return absl::InvalidArgumentError("expected 'GET /metrics HTTP/1.x'");
+  return RequestLine{std::string(line.substr(0, sp1)), std::string(line.substr(sp1 + 1, sp2 - sp1 - 1))};
+}
+
 void HttpServer::handle(int client, const std::string& request) {
-  const size_t line_end = request.find_first_of("\r\n");
-  const std::string line = request.substr(0, line_end);
-  const size_t sp1 = line.find(' '), sp2 = line.find(' ', sp1 == std::string::npos ? 0 : sp1 + 1);
-  if (sp1 == std::string::npos || sp2 == std::string::npos || line.compare(sp2 + 1, 5, "HTTP/") != 0) {
+  auto parsed = parse_request_line(request);
+  if (!parsed.ok()) {
     rejected_.inc();
-    send_all(client, response("400 Bad Request", "text/plain", "expected 'GET /metrics HTTP/1.x'\n"));
+    send_all(client, response("400 Bad Request", "text/plain", std::string(parsed.status().message()) + "\n"));
     return;
   }
-  const std::string method = line.substr(0, sp1), path = line.substr(sp1 + 1, sp2 - sp1 - 1);
+  const std::string& method = parsed->method;
+  const std::string& path = parsed->path;
   if (method != "GET") {
     send_all(client, response("405 Method Not Allowed", "text/plain", "only GET\n"));
   } else if (path != "/metrics") {

@@ -8,12 +8,19 @@
 #include <atomic>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <thread>
 
 #include "absl/status/statusor.h"
 #include "interlace/metrics/registry.h"
 
 namespace interlace::metrics {
+
+struct RequestLine {
+  std::string method, path;
+};
+// The method and path of an HTTP/1.x request's first line, or why not.
+absl::StatusOr<RequestLine> parse_request_line(std::string_view request);
 
 class HttpServer {
  public:

@@ -7,9 +7,11 @@
 
 #include <capnp/message.h>
 #include <capnp/serialize.h>
+#include <kj/array.h>
 #include <kj/exception.h>
 #include <kj/io.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -36,15 +38,21 @@ absl::Status read_frame(std::string_view frame, const FrameLimits& limits, const
   if (frame.empty() || frame.size() % sizeof(capnp::word) != 0)
     return absl::InvalidArgumentError(absl::StrCat(what, " frame of ", frame.size(),
                                                    " bytes is not a whole number of 8-byte words (truncated?)"));
-  std::vector<capnp::word> copy;
+  kj::Array<capnp::word> copy;  // capnp::word cannot be copied, so not a std::vector (clang refuses one)
   const capnp::word* words = reinterpret_cast<const capnp::word*>(frame.data());
   if (reinterpret_cast<uintptr_t>(frame.data()) % alignof(capnp::word) != 0) {
-    copy.resize(frame.size() / sizeof(capnp::word));
-    std::memcpy(copy.data(), frame.data(), frame.size());
-    words = copy.data();
+    copy = kj::heapArray<capnp::word>(frame.size() / sizeof(capnp::word));
+    std::memcpy(copy.begin(), frame.data(), frame.size());
+    words = copy.begin();
   }
   capnp::ReaderOptions options;
-  options.traversalLimitInWords = limits.traversal_words;
+  // What a reader may traverse is bounded by the frame itself (a few passes
+  // over it), not only by the global limit: Cap'n Proto charges a list of
+  // empty structs one word per element, so a 376-byte trajectory frame once
+  // decoded into millions of turns (found by fuzz/trajectory_frame_fuzz), and
+  // a task grant into 16M tasks (2 GiB).
+  const uint64_t frame_words = frame.size() / sizeof(capnp::word);
+  options.traversalLimitInWords = std::min<uint64_t>(limits.traversal_words, std::max<uint64_t>(1024, 4 * frame_words));
   options.nestingLimit = limits.nesting;
   kj::Maybe<kj::Exception> error = kj::runCatchingExceptions([&] {
     capnp::FlatArrayMessageReader reader(kj::arrayPtr(words, frame.size() / sizeof(capnp::word)), options);
