@@ -6,7 +6,7 @@ $Cxx.namespace("interlace::proto");
 
 struct Heartbeat {
   service @0 :Text;          # e.g. "rollout-worker-0"
-  unixMillis @1 :Int64;
+  unixMillis @1 :Int64;      # informational: the learner orders heartbeats by its own clock
   weightsVersion @2 :Int64;
   running @3 :UInt32;        # sequences in the engine's batch
   waiting @4 :UInt32;        # requests queued

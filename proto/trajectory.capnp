@@ -5,7 +5,9 @@
 using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("interlace::proto");
 
-# Unique across a job and its restarts: the learner drops duplicates by it.
+# Unique across a job and its restarts. The learner drops duplicates by
+# (group, sample): a resend, or another attempt's copy of a sample it has, is
+# acknowledged (accepted) and dropped. See docs/wire-protocol.md.
 struct TrajectoryId {
   job @0 :Text;        # the job's name
   group @1 :UInt64;    # sampling group (one task, group-size samples)
@@ -35,9 +37,14 @@ struct Trajectory {
   worker @12 :Text;             # the worker that produced it
 }
 
-# The learner's answer once a trajectory is durable (spooled and fsynced).
+# The learner's answer to every trajectory it can decode (a frame that does
+# not decode gets none: its id cannot be read).
 struct Ack {
   id @0 :TrajectoryId;
-  accepted @1 :Bool;    # false: rejected (malformed, stale beyond eta); do not resend
+  # true: durable on the learner (spooled and fdatasync'ed), or a duplicate of
+  # one that is; it may still be dropped later as stale, never trained twice.
+  # false: refused for good (another job, a group never issued, content that
+  # would break training, too many unfinished groups): do not resend.
+  accepted @1 :Bool;
   reason @2 :Text;      # why, when not accepted
 }
