@@ -3,6 +3,19 @@ target_compile_definitions(cli_test PRIVATE INTERLACE_BIN="$<TARGET_FILE:interla
                            INTERLACE_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
 add_dependencies(cli_test interlace)
 
+# A rollout worker written in Python from the wire protocol alone (pyzmq and the
+# capnp tool), against a real learner. The pyzmq module is located here so the
+# build-dependency check sees the package it comes from.
+execute_process(COMMAND /usr/bin/python3 -c "import os, zmq; print(os.path.realpath(zmq.__file__))"
+                OUTPUT_VARIABLE _pyzmq OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
+set(PYZMQ_MODULE "${_pyzmq}" CACHE FILEPATH "pyzmq, for tests/foreign_worker (python3-zmq)" FORCE)
+if(NOT PYZMQ_MODULE)
+  message(WARNING "python3 cannot import zmq: the foreign worker test will fail; scripts/install-deps.sh installs python3-zmq")
+endif()
+add_test(NAME ForeignWorker.TrainsAJobFromTheWireProtocolAlone
+         COMMAND ${PROJECT_SOURCE_DIR}/tests/foreign_worker/run_test.sh $<TARGET_FILE:interlace> ${PROJECT_SOURCE_DIR})
+set_tests_properties(ForeignWorker.TrainsAJobFromTheWireProtocolAlone PROPERTIES LABELS integration TIMEOUT 600)
+
 # The services are scraped by a real Prometheus (Debian's prometheus, installed
 # by scripts/install-deps.sh); found here so the build-dependency check sees it.
 find_program(PROMETHEUS_EXECUTABLE prometheus)

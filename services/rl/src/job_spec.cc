@@ -176,7 +176,7 @@ absl::StatusOr<JobSpec> parse_job_spec(const std::string& text, const std::strin
                })
       .section("rollout",
                [&](Section& s) {
-                 s.num("workers", j.workers, 1, 64)
+                 s.num("workers", j.workers, 0, 64)
                      .num("max_running", j.max_running, 1, 4096)
                      .num("temperature", j.temperature, 0, 100)
                      .num("top_p", j.top_p, 0, 1)

@@ -32,7 +32,8 @@ struct JobSpec {
   learner::AdvantageConfig advantage;
   learner::OptimizerConfig optimizer;
   int64_t steps = 20, groups_per_step = 8, group_size = 8;
-  // rollout
+  // rollout: `workers` processes started with the job; 0: workers that connect
+  // by themselves (docs/wire-protocol.md) do all the rollout.
   int64_t workers = 1, max_running = 64;
   // The learner scores log-probs at this temperature too (softmax(logits / t)).
   float temperature = 1.0f, top_p = 1.0f;
