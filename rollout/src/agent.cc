@@ -83,11 +83,13 @@ std::vector<Trajectory> AgentLoop::run(std::vector<EpisodeSpec> episodes,
     if (on_finish) on_finish(l.t);
   };
   // Starts episode i's next assistant turn, or ends the episode if a limit says so.
+  auto limits_of = [&](size_t i) -> const AgentLimits& { return episodes[i].limits ? *episodes[i].limits : limits_; };
   auto next_turn = [&](size_t i) {
     Live& l = live[i];
-    if (l.turns >= limits_.max_turns) return finish(i, "max_turns");
+    const AgentLimits& limits = limits_of(i);
+    if (l.turns >= limits.max_turns) return finish(i, "max_turns");
     const int64_t room =
-        limits_.max_episode_tokens - static_cast<int64_t>(l.t.tokens.size()) - static_cast<int64_t>(header.size());
+        limits.max_episode_tokens - static_cast<int64_t>(l.t.tokens.size()) - static_cast<int64_t>(header.size());
     if (room <= 0) return finish(i, "max_episode_tokens");
     const int64_t start = static_cast<int64_t>(l.t.tokens.size());
     append_context(l.t, header);
@@ -96,7 +98,7 @@ std::vector<Trajectory> AgentLoop::run(std::vector<EpisodeSpec> episodes,
     r.prompt = l.t.tokens;
     r.sampling = episodes[i].sampling;
     r.sampling.seed = episodes[i].sampling.seed * 1000003 + static_cast<uint64_t>(l.turns);
-    r.sampling.max_new_tokens = l.turn_budget = std::min(limits_.max_turn_tokens, room);
+    r.sampling.max_new_tokens = l.turn_budget = std::min(limits.max_turn_tokens, room);
     r.sampling.stop_token_ids = stop_ids_;
     ++l.turns;
     in_flight[engine_.submit(std::move(r))] = i;
@@ -133,7 +135,7 @@ std::vector<Trajectory> AgentLoop::run(std::vector<EpisodeSpec> episodes,
         continue;
       }
       if (o.finish == FinishReason::kLength) {
-        const bool turn_limit = l.turn_budget == limits_.max_turn_tokens;
+        const bool turn_limit = l.turn_budget == limits_of(i).max_turn_tokens;
         finish(i, turn_limit ? "max_turn_tokens" : "max_episode_tokens");
         continue;
       }
@@ -141,7 +143,7 @@ std::vector<Trajectory> AgentLoop::run(std::vector<EpisodeSpec> episodes,
       for (const model::Message& m : reply.messages) append_message(t, tmpl_, m);
       if (reply.done) {
         finish(i, "done");
-      } else if (static_cast<int64_t>(t.tokens.size()) >= limits_.max_episode_tokens) {
+      } else if (static_cast<int64_t>(t.tokens.size()) >= limits_of(i).max_episode_tokens) {
         finish(i, "max_episode_tokens");
       } else {
         next_turn(i);

@@ -239,12 +239,17 @@ TEST(AgentLoop, TurnsAppendGeneratedTokensAndRepliesWithMasksAndLimits) {
       std::move(*model::Model::from_tensors(c2, model::random_weights(c2, 3, 0.3f), model::PrecisionProfile{})));
   Engine e2(rnd, 0, {.vocab_limit = 256});  // bytes only: never a special token
   AgentLoop l2(e2, *tmpl, tok, {.max_turns = 3, .max_turn_tokens = 6, .max_episode_tokens = 4096});
-  std::vector<EpisodeSpec> one;
-  one.push_back({(*calc)->episode(1), 1, 0, 0, {}});
-  auto r2 = l2.run(std::move(one));
+  std::vector<EpisodeSpec> two;
+  two.push_back({(*calc)->episode(1), 1, 0, 0, {}, {}});
+  // A task's own limits (a worker runs each task under what the task says).
+  two.push_back({(*calc)->episode(1), 1, 0, 1, {}, AgentLimits{.max_turns = 1, .max_turn_tokens = 3}});
+  auto r2 = l2.run(std::move(two));
   EXPECT_EQ(r2[0].finish_reason, "max_turn_tokens");
   EXPECT_EQ(r2[0].generated_tokens(), 6);
   check_bookkeeping(r2[0], *tmpl);
+  EXPECT_EQ(r2[1].finish_reason, "max_turn_tokens");
+  EXPECT_EQ(r2[1].generated_tokens(), 3);
+  check_bookkeeping(r2[1], *tmpl);
 }
 
 }  // namespace

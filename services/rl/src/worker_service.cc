@@ -76,6 +76,9 @@ class Worker {
   bool ensure_weights();
   void start_nccl();
   void send_trajectory(const rollout::Trajectory& t, const transport::TaskMessage& task);
+  // The environment a task names, made once; null (and logged) if it cannot be.
+  rollout::Environment* environment(const std::string& spec);
+  std::map<std::string, std::unique_ptr<rollout::Environment>> environments_;
 
   WorkerOptions o_;
   JobSpec spec_;
@@ -259,6 +262,17 @@ void Worker::start_nccl() {
 #endif
 }
 
+rollout::Environment* Worker::environment(const std::string& spec) {
+  auto it = environments_.find(spec);
+  if (it != environments_.end()) return it->second.get();
+  auto env = rollout::make_environment(spec);
+  if (!env.ok()) {
+    spdlog::error("{}: a task names environment '{}': {}; skipping it", name_, spec, std::string(env.status().message()));
+    return nullptr;
+  }
+  return (environments_[spec] = std::move(*env)).get();
+}
+
 void Worker::send_trajectory(const rollout::Trajectory& t, const transport::TaskMessage& task) {
   transport::TrajectoryMessage m;
   m.job = task.job;
@@ -292,6 +306,7 @@ int Worker::run() {
   tokenizer_ = std::move(*tok);
   config_ = *config;
   precision_ = *precision;
+  environments_[spec_.env] = std::move(*env);
   auto tmpl = model::ChatTemplate::create(*tokenizer_);
   if (!tmpl.ok()) {
     spdlog::error("{}: {}", name_, std::string(tmpl.status().message()));
@@ -351,12 +366,19 @@ int Worker::run() {
       zmq::poll(&item, 1, std::chrono::milliseconds(50));
       continue;
     }
+    // Each task runs in the environment it names, under its own limits (the
+    // task is the contract: docs/wire-protocol.md), not the job spec's.
     std::vector<rollout::EpisodeSpec> episodes;
     for (size_t i = 0; i < batch.size(); ++i) {
       const transport::TaskMessage& t = batch[i];
+      rollout::Environment* task_env = environment(t.env);
+      if (!task_env) continue;  // said why; the group times out and is handed out again
       for (uint32_t s = 0; s < t.group_size; ++s) {
         rollout::EpisodeSpec e;
-        e.episode = (*env)->episode(t.task_seed);
+        e.episode = task_env->episode(t.task_seed);
+        e.limits = rollout::AgentLimits{.max_turns = std::max<int64_t>(1, t.max_turns),
+                                        .max_turn_tokens = std::max<int64_t>(1, t.max_turn_tokens),
+                                        .max_episode_tokens = std::max<int64_t>(2, t.max_episode_tokens)};
         e.task_seed = t.task_seed;
         e.group = t.group;
         e.sample = s;

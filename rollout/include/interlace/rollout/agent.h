@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -53,6 +54,7 @@ struct EpisodeSpec {
   uint64_t task_seed = 0;
   int64_t group = 0, sample = 0;
   SamplingParams sampling;  // max_new_tokens and stop tokens are set per turn by the loop
+  std::optional<AgentLimits> limits;  // this episode's (a task's); unset: the loop's
 };
 
 // Tokens and loss mask of an episode's gold demonstration (SFT data).
