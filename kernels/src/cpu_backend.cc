@@ -410,18 +410,13 @@ void CpuBackend::lightning_decode(const LightningShape& s, const float* q, const
 
 std::unique_ptr<Backend> make_reference_backend();
 
-std::unique_ptr<Backend> make_backend(BackendKind kind) {
-  if (kind == BackendKind::kReference) return make_reference_backend();
-  return std::make_unique<CpuBackend>();
-}
-
 Backend& cpu_backend() {
-  static std::unique_ptr<Backend> backend = make_backend(BackendKind::kCpu);
+  static std::unique_ptr<Backend> backend = std::make_unique<CpuBackend>();
   return *backend;
 }
 
 Backend& reference_backend() {
-  static std::unique_ptr<Backend> backend = make_backend(BackendKind::kReference);
+  static std::unique_ptr<Backend> backend = make_reference_backend();
   return *backend;
 }
 

@@ -356,7 +356,7 @@ int run_job(const RunArgs& a) {
   json summary = {{"job", spec->name},
                   {"env", spec->env},
                   {"algorithm", spec->algorithm},
-                  {"mode", spec->mode},
+                  {"mode", rl::staleness_mode_name(spec->mode)},
                   {"steps", rows.size()},
                   {"trajectories_trained", trajectories},
                   {"trajectories_stale_dropped", dropped},

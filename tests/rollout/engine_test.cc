@@ -185,6 +185,8 @@ TEST(Engine, AbortAndBadRequests) {
   r.sampling.max_new_tokens = 50;
   const int64_t a = e.submit(r), b = e.submit(r), c = e.submit(r);  // c waits for a slot
   for (int i = 0; i < 5; ++i) e.step();
+  EXPECT_EQ(e.running(), 2);  // what the worker's heartbeat reports
+  EXPECT_EQ(e.waiting(), 1);
   EXPECT_TRUE(e.abort(a));
   EXPECT_TRUE(e.abort(c));
   EXPECT_FALSE(e.abort(999));

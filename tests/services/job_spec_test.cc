@@ -43,7 +43,10 @@ eval: {samples: 2}
   EXPECT_EQ(j->groups_per_step, 8);  // default
   EXPECT_TRUE(j->sft);
   EXPECT_EQ(j->sft_steps, 50);
-  EXPECT_EQ(j->mode, "sync");
+  EXPECT_EQ(j->mode, StalenessMode::kSync);
+  EXPECT_EQ(j->stale_policy, StalePolicy::kDownweight);
+  EXPECT_EQ(job_spec_json(*j)["staleness"]["mode"], "sync");
+  EXPECT_EQ(job_spec_json(*j)["staleness"]["policy"], "downweight");
   EXPECT_EQ(j->eta, 2);
   EXPECT_EQ(j->model_seed, 3u);
   const auto resolved = job_spec_json(*j)["algorithm"];
@@ -53,7 +56,7 @@ eval: {samples: 2}
   EXPECT_EQ(resolved["aggregation"], "token-mean");
   EXPECT_EQ(j->eval_samples, 2);
   EXPECT_EQ(job_spec_json(*j)["eval"]["prompts"], 32);  // default
-  EXPECT_EQ(j->weights_transport, "zeromq");            // default
+  EXPECT_EQ(j->weights_transport, WeightsTransport::kZeroMq);  // default
   EXPECT_EQ(job_spec_json(*j)["weights"]["transport"], "zeromq");
 }
 
@@ -79,7 +82,7 @@ TEST(JobSpec, ErrorsNameTheKeyAndWhatIsAllowed) {
 #ifdef INTERLACE_HAVE_NCCL
   auto nccl = parse_job_spec(model + "weights: {transport: nccl}", "job.yaml");
   ASSERT_TRUE(nccl.ok()) << nccl.status();
-  EXPECT_EQ(nccl->weights_transport, "nccl");
+  EXPECT_EQ(nccl->weights_transport, WeightsTransport::kNccl);
 #else
   EXPECT_NE(error_of(model + "weights: {transport: nccl}").find("'nccl' needs a build with CUDA and NCCL"),
             std::string::npos);

@@ -132,6 +132,7 @@ absl::StatusOr<JobSpec> parse_job_spec(const std::string& text, const std::strin
   if (!root.IsMap()) return absl::InvalidArgumentError(absl::StrCat(source, ": expected a mapping of keys at the top"));
   JobSpec j;
   std::string loss = "", advantage = "grpo", aggregation = "token-mean", correction = "none", schedule = "constant";
+  std::string mode = "async", stale_policy = "drop", weights_transport = "zeromq";
   bool normalize_std = true;
   Section top(source, "", root);
   top.text("name", j.name)
@@ -195,12 +196,12 @@ absl::StatusOr<JobSpec> parse_job_spec(const std::string& text, const std::strin
       .section("learner", [&](Section& s) { s.text("precision", j.learner_precision, {}, check_precision); })
       .section("staleness",
                [&](Section& s) {
-                 s.text("mode", j.mode, {"sync", "async"})
+                 s.text("mode", mode, {"sync", "async"})
                      .num("eta", j.eta, 0, 1000)
-                     .text("policy", j.stale_policy, {"drop", "downweight"})
+                     .text("policy", stale_policy, {"drop", "downweight"})
                      .num("weight", j.stale_weight, 0, 1);
                })
-      .section("weights", [&](Section& s) { s.text("transport", j.weights_transport, {"zeromq", "nccl"}, check_weights_transport); })
+      .section("weights", [&](Section& s) { s.text("transport", weights_transport, {"zeromq", "nccl"}, check_weights_transport); })
       .section("watchdog",
                [&](Section& s) {
                  s.num("factor", j.watchdog_factor, 1, 1e6)
@@ -224,6 +225,9 @@ absl::StatusOr<JobSpec> parse_job_spec(const std::string& text, const std::strin
         "' is not allowed; use 1-64 letters, digits, '.', '_' or '-', not starting with '.' (e.g. calculator-grpo)"));
   // The algorithm picks the loss unless `loss` says otherwise.
   if (loss.empty()) loss = j.algorithm == "grpo" ? "ppo" : j.algorithm;
+  j.mode = mode == "sync" ? StalenessMode::kSync : StalenessMode::kAsync;
+  j.stale_policy = stale_policy == "downweight" ? StalePolicy::kDownweight : StalePolicy::kDrop;
+  j.weights_transport = weights_transport == "nccl" ? WeightsTransport::kNccl : WeightsTransport::kZeroMq;
   j.objective.loss = *learner::parse_policy_loss(loss);
   j.objective.aggregation = *learner::parse_aggregation(aggregation);
   j.objective.correction = *learner::parse_rollout_correction(correction);
@@ -234,6 +238,10 @@ absl::StatusOr<JobSpec> parse_job_spec(const std::string& text, const std::strin
   j.optimizer.total_steps = j.steps;
   return j;
 }
+
+const char* staleness_mode_name(StalenessMode m) { return m == StalenessMode::kSync ? "sync" : "async"; }
+const char* stale_policy_name(StalePolicy p) { return p == StalePolicy::kDownweight ? "downweight" : "drop"; }
+const char* weights_transport_name(WeightsTransport t) { return t == WeightsTransport::kNccl ? "nccl" : "zeromq"; }
 
 absl::StatusOr<JobSpec> load_job_spec(const std::string& path) {
   auto text = core::read_file(path);
@@ -293,8 +301,10 @@ nlohmann::json job_spec_json(const JobSpec& j) {
             {"cache_states", j.cache_states}, {"max_in_flight", j.max_in_flight},
             {"resend_after_seconds", j.resend_after_s}, {"task_timeout_seconds", j.task_timeout_s}}},
           {"learner", {{"precision", j.learner_precision}}},
-          {"staleness", {{"mode", j.mode}, {"eta", j.eta}, {"policy", j.stale_policy}, {"weight", j.stale_weight}}},
-          {"weights", {{"transport", j.weights_transport}}},
+          {"staleness",
+           {{"mode", staleness_mode_name(j.mode)}, {"eta", j.eta}, {"policy", stale_policy_name(j.stale_policy)},
+            {"weight", j.stale_weight}}},
+          {"weights", {{"transport", weights_transport_name(j.weights_transport)}}},
           {"watchdog", {{"factor", j.watchdog_factor}, {"min_seconds", j.watchdog_min_s}, {"exit", j.watchdog_exit}}},
           {"checkpoint_every", j.checkpoint_every},
           {"eval", {{"prompts", j.eval_prompts}, {"samples", j.eval_samples}}}};

@@ -123,6 +123,10 @@ void Worker::send_heartbeat() {
   hb.weights_id = weights_id_;
   hb.incarnation = incarnation_;
   hb.unacked = static_cast<uint32_t>(unacked_.size());
+  if (engine_) {  // what a router or the controller can balance on
+    hb.running = static_cast<uint32_t>(engine_->running());
+    hb.waiting = static_cast<uint32_t>(engine_->waiting());
+  }
   const int64_t target = std::max<int64_t>(1, spec_.max_running / std::max<int64_t>(1, spec_.group_size));
   const int64_t want = target - static_cast<int64_t>(queued_.size()) - running_groups_;
   hb.want_tasks = unacked_.size() < static_cast<size_t>(spec_.max_in_flight) && want > 0 ? static_cast<uint32_t>(want) : 0;
@@ -245,7 +249,7 @@ bool Worker::ensure_weights() {
 // 1, 2, ... in turn); otherwise say why and fetch over ZeroMQ. The services run
 // on one machine (`interlace run`), so device numbers are the same for all.
 void Worker::start_nccl() {
-  if (spec_.weights_transport != "nccl") return;
+  if (spec_.weights_transport != WeightsTransport::kNccl) return;
 #ifdef INTERLACE_HAVE_NCCL
   auto devices = transport::nccl::device_count();
   if (devices.ok() && *devices < 2)

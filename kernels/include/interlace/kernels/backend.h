@@ -106,9 +106,6 @@ class Backend {
 // Folds a state in place: base <- exp(-s*steps) base + delta, delta <- 0, steps <- 0.
 void fold_lightning_state(const LightningShape& s, const LightningState& state);
 
-enum class BackendKind { kReference, kCpu };
-
-std::unique_ptr<Backend> make_backend(BackendKind kind);
 // The process-wide fast CPU backend.
 Backend& cpu_backend();
 Backend& reference_backend();

@@ -81,6 +81,8 @@ class Engine {
   std::vector<RequestOutput> take_finished();
 
   bool idle() const { return waiting_.empty() && running_.empty(); }
+  int64_t running() const { return static_cast<int64_t>(running_.size()); }  // sequences in the batch
+  int64_t waiting() const { return static_cast<int64_t>(waiting_.size()); }  // requests queued
   int64_t version() const { return version_; }
   const EngineStats& stats() const { return stats_; }
   const model::Model& model() const { return *model_; }

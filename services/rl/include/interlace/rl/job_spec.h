@@ -14,6 +14,14 @@
 
 namespace interlace::rl {
 
+// Parsed once from the spec's strings; the services compare these, not strings.
+enum class StalenessMode { kSync, kAsync };
+enum class StalePolicy { kDrop, kDownweight };
+enum class WeightsTransport { kZeroMq, kNccl };
+const char* staleness_mode_name(StalenessMode m);
+const char* stale_policy_name(StalePolicy p);
+const char* weights_transport_name(WeightsTransport t);
+
 struct JobSpec {
   std::string name = "job";
   uint64_t seed = 0;
@@ -45,9 +53,9 @@ struct JobSpec {
   int64_t cache_blocks = 4096, cache_states = 256;
   // staleness: sync = generate a batch, then train; async = generation goes on
   // while training, at most eta versions behind.
-  std::string mode = "async";
+  StalenessMode mode = StalenessMode::kAsync;
   int64_t eta = 1;
-  std::string stale_policy = "drop";  // drop | downweight
+  StalePolicy stale_policy = StalePolicy::kDrop;
   double stale_weight = 0.5;          // downweight: advantage x stale_weight^(lag - eta)
   int64_t checkpoint_every = 0;       // 0: only the final model
   int64_t eval_prompts = 32;          // held-out tasks evaluated before and after; 0 skips
@@ -58,7 +66,7 @@ struct JobSpec {
   // How weights reach the workers: zeromq (checksummed chunks; always there) or
   // nccl (a broadcast per worker from the learner's GPU, in builds with CUDA and
   // NCCL; a worker falls back to zeromq for an update NCCL fails to bring).
-  std::string weights_transport = "zeromq";
+  WeightsTransport weights_transport = WeightsTransport::kZeroMq;
   int64_t max_in_flight = 64;     // trajectories a worker may have unacknowledged
   double resend_after_s = 15.0;   // a worker resends what is not acknowledged by then (longer than a step)
   double task_timeout_s = 120.0;  // a group not finished by then is issued again
