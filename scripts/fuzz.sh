@@ -9,8 +9,7 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh debian-packages.txt debian-packages-fuzz.txt
 dir=build-fuzz
 all=(trajectory_frame_fuzz message_frames_fuzz spool_fuzz safetensors_fuzz job_spec_fuzz http_request_fuzz)
-cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
-  -DINTERLACE_FUZZ=ON -DINTERLACE_CUDA=OFF -DINTERLACE_TESTS=OFF -DINTERLACE_BENCH=OFF -DINTERLACE_NATIVE=OFF >/dev/null
+scripts/configure-fuzz.sh
 started=$SECONDS
 cmake --build "$dir" -j "$(nproc)" --target "${all[@]}" make_seeds
 scripts/check-build-deps.sh "$dir" debian-packages.txt debian-packages-fuzz.txt

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # sanitizer-tests.sh address|thread [TEST ...]: builds with AddressSanitizer +
-# UBSan (address) or ThreadSanitizer (thread) into build-asan/ or build-tsan/
-# and runs the tests of the parts where memory and threads are shared: the
+# UBSan (address: with clang, in build-fuzz/, the build the libFuzzer targets
+# share, so CI compiles the tree with ASan once) or ThreadSanitizer (thread:
+# gcc, build-tsan/) and runs the tests of the parts where memory and threads are shared: the
 # prefix cache, the rollout engine and agent loop, the transport, and the
 # services (real learner and worker processes, themselves built with the
 # sanitizer). A report fails the run. Name tests to run only those.
@@ -9,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 kind=${1:-}
 case $kind in
-  address) dir=build-asan ;;
+  address) dir=build-fuzz ;;
   thread) dir=build-tsan ;;
   *) echo "usage: scripts/sanitizer-tests.sh address|thread [TEST ...]" >&2; exit 2 ;;
 esac
@@ -18,11 +19,16 @@ tests=("$@")
 ((${#tests[@]})) || tests=(prefix_cache_test engine_test agent_test trajectory_codec_test transport_test
   metrics_test job_spec_test trajectory_check_test step_watchdog_test rl_services_test)
 
-scripts/install-deps.sh
 started=$SECONDS
 # RelWithDebInfo: reports with line numbers; no CUDA, no benchmarks (not run here).
-cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DINTERLACE_SANITIZE="$kind" \
-  -DINTERLACE_CUDA=OFF -DINTERLACE_BENCH=OFF >/dev/null
+if [[ $kind == address ]]; then
+  scripts/install-deps.sh debian-packages.txt debian-packages-fuzz.txt
+  scripts/configure-fuzz.sh
+else
+  scripts/install-deps.sh
+  cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DINTERLACE_SANITIZE="$kind" \
+    -DINTERLACE_CUDA=OFF -DINTERLACE_BENCH=OFF >/dev/null
+fi
 cmake --build "$dir" -j "$(nproc)" --target interlace "${tests[@]}"
 echo "sanitizer-tests: $kind build took $((SECONDS - started)) s"
 
