@@ -1,5 +1,7 @@
 #include "interlace/rl/service_util.h"
 
+#include <atomic>
+
 #include "spdlog/spdlog.h"
 
 namespace interlace::rl {
@@ -29,10 +31,24 @@ bool send_routed_shared(zmq::socket_t& router, const zmq::message_t& identity, s
   if (!router.send(zmq::buffer(identity.data(), identity.size()), zmq::send_flags::sndmore | zmq::send_flags::dontwait))
     return false;
   // ZeroMQ calls the free function from its I/O thread once the message is
-  // sent or dropped; it releases our reference there.
-  auto* hold = new std::shared_ptr<const void>(owner);
-  zmq::message_t message(const_cast<char*>(frame.data()), frame.size(),
-                         [](void*, void* h) { delete static_cast<std::shared_ptr<const void>*>(h); }, hold);
+  // sent or dropped; it releases our reference there. The hand-off goes
+  // through libzmq's own lock-free queue, which ThreadSanitizer cannot see (it
+  // reported this delete as racing with the construction): the release store
+  // and acquire load make the ordering explicit.
+  struct Hold {
+    std::shared_ptr<const void> owner;
+    std::atomic<bool> handed_over{false};
+  };
+  auto* hold = new Hold{owner};
+  hold->handed_over.store(true, std::memory_order_release);
+  zmq::message_t message(
+      const_cast<char*>(frame.data()), frame.size(),
+      [](void*, void* h) {
+        auto* held = static_cast<Hold*>(h);
+        (void)held->handed_over.load(std::memory_order_acquire);
+        delete held;
+      },
+      hold);
   return router.send(message, zmq::send_flags::dontwait).has_value();
 }
 
