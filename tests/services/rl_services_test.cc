@@ -487,8 +487,11 @@ TEST_F(RlJob, PoisonedTrajectoriesAreRefusedAndTheJobTrainsOn) {
   ASSERT_GT(rss_after, 0) << "the learner ended before its memory was measured";
   // Training goes on meanwhile (new publications, optimizer and gradient
   // buffers): a few copies' worth of noise, far from the 40 copies before.
+  // Not under ThreadSanitizer: its shadow memory grows with every queued message.
+#ifndef __SANITIZE_THREAD__
   EXPECT_LT(rss_after - rss_before, 12 * weights_mb)
       << "RSS " << rss_before << " -> " << rss_after << " MB with 40 unread requests for " << weights_mb << " MB weights";
+#endif
 
   const auto until = Clock::now() + std::chrono::seconds(300);
   while (pid_ > 0 && Clock::now() < until) {
