@@ -24,24 +24,25 @@ absl::StatusOr<std::string> read_file(const std::string& path) {
   return ss.str();
 }
 
-absl::Status sync_file(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return absl::NotFoundError(absl::StrCat(path, ": cannot open to sync: ", std::strerror(errno)));
+namespace {
+
+// fsync of what `path` names, opened with `flags`; `what` says which in errors.
+absl::Status fsync_path(const std::string& path, int flags, const char* what) {
+  const int fd = ::open(path.c_str(), flags | O_CLOEXEC);
+  if (fd < 0) return absl::NotFoundError(absl::StrCat(path, ": cannot open ", what, " to sync it: ", std::strerror(errno)));
   const int rc = ::fsync(fd);
   const int err = errno;
   ::close(fd);
-  if (rc != 0) return absl::DataLossError(absl::StrCat(path, ": fsync failed: ", std::strerror(err)));
+  if (rc != 0) return absl::DataLossError(absl::StrCat(path, ": fsync of ", what, " failed: ", std::strerror(err)));
   return absl::OkStatus();
 }
 
+}  // namespace
+
+absl::Status sync_file(const std::string& path) { return fsync_path(path, O_RDONLY, "the file"); }
+
 absl::Status sync_directory(const std::string& dir) {
-  const int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return absl::InternalError(absl::StrCat(dir, ": cannot open the directory to sync it: ", std::strerror(errno)));
-  const int rc = ::fsync(fd);
-  const int err = errno;
-  ::close(fd);
-  if (rc != 0) return absl::DataLossError(absl::StrCat(dir, ": fsync of the directory failed: ", std::strerror(err)));
-  return absl::OkStatus();
+  return fsync_path(dir.empty() ? "." : dir, O_RDONLY | O_DIRECTORY, "the directory");
 }
 
 absl::Status write_all(int fd, std::string_view bytes, const std::string& what) {

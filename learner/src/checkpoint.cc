@@ -1,11 +1,6 @@
 #include "interlace/learner/checkpoint.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <cerrno>
 #include <cmath>
-#include <cstring>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
@@ -91,14 +86,7 @@ namespace {
 absl::Status sync_tree(const std::string& dir) {
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(dir, ec)) {
-    if (!e.is_regular_file()) continue;
-    const int fd = ::open(e.path().c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || ::fsync(fd) != 0) {
-      const int err = errno;
-      if (fd >= 0) ::close(fd);
-      return absl::DataLossError(absl::StrCat(e.path().string(), ": fsync failed: ", std::strerror(err)));
-    }
-    ::close(fd);
+    if (e.is_regular_file()) INTERLACE_RETURN_IF_ERROR(core::sync_file(e.path().string()));
   }
   if (ec) return absl::InternalError(absl::StrCat(dir, ": ", ec.message()));
   return core::sync_directory(dir);

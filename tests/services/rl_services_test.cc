@@ -179,6 +179,24 @@ class RlJob : public ::testing::Test {
     ADD_FAILURE() << "Prometheus (" << PROMETHEUS_BIN << ") did not start:\n" << read_text(dir_ / "prometheus.log");
     return port;
   }
+  // Runs `interlace run DIR/job.yaml` in the background, output to `log`,
+  // and waits until it has written its ports (endpoints.json).
+  void start_job(const std::string& log) {
+    pid_ = spawn_shell(std::string(INTERLACE_BIN) + " run " + (dir_ / "job.yaml").string() + " --run-dir " +
+                       run_dir() + " > " + log + " 2>&1");
+    for (auto until = Clock::now() + std::chrono::seconds(120);
+         !fs::exists(run_dir() + "/endpoints.json") && Clock::now() < until;)
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  // Waits up to 300 s for the job to end (its status in status_); false if it did not.
+  bool wait_job_end() {
+    const auto until = Clock::now() + std::chrono::seconds(300);
+    while (pid_ > 0 && Clock::now() < until) {
+      if (waitpid(pid_, &status_, WNOHANG) == pid_) pid_ = -1;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return pid_ == -1;
+  }
   pid_t child_pid(const std::string& name) const {
     json p = json::parse(read_text(run_dir() + "/pids.json"), nullptr, false);
     return p.is_object() && p.contains(name) ? p[name].get<pid_t>() : -1;
@@ -203,8 +221,7 @@ TEST_F(RlJob, SurvivesKilledServicesAndBadFramesAndTrainsEachTrajectoryOnce) {
                                       "eval: {prompts: 3, samples: 2}\n";
   const std::string log = (dir_ / "run.log").string();
   const int prom_port = start_prometheus();
-  pid_ = spawn_shell(std::string(INTERLACE_BIN) + " run " + (dir_ / "job.yaml").string() + " --run-dir " + run_dir() +
-                     " > " + log + " 2>&1");
+  start_job(log);
   ASSERT_GT(pid_, 0);
 
   // A real Prometheus scrapes the learner and both workers for the whole job.
@@ -212,9 +229,6 @@ TEST_F(RlJob, SurvivesKilledServicesAndBadFramesAndTrainsEachTrajectoryOnce) {
   // writes once the job has chosen its ports (file-based discovery picks it up
   // at once): a fast machine runs this job in about 10 s, and Prometheus takes
   // seconds to start.
-  for (auto until = Clock::now() + std::chrono::seconds(120);
-       !fs::exists(run_dir() + "/endpoints.json") && Clock::now() < until;)
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
   json endpoints = json::parse(read_text(run_dir() + "/endpoints.json"));
   const int learner_metrics = endpoints["learner_metrics"];
   std::ofstream(dir_ / "targets.json.tmp")
@@ -271,12 +285,7 @@ TEST_F(RlJob, SurvivesKilledServicesAndBadFramesAndTrainsEachTrajectoryOnce) {
   EXPECT_GE(metric_value(scraped, "interlace_http_requests_rejected_total"), 1);
 
   // 5. The job completes.
-  const auto until = Clock::now() + std::chrono::seconds(300);
-  while (pid_ > 0 && Clock::now() < until) {
-    if (waitpid(pid_, &status_, WNOHANG) == pid_) pid_ = -1;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  ASSERT_EQ(pid_, -1) << "job did not finish\n" << read_text(log);
+  ASSERT_TRUE(wait_job_end()) << "job did not finish\n" << read_text(log);
   const std::string out = read_text(log);
   ASSERT_TRUE(WIFEXITED(status_) && WEXITSTATUS(status_) == 0) << out;
   EXPECT_NE(out.find("run: worker-0 was killed by signal 9; restarting"), std::string::npos) << out;
@@ -409,11 +418,7 @@ TEST_F(RlJob, PoisonedTrajectoriesAreRefusedAndTheJobTrainsOn) {
                                       "staleness: {mode: sync}\n"
                                       "eval: {prompts: 0}\n";
   const std::string log = (dir_ / "run.log").string();
-  pid_ = spawn_shell(std::string(INTERLACE_BIN) + " run " + (dir_ / "job.yaml").string() + " --run-dir " + run_dir() +
-                     " > " + log + " 2>&1");
-  for (auto until = Clock::now() + std::chrono::seconds(120);
-       !fs::exists(run_dir() + "/endpoints.json") && Clock::now() < until;)
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  start_job(log);
   const json endpoints = json::parse(read_text(run_dir() + "/endpoints.json"));
 
   auto forged = [](int64_t group) {
@@ -493,12 +498,7 @@ TEST_F(RlJob, PoisonedTrajectoriesAreRefusedAndTheJobTrainsOn) {
       << "RSS " << rss_before << " -> " << rss_after << " MB with 40 unread requests for " << weights_mb << " MB weights";
 #endif
 
-  const auto until = Clock::now() + std::chrono::seconds(300);
-  while (pid_ > 0 && Clock::now() < until) {
-    if (waitpid(pid_, &status_, WNOHANG) == pid_) pid_ = -1;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  ASSERT_EQ(pid_, -1) << "job did not finish\n" << read_text(log);
+  ASSERT_TRUE(wait_job_end()) << "job did not finish\n" << read_text(log);
   const std::string out = read_text(log);
   ASSERT_TRUE(WIFEXITED(status_) && WEXITSTATUS(status_) == 0) << out;
   EXPECT_EQ(out.find("; restarting"), std::string::npos) << out;
@@ -520,11 +520,7 @@ TEST_F(RlJob, ForgedHeartbeatsNeitherSilenceAWorkerNorTakeEverySlot) {
                                       " task_timeout_seconds: 3}\n"
                                       "eval: {prompts: 0}\n";
   const std::string log = (dir_ / "run.log").string();
-  pid_ = spawn_shell(std::string(INTERLACE_BIN) + " run " + (dir_ / "job.yaml").string() + " --run-dir " + run_dir() +
-                     " > " + log + " 2>&1");
-  for (auto until = Clock::now() + std::chrono::seconds(120);
-       !fs::exists(run_dir() + "/endpoints.json") && Clock::now() < until;)
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  start_job(log);
   const json endpoints = json::parse(read_text(run_dir() + "/endpoints.json"));
   zmq::context_t ctx;
   zmq::socket_t s(ctx, zmq::socket_type::dealer);
@@ -558,12 +554,7 @@ TEST_F(RlJob, ForgedHeartbeatsNeitherSilenceAWorkerNorTakeEverySlot) {
 
   // The groups the probe took are handed out again after the task timeout;
   // the job ends.
-  const auto until = Clock::now() + std::chrono::seconds(300);
-  while (pid_ > 0 && Clock::now() < until) {
-    if (waitpid(pid_, &status_, WNOHANG) == pid_) pid_ = -1;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  ASSERT_EQ(pid_, -1) << "job did not finish\n" << read_text(log);
+  ASSERT_TRUE(wait_job_end()) << "job did not finish\n" << read_text(log);
   ASSERT_TRUE(WIFEXITED(status_) && WEXITSTATUS(status_) == 0) << read_text(log);
   EXPECT_EQ(rows(), steps);
 }
@@ -581,8 +572,7 @@ TEST_F(RlJob, UnfinishedGroupsAreBounded) {
                                       "staleness: {mode: async, eta: 1}\n"
                                       "eval: {prompts: 0}\n";
   const std::string log = (dir_ / "run.log").string();
-  pid_ = spawn_shell(std::string(INTERLACE_BIN) + " run " + (dir_ / "job.yaml").string() + " --run-dir " + run_dir() +
-                     " > " + log + " 2>&1");
+  start_job(log);
   ASSERT_TRUE(wait_rows(2, 240)) << read_text(log);
   const pid_t learner = child_pid("learner");
   ASSERT_GT(learner, 0);
@@ -661,8 +651,7 @@ TEST_F(RlJob, TheWatchdogReportsAStalledJob) {
                                       "watchdog: {factor: 3, min_seconds: 2, exit: true}\n"
                                       "eval: {prompts: 0}\n";
   const std::string log = (dir_ / "run.log").string();
-  pid_ = spawn_shell(std::string(INTERLACE_BIN) + " run " + (dir_ / "job.yaml").string() + " --run-dir " + run_dir() +
-                     " > " + log + " 2>&1");
+  start_job(log);
   ASSERT_TRUE(wait_rows(2, 240)) << read_text(log);
   const pid_t worker = child_pid("worker-0");
   ASSERT_GT(worker, 0);
@@ -674,12 +663,7 @@ TEST_F(RlJob, TheWatchdogReportsAStalledJob) {
   }
   kill(worker, SIGCONT);
   ASSERT_TRUE(reported) << read_text(log);
-  const auto until = Clock::now() + std::chrono::seconds(300);
-  while (pid_ > 0 && Clock::now() < until) {
-    if (waitpid(pid_, &status_, WNOHANG) == pid_) pid_ = -1;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  ASSERT_EQ(pid_, -1) << "job did not finish\n" << read_text(log);
+  ASSERT_TRUE(wait_job_end()) << "job did not finish\n" << read_text(log);
   const std::string out = read_text(log);
   EXPECT_TRUE(WIFEXITED(status_) && WEXITSTATUS(status_) == 0) << out;
   EXPECT_NE(out.find("exiting (watchdog.exit)"), std::string::npos) << out;
