@@ -5,7 +5,7 @@ using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("interlace::proto");
 
 struct Heartbeat {
-  service @0 :Text;          # e.g. "rollout-worker-0"
+  service @0 :Text;          # e.g. "worker-0"; informational: the learner names a peer by its CURVE key
   unixMillis @1 :Int64;      # informational: the learner orders heartbeats by its own clock
   weightsVersion @2 :Int64;
   running @3 :UInt32;        # sequences in the engine's batch

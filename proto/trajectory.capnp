@@ -34,7 +34,7 @@ struct Trajectory {
   reward @9 :Float64;
   finishReason @10 :Text;       # done | max_turns | max_turn_tokens | max_episode_tokens | aborted
   cachedTokens @11 :UInt64;     # prompt tokens served from the prefix cache
-  worker @12 :Text;             # the worker that produced it
+  worker @12 :Text;             # the worker that produced it (informational: its CURVE key names it)
 }
 
 # The learner's answer to every trajectory it can decode (a frame that does

@@ -31,7 +31,7 @@ struct NcclTransfer {
 # answer is every chunk of it, one message each. The payload is a safetensors
 # file's bytes (fp32 tensors under their Hugging Face names).
 struct WeightRequest {
-  worker @0 :Text;
+  worker @0 :Text;           # informational: the learner names a peer by its CURVE key
   haveWeightsId @1 :UInt64;  # what the worker runs now (0: nothing)
   acceptsNccl @2 :Bool;      # the worker can take the bytes by NCCL (see WeightChunk.nccl)
   ncclSession @3 :UInt64;    # the NCCL group it still holds with the learner (0: none)

@@ -55,9 +55,10 @@ absl::Status write_all(int fd, std::string_view bytes, const std::string& what) 
   return absl::OkStatus();
 }
 
-absl::Status write_file(const std::string& path, const std::string& contents) {
+absl::Status write_file(const std::string& path, const std::string& contents, unsigned mode) {
   const std::string tmp = path + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  ::unlink(tmp.c_str());  // a leftover would keep its old mode
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, static_cast<mode_t>(mode));
   if (fd < 0) return absl::PermissionDeniedError(absl::StrCat(tmp, ": cannot create: ", std::strerror(errno)));
   absl::Status s = write_all(fd, contents, tmp);
   // Written, synced and closed without error, or the old file stays: a full

@@ -15,6 +15,8 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <sys/stat.h>
+
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -33,6 +35,7 @@
 #include "interlace/rl/job_spec.h"
 #include "interlace/rl/learner_service.h"
 #include "interlace/rl/report.h"
+#include "interlace/transport/curve.h"
 #include "interlace/rl/run_layout.h"
 #include "interlace/rl/worker_service.h"
 #include "nlohmann/json.hpp"
@@ -279,6 +282,24 @@ int supervise(const RunArgs& a, const rl::JobSpec& spec, const std::string& run_
   }
 }
 
+// The run's CURVE keys (RUN/keys/, see transport/curve.h): the learner's pair
+// and one pair per local worker. Workers started elsewhere (rollout.workers: 0)
+// make their own pair on a shared run directory, or have their .pub copied in.
+absl::Status make_run_keys(const std::string& run_dir, int64_t workers) {
+  const std::string keys = rl::run_path(run_dir, "keys");
+  if (auto s = transport::load_or_make_curve_key_pair(transport::server_keys_dir(keys), "server"); !s.ok())
+    return s.status();
+  std::error_code ec;
+  std::filesystem::create_directories(transport::client_keys_dir(keys), ec);  // where outside workers' keys go
+  if (ec) return absl::PermissionDeniedError(absl::StrCat(transport::client_keys_dir(keys), ": ", ec.message()));
+  ::chmod(transport::client_keys_dir(keys).c_str(), 0700);
+  for (int64_t i = 0; i < workers; ++i)
+    if (auto s = transport::load_or_make_curve_key_pair(transport::client_keys_dir(keys), absl::StrCat("worker-", i));
+        !s.ok())
+      return s.status();
+  return absl::OkStatus();
+}
+
 int run_job(const RunArgs& a) {
   auto spec = rl::load_job_spec(a.job);
   if (!spec.ok()) return fail(spec.status());
@@ -306,14 +327,13 @@ int run_job(const RunArgs& a) {
   if (auto old = rl::read_endpoints(run_dir); old.ok() && a.resume) {
     endpoints = *old;
   } else {
-    auto ports = rl::pick_free_ports(endpoints.host, 4 + static_cast<int>(spec->workers));
+    // The learner binds its ZeroMQ ports itself and writes them here (0: not yet).
+    auto ports = rl::pick_free_ports(endpoints.host, 1 + static_cast<int>(spec->workers));
     if (!ports.ok()) return fail(ports.status());
-    endpoints.trajectories = (*ports)[0];
-    endpoints.tasks = (*ports)[1];
-    endpoints.weights = (*ports)[2];
-    endpoints.learner_metrics = (*ports)[3];
-    endpoints.worker_metrics.assign(ports->begin() + 4, ports->end());
+    endpoints.learner_metrics = (*ports)[0];
+    endpoints.worker_metrics.assign(ports->begin() + 1, ports->end());
     endpoints.initial_model = initial_dir;
+    if (absl::Status s = make_run_keys(run_dir, spec->workers); !s.ok()) return fail(s);
     if (absl::Status s = rl::write_endpoints(run_dir, endpoints); !s.ok()) return fail(s);
   }
   const auto rl_start = Clock::now();

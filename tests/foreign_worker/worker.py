@@ -32,15 +32,45 @@ def decode(schema, type_name, frame):
     return json.loads(out)
 
 
+def admit_myself():
+    """Makes this worker's CURVE key pair and admits it: the public key goes to
+    RUN/keys/clients/NAME.pub (the learner knows us by that file's name). The
+    learner's public key, RUN/keys/server.pub, is pinned."""
+    keys = os.path.join(RUN_DIR, "keys")
+    os.makedirs(os.path.join(keys, "clients"), mode=0o700, exist_ok=True)
+    public, secret = zmq.curve_keypair()
+    with open(os.open(os.path.join(keys, "clients", NAME + ".key"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
+              "wb") as f:
+        f.write(secret + b"\n")
+    tmp = os.path.join(keys, "clients", NAME + ".pub.tmp")
+    with open(tmp, "wb") as f:
+        f.write(public + b"\n")
+    os.rename(tmp, os.path.join(keys, "clients", NAME + ".pub"))
+    server = open(os.path.join(keys, "server.pub"), "rb").read().strip()
+    return public, secret, server
+
+
+def wait_for_ports():
+    """The learner writes its ports into endpoints.json once it has bound them (0 until then)."""
+    while True:
+        endpoints = json.load(open(os.path.join(RUN_DIR, "endpoints.json")))
+        if endpoints["trajectories"] > 0:
+            return endpoints
+        time.sleep(0.1)
+
+
 def main():
-    endpoints = json.load(open(os.path.join(RUN_DIR, "endpoints.json")))
+    endpoints = wait_for_ports()
     vocab = json.load(open(os.path.join(endpoints["initial_model"], "config.json")))["vocab_size"]
     host = endpoints["host"]
+    public, secret, server = admit_myself()
     ctx = zmq.Context()
     sockets = {}
     for port in ("tasks", "trajectories"):
         s = ctx.socket(zmq.DEALER)
-        s.setsockopt(zmq.ROUTING_ID, NAME.encode())
+        s.setsockopt(zmq.CURVE_SERVERKEY, server)
+        s.setsockopt(zmq.CURVE_PUBLICKEY, public)
+        s.setsockopt(zmq.CURVE_SECRETKEY, secret)
         s.setsockopt(zmq.LINGER, 0)
         s.connect("tcp://%s:%d" % (host, endpoints[port]))
         sockets[port] = s

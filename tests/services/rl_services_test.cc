@@ -25,6 +25,7 @@
 #include <thread>
 #include <zmq.hpp>
 
+#include "interlace/transport/curve.h"
 #include "interlace/transport/messages.h"
 #include "interlace/transport/trajectory_codec.h"
 #include "nlohmann/json.hpp"
@@ -120,6 +121,38 @@ int free_port() {
   return ntohs(addr.sin_port);
 }
 
+// A trajectory that passes every content check (tokens in the tiny model's
+// vocabulary, a prompt and two generated tokens, finite log-probs, version 0).
+interlace::transport::TrajectoryMessage well_formed_trajectory(const std::string& job, int64_t group, uint32_t attempt) {
+  interlace::transport::TrajectoryMessage m;
+  m.job = job;
+  m.env = "calculator";
+  m.worker = "whoever";  // not trusted: the learner names a peer by its key
+  m.attempt = attempt;
+  auto& t = m.trajectory;
+  t.group = group;
+  t.sample = 0;
+  t.tokens = {5, 6, 7, 8};
+  t.loss_mask = {0, 0, 1, 1};
+  t.logprobs = t.sampled_logprobs = {NAN, NAN, -1.5f, -0.5f};
+  t.versions = {-1, -1, 0, 0};
+  t.reward = 1;
+  return m;
+}
+
+// Sends a trajectory on `s` and waits up to 60 s for its Ack.
+std::optional<interlace::transport::AckMessage> send_for_ack(zmq::socket_t& s,
+                                                             const interlace::transport::TrajectoryMessage& m) {
+  s.send(zmq::buffer(interlace::transport::encode_trajectory(m)));
+  zmq::pollitem_t item{static_cast<void*>(s), 0, ZMQ_POLLIN, 0};
+  if (zmq::poll(&item, 1, std::chrono::seconds(60)) != 1) return std::nullopt;
+  zmq::message_t reply;
+  if (!s.recv(reply)) return std::nullopt;
+  auto ack = interlace::transport::decode_ack(std::string_view(static_cast<const char*>(reply.data()), reply.size()));
+  if (!ack.ok()) return std::nullopt;
+  return *ack;
+}
+
 double metric_value(const std::string& text, const std::string& series) {
   const size_t at = text.find("\n" + series + " ");
   if (at == std::string::npos) return -1;
@@ -180,13 +213,28 @@ class RlJob : public ::testing::Test {
     return port;
   }
   // Runs `interlace run DIR/job.yaml` in the background, output to `log`,
-  // and waits until it has written its ports (endpoints.json).
+  // and waits until the learner has bound its ports (endpoints.json).
   void start_job(const std::string& log) {
     pid_ = spawn_shell(std::string(INTERLACE_BIN) + " run " + (dir_ / "job.yaml").string() + " --run-dir " +
                        run_dir() + " > " + log + " 2>&1");
-    for (auto until = Clock::now() + std::chrono::seconds(120);
-         !fs::exists(run_dir() + "/endpoints.json") && Clock::now() < until;)
+    auto bound = [&] {
+      const json e = json::parse(read_text(run_dir() + "/endpoints.json"), nullptr, false);
+      return e.is_object() && e.value("trajectories", 0) > 0;
+    };
+    for (auto until = Clock::now() + std::chrono::seconds(120); !bound() && Clock::now() < until;)
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  // Connects `s` to the learner's `port` as the admitted peer `name`: a key
+  // pair for it goes into RUN/keys/clients (what an operator does to add a
+  // worker), and the learner's public key is pinned.
+  void connect_admitted(zmq::socket_t& s, const std::string& port, const std::string& name) {
+    const std::string keys = run_dir() + "/keys";
+    auto pair = interlace::transport::load_or_make_curve_key_pair(interlace::transport::client_keys_dir(keys), name);
+    auto server = interlace::transport::read_curve_key(keys + "/server.pub");
+    ASSERT_TRUE(pair.ok() && server.ok()) << pair.status() << server.status();
+    interlace::transport::make_curve_client(s, *server, *pair);
+    const json e = json::parse(read_text(run_dir() + "/endpoints.json"));
+    s.connect("tcp://127.0.0.1:" + std::to_string(e[port].get<int>()));
   }
   // Waits up to 300 s for the job to end (its status in status_); false if it did not.
   bool wait_job_end() {
@@ -229,6 +277,7 @@ TEST_F(RlJob, SurvivesKilledServicesAndBadFramesAndTrainsEachTrajectoryOnce) {
   // writes once the job has chosen its ports (file-based discovery picks it up
   // at once): a fast machine runs this job in about 10 s, and Prometheus takes
   // seconds to start.
+  // The learner writes its ZeroMQ ports when it binds them; the metrics ports are chosen before.
   json endpoints = json::parse(read_text(run_dir() + "/endpoints.json"));
   const int learner_metrics = endpoints["learner_metrics"];
   std::ofstream(dir_ / "targets.json.tmp")
@@ -256,12 +305,13 @@ TEST_F(RlJob, SurvivesKilledServicesAndBadFramesAndTrainsEachTrajectoryOnce) {
   for (auto until = Clock::now() + std::chrono::seconds(60); !learner_up() && Clock::now() < until;)
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   ASSERT_TRUE(learner_up()) << read_text(log);
+  endpoints = json::parse(read_text(run_dir() + "/endpoints.json"));
   {
     zmq::context_t ctx;
     for (const char* port : {"trajectories", "tasks", "weights"}) {
       zmq::socket_t s(ctx, zmq::socket_type::dealer);
       s.set(zmq::sockopt::linger, 2000);
-      s.connect("tcp://127.0.0.1:" + std::to_string(endpoints[port].get<int>()));
+      connect_admitted(s, port, "prober");  // admitted, but its frames are bad
       s.send(zmq::str_buffer("garbage, not a Cap'n Proto message"));  // not whole words
       s.send(zmq::buffer(std::string(64, '\xff')));                    // whole words, nonsense
       s.send(zmq::str_buffer("two"), zmq::send_flags::sndmore);        // two frames
@@ -421,21 +471,6 @@ TEST_F(RlJob, PoisonedTrajectoriesAreRefusedAndTheJobTrainsOn) {
   start_job(log);
   const json endpoints = json::parse(read_text(run_dir() + "/endpoints.json"));
 
-  auto forged = [](int64_t group) {
-    interlace::transport::TrajectoryMessage m;
-    m.job = "poison";
-    m.env = "calculator";
-    m.worker = "intruder";
-    auto& t = m.trajectory;
-    t.group = group;
-    t.sample = 0;
-    t.tokens = {5, 6, 7, 8};
-    t.loss_mask = {0, 0, 1, 1};
-    t.logprobs = t.sampled_logprobs = {NAN, NAN, -1.5f, -0.5f};
-    t.versions = {-1, -1, 0, 0};
-    t.reward = 1;
-    return m;
-  };
   struct Poison {
     const char* what;
     std::function<void(interlace::rollout::Trajectory&)> apply;
@@ -453,19 +488,14 @@ TEST_F(RlJob, PoisonedTrajectoriesAreRefusedAndTheJobTrainsOn) {
   zmq::context_t ctx;
   zmq::socket_t s(ctx, zmq::socket_type::dealer);
   s.set(zmq::sockopt::linger, 0);
-  s.connect("tcp://127.0.0.1:" + std::to_string(endpoints["trajectories"].get<int>()));
+  connect_admitted(s, "trajectories", "intruder");
   // Group 0 is issued once the worker asks for work: by the first step.
   ASSERT_TRUE(wait_rows(1, 240)) << read_text(log);
   for (size_t i = 0; i < poisons.size(); ++i) {
-    auto m = forged(0);
+    auto m = well_formed_trajectory("poison", 0, 0);
     poisons[i].apply(m.trajectory);
-    s.send(zmq::buffer(interlace::transport::encode_trajectory(m)));
-    zmq::pollitem_t item{static_cast<void*>(s), 0, ZMQ_POLLIN, 0};
-    ASSERT_EQ(zmq::poll(&item, 1, std::chrono::seconds(60)), 1) << "no ack for: " << poisons[i].what << "\n" << read_text(log);
-    zmq::message_t reply;
-    ASSERT_TRUE(s.recv(reply));
-    auto ack = interlace::transport::decode_ack(std::string_view(static_cast<const char*>(reply.data()), reply.size()));
-    ASSERT_TRUE(ack.ok()) << ack.status();
+    auto ack = send_for_ack(s, m);
+    ASSERT_TRUE(ack.has_value()) << "no ack for: " << poisons[i].what << "\n" << read_text(log);
     EXPECT_FALSE(ack->accepted) << poisons[i].what;
     EXPECT_NE(ack->reason.find(poisons[i].what), std::string::npos) << ack->reason;
     EXPECT_EQ(ack->group, m.trajectory.group);
@@ -484,7 +514,7 @@ TEST_F(RlJob, PoisonedTrajectoriesAreRefusedAndTheJobTrainsOn) {
   hoarder.set(zmq::sockopt::linger, 0);
   hoarder.set(zmq::sockopt::rcvhwm, 1);
   hoarder.set(zmq::sockopt::rcvbuf, 4096);
-  hoarder.connect("tcp://127.0.0.1:" + std::to_string(endpoints["weights"].get<int>()));
+  connect_admitted(hoarder, "weights", "hoarder");
   for (int i = 0; i < 40; ++i)
     hoarder.send(zmq::buffer(interlace::transport::encode_weight_request({"hoarder", 0})));
   std::this_thread::sleep_for(std::chrono::seconds(2));
@@ -517,25 +547,23 @@ TEST_F(RlJob, ForgedHeartbeatsNeitherSilenceAWorkerNorTakeEverySlot) {
                                       "model: {init: " INTERLACE_SOURCE_DIR "/examples/models/tiny-hybrid.json}\n"
                                       "algorithm: {name: grpo, steps: " << steps << ", groups_per_step: 4, group_size: 2}\n"
                                       "rollout: {workers: 1, max_turns: 1, max_turn_tokens: 8, max_running: 4,"
-                                      " task_timeout_seconds: 3}\n"
+                                      " task_timeout_seconds: 5}\n"
                                       "eval: {prompts: 0}\n";
   const std::string log = (dir_ / "run.log").string();
   start_job(log);
   const json endpoints = json::parse(read_text(run_dir() + "/endpoints.json"));
   zmq::context_t ctx;
-  zmq::socket_t s(ctx, zmq::socket_type::dealer);
-  s.set(zmq::sockopt::linger, 0);
-  s.connect("tcp://127.0.0.1:" + std::to_string(endpoints["tasks"].get<int>()));
-  // Sends a heartbeat as "probe"; the grant it gets back (none: nullopt).
-  auto beat = [&](int64_t unix_millis, uint32_t want) -> std::optional<interlace::transport::TaskGrantMessage> {
+  // Sends a heartbeat on `s`; the grant it gets back within `wait` (none: nullopt).
+  auto beat_on = [&](zmq::socket_t& s, int64_t unix_millis, uint32_t want,
+                     std::chrono::milliseconds wait) -> std::optional<interlace::transport::TaskGrantMessage> {
     interlace::transport::HeartbeatMessage hb;
     hb.service = "probe";
     hb.incarnation = 77;
     hb.unix_millis = unix_millis;
     hb.want_tasks = want;
-    s.send(zmq::buffer(interlace::transport::encode_heartbeat(hb)));
+    s.send(zmq::buffer(interlace::transport::encode_heartbeat(hb)), zmq::send_flags::dontwait);
     zmq::pollitem_t item{static_cast<void*>(s), 0, ZMQ_POLLIN, 0};
-    if (zmq::poll(&item, 1, std::chrono::seconds(20)) != 1) return std::nullopt;
+    if (zmq::poll(&item, 1, wait) != 1) return std::nullopt;
     zmq::message_t reply;
     if (!s.recv(reply)) return std::nullopt;
     auto grant =
@@ -543,13 +571,58 @@ TEST_F(RlJob, ForgedHeartbeatsNeitherSilenceAWorkerNorTakeEverySlot) {
     if (!grant.ok()) return std::nullopt;
     return *grant;
   };
+  // Peers without an admitted key get nothing: no grant, no groups taken.
+  const int tasks_port = endpoints["tasks"].get<int>();
+  zmq::socket_t plain(ctx, zmq::socket_type::dealer), stranger(ctx, zmq::socket_type::dealer);
+  for (zmq::socket_t* p : {&plain, &stranger}) p->set(zmq::sockopt::linger, 0);
+  interlace::transport::make_curve_client(
+      stranger, *interlace::transport::read_curve_key(run_dir() + "/keys/server.pub"),
+      interlace::transport::make_curve_key_pair());
+  for (zmq::socket_t* p : {&plain, &stranger}) {
+    p->connect("tcp://127.0.0.1:" + std::to_string(tasks_port));
+    EXPECT_FALSE(beat_on(*p, 0, 1000, std::chrono::seconds(2)).has_value()) << "a peer without keys got a grant";
+  }
+  const std::string refused = http_get(endpoints["learner_metrics"].get<int>(), "/metrics");
+  EXPECT_GE(metric_value(refused, "interlace_connections_refused_total"), 1) << refused;
+  EXPECT_EQ(metric_value(refused, "interlace_frames_rejected_total{port=\"tasks\"}"), -1) << "nothing got as far as a frame";
+
+  zmq::socket_t s(ctx, zmq::socket_type::dealer);
+  s.set(zmq::sockopt::linger, 0);
+  connect_admitted(s, "tasks", "probe");
+  auto beat = [&](int64_t unix_millis, uint32_t want) { return beat_on(s, unix_millis, want, std::chrono::seconds(20)); };
   ASSERT_TRUE(beat(std::numeric_limits<int64_t>::max(), 0).has_value()) << read_text(log);
   const int64_t now_ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-  const auto next = beat(now_ms, 1000);
+  auto next = beat(now_ms, 1000);
   ASSERT_TRUE(next.has_value()) << "a heartbeat after one dated INT64_MAX was ignored\n" << read_text(log);
-  // max_running 4 / group_size 2: a worker runs 2 groups at a time.
+  // max_running 4 / group_size 2: a worker runs 2 groups at a time. (Asked
+  // again while worker-0 holds every group the job lets out.)
+  for (auto until = Clock::now() + std::chrono::seconds(60); next && next->tasks.empty() && Clock::now() < until;) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    next = beat(now_ms, 1000);
+  }
+  ASSERT_TRUE(next.has_value());
   EXPECT_LE(next->tasks.size(), 2u) << "one heartbeat took " << next->tasks.size() << " groups";
+  ASSERT_FALSE(next->tasks.empty()) << "no group for the probe in 60 s";
+
+  // A group's samples are taken only from the peer it was issued to, for the
+  // attempt it was issued with.
+  const auto& task = next->tasks[0];
+  zmq::socket_t intruder(ctx, zmq::socket_type::dealer), probe(ctx, zmq::socket_type::dealer);
+  for (zmq::socket_t* p : {&intruder, &probe}) p->set(zmq::sockopt::linger, 0);
+  connect_admitted(intruder, "trajectories", "intruder");
+  connect_admitted(probe, "trajectories", "probe");
+  auto ack = send_for_ack(intruder, well_formed_trajectory("heartbeats", task.group, task.attempt));
+  ASSERT_TRUE(ack.has_value()) << read_text(log);
+  EXPECT_FALSE(ack->accepted);
+  EXPECT_NE(ack->reason.find("was not issued to intruder"), std::string::npos) << ack->reason;
+  ack = send_for_ack(probe, well_formed_trajectory("heartbeats", task.group, task.attempt + 3));
+  ASSERT_TRUE(ack.has_value());
+  EXPECT_FALSE(ack->accepted);
+  EXPECT_NE(ack->reason.find("attempt " + std::to_string(task.attempt + 3) + " was not issued to probe"), std::string::npos) << ack->reason;
+  ack = send_for_ack(probe, well_formed_trajectory("heartbeats", task.group, task.attempt));
+  ASSERT_TRUE(ack.has_value());
+  EXPECT_TRUE(ack->accepted) << ack->reason;
   s.close();
 
   // The groups the probe took are handed out again after the task timeout;
@@ -584,7 +657,7 @@ TEST_F(RlJob, UnfinishedGroupsAreBounded) {
   zmq::context_t ctx;
   zmq::socket_t s(ctx, zmq::socket_type::dealer);
   s.set(zmq::sockopt::linger, 0);
-  s.connect("tcp://127.0.0.1:" + std::to_string(endpoints["trajectories"].get<int>()));
+  connect_admitted(s, "trajectories", "intruder");
   const int limit = 4 * 2 * 2;  // 4 x (eta + 1) x groups_per_step
   int accepted = 0, refused_for_the_limit = 0;
   for (int i = 0; i < limit + 8; ++i) {

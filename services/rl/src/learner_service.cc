@@ -29,6 +29,7 @@
 #include "interlace/rl/service_util.h"
 #include "interlace/rl/step_watchdog.h"
 #include "interlace/rl/trajectory_check.h"
+#include "interlace/transport/curve.h"
 #include "interlace/transport/messages.h"
 #include "interlace/transport/spool.h"
 #include "interlace/transport/trajectory_codec.h"
@@ -132,6 +133,8 @@ class Learner {
                                      {{"result", "sent"}})),
         nccl_failed_(registry_.counter("interlace_weight_sync_nccl_broadcasts_total", "NCCL weight broadcasts",
                                        {{"result", "failed"}})),
+        connections_refused_(registry_.counter("interlace_connections_refused_total",
+                                               "connection attempts refused by the ZAP handler (no admitted CURVE key)")),
         rejects_(registry_, "learner") {}
 
   int run();
@@ -139,18 +142,19 @@ class Learner {
  private:
   absl::Status restore();
   absl::Status publish();
-  void handle_trajectory(const zmq::message_t& identity, std::string_view frame);
+  absl::Status bind_sockets();
+  void handle_trajectory(const zmq::message_t& identity, const std::string& worker, std::string_view frame);
   void flush_acks();
   void drop_staged();
-  absl::Status check_issued(int64_t group) const;
+  absl::Status check_issued(const transport::TrajectoryMessage& m, const std::string& worker) const;
   int64_t partial_groups() const;
   int64_t max_partial_groups() const;
   // What check_trajectory holds a trajectory to; versions unchecked for spool replay.
   TrajectoryLimits trajectory_limits(bool check_version) const;
   int64_t group_lag(int64_t group) const;
   void drop_stale_groups();
-  void handle_heartbeat(const zmq::message_t& identity, std::string_view frame);
-  void handle_weight_request(const zmq::message_t& identity, std::string_view frame);
+  void handle_heartbeat(const zmq::message_t& identity, const std::string& worker, std::string_view frame);
+  void handle_weight_request(const zmq::message_t& identity, const std::string& worker, std::string_view frame);
   void start_nccl();
   void count_nccl();
   std::vector<transport::TaskMessage> grant_tasks(const std::string& worker, uint64_t incarnation, uint32_t want);
@@ -160,15 +164,16 @@ class Learner {
   StepResult compute_step(const Batch& batch) const;
   absl::Status finish_step(const StepResult& result);
   absl::Status checkpoint();
+  // Hands each [routing id][frame] to `handle` with the authenticated name of its sender.
   void receive(zmq::socket_t& socket, const char* port,
-               const std::function<void(const zmq::message_t&, std::string_view)>& handle);
+               const std::function<void(const zmq::message_t&, const std::string&, std::string_view)>& handle);
 
   LearnerOptions o_;
   JobSpec spec_;
   metrics::Registry registry_;
   metrics::Value &received_, &stalled_, &stalls_, &invalid_, &duplicates_, &stale_dropped_, &stale_downweighted_, &trained_, &steps_, &tasks_issued_,
       &tasks_reissued_, &reward_, &loss_, &dlogp_, &k3_, &pearson_, &staleness_, &version_gauge_, &sync_bytes_,
-      &sync_seconds_, &spool_bytes_, &nccl_offers_, &nccl_sent_, &nccl_failed_;
+      &sync_seconds_, &spool_bytes_, &nccl_offers_, &nccl_sent_, &nccl_failed_, &connections_refused_;
   FrameRejects rejects_;
 
   std::unique_ptr<learner::TrainingModel> model_, ref_model_;
@@ -200,6 +205,8 @@ class Learner {
   std::map<SampleKey, TrajectoryMessage> staged_;
 
   zmq::context_t ctx_{1};
+  // Declared after the context: it must stop before the context ends.
+  std::unique_ptr<transport::ZapAuthenticator> zap_;
   zmq::socket_t traj_, tasks_, weights_;
   // The current publication's chunk frames, shared by every send of them.
   std::shared_ptr<const std::vector<std::string>> chunk_frames_ = std::make_shared<std::vector<std::string>>();
@@ -218,7 +225,7 @@ class Learner {
 };
 
 void Learner::receive(zmq::socket_t& socket, const char* port,
-                      const std::function<void(const zmq::message_t&, std::string_view)>& handle) {
+                      const std::function<void(const zmq::message_t&, const std::string&, std::string_view)>& handle) {
   for (int n = 0; n < 256; ++n) {
     std::vector<zmq::message_t> parts;
     if (!zmq::recv_multipart(socket, std::back_inserter(parts), zmq::recv_flags::dontwait)) return;
@@ -226,7 +233,14 @@ void Learner::receive(zmq::socket_t& socket, const char* port,
       rejects_.reject(port, absl::StrCat("expected one frame after the routing id, got ", parts.size() - 1));
       continue;
     }
-    handle(parts[0], std::string_view(static_cast<const char*>(parts[1].data()), parts[1].size()));
+    // Every connection passed the ZAP handler, so this is the name of an
+    // admitted key; a name written inside a message is never trusted.
+    const std::string worker = transport::peer_name(parts[1]);
+    if (worker.empty()) {
+      rejects_.reject(port, "a frame without an authenticated sender");
+      continue;
+    }
+    handle(parts[0], worker, std::string_view(static_cast<const char*>(parts[1].data()), parts[1].size()));
   }
 }
 
@@ -400,7 +414,7 @@ std::vector<int64_t> Learner::complete_groups() const {
   return out;
 }
 
-void Learner::handle_trajectory(const zmq::message_t& identity, std::string_view frame) {
+void Learner::handle_trajectory(const zmq::message_t& identity, const std::string& worker, std::string_view frame) {
   auto m = transport::decode_trajectory(frame, kTrajectoryLimits);
   if (!m.ok()) return rejects_.reject("trajectories", std::string(m.status().message()));
   transport::AckMessage ack{m->job, m->trajectory.group, m->trajectory.sample, m->attempt, true, ""};
@@ -408,18 +422,18 @@ void Learner::handle_trajectory(const zmq::message_t& identity, std::string_view
   if (m->job != spec_.name) {
     ack.accepted = false;
     ack.reason = absl::StrCat("this learner does not run job '", m->job, "'");  // nor says which it runs
-  } else if (absl::Status issued = check_issued(m->trajectory.group); !issued.ok()) {
-    ack.accepted = false;
-    ack.reason = std::string(issued.message());
-    invalid_.inc();
   } else if (absl::Status valid = check_trajectory(m->trajectory, trajectory_limits(true)); !valid.ok()) {
     ack.accepted = false;
     ack.reason = std::string(valid.message());
     invalid_.inc();
     if (Clock::now() - last_invalid_log_ > std::chrono::seconds(1)) {  // a flood of them must not flood the log
       last_invalid_log_ = Clock::now();
-      spdlog::warn("learner: refused trajectory {}/{} from {}: {}", key.first, key.second, m->worker, ack.reason);
+      spdlog::warn("learner: refused trajectory {}/{} from {}: {}", key.first, key.second, worker, ack.reason);
     }
+  } else if (absl::Status issued = check_issued(*m, worker); !issued.ok()) {
+    ack.accepted = false;
+    ack.reason = std::string(issued.message());
+    invalid_.inc();
   } else if (spooled_.count(key) || staged_.count(key)) {  // checked after the content: a bad copy is refused
     duplicates_.inc();
   } else if (!pending_.count(key.first) && partial_groups() >= max_partial_groups()) {
@@ -456,11 +470,21 @@ int64_t Learner::partial_groups() const {
 // Four times what the learner has in flight at most (async: eta + 1 batches).
 int64_t Learner::max_partial_groups() const { return 4 * (spec_.eta + 1) * spec_.groups_per_step; }
 
-absl::Status Learner::check_issued(int64_t group) const {
-  const int64_t start = group >> 32;
-  if (group >= 0 && (start < (group_base_ >> 32) || (start == (group_base_ >> 32) && group < group_base_ + next_counter_)))
-    return absl::OkStatus();
-  return absl::InvalidArgumentError(absl::StrCat("group ", group, " was never issued"));
+absl::Status Learner::check_issued(const transport::TrajectoryMessage& m, const std::string& worker) const {
+  const int64_t group = m.trajectory.group, start = group >> 32;
+  if (group < 0 || start > (group_base_ >> 32) || (start == (group_base_ >> 32) && group >= group_base_ + next_counter_))
+    return absl::InvalidArgumentError(absl::StrCat("group ", group, " was never issued"));
+  if (start < (group_base_ >> 32)) return absl::OkStatus();  // an earlier start's: who ran it is not known
+  const SampleKey key{group, m.trajectory.sample};
+  if (spooled_.count(key) || staged_.count(key)) return absl::OkStatus();  // a resend (its ack was lost)
+  auto out = outstanding_.find(group);
+  if (out == outstanding_.end())
+    return absl::InvalidArgumentError(
+        absl::StrCat("group ", group, " is not running (finished, dropped, or waiting to be handed out again)"));
+  if (out->second.worker != worker || out->second.attempt != m.attempt)
+    return absl::InvalidArgumentError(
+        absl::StrCat("group ", group, " attempt ", m.attempt, " was not issued to ", worker));
+  return absl::OkStatus();
 }
 
 void Learner::drop_staged() {
@@ -495,10 +519,10 @@ void Learner::flush_acks() {
   acks_.clear();
 }
 
-void Learner::handle_heartbeat(const zmq::message_t& identity, std::string_view frame) {
+void Learner::handle_heartbeat(const zmq::message_t& identity, const std::string& worker, std::string_view frame) {
   auto hb = transport::decode_heartbeat(frame, kSmallLimits);
   if (!hb.ok()) return rejects_.reject("tasks", std::string(hb.status().message()));
-  WorkerSeen& w = workers_[hb->service];
+  WorkerSeen& w = workers_[worker];
   // A dead incarnation's heartbeats can still sit in the socket's queue, read
   // fairly with the new one's: an incarnation that was replaced is stale.
   // (Its clock is not trusted: one heartbeat dated INT64_MAX once made every
@@ -508,9 +532,9 @@ void Learner::handle_heartbeat(const zmq::message_t& identity, std::string_view 
     w.retired.push_back(w.incarnation);
     if (w.retired.size() > 16) w.retired.pop_front();
     spdlog::info("learner: {} restarted (incarnation {:x} -> {:x}); handing its unfinished groups out again",
-                 hb->service, w.incarnation, hb->incarnation);
+                 worker, w.incarnation, hb->incarnation);
     for (auto& [group, out] : outstanding_)
-      if (out.worker == hb->service && out.incarnation == w.incarnation) out.issued = Clock::time_point{};  // expire now
+      if (out.worker == worker && out.incarnation == w.incarnation) out.issued = Clock::time_point{};  // expire now
   }
   w.incarnation = hb->incarnation;
   w.last_seen = Clock::now();
@@ -524,9 +548,9 @@ void Learner::handle_heartbeat(const zmq::message_t& identity, std::string_view 
   // peer asking for many cannot take every free slot.
   const int64_t cap = std::max<int64_t>(1, (spec_.max_running + spec_.group_size - 1) / spec_.group_size);
   int64_t held = 0;
-  for (const auto& [group, out] : outstanding_) held += out.worker == hb->service;
+  for (const auto& [group, out] : outstanding_) held += out.worker == worker;
   const uint32_t want = static_cast<uint32_t>(std::clamp<int64_t>(cap - held, 0, hb->want_tasks));
-  if (!grant.job_done) grant.tasks = grant_tasks(hb->service, hb->incarnation, want);
+  if (!grant.job_done) grant.tasks = grant_tasks(worker, hb->incarnation, want);
   send_routed(tasks_, identity, transport::encode_task_grant(grant));
 }
 
@@ -592,18 +616,18 @@ std::vector<transport::TaskMessage> Learner::grant_tasks(const std::string& work
   return tasks;
 }
 
-void Learner::handle_weight_request(const zmq::message_t& identity, std::string_view frame) {
+void Learner::handle_weight_request(const zmq::message_t& identity, const std::string& worker, std::string_view frame) {
   auto req = transport::decode_weight_request(frame, kSmallLimits);
   if (!req.ok()) return rejects_.reject("weights", std::string(req.status().message()));
 #ifdef INTERLACE_HAVE_NCCL
   if (nccl_ && req->accepts_nccl) {
-    auto offer = nccl_->offer(req->worker, req->nccl_session);
+    auto offer = nccl_->offer(worker, req->nccl_session);
     if (offer.ok()) {
       send_routed(weights_, identity, transport::encode_weight_chunk(*offer));
       nccl_offers_.inc();
       return;
     }
-    spdlog::warn("learner: no NCCL offer for {} ({}); sending chunks over ZeroMQ", req->worker,
+    spdlog::warn("learner: no NCCL offer for {} ({}); sending chunks over ZeroMQ", worker,
                  std::string(offer.status().message()));
   }
 #endif
@@ -802,6 +826,50 @@ absl::Status Learner::checkpoint() {
   return absl::OkStatus();
 }
 
+// The three ROUTERs, CURVE servers behind the ZAP handler. On the first start
+// they bind ports the system picks (no window between choosing a port and
+// taking it) and write them to endpoints.json for the workers; a restarted
+// learner takes the same ports back, or new ones if something else holds them
+// now (workers read endpoints.json again when the learner stops answering).
+absl::Status Learner::bind_sockets() {
+  const std::string keys = run_path(o_.run_dir, "keys");
+  auto server = transport::load_or_make_curve_key_pair(transport::server_keys_dir(keys), "server");
+  if (!server.ok()) return server.status();
+  auto zap = transport::ZapAuthenticator::start(ctx_, transport::client_keys_dir(keys));
+  if (!zap.ok()) return zap.status();
+  zap_ = std::move(*zap);
+  traj_ = make_socket(ctx_, zmq::socket_type::router, 2 * int64_t(kTrajectoryLimits.max_bytes));
+  tasks_ = make_socket(ctx_, zmq::socket_type::router, 2 * int64_t(kSmallLimits.max_bytes));
+  weights_ = make_socket(ctx_, zmq::socket_type::router, 2 * int64_t(kSmallLimits.max_bytes));
+  Endpoints bound = o_.endpoints;
+  bool moved = false;
+  for (auto [socket, port] : {std::pair{&traj_, &bound.trajectories}, std::pair{&tasks_, &bound.tasks},
+                              std::pair{&weights_, &bound.weights}}) {
+    transport::make_curve_server(*socket, *server);
+    const std::string wanted = *port > 0 ? bound.tcp(*port) : absl::StrCat("tcp://", bound.host, ":*");
+    try {
+      socket->bind(wanted);
+    } catch (const zmq::error_t& e) {
+      if (*port == 0) return absl::UnavailableError(absl::StrCat("cannot bind ", wanted, ": ", e.what()));
+      spdlog::warn("learner: port {} is taken now ({}); binding another one", *port, e.what());
+      try {
+        socket->bind(absl::StrCat("tcp://", bound.host, ":*"));
+      } catch (const zmq::error_t& e2) {
+        return absl::UnavailableError(absl::StrCat("cannot bind a port on ", bound.host, ": ", e2.what()));
+      }
+    }
+    const std::string at = socket->get(zmq::sockopt::last_endpoint);
+    const int actual = std::atoi(at.c_str() + at.rfind(':') + 1);
+    moved |= actual != *port;
+    *port = actual;
+  }
+  if (moved) {
+    INTERLACE_RETURN_IF_ERROR(write_endpoints(o_.run_dir, bound));
+    o_.endpoints = bound;
+  }
+  return absl::OkStatus();
+}
+
 int Learner::run() {
   if (absl::Status s = restore(); !s.ok()) {
     spdlog::error("learner: {}", std::string(s.message()));
@@ -812,15 +880,8 @@ int Learner::run() {
     spdlog::error("learner: {}", std::string(http.status().message()));
     return 1;
   }
-  traj_ = make_socket(ctx_, zmq::socket_type::router, 2 * int64_t(kTrajectoryLimits.max_bytes));
-  tasks_ = make_socket(ctx_, zmq::socket_type::router, 2 * int64_t(kSmallLimits.max_bytes));
-  weights_ = make_socket(ctx_, zmq::socket_type::router, 2 * int64_t(kSmallLimits.max_bytes));
-  try {
-    traj_.bind(o_.endpoints.tcp(o_.endpoints.trajectories));
-    tasks_.bind(o_.endpoints.tcp(o_.endpoints.tasks));
-    weights_.bind(o_.endpoints.tcp(o_.endpoints.weights));
-  } catch (const zmq::error_t& e) {
-    spdlog::error("learner: cannot bind its ports ({}); is another learner running on this run directory?", e.what());
+  if (absl::Status s = bind_sockets(); !s.ok()) {
+    spdlog::error("learner: {}", std::string(s.message()));
     return 1;
   }
   start_nccl();
@@ -854,10 +915,13 @@ int Learner::run() {
                                {static_cast<void*>(tasks_), 0, ZMQ_POLLIN, 0},
                                {static_cast<void*>(weights_), 0, ZMQ_POLLIN, 0}};
     zmq::poll(items, 3, std::chrono::milliseconds(20));
-    receive(traj_, "trajectories", [&](const zmq::message_t& id, std::string_view f) { handle_trajectory(id, f); });
+    using Id = const zmq::message_t&;
+    using Name = const std::string&;
+    receive(traj_, "trajectories", [&](Id id, Name w, std::string_view f) { handle_trajectory(id, w, f); });
     flush_acks();
-    receive(tasks_, "tasks", [&](const zmq::message_t& id, std::string_view f) { handle_heartbeat(id, f); });
-    receive(weights_, "weights", [&](const zmq::message_t& id, std::string_view f) { handle_weight_request(id, f); });
+    receive(tasks_, "tasks", [&](Id id, Name w, std::string_view f) { handle_heartbeat(id, w, f); });
+    receive(weights_, "weights", [&](Id id, Name w, std::string_view f) { handle_weight_request(id, w, f); });
+    connections_refused_.set(double(zap_->refused()));
     count_nccl();
     if (done_at) {
       if (Clock::now() - *done_at > std::chrono::duration<double>(o_.linger_s)) break;

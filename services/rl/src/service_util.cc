@@ -58,7 +58,9 @@ zmq::socket_t make_socket(zmq::context_t& ctx, zmq::socket_type type, int64_t ma
   s.set(zmq::sockopt::maxmsgsize, max_message_bytes);
   s.set(zmq::sockopt::sndhwm, 100000);
   s.set(zmq::sockopt::rcvhwm, 100000);
-  if (type == zmq::socket_type::router) s.set(zmq::sockopt::router_handover, 1);  // a restarted peer takes its name back
+  // No router_handover: peers do not choose their routing ids (a peer that
+  // named itself worker-0 took over that worker's connection); the learner
+  // knows a peer by its CURVE key's name instead.
   return s;
 }
 

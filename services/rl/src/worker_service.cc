@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <deque>
 #include <map>
+#include <optional>
 #include <random>
 #include <thread>
 #include <zmq.hpp>
@@ -22,6 +23,7 @@
 #include "interlace/rollout/agent.h"
 #include "interlace/rollout/engine.h"
 #include "interlace/rollout/environment.h"
+#include "interlace/transport/curve.h"
 #include "interlace/transport/messages.h"
 #include "interlace/transport/trajectory_codec.h"
 #include "interlace/transport/weight_sync.h"
@@ -72,6 +74,8 @@ class Worker {
 
  private:
   void pump();
+  absl::Status connect_sockets();
+  void follow_moved_learner();
   void send_heartbeat();
   bool ensure_weights();
   void start_nccl();
@@ -91,6 +95,8 @@ class Worker {
 
   zmq::context_t ctx_{1};
   zmq::socket_t traj_, tasks_, weights_;
+  std::optional<transport::CurveKeyPair> keys_;
+  std::string learner_key_;
   std::unique_ptr<model::Tokenizer> tokenizer_;
   std::optional<model::ModelConfig> config_;
   model::PrecisionProfile precision_;
@@ -112,7 +118,50 @@ class Worker {
   int64_t latest_version_ = 0;
   bool job_done_ = false;
   Clock::time_point last_heartbeat_{}, last_fetch_failure_{};
+  Clock::time_point last_grant_ = Clock::now(), last_endpoints_check_{};
 };
+
+// CURVE clients pinned to the learner's key, connected to the ports in
+// o_.endpoints. The learner knows this worker by the name of its key
+// (RUN/keys/clients/worker-N.pub), never by anything the worker sends.
+absl::Status Worker::connect_sockets() {
+  const std::string keys = run_path(o_.run_dir, "keys");
+  if (!keys_) {
+    auto pair = transport::load_or_make_curve_key_pair(transport::client_keys_dir(keys), name_);
+    if (!pair.ok()) return pair.status();
+    keys_ = *pair;
+  }
+  auto server = transport::read_curve_key(run_path(transport::server_keys_dir(keys), "server.pub"));
+  if (!server.ok()) return server.status();
+  learner_key_ = *server;
+  traj_ = make_socket(ctx_, zmq::socket_type::dealer, int64_t{1} << 20);
+  tasks_ = make_socket(ctx_, zmq::socket_type::dealer, int64_t{32} << 20);
+  weights_ = make_socket(ctx_, zmq::socket_type::dealer, int64_t{64} << 20);
+  for (zmq::socket_t* s : {&traj_, &tasks_, &weights_}) transport::make_curve_client(*s, learner_key_, *keys_);
+  traj_.connect(o_.endpoints.tcp(o_.endpoints.trajectories));
+  tasks_.connect(o_.endpoints.tcp(o_.endpoints.tasks));
+  weights_.connect(o_.endpoints.tcp(o_.endpoints.weights));
+  return absl::OkStatus();
+}
+
+// When the learner has not answered for a while, connect again, to the ports
+// endpoints.json names now: a restarted learner that found its ports taken
+// binds others and writes them there, and libzmq does not retry a connection
+// the learner refused (a key it did not know yet).
+void Worker::follow_moved_learner() {
+  const auto now = Clock::now();
+  if (now - last_grant_ < std::chrono::seconds(10) || now - last_endpoints_check_ < std::chrono::seconds(10)) return;
+  last_endpoints_check_ = now;
+  auto e = read_endpoints(o_.run_dir);
+  if (!e.ok() || e->trajectories <= 0) return;
+  spdlog::info("{}: no answer from the learner for {:.0f} s; connecting again to ports {}/{}/{}", name_,
+               std::chrono::duration<double>(now - last_grant_).count(), e->trajectories, e->tasks, e->weights);
+  o_.endpoints.trajectories = e->trajectories;
+  o_.endpoints.tasks = e->tasks;
+  o_.endpoints.weights = e->weights;
+  if (absl::Status s = connect_sockets(); !s.ok()) spdlog::error("{}: {}", name_, std::string(s.message()));
+  for (auto& [key, u] : unacked_) u.sent = Clock::time_point{};  // resend on the new connection
+}
 
 void Worker::send_heartbeat() {
   transport::HeartbeatMessage hb;
@@ -175,12 +224,14 @@ void Worker::pump() {
       rejects_.reject("grants", std::string(grant.status().message()));
       continue;
     }
+    last_grant_ = now;
     latest_weights_id_ = grant->weights_id;
     latest_version_ = grant->weights_version;
     job_done_ = job_done_ || grant->job_done;
     for (auto& t : grant->tasks) queued_.push_back(std::move(t));
   }
   if (now - last_heartbeat_ > std::chrono::milliseconds(200)) send_heartbeat();
+  follow_moved_learner();
 }
 
 // Fetches the newest publication if ours is older; false if we have none yet.
@@ -325,13 +376,17 @@ int Worker::run() {
     }
     http = std::move(*h);
   }
-  traj_ = make_socket(ctx_, zmq::socket_type::dealer, int64_t{1} << 20);
-  tasks_ = make_socket(ctx_, zmq::socket_type::dealer, int64_t{32} << 20);
-  weights_ = make_socket(ctx_, zmq::socket_type::dealer, int64_t{64} << 20);
-  for (zmq::socket_t* s : {&traj_, &tasks_, &weights_}) s->set(zmq::sockopt::routing_id, name_);
-  traj_.connect(o_.endpoints.tcp(o_.endpoints.trajectories));
-  tasks_.connect(o_.endpoints.tcp(o_.endpoints.tasks));
-  weights_.connect(o_.endpoints.tcp(o_.endpoints.weights));
+  // The learner binds its ports when it starts and writes them to endpoints.json.
+  for (bool said = false; o_.endpoints.trajectories <= 0;) {
+    if (!said && !o_.quiet) spdlog::info("{}: waiting for the learner to bind its ports", name_);
+    said = true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (auto e = read_endpoints(o_.run_dir); e.ok()) o_.endpoints = *e;
+  }
+  if (absl::Status s = connect_sockets(); !s.ok()) {
+    spdlog::error("{}: {}", name_, std::string(s.message()));
+    return 1;
+  }
 
   start_nccl();
   // The first weights come from the learner too (they may be a resumed run's).

@@ -3,7 +3,9 @@
 // embedded task source (no controller on one machine): workers ask it for
 // groups to run with their heartbeats.
 //
-// Sockets (ZeroMQ ROUTER, bound on the ports of endpoints.json):
+// Sockets (ZeroMQ ROUTER; CURVE servers that admit only the keys in
+// RUN/keys/clients, a peer named by its key's file; bound once on ports the
+// system picks, written to endpoints.json; see docs/wire-protocol.md):
 //   trajectories  Trajectory frames in; an Ack for each, sent only after the
 //                 spool holding it is fsync'ed. Duplicates (same job, group,
 //                 sample) are acknowledged and dropped.

@@ -1,7 +1,8 @@
 // Where a run keeps its files, and the ports its services listen on. The
-// supervisor (`interlace run`) writes endpoints.json; the learner and workers
-// it starts read it, so a restarted service binds or connects to the same
-// ports and the others reconnect by themselves (ZeroMQ does).
+// supervisor (`interlace run`) writes endpoints.json with the metrics ports;
+// the learner adds its ZeroMQ ports once it has bound them (0 until then),
+// and the workers read them there. A restarted learner binds the same ports
+// again when it can, so the workers reconnect by themselves (ZeroMQ does).
 #pragma once
 
 #include <functional>
@@ -15,7 +16,7 @@ namespace interlace::rl {
 
 struct Endpoints {
   std::string host = "127.0.0.1";
-  int trajectories = 0;  // learner ROUTER: trajectories in, acks out
+  int trajectories = 0;  // learner ROUTER: trajectories in, acks out (0: not bound yet)
   int tasks = 0;         // learner ROUTER: heartbeats in, task grants out
   int weights = 0;       // learner ROUTER: weight requests in, chunks out
   int learner_metrics = 0;
