@@ -16,7 +16,7 @@ case $kind in
 esac
 shift
 tests=("$@")
-((${#tests[@]})) || tests=(prefix_cache_test engine_test agent_test trajectory_codec_test transport_test
+((${#tests[@]})) || tests=(prefix_cache_test engine_test agent_test trajectory_codec_test transport_test curve_test
   metrics_test job_spec_test trajectory_check_test step_watchdog_test rl_services_test)
 
 started=$SECONDS

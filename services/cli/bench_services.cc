@@ -31,6 +31,7 @@
 #include "absl/strings/str_format.h"
 #include "interlace/core/status.h"
 #include "interlace/transport/trajectory_codec.h"
+#include "interlace/transport/curve.h"
 #include "interlace/transport/weight_sync.h"
 
 namespace interlace::cli {
@@ -145,6 +146,7 @@ int run_bench_transport(const Common& c, const TransportArgs& a) {
 struct WeightSyncArgs {
   std::vector<std::string> models = {"tiny-hybrid.json", "hybrid-15m.json"};
   int reps = 5;
+  bool curve = false;  // CURVE-encrypted sockets, as the services use
 };
 
 int run_bench_weight_sync(const Common& c, const WeightSyncArgs& a) {
@@ -164,6 +166,11 @@ int run_bench_weight_sync(const Common& c, const WeightSyncArgs& a) {
 
     zmq::socket_t router(ctx, zmq::socket_type::router), dealer(ctx, zmq::socket_type::dealer);
     for (zmq::socket_t* s : {&router, &dealer}) s->set(zmq::sockopt::linger, 0);
+    if (a.curve) {  // no ZAP handler here: libzmq admits any key, the encryption is what costs
+      const transport::CurveKeyPair server = transport::make_curve_key_pair();
+      transport::make_curve_server(router, server);
+      transport::make_curve_client(dealer, server.public_key, transport::make_curve_key_pair());
+    }
     router.bind("tcp://127.0.0.1:*");
     dealer.connect(router.get(zmq::sockopt::last_endpoint));
     // The server answers a request with either the chunk frames or (raw) the
@@ -217,6 +224,7 @@ int run_bench_weight_sync(const Common& c, const WeightSyncArgs& a) {
     const double ms = median(sync_s), mr = median(raw_s), mw = median(swap_s);
     const double bandwidth = double(payload.size()) / mr;
     per_model.push_back({{"model", name},
+                         {"curve", a.curve},
                          {"payload_bytes", payload.size()},
                          {"chunks", frames.size()},
                          {"publish_seconds", publish_s},
@@ -326,6 +334,7 @@ void add_bench_service_commands(CLI::App& bench, std::shared_ptr<Common> common,
   add_output(ws);
   ws->add_option("--models", w->models, "model configs (examples/models/NAME or a path)")->capture_default_str();
   ws->add_option("--reps", w->reps, "fetches timed (median reported)")->capture_default_str();
+  ws->add_flag("--curve", w->curve, "encrypt with ZeroMQ CURVE, as the services' sockets do");
   ws->callback([&action, common, w, ws] {
     common->command_line = absl::StrCat(command_line_of(*ws), " -o ", common->output);
     action = [common, w] { return run_bench_weight_sync(*common, *w); };

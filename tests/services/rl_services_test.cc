@@ -245,6 +245,27 @@ class RlJob : public ::testing::Test {
     }
     return pid_ == -1;
   }
+  // Every step trained complete groups; no id twice across the whole job, and
+  // none both dropped as stale and trained.
+  void expect_each_trajectory_trained_once(int steps, int groups, int group_size) {
+    const auto trained = read_jsonl(run_dir() + "/trained.jsonl");
+    ASSERT_EQ(static_cast<int>(trained.size()), steps);
+    std::set<std::pair<int64_t, int64_t>> ids;
+    for (int s = 0; s < steps; ++s) {
+      EXPECT_EQ(trained[s]["step"], s + 1);
+      std::map<int64_t, int> per_group;
+      for (const auto& id : trained[s]["ids"]) {
+        EXPECT_TRUE(ids.insert({id[0].get<int64_t>(), id[1].get<int64_t>()}).second) << "trained twice: " << id;
+        ++per_group[id[0].get<int64_t>()];
+      }
+      EXPECT_EQ(static_cast<int>(per_group.size()), groups) << trained[s];
+      for (auto [g, n] : per_group) EXPECT_EQ(n, group_size) << "group " << g << " incomplete";
+    }
+    for (const auto& line : read_jsonl(run_dir() + "/dropped.jsonl"))
+      for (const auto& id : line["ids"])
+        EXPECT_TRUE(ids.insert({id[0].get<int64_t>(), id[1].get<int64_t>()}).second) << "dropped and trained: " << id;
+    EXPECT_EQ(rows(), steps);
+  }
   pid_t child_pid(const std::string& name) const {
     json p = json::parse(read_text(run_dir() + "/pids.json"), nullptr, false);
     return p.is_object() && p.contains(name) ? p[name].get<pid_t>() : -1;
@@ -266,6 +287,7 @@ TEST_F(RlJob, SurvivesKilledServicesAndBadFramesAndTrainsEachTrajectoryOnce) {
                                       " resend_after_seconds: 2, task_timeout_seconds: 20}\n"
                                       "staleness: {mode: async, eta: 1}\n"
                                       "checkpoint_every: 1\n"
+                                      "spool_compact_bytes: 0\n"  // rewritten at every checkpoint, across the kills
                                       "eval: {prompts: 3, samples: 2}\n";
   const std::string log = (dir_ / "run.log").string();
   const int prom_port = start_prometheus();
@@ -340,6 +362,8 @@ TEST_F(RlJob, SurvivesKilledServicesAndBadFramesAndTrainsEachTrajectoryOnce) {
   ASSERT_TRUE(WIFEXITED(status_) && WEXITSTATUS(status_) == 0) << out;
   EXPECT_NE(out.find("run: worker-0 was killed by signal 9; restarting"), std::string::npos) << out;
   EXPECT_NE(out.find("run: learner was killed by signal 9; restarting"), std::string::npos) << out;
+  // The spool kept only untrained trajectories (and exactly-once held, below).
+  EXPECT_NE(out.find("learner: compacted the spool after step"), std::string::npos) << out;
 
   // Prometheus saw every service up, and their counters.
   {
@@ -353,25 +377,7 @@ TEST_F(RlJob, SurvivesKilledServicesAndBadFramesAndTrainsEachTrajectoryOnce) {
     EXPECT_NE(steps_seen.find("\"value\""), std::string::npos) << steps_seen;
   }
 
-  // Every step trained complete groups; no id twice across the whole job.
-  const auto trained = read_jsonl(run_dir() + "/trained.jsonl");
-  ASSERT_EQ(static_cast<int>(trained.size()), steps);
-  std::set<std::pair<int64_t, int64_t>> ids;
-  for (int s = 0; s < steps; ++s) {
-    EXPECT_EQ(trained[s]["step"], s + 1);
-    std::map<int64_t, int> per_group;
-    for (const auto& id : trained[s]["ids"]) {
-      EXPECT_TRUE(ids.insert({id[0].get<int64_t>(), id[1].get<int64_t>()}).second) << "trained twice: " << id;
-      ++per_group[id[0].get<int64_t>()];
-    }
-    EXPECT_EQ(static_cast<int>(per_group.size()), groups) << trained[s];
-    for (auto [g, n] : per_group) EXPECT_EQ(n, group_size) << "group " << g << " incomplete";
-  }
-  // Groups dropped as stale (too many versions behind) are never trained too.
-  for (const auto& line : read_jsonl(run_dir() + "/dropped.jsonl"))
-    for (const auto& id : line["ids"])
-      EXPECT_TRUE(ids.insert({id[0].get<int64_t>(), id[1].get<int64_t>()}).second) << "dropped and trained: " << id;
-  EXPECT_EQ(rows(), steps);
+  expect_each_trajectory_trained_once(steps, groups, group_size);
   EXPECT_TRUE(fs::exists(run_dir() + "/final-model/model.safetensors"));
   const std::string report = read_text(run_dir() + "/report.html");
   EXPECT_NE(report.find("<svg"), std::string::npos);
@@ -683,6 +689,32 @@ TEST_F(RlJob, UnfinishedGroupsAreBounded) {
   }
   EXPECT_LE(accepted, limit);
   EXPECT_GE(refused_for_the_limit, 8) << "accepted " << accepted;
+}
+
+// A full disk under the spool, injected (no small filesystem can be mounted
+// without root): every third append writes half its record and fails as
+// ENOSPC would. What was appended since the last sync is cut back and not
+// acknowledged; the worker resends it. Nothing acknowledged is lost, nothing
+// is trained twice, no fragment is left in the spool.
+TEST_F(RlJob, AFullDiskUnderTheSpoolLosesNothingAcknowledged) {
+  const int steps = 6, groups = 2, group_size = 2;
+  std::ofstream(dir_ / "job.yaml") << "name: full-disk\n"
+                                      "env: calculator\n"
+                                      "model: {init: " INTERLACE_SOURCE_DIR "/examples/models/tiny-hybrid.json}\n"
+                                      "algorithm: {name: grpo, steps: " << steps << ", groups_per_step: " << groups
+                                   << ", group_size: " << group_size << "}\n"
+                                      "rollout: {workers: 1, max_turns: 1, max_turn_tokens: 8, resend_after_seconds: 1}\n"
+                                      "eval: {prompts: 0}\n";
+  int status = 0;
+  const std::string out = run_command("INTERLACE_INJECT_SPOOL_FAILURES=3 " + std::string(INTERLACE_BIN) + " run " +
+                                          (dir_ / "job.yaml").string() + " --run-dir " + run_dir() + " 2>&1",
+                                      &status);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
+  EXPECT_NE(out.find("No space left on device (injected"), std::string::npos) << out;
+  EXPECT_NE(out.find("the spool is cut back to its last sync"), std::string::npos) << out;
+  EXPECT_EQ(out.find("; restarting"), std::string::npos) << out;
+  expect_each_trajectory_trained_once(steps, groups, group_size);
+  EXPECT_FALSE(fs::exists(run_dir() + "/spool.bin.damaged"));
 }
 
 // A service that keeps dying right after it starts (here: the learner, on a

@@ -205,6 +205,47 @@ TEST(Spool, AWriteErrorCutsBackToTheLastSync) {
   EXPECT_EQ(r.damaged_bytes, 0u);
 }
 
+// Compaction: the spool is replaced by exactly the records given, and goes
+// on taking appends after them.
+TEST(Spool, RewriteKeepsExactlyTheGivenRecords) {
+  const std::string path = temp_path("spool-rewrite.bin");
+  fs::remove(path);
+  auto s = Spool::open(path, nullptr);
+  ASSERT_TRUE(s.ok());
+  for (const char* r : {"trained-1", "untrained", "trained-2"}) ASSERT_TRUE(s->append(r).ok());
+  ASSERT_TRUE(s->sync().ok());
+  auto rewritten = Spool::rewrite(path, {"untrained"});
+  ASSERT_TRUE(rewritten.ok()) << rewritten.status();
+  EXPECT_EQ(rewritten->synced_bytes(), 8u + 9u);
+  ASSERT_TRUE(rewritten->append("new").ok());
+  ASSERT_TRUE(rewritten->sync().ok());
+  Spool::Recovered r;
+  ASSERT_TRUE(Spool::open(path, &r).ok());
+  EXPECT_EQ(r.records, (std::vector<std::string>{"untrained", "new"}));
+  EXPECT_FALSE(Spool::rewrite(path, {""}).ok()) << "an empty record must not be written";
+}
+
+// The injected full disk the learner-level test uses behaves as the real one
+// above: half a record written, then cut back to the last sync.
+TEST(Spool, InjectedWriteFailuresCutBackLikeAFullDisk) {
+  const std::string path = temp_path("spool-inject.bin");
+  fs::remove(path);
+  auto s = Spool::open(path, nullptr);
+  ASSERT_TRUE(s.ok());
+  s->inject_write_failures(2);
+  ASSERT_TRUE(s->append("one").ok());
+  ASSERT_TRUE(s->sync().ok());
+  const absl::Status failed = s->append("two");
+  EXPECT_EQ(failed.code(), absl::StatusCode::kDataLoss) << failed;
+  EXPECT_EQ(fs::file_size(path), s->synced_bytes());
+  ASSERT_TRUE(s->append("three").ok());
+  ASSERT_TRUE(s->sync().ok());
+  Spool::Recovered r;
+  ASSERT_TRUE(Spool::open(path, &r).ok());
+  EXPECT_EQ(r.records, (std::vector<std::string>{"one", "three"}));
+  EXPECT_EQ(r.damaged_bytes, 0u);
+}
+
 TEST(Messages, RoundTripAndRejectBadFrames) {
   TaskGrantMessage g;
   g.weights_version = 7;

@@ -209,6 +209,7 @@ absl::StatusOr<JobSpec> parse_job_spec(const std::string& text, const std::strin
                      .boolean("exit", j.watchdog_exit);
                })
       .num("checkpoint_every", j.checkpoint_every, 0, 1e7)
+      .num("spool_compact_bytes", j.spool_compact_bytes, 0, 1e15)
       .section("eval", [&](Section& s) { s.num("prompts", j.eval_prompts, 0, 1e6).num("samples", j.eval_samples, 0, 1024); });
   if (absl::Status s = top.finish(); !s.ok()) return s;
   if (j.model_dir.empty() == j.model_init.empty())
@@ -307,6 +308,7 @@ nlohmann::json job_spec_json(const JobSpec& j) {
           {"weights", {{"transport", weights_transport_name(j.weights_transport)}}},
           {"watchdog", {{"factor", j.watchdog_factor}, {"min_seconds", j.watchdog_min_s}, {"exit", j.watchdog_exit}}},
           {"checkpoint_every", j.checkpoint_every},
+          {"spool_compact_bytes", j.spool_compact_bytes},
           {"eval", {{"prompts", j.eval_prompts}, {"samples", j.eval_samples}}}};
 }
 

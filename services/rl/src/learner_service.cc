@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <deque>
 #include <filesystem>
 #include <fstream>
@@ -63,6 +64,12 @@ struct Outstanding {  // a group handed to a worker and not yet complete
   Clock::time_point issued;
   uint32_t attempt = 0;
 };
+
+// Tests of a full disk where no small filesystem can be mounted set this.
+int injected_spool_failures() {
+  const char* every = std::getenv("INTERLACE_INJECT_SPOOL_FAILURES");
+  return every ? std::max(0, std::atoi(every)) : 0;
+}
 
 using Batch = std::map<int64_t, std::map<int64_t, TrajectoryMessage>>;  // group -> sample -> trajectory
 
@@ -127,6 +134,8 @@ class Learner {
         sync_seconds_(registry_.counter("interlace_weight_sync_seconds_total",
                                         "seconds spent serialising and sending weights")),
         spool_bytes_(registry_.gauge("interlace_spool_bytes", "bytes in the trajectory spool")),
+        spool_compactions_(registry_.counter("interlace_spool_compactions_total",
+                                             "spool rewrites keeping only untrained trajectories")),
         nccl_offers_(registry_.counter("interlace_weight_sync_nccl_offers_total",
                                        "weight requests answered with an NCCL broadcast (weights.transport nccl)")),
         nccl_sent_(registry_.counter("interlace_weight_sync_nccl_broadcasts_total", "NCCL weight broadcasts",
@@ -164,6 +173,7 @@ class Learner {
   StepResult compute_step(const Batch& batch) const;
   absl::Status finish_step(const StepResult& result);
   absl::Status checkpoint();
+  absl::Status compact_spool();
   // Hands each [routing id][frame] to `handle` with the authenticated name of its sender.
   void receive(zmq::socket_t& socket, const char* port,
                const std::function<void(const zmq::message_t&, const std::string&, std::string_view)>& handle);
@@ -173,7 +183,7 @@ class Learner {
   metrics::Registry registry_;
   metrics::Value &received_, &stalled_, &stalls_, &invalid_, &duplicates_, &stale_dropped_, &stale_downweighted_, &trained_, &steps_, &tasks_issued_,
       &tasks_reissued_, &reward_, &loss_, &dlogp_, &k3_, &pearson_, &staleness_, &version_gauge_, &sync_bytes_,
-      &sync_seconds_, &spool_bytes_, &nccl_offers_, &nccl_sent_, &nccl_failed_, &connections_refused_;
+      &sync_seconds_, &spool_bytes_, &spool_compactions_, &nccl_offers_, &nccl_sent_, &nccl_failed_, &connections_refused_;
   FrameRejects rejects_;
 
   std::unique_ptr<learner::TrainingModel> model_, ref_model_;
@@ -310,6 +320,11 @@ absl::Status Learner::restore() {
   auto spool = transport::Spool::open(run_path(o_.run_dir, "spool.bin"), &recovered);
   if (!spool.ok()) return spool.status();
   spool_.emplace(std::move(*spool));
+  if (const int every = injected_spool_failures(); every > 0) {
+    spdlog::warn("learner: INTERLACE_INJECT_SPOOL_FAILURES={}: every {}th spool write fails as on a full disk (testing)",
+                 every, every);
+    spool_->inject_write_failures(every);
+  }
   if (recovered.damaged_bytes)
     spdlog::warn("learner: the spool had {} damaged byte(s) in {} place(s) (a crash mid-write, or corruption); every good "
                  "record around them is kept, and the bytes are moved to {}.damaged",
@@ -337,6 +352,9 @@ absl::Status Learner::restore() {
   }
   dropped_log_.flush();
   invalid_.add(double(quarantined));
+  // A compacted spool no longer holds what was trained or dropped: the logs
+  // say which ids those were, so their resends are still duplicates.
+  spooled_.insert(trained.begin(), trained.end());
   // Partial groups from before the restart: whoever ran them may be gone; if
   // they do not complete in time they are handed out again.
   for (const auto& [group, samples] : pending_)
@@ -797,7 +815,35 @@ absl::Status Learner::finish_step(const StepResult& r) {
                  mm.logprob_abs_diff_mean, query ? 100.0 * double(hit) / double(query) : 0.0, elapsed);
   }
   INTERLACE_RETURN_IF_ERROR(publish());
-  if (spec_.checkpoint_every > 0 && state_.step % spec_.checkpoint_every == 0) return checkpoint();
+  if (spec_.checkpoint_every > 0 && state_.step % spec_.checkpoint_every == 0) {
+    INTERLACE_RETURN_IF_ERROR(checkpoint());
+    if (int64_t(spool_->synced_bytes()) > spec_.spool_compact_bytes) return compact_spool();
+  }
+  return absl::OkStatus();
+}
+
+// Right after a checkpoint, every trajectory a restart would replay is in
+// pending_ (trained ones are in trained.jsonl up to the checkpoint, stale ones
+// in dropped.jsonl; staged ones were flushed before the step finished): the
+// spool keeps those and nothing else. A restart rebuilds its duplicate set
+// from the logs as well as the spool.
+absl::Status Learner::compact_spool() {
+  const uint64_t before = spool_->synced_bytes();
+  std::vector<std::string> records;
+  for (const auto& [group, samples] : pending_)
+    for (const auto& [sample, m] : samples) records.push_back(transport::encode_trajectory(m));
+  const std::string path = spool_->path();
+  auto rewritten = transport::Spool::rewrite(path, records);
+  if (!rewritten.ok()) {  // the old spool is still whole and open: carry on with it
+    spdlog::warn("learner: compacting the spool failed: {}", std::string(rewritten.status().message()));
+    return absl::OkStatus();
+  }
+  spool_.emplace(std::move(*rewritten));
+  spool_->inject_write_failures(injected_spool_failures());
+  spool_compactions_.inc();
+  spool_bytes_.set(double(spool_->synced_bytes()));
+  spdlog::info("learner: compacted the spool after step {}: {} -> {} bytes ({} untrained trajectories kept)", state_.step,
+               before, spool_->synced_bytes(), records.size());
   return absl::OkStatus();
 }
 

@@ -33,6 +33,16 @@ uint32_t record_at(const std::string& data, size_t at) {
   return crc32c(std::string_view(data).substr(at + kHeaderBytes, length)) == crc ? length : 0;
 }
 
+std::string framed(const std::vector<std::string>& records) {
+  std::string out;
+  for (const std::string& rec : records) {
+    const uint32_t header[2] = {static_cast<uint32_t>(rec.size()), crc32c(rec)};
+    out.append(reinterpret_cast<const char*>(header), sizeof header);
+    out.append(rec);
+  }
+  return out;
+}
+
 absl::Status append_durably(const std::string& path, std::string_view bytes) {
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd < 0) return absl::PermissionDeniedError(absl::StrCat(path, ": cannot open: ", std::strerror(errno)));
@@ -52,7 +62,7 @@ absl::StatusOr<Spool> Spool::open(const std::string& path, Recovered* recovered)
   if (std::filesystem::exists(path, ec)) {
     auto data = core::read_file(path);
     if (!data.ok()) return data.status();
-    std::string damaged, good;
+    std::string damaged;
     for (size_t at = 0; at < data->size();) {
       if (const uint32_t length = record_at(*data, at)) {
         r.records.emplace_back(*data, at + kHeaderBytes, length);
@@ -71,12 +81,7 @@ absl::StatusOr<Spool> Spool::open(const std::string& path, Recovered* recovered)
       // records only (through a synced temporary and a rename).
       r.damaged_bytes = damaged.size();
       if (absl::Status s = append_durably(path + ".damaged", damaged); !s.ok()) return s;
-      for (const std::string& rec : r.records) {
-        const uint32_t header[2] = {static_cast<uint32_t>(rec.size()), crc32c(rec)};
-        good.append(reinterpret_cast<const char*>(header), sizeof header);
-        good.append(rec);
-      }
-      if (absl::Status s = core::write_file(path, good); !s.ok()) return s;
+      if (absl::Status s = core::write_file(path, framed(r.records)); !s.ok()) return s;
     }
   }
   Spool s;
@@ -89,8 +94,18 @@ absl::StatusOr<Spool> Spool::open(const std::string& path, Recovered* recovered)
   return s;
 }
 
+absl::StatusOr<Spool> Spool::rewrite(const std::string& path, const std::vector<std::string>& records) {
+  for (const std::string& rec : records)
+    if (rec.empty() || rec.size() > kMaxRecordBytes)
+      return absl::InvalidArgumentError(absl::StrCat(path, ": a record of ", rec.size(), " bytes cannot be spooled"));
+  if (absl::Status s = core::write_file(path, framed(records)); !s.ok()) return s;
+  return open(path, nullptr);
+}
+
 Spool::Spool(Spool&& o) noexcept : path_(std::move(o.path_)), fd_(o.fd_), bytes_(o.bytes_), synced_(o.synced_) {
   o.fd_ = -1;
+  fail_every_ = o.fail_every_;
+  appends_ = o.appends_;
 }
 
 Spool& Spool::operator=(Spool&& o) noexcept {
@@ -100,6 +115,8 @@ Spool& Spool::operator=(Spool&& o) noexcept {
     fd_ = o.fd_;
     bytes_ = o.bytes_;
     synced_ = o.synced_;
+    fail_every_ = o.fail_every_;
+    appends_ = o.appends_;
     o.fd_ = -1;
   }
   return *this;
@@ -125,6 +142,11 @@ absl::Status Spool::append(std::string_view record) {
   const uint32_t header[2] = {static_cast<uint32_t>(record.size()), crc32c(record)};
   std::string bytes(reinterpret_cast<const char*>(header), sizeof header);
   bytes.append(record);
+  if (fail_every_ > 0 && ++appends_ % fail_every_ == 0) {
+    (void)core::write_all(fd_, std::string_view(bytes).substr(0, bytes.size() / 2), path_);
+    return roll_back(absl::ResourceExhaustedError(
+        absl::StrCat(path_, ": No space left on device (injected: INTERLACE_INJECT_SPOOL_FAILURES)")));
+  }
   if (absl::Status s = core::write_all(fd_, bytes, path_); !s.ok()) return roll_back(s);
   bytes_ += bytes.size();
   return absl::OkStatus();

@@ -58,6 +58,9 @@ struct JobSpec {
   StalePolicy stale_policy = StalePolicy::kDrop;
   double stale_weight = 0.5;          // downweight: advantage x stale_weight^(lag - eta)
   int64_t checkpoint_every = 0;       // 0: only the final model
+  // After a checkpoint, a spool larger than this is rewritten with only the
+  // trajectories not trained yet (0: after every checkpoint).
+  int64_t spool_compact_bytes = int64_t{64} << 20;
   int64_t eval_prompts = 32;          // held-out tasks evaluated before and after; 0 skips
   // Besides one greedy episode per task: this many episodes per task sampled at
   // the rollout temperature (the policy RL optimises); 0 skips.

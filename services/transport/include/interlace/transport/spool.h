@@ -30,6 +30,11 @@ class Spool {
   };
   // Opens (creating if needed) and reads back every good record.
   static absl::StatusOr<Spool> open(const std::string& path, Recovered* recovered);
+  // Replaces the spool at `path` with exactly `records` (atomically: a synced
+  // temporary renamed over it) and opens it for appending. The learner keeps
+  // only what is not trained yet this way, so the spool does not grow with
+  // the job.
+  static absl::StatusOr<Spool> rewrite(const std::string& path, const std::vector<std::string>& records);
   Spool(Spool&& other) noexcept;
   Spool& operator=(Spool&& other) noexcept;
   ~Spool();
@@ -43,6 +48,10 @@ class Spool {
   uint64_t bytes() const { return bytes_; }         // written, synced or not
   uint64_t synced_bytes() const { return synced_; }  // durable
   const std::string& path() const { return path_; }
+  // Testing a full disk where no small filesystem can be mounted: every
+  // `every`-th append writes half its record and then fails as a full disk
+  // would (0: never). The learner sets it from INTERLACE_INJECT_SPOOL_FAILURES.
+  void inject_write_failures(int every) { fail_every_ = every; }
 
  private:
   Spool() = default;
@@ -50,6 +59,8 @@ class Spool {
   std::string path_;
   int fd_ = -1;
   uint64_t bytes_ = 0, synced_ = 0;
+  int fail_every_ = 0;
+  int64_t appends_ = 0;
 };
 
 }  // namespace interlace::transport
