@@ -4,6 +4,7 @@
 #include <cstring>
 #include <limits>
 
+#include "absl/strings/str_cat.h"
 #include "interlace/core/status.h"
 
 namespace interlace::cache {
@@ -12,6 +13,8 @@ using model::LayerKind;
 using model::SequenceState;
 
 struct PrefixCache::StateEntry {
+  Node* owner = nullptr;                             // the node it lives on
+  uint64_t serial = 0;                               // creation order
   std::vector<int32_t> tail;                         // tokens after the node's blocks
   std::vector<std::vector<uint8_t>> tail_k, tail_v;  // per softmax layer: the tail's KV rows
   std::vector<SequenceState::Lightning> lightning;   // per lightning layer
@@ -28,6 +31,7 @@ struct PrefixCache::Node {
   std::vector<std::unique_ptr<StateEntry>> states;
   int64_t depth = 0;  // blocks from the root
   int64_t last_used = 0;
+  uint64_t serial = 0;  // creation order
   bool pinned = false;  // on the path of an insert in progress
 };
 
@@ -77,33 +81,37 @@ void PrefixCache::drop_node(Node* node) {
     counters_.kv_bytes -= static_cast<int64_t>(s->kv_bytes);
     counters_.state_bytes -= static_cast<int64_t>(s->state_bytes);
     --counters_.states;
+    states_.erase(s->serial);
   }
   counters_.kv_bytes -= static_cast<int64_t>(2 * softmax_layers_.size() * config_.block_size * kv_row_bytes_);
   --counters_.kv_blocks;
+  forget_leaf(node);
   Node* parent = node->parent;
   parent->children.erase(node->block);  // destroys node
+  if (parent->parent && parent->children.empty()) evictable_leaves_.emplace(parent->last_used, parent->serial, parent);
 }
 
-std::vector<PrefixCache::Node*> PrefixCache::all_nodes() {
-  std::vector<Node*> out, stack;
-  for (auto& [v, t] : trees_) stack.push_back(&t->root);
-  while (!stack.empty()) {
-    Node* n = stack.back();
-    stack.pop_back();
-    out.push_back(n);
-    for (auto& [b, c] : n->children) stack.push_back(c.get());
-  }
-  return out;
+void PrefixCache::touch(Node* node, int64_t now) {
+  if (node->last_used == now) return;
+  const bool leaf = node->parent && node->children.empty();
+  if (leaf) evictable_leaves_.erase({node->last_used, node->serial, node});
+  node->last_used = now;
+  if (leaf) evictable_leaves_.emplace(now, node->serial, node);
 }
+
+void PrefixCache::add_child_of(Node* parent) { forget_leaf(parent); }
+
+void PrefixCache::forget_leaf(Node* node) { evictable_leaves_.erase({node->last_used, node->serial, node}); }
 
 void PrefixCache::evict_kv_block() {
-  // The least recently used leaf of any tree (not pinned by the insert running now).
-  Node* victim = nullptr;
-  for (Node* n : all_nodes())
-    if (n->parent && n->children.empty() && !n->pinned && (!victim || n->last_used < victim->last_used)) victim = n;
-  if (!victim) return;
-  ++counters_.kv_evictions;
-  drop_node(victim);
+  // The least recently used leaf of any tree (not pinned by the insert running
+  // now: at most the insert's path, so this skips few).
+  for (const auto& [last_used, serial, node] : evictable_leaves_) {
+    if (node->pinned) continue;
+    ++counters_.kv_evictions;
+    drop_node(node);
+    return;
+  }
 }
 
 double PrefixCache::state_score(const StateEntry& s) const {
@@ -117,27 +125,53 @@ double PrefixCache::state_score(const StateEntry& s) const {
 }
 
 void PrefixCache::evict_state() {
+  // The score's recency term is relative to the clock, so the order changes
+  // as time passes: scanned over the states held (max_states at most).
   StateEntry* victim = nullptr;
-  Node* owner = nullptr;
   double worst = std::numeric_limits<double>::infinity();
-  for (Node* n : all_nodes()) {
-    if (n->pinned) continue;
-    for (auto& s : n->states) {
-      const double score = state_score(*s);
-      if (score < worst) {
-        worst = score;
-        victim = s.get();
-        owner = n;
-      }
+  for (const auto& [serial, s] : states_) {
+    if (s->owner->pinned) continue;
+    if (const double score = state_score(*s); score < worst) {
+      worst = score;
+      victim = s;
     }
   }
   if (!victim) return;
+  Node* owner = victim->owner;
+  states_.erase(victim->serial);
   ++counters_.state_evictions;
   counters_.kv_bytes -= static_cast<int64_t>(victim->kv_bytes);
   counters_.state_bytes -= static_cast<int64_t>(victim->state_bytes);
   --counters_.states;
   owner->states.erase(std::find_if(owner->states.begin(), owner->states.end(),
                                    [victim](const auto& p) { return p.get() == victim; }));
+}
+
+absl::Status PrefixCache::check_consistency() const {
+  std::set<std::tuple<int64_t, uint64_t, Node*>> leaves;
+  std::map<uint64_t, StateEntry*> states;
+  int64_t blocks = 0;
+  std::vector<Node*> stack;
+  for (const auto& [v, t] : trees_) stack.push_back(&t->root);
+  while (!stack.empty()) {
+    Node* n = stack.back();
+    stack.pop_back();
+    if (n->parent) ++blocks;
+    if (n->parent && n->children.empty()) leaves.emplace(n->last_used, n->serial, n);
+    for (const auto& s : n->states) {
+      if (s->owner != n) return absl::InternalError("a state's owner is not the node holding it");
+      states.emplace(s->serial, s.get());
+    }
+    for (const auto& [b, c] : n->children) stack.push_back(c.get());
+  }
+  if (leaves != evictable_leaves_)
+    return absl::InternalError(absl::StrCat("the evictable set holds ", evictable_leaves_.size(), " entries; the trees have ",
+                                            leaves.size(), " leaves (or their last uses differ)"));
+  if (states != states_) return absl::InternalError("the state list differs from the states in the trees");
+  if (blocks != counters_.kv_blocks || static_cast<int64_t>(states.size()) != counters_.states)
+    return absl::InternalError(absl::StrCat("counters say ", counters_.kv_blocks, " blocks and ", counters_.states,
+                                            " states; the trees hold ", blocks, " and ", states.size()));
+  return absl::OkStatus();
 }
 
 int64_t PrefixCache::lookup(std::span<const int32_t> tokens, int64_t version, SequenceState& state) {
@@ -197,7 +231,7 @@ int64_t PrefixCache::lookup(std::span<const int32_t> tokens, int64_t version, Se
     for (size_t i = 0; i < lightning_layers_.size(); ++i) state.lightning[lightning_layers_[i]] = best_entry->lightning[i];
   state.length = best;
   ++clock_;
-  for (int64_t d = 0; d <= depth; ++d) path[d]->last_used = clock_;
+  for (int64_t d = 0; d <= depth; ++d) touch(path[d], clock_);
   if (best_entry) best_entry->last_used = clock_;
   counters_.hit_tokens += best;
   return best;
@@ -231,10 +265,14 @@ void PrefixCache::insert(std::span<const int32_t> tokens, int64_t version, const
       }
       ++counters_.kv_blocks;
       counters_.kv_bytes += static_cast<int64_t>(2 * softmax_layers_.size() * block_bytes);
+      add_child_of(n);
+      child->last_used = clock_;
+      child->serial = next_serial_++;
+      evictable_leaves_.emplace(clock_, child->serial, child.get());
       c = n->children.emplace(std::move(key), std::move(child)).first;
     }
     n = c->second.get();
-    n->last_used = clock_;
+    touch(n, clock_);
     n->pinned = true;
     pinned.push_back(n);
   }
@@ -250,6 +288,8 @@ void PrefixCache::insert(std::span<const int32_t> tokens, int64_t version, const
       if (counters_.states >= config_.max_states) evict_state();
       if (counters_.states < config_.max_states) {
         auto e = std::make_unique<StateEntry>();
+        e->owner = n;
+        e->serial = next_serial_++;
         e->tail = tail;
         e->length = L;
         e->last_used = clock_;
@@ -269,6 +309,7 @@ void PrefixCache::insert(std::span<const int32_t> tokens, int64_t version, const
         counters_.kv_bytes += static_cast<int64_t>(e->kv_bytes);
         counters_.state_bytes += static_cast<int64_t>(e->state_bytes);
         ++counters_.states;
+        states_.emplace(e->serial, e.get());
         n->states.push_back(std::move(e));
       }
     }

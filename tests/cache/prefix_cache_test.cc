@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <random>
 
 #include "interlace/rollout/engine.h"
 #include "model/test_configs.h"
@@ -161,6 +162,43 @@ TEST(PrefixCache, EvictionStaysWithinPoolsAndRestoresCorrectly) {
     m->prefill(cold, q, cold_logits);
     EXPECT_EQ(warm_logits, cold_logits) << "hit of " << hit;
   }
+}
+
+// Random inserts and lookups over shared prefixes, three weights versions and
+// pools small enough that most inserts evict: after every operation the
+// evictable-leaf set, the state list and the counters agree with a walk of
+// the trees (what an eviction used to compute by walking them).
+TEST(PrefixCache, EvictionBookkeepingMatchesTheTrees) {
+  auto m = make_model(testing::minimax_json(), "fp32");
+  PrefixCache cache(*m, {.block_size = 4, .max_kv_blocks = 40, .max_states = 12});
+  std::mt19937_64 rng(std::random_device{}());
+  const uint64_t seed = rng();
+  rng.seed(seed);
+  std::vector<std::vector<int32_t>> stems;  // shared prefixes, as sampling groups and turns make
+  for (int i = 0; i < 6; ++i) stems.push_back(tokens(4 * (1 + i % 3), 100 + i, m->vocab_size()));
+  for (int op = 0; op < 600; ++op) {
+    std::vector<int32_t> seq = stems[rng() % stems.size()];
+    const int extra = static_cast<int>(rng() % 14);
+    for (int i = 0; i < extra; ++i) seq.push_back(static_cast<int32_t>(rng() % m->vocab_size()));
+    const int64_t version = static_cast<int64_t>(op / 250);  // 0, 1, 2: the oldest tree is dropped
+    model::SequenceState s = m->new_sequence();
+    if (rng() % 3 == 0) {
+      (void)cache.lookup(seq, version, s);
+    } else {
+      s.length = static_cast<int64_t>(seq.size());
+      for (auto& kv : s.kv) {
+        kv.k.assign(seq.size() * m->kv_row_bytes(), 1);
+        kv.v.assign(seq.size() * m->kv_row_bytes(), 2);
+      }
+      cache.insert(seq, version, s);
+    }
+    const absl::Status ok = cache.check_consistency();
+    ASSERT_TRUE(ok.ok()) << "after operation " << op << " (seed " << seed << "): " << ok;
+    ASSERT_LE(cache.counters().kv_blocks, 40);
+    ASSERT_LE(cache.counters().states, 12);
+  }
+  EXPECT_GT(cache.counters().kv_evictions, 50);
+  EXPECT_GT(cache.counters().state_evictions, 50);
 }
 
 TEST(PrefixCache, SamplingGroupPrefillsItsPromptOnce) {

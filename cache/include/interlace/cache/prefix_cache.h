@@ -3,8 +3,9 @@
 // skip prefilling it.
 //
 // One radix tree per weights version, over blocks of `block_size` tokens. A
-// node holds its block's keys and values for every softmax layer, in a slot of
-// a fixed pool of KV blocks. Lightning layers have no per-token cache, only a
+// node holds its block's keys and values for every softmax layer (its own
+// buffers; at most max_kv_blocks nodes exist, counted across all trees: the
+// "pool" is that limit, not preallocated memory). Lightning layers have no per-token cache, only a
 // recurrent state, so states are saved as checkpoints at chosen positions (end
 // of a prompt, a turn boundary, a group's branch point) — not only at block
 // boundaries, so short prompts hit too: a checkpoint at position L lives on the
@@ -14,19 +15,24 @@
 // eviction can never pull data from under it); only the rest is prefilled.
 //
 // Eviction: KV blocks by LRU among leaves (a block with descendants is never
-// evicted, or its descendants' prefixes would break); states by a score that
-// weighs recency against prefill FLOPs saved per byte held (the Marconi
-// policy). A prefix computed under weights version v is only ever used by
+// evicted, or its descendants' prefixes would break), kept in a set ordered by
+// last use, so an eviction is O(log n) in the blocks held (as SGLang's radix
+// cache does), not a walk of the trees; states by a score that weighs recency
+// against prefill FLOPs saved per byte held (the Marconi policy), over the
+// list of states (at most max_states), not the trees. A prefix computed under weights version v is only ever used by
 // requests running under v.
 #pragma once
 
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <set>
+#include <tuple>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "interlace/core/dtype.h"
 #include "interlace/model/model.h"
 
@@ -64,6 +70,10 @@ class PrefixCache {
   void insert(std::span<const int32_t> tokens, int64_t version, const model::SequenceState& state);
 
   const CacheCounters& counters() const { return counters_; }
+  // Walks every tree and checks the bookkeeping against it: the evictable set
+  // holds exactly the non-root leaves with their last use, the state list
+  // exactly the states, the counters the blocks and states held. For tests.
+  absl::Status check_consistency() const;
   const CacheConfig& config() const { return config_; }
 
  private:
@@ -71,8 +81,11 @@ class PrefixCache {
   struct Tree;
   struct StateEntry;
   Tree& tree(int64_t version);
-  std::vector<Node*> all_nodes();  // of every tree, roots included
   void evict_kv_block();
+  // Sets a node's last use, keeping the evictable-leaf set ordered.
+  void touch(Node* node, int64_t now);
+  void add_child_of(Node* parent);     // parent stops being a leaf
+  void forget_leaf(Node* node);
   void evict_state();
   void drop_node(Node* node);
   double state_score(const StateEntry& s) const;
@@ -86,6 +99,12 @@ class PrefixCache {
   std::vector<int64_t> softmax_layers_, lightning_layers_;
   int64_t clock_ = 0;
   std::map<int64_t, std::unique_ptr<Tree>> trees_;
+  // Every non-root node without children, by (last use, creation serial,
+  // node): the front is the next KV eviction (pinned ones are skipped). The
+  // serial breaks ties the same way on every run (not by address).
+  std::set<std::tuple<int64_t, uint64_t, Node*>> evictable_leaves_;
+  std::map<uint64_t, StateEntry*> states_;  // every state checkpoint held, by creation serial
+  uint64_t next_serial_ = 0;
   CacheCounters counters_;
 };
 
