@@ -29,6 +29,7 @@
 #include "interlace/model/safetensors.h"
 #include "interlace/rl/service_util.h"
 #include "interlace/rl/step_watchdog.h"
+#include "interlace/rl/task_source.h"
 #include "interlace/rl/trajectory_check.h"
 #include "interlace/transport/curve.h"
 #include "interlace/transport/messages.h"
@@ -57,13 +58,6 @@ constexpr transport::FrameLimits kSmallLimits{.max_bytes = size_t{64} << 10};
 
 // (group, sample): what a trajectory is trained on at most once as.
 using SampleKey = std::pair<int64_t, int64_t>;
-
-struct Outstanding {  // a group handed to a worker and not yet complete
-  std::string worker;
-  uint64_t incarnation = 0;
-  Clock::time_point issued;
-  uint32_t attempt = 0;
-};
 
 // Tests of a full disk where no small filesystem can be mounted set this.
 int injected_spool_failures() {
@@ -94,12 +88,6 @@ int64_t lag_of(const std::map<int64_t, TrajectoryMessage>& group, int64_t versio
   return lag;
 }
 
-struct WorkerSeen {
-  uint64_t incarnation = 0;
-  std::deque<uint64_t> retired;  // its earlier incarnations (the newest few): their heartbeats are stale
-  Clock::time_point last_seen;
-  transport::HeartbeatMessage heartbeat;
-};
 
 class Learner {
  public:
@@ -166,8 +154,6 @@ class Learner {
   void handle_weight_request(const zmq::message_t& identity, const std::string& worker, std::string_view frame);
   void start_nccl();
   void count_nccl();
-  std::vector<transport::TaskMessage> grant_tasks(const std::string& worker, uint64_t incarnation, uint32_t want);
-  void requeue_lost();
   bool group_complete(int64_t group) const;
   std::vector<int64_t> complete_groups() const;
   StepResult compute_step(const Batch& batch) const;
@@ -197,11 +183,8 @@ class Learner {
   Batch batch_;                                                       // being trained on
   std::future<StepResult> training_;
   std::set<SampleKey> spooled_;                                       // every key ever accepted
-  std::map<int64_t, Outstanding> outstanding_;                        // group -> who runs it
-  std::deque<std::pair<int64_t, uint32_t>> requeue_;                  // (group, attempt) to hand out again
-  std::map<std::string, WorkerSeen> workers_;
-  int64_t next_counter_ = 0;   // groups issued by this incarnation
-  int64_t group_base_ = 0;     // restart count << 32: ids never collide across restarts
+  std::optional<TaskSource> tasks_source_;                             // made once the start count is known
+  std::map<std::string, transport::HeartbeatMessage> heartbeats_;     // each worker's latest (cache figures)
   // Acks wait for the spool's next fdatasync; so do the trajectories appended
   // since the last one (staged_): only once synced are they marked spooled
   // (a resend is then a duplicate) and queued for training. If the write or
@@ -287,7 +270,7 @@ absl::Status Learner::restore() {
   int64_t starts = 0;
   if (auto t = core::read_file(starts_path); t.ok()) starts = std::atoll(t->c_str());
   INTERLACE_RETURN_IF_ERROR(core::write_file(starts_path, absl::StrCat(starts + 1, "\n")));
-  group_base_ = starts << 32;
+  tasks_source_.emplace(spec_, starts);
 
   // Steps (and stale drops, and metrics rows) after the checkpoint are redone:
   // cut the logs back to it; what they kept counts as consumed.
@@ -358,7 +341,7 @@ absl::Status Learner::restore() {
   // Partial groups from before the restart: whoever ran them may be gone; if
   // they do not complete in time they are handed out again.
   for (const auto& [group, samples] : pending_)
-    if (!group_complete(group)) outstanding_[group] = {"(before restart)", 0, Clock::now(), 0};
+    if (!group_complete(group)) tasks_source_->adopt_unfinished(group, Clock::now());
   spdlog::info("learner: {} spooled trajectories, {} not yet trained", spooled_.size(),
                spooled_.size() - trained.size());
   return absl::OkStatus();
@@ -489,20 +472,9 @@ int64_t Learner::partial_groups() const {
 int64_t Learner::max_partial_groups() const { return 4 * (spec_.eta + 1) * spec_.groups_per_step; }
 
 absl::Status Learner::check_issued(const transport::TrajectoryMessage& m, const std::string& worker) const {
-  const int64_t group = m.trajectory.group, start = group >> 32;
-  if (group < 0 || start > (group_base_ >> 32) || (start == (group_base_ >> 32) && group >= group_base_ + next_counter_))
-    return absl::InvalidArgumentError(absl::StrCat("group ", group, " was never issued"));
-  if (start < (group_base_ >> 32)) return absl::OkStatus();  // an earlier start's: who ran it is not known
-  const SampleKey key{group, m.trajectory.sample};
+  const SampleKey key{m.trajectory.group, m.trajectory.sample};
   if (spooled_.count(key) || staged_.count(key)) return absl::OkStatus();  // a resend (its ack was lost)
-  auto out = outstanding_.find(group);
-  if (out == outstanding_.end())
-    return absl::InvalidArgumentError(
-        absl::StrCat("group ", group, " is not running (finished, dropped, or waiting to be handed out again)"));
-  if (out->second.worker != worker || out->second.attempt != m.attempt)
-    return absl::InvalidArgumentError(
-        absl::StrCat("group ", group, " attempt ", m.attempt, " was not issued to ", worker));
-  return absl::OkStatus();
+  return tasks_source_->check_issued(m.trajectory.group, worker, m.attempt);
 }
 
 void Learner::drop_staged() {
@@ -529,7 +501,7 @@ void Learner::flush_acks() {
     spooled_.insert(key);
     received_.inc();
     pending_[key.first][key.second] = std::move(m);
-    if (group_complete(key.first)) outstanding_.erase(key.first);
+    if (group_complete(key.first)) tasks_source_->finished(key.first);
   }
   staged_.clear();
   spool_bytes_.set(double(spool_->synced_bytes()));
@@ -540,98 +512,33 @@ void Learner::flush_acks() {
 void Learner::handle_heartbeat(const zmq::message_t& identity, const std::string& worker, std::string_view frame) {
   auto hb = transport::decode_heartbeat(frame, kSmallLimits);
   if (!hb.ok()) return rejects_.reject("tasks", std::string(hb.status().message()));
-  WorkerSeen& w = workers_[worker];
   // A dead incarnation's heartbeats can still sit in the socket's queue, read
   // fairly with the new one's: an incarnation that was replaced is stale.
   // (Its clock is not trusted: one heartbeat dated INT64_MAX once made every
   // later one look old, and the job stalled.)
-  if (std::find(w.retired.begin(), w.retired.end(), hb->incarnation) != w.retired.end()) return;
-  if (w.incarnation != 0 && w.incarnation != hb->incarnation) {
-    w.retired.push_back(w.incarnation);
-    if (w.retired.size() > 16) w.retired.pop_front();
-    spdlog::info("learner: {} restarted (incarnation {:x} -> {:x}); handing its unfinished groups out again",
-                 worker, w.incarnation, hb->incarnation);
-    for (auto& [group, out] : outstanding_)
-      if (out.worker == worker && out.incarnation == w.incarnation) out.issued = Clock::time_point{};  // expire now
-  }
-  w.incarnation = hb->incarnation;
-  w.last_seen = Clock::now();
-  w.heartbeat = *hb;
-  requeue_lost();
+  const auto now = Clock::now();
+  const int64_t running_before = tasks_source_->running();
+  if (!tasks_source_->worker_seen(worker, hb->incarnation, now)) return;
+  if (tasks_source_->running() < running_before)
+    spdlog::info("learner: {} restarted; handing its {} unfinished group(s) out again", worker,
+                 running_before - tasks_source_->running());
+  heartbeats_[worker] = *hb;
+  tasks_source_->expire(now);
   transport::TaskGrantMessage grant;
   grant.weights_version = state_.version;
   grant.weights_id = weights_id_;
   grant.job_done = state_.step >= spec_.steps;
-  // No worker holds more groups than a worker's running batch takes, so one
-  // peer asking for many cannot take every free slot.
-  const int64_t cap = std::max<int64_t>(1, (spec_.max_running + spec_.group_size - 1) / spec_.group_size);
-  int64_t held = 0;
-  for (const auto& [group, out] : outstanding_) held += out.worker == worker;
-  const uint32_t want = static_cast<uint32_t>(std::clamp<int64_t>(cap - held, 0, hb->want_tasks));
-  if (!grant.job_done) grant.tasks = grant_tasks(worker, hb->incarnation, want);
+  if (!grant.job_done) {
+    const TaskSource::Load load{.groups_held = static_cast<int64_t>(complete_groups().size() + batch_.size()),
+                                .step_running = training_.valid(),
+                                .version = state_.version};
+    TaskSource::Grant g = tasks_source_->grant(worker, hb->incarnation, hb->want_tasks, load,
+                                               [this](int64_t group) { return group_complete(group); }, now);
+    tasks_issued_.add(double(g.new_groups));
+    tasks_reissued_.add(double(g.reissued));
+    grant.tasks = std::move(g.tasks);
+  }
   send_routed(tasks_, identity, transport::encode_task_grant(grant));
-}
-
-// Groups whose worker restarted, or that ran past the task timeout, go back in the queue.
-void Learner::requeue_lost() {
-  const auto now = Clock::now();
-  const auto timeout = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(spec_.task_timeout_s));
-  for (auto it = outstanding_.begin(); it != outstanding_.end();) {
-    if (now - it->second.issued > timeout) {
-      requeue_.emplace_back(it->first, it->second.attempt + 1);
-      it = outstanding_.erase(it);
-    } else {
-      ++it;
-    }
-  }
-}
-
-std::vector<transport::TaskMessage> Learner::grant_tasks(const std::string& worker, uint64_t incarnation,
-                                                         uint32_t want) {
-  std::vector<transport::TaskMessage> tasks;
-  const int64_t live = static_cast<int64_t>(outstanding_.size() + complete_groups().size() + batch_.size());
-  auto task_for = [&](int64_t group, uint32_t attempt) {
-    transport::TaskMessage t;
-    t.job = spec_.name;
-    t.env = spec_.env;
-    t.group = group;
-    t.task_seed = mix_seed(spec_.seed, static_cast<uint64_t>(group));
-    t.group_size = static_cast<uint32_t>(spec_.group_size);
-    t.attempt = attempt;
-    // Synchronous: the batch is generated by the weights it trains.
-    t.weights_version = spec_.mode == StalenessMode::kSync ? state_.version : 0;
-    t.temperature = spec_.temperature;
-    t.top_p = spec_.top_p;
-    t.top_k = static_cast<uint32_t>(spec_.top_k);
-    t.max_turns = static_cast<uint32_t>(spec_.max_turns);
-    t.max_turn_tokens = static_cast<uint32_t>(spec_.max_turn_tokens);
-    t.max_episode_tokens = static_cast<uint32_t>(spec_.max_episode_tokens);
-    t.seed = mix_seed(t.task_seed, attempt);
-    outstanding_[group] = {worker, incarnation, Clock::now(), attempt};
-    return t;
-  };
-  while (want > 0 && !requeue_.empty()) {
-    auto [group, attempt] = requeue_.front();
-    requeue_.pop_front();
-    if (group_complete(group)) continue;
-    tasks.push_back(task_for(group, attempt));
-    tasks_reissued_.inc();
-    --want;
-  }
-  // New groups: sync keeps one batch in flight; async lets generation run
-  // ahead of training by at most eta versions. AReaL bounds the samples issued
-  // by (version + eta + 1) x batch; counted here as groups issued and not yet
-  // trained or dropped (the batch in training included) <= (eta + 1) x batch,
-  // so a group dropped as stale frees its place instead of stalling the job.
-  const int64_t bound = spec_.mode == StalenessMode::kSync ? spec_.groups_per_step
-                                             : (spec_.eta + 1) * spec_.groups_per_step;
-  // Synchronous: nothing new while a step trains; its groups wait for its weights.
-  if (spec_.mode == StalenessMode::kSync && training_.valid()) return tasks;
-  for (int64_t n = live; want > 0 && n < bound; ++n, --want) {
-    tasks.push_back(task_for(group_base_ + next_counter_++, 0));
-    tasks_issued_.inc();
-  }
-  return tasks;
 }
 
 void Learner::handle_weight_request(const zmq::message_t& identity, const std::string& worker, std::string_view frame) {
@@ -773,7 +680,7 @@ absl::Status Learner::finish_step(const StepResult& r) {
   pearson_.set(mm.prob_pearson);
   staleness_.set(lag_n ? lag_sum / double(lag_n) : 0);
   uint64_t hit = 0, query = 0;
-  for (const auto& [name, w] : workers_) hit += w.heartbeat.cache_hit_tokens, query += w.heartbeat.cache_query_tokens;
+  for (const auto& [name, hb] : heartbeats_) hit += hb.cache_hit_tokens, query += hb.cache_query_tokens;
   const auto now = Clock::now();
   const double since = std::chrono::duration<double>(now - last_step_).count();
   json row = {{"step", state_.step},
@@ -953,7 +860,7 @@ int Learner::run() {
         spdlog::error("learner: no step for {:.0f} s (the watchdog's limit is {:.0f} s): the job is stalled at step {}; "
                       "{} complete and {} unfinished groups held, {} groups out with workers, {} workers seen{}",
                       *waited, watchdog.limit_seconds(), state_.step, complete_groups().size(), partial_groups(),
-                      outstanding_.size(), workers_.size(), spec_.watchdog_exit ? "; exiting (watchdog.exit)" : "");
+                      tasks_source_->running(), tasks_source_->workers(), spec_.watchdog_exit ? "; exiting (watchdog.exit)" : "");
         if (spec_.watchdog_exit) return 3;
       }
     }
