@@ -7,6 +7,7 @@
 #include "interlace/core/status.h"
 #include "interlace/kernels/backend.h"
 #include "interlace/kernels/backward.h"
+#include "interlace/model/architecture.h"
 
 namespace interlace::learner {
 
@@ -17,7 +18,6 @@ namespace bw = kernels::backward;
 
 namespace {
 
-constexpr float kLightningNormEps = 1e-6f;  // transformers' MiniMax head norm default
 
 using Buf = std::vector<float>;
 
@@ -62,73 +62,62 @@ struct TrainingModel::Cache {
 TrainingModel::TrainingModel(model::ModelConfig config, const NamedTensors& weights, kernels::Backend* backend)
     : config_(std::move(config)), backend_(backend ? backend : &kernels::cpu_backend()) {
   const model::ModelConfig& c = config_;
-  const bool per_expert = c.is_moe() && weights.count("model.layers.0.block_sparse_moe.gate.weight");
-  for (const model::WeightSpec& spec :
-       model::weight_specs(c, per_expert ? model::MoeNaming::kPerExpert : model::MoeNaming::kPacked)) {
+  const model::MoeNaming naming =
+      model::detect_moe_naming(c, [&](const std::string& name) { return weights.count(name) != 0; });
+  for (const model::WeightSpec& spec : model::weight_specs(c, naming)) {
     auto it = weights.find(spec.name);
     INTERLACE_CHECK(it != weights.end() && it->second.shape() == spec.shape,
                     ("TrainingModel: missing or misshaped " + spec.name).c_str());
     weights_[spec.name] = it->second.to_f32().clone();
   }
-  head_name_ = c.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
+  head_name_ = model::lm_head_tensor_name(c);
   const int64_t H = c.hidden_size, I = c.intermediate_size;
   slopes_.resize(c.num_hidden_layers);
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    const std::string p = absl::StrCat("model.layers.", l, ".");
+    const model::LayerTensorNames n = model::layer_tensor_names(c, l, naming);
     LayerRefs L;
     L.kind = c.layer_types[l];
-    L.in_norm = {p + "input_layernorm.weight"};
-    L.post_norm = {p + "post_attention_layernorm.weight"};
+    L.in_norm = {n.input_norm};
+    L.post_norm = {n.post_attention_norm};
     if (L.kind == LayerKind::kLinearAttention) {
-      L.qkv = {p + "self_attn.qkv_proj.weight"};
-      L.gate = {p + "self_attn.output_gate.weight"};
-      L.out = {p + "self_attn.out_proj.weight"};
-      L.attn_norm = {p + "self_attn.norm.weight"};
+      L.qkv = {n.qkv_proj};
+      L.gate = {n.output_gate};
+      L.out = {n.out_proj};
+      L.attn_norm = {n.attention_out_norm};
       for (int64_t h = 0; h < c.num_attention_heads; ++h)
         slopes_[l].push_back(kernels::lightning_slope(h, c.num_attention_heads, l, c.num_hidden_layers));
     } else {
-      const std::string a = p + "self_attn.";
-      L.q = {a + "q_proj.weight"};
-      L.k = {a + "k_proj.weight"};
-      L.v = {a + "v_proj.weight"};
-      L.o = {a + "o_proj.weight"};
-      if (c.attention_bias) {
-        L.qb = {a + "q_proj.bias"};
-        L.kb = {a + "k_proj.bias"};
-        L.vb = {a + "v_proj.bias"};
-        L.ob = {a + "o_proj.bias"};
-      }
-      if (c.qk_norm) {
-        L.q_norm = {a + "q_norm.weight"};
-        L.k_norm = {a + "k_norm.weight"};
-      }
+      L.q = {n.q_proj};
+      L.k = {n.k_proj};
+      L.v = {n.v_proj};
+      L.o = {n.o_proj};
+      L.qb = {n.q_bias};  // empty names (no bias, no norm) read as nullptr
+      L.kb = {n.k_bias};
+      L.vb = {n.v_bias};
+      L.ob = {n.o_bias};
+      L.q_norm = {n.q_norm};
+      L.k_norm = {n.k_norm};
     }
     if (c.is_moe()) {
-      if (per_expert) {
-        L.router = {p + "block_sparse_moe.gate.weight"};
-        for (int64_t e = 0; e < c.num_local_experts; ++e) {
-          const std::string ep = absl::StrCat(p, "block_sparse_moe.experts.", e, ".");
-          L.eg.push_back({ep + "w1.weight"});
-          L.eu.push_back({ep + "w3.weight"});
-          L.ed.push_back({ep + "w2.weight"});
-        }
-      } else {
-        L.router = {p + "mlp.gate.weight"};
-        for (int64_t e = 0; e < c.num_local_experts; ++e) {
-          L.eg.push_back({p + "mlp.experts.gate_up_proj", e * 2 * I * H});
-          L.eu.push_back({p + "mlp.experts.gate_up_proj", e * 2 * I * H + I * H});
-          L.ed.push_back({p + "mlp.experts.down_proj", e * H * I});
+      L.router = {n.router};
+      for (int64_t e = 0; e < c.num_local_experts; ++e) {
+        if (naming == model::MoeNaming::kPerExpert) {
+          L.expert_gate.push_back({n.expert_gate[e]});
+          L.expert_up.push_back({n.expert_up[e]});
+          L.expert_down.push_back({n.expert_down[e]});
+        } else {  // packed: expert e's w1 and w3 are the two halves of gate_up_proj[e]
+          L.expert_gate.push_back({n.experts_gate_up, e * 2 * I * H});
+          L.expert_up.push_back({n.experts_gate_up, e * 2 * I * H + I * H});
+          L.expert_down.push_back({n.experts_down, e * H * I});
         }
       }
     } else {
-      L.mg = {p + "mlp.gate_proj.weight"};
-      L.mu = {p + "mlp.up_proj.weight"};
-      L.md = {p + "mlp.down_proj.weight"};
-      if (c.mlp_bias) {
-        L.mgb = {p + "mlp.gate_proj.bias"};
-        L.mub = {p + "mlp.up_proj.bias"};
-        L.mdb = {p + "mlp.down_proj.bias"};
-      }
+      L.mlp_gate = {n.gate_proj};
+      L.mlp_up = {n.up_proj};
+      L.mlp_down = {n.down_proj};
+      L.mlp_gate_bias = {n.gate_bias};
+      L.mlp_up_bias = {n.up_bias};
+      L.mlp_down_bias = {n.down_bias};
     }
     layers_.push_back(std::move(L));
   }
@@ -183,7 +172,7 @@ std::vector<float> TrainingModel::forward(const std::vector<int32_t>& tokens, Ca
   cache->positions.resize(T);
   for (int64_t t = 0; t < T; ++t) cache->positions[t] = t;
   Buf x(T * H);
-  const float* emb = w({"model.embed_tokens.weight"});
+  const float* emb = w({model::embed_tensor_name()});
   for (int64_t t = 0; t < T; ++t) {
     INTERLACE_CHECK(tokens[t] >= 0 && tokens[t] < V, "training: token id outside the vocabulary");
     std::memcpy(&x[t * H], emb + int64_t(tokens[t]) * H, H * sizeof(float));
@@ -227,7 +216,7 @@ std::vector<float> TrainingModel::forward(const std::vector<int32_t>& tokens, Ca
                              C.a_raw.data());
       round_act(C.a_raw);
       C.a_norm.resize(T * HD);
-      be().rms_norm(C.a_raw.data(), w(L.attn_norm), C.a_norm.data(), T, HD, kLightningNormEps);
+      be().rms_norm(C.a_raw.data(), w(L.attn_norm), C.a_norm.data(), T, HD, model::kLightningNormEps);
       round_act(C.a_norm);
       C.a_gated = C.a_norm;
       be().sigmoid_gate(C.gate_pre.data(), C.a_gated.data(), T * HD);
@@ -265,8 +254,7 @@ std::vector<float> TrainingModel::forward(const std::vector<int32_t>& tokens, Ca
       lin(C.attn.data(), w(L.o), w(L.ob), T, H, Hq * D, a.data());
     }
     if (minimax) {
-      const float alpha = lightning ? c.linear_attn_alpha_factor : c.full_attn_alpha_factor;
-      const float beta = lightning ? c.linear_attn_beta_factor : c.full_attn_beta_factor;
+      const auto [alpha, beta] = model::attention_residual(c, L.kind);
       for (int64_t i = 0; i < T * H; ++i) x[i] = C.h[i] * alpha + a[i] * beta;
     } else {
       for (int64_t i = 0; i < T * H; ++i) x[i] += a[i];
@@ -300,32 +288,33 @@ std::vector<float> TrainingModel::forward(const std::vector<int32_t>& tokens, Ca
         X.u.resize(n * I);
         X.act.resize(n * I);
         X.y.resize(n * H);
-        lin(X.x.data(), w(L.eg[e]), nullptr, n, I, H, X.g.data());
-        lin(X.x.data(), w(L.eu[e]), nullptr, n, I, H, X.u.data());
+        lin(X.x.data(), w(L.expert_gate[e]), nullptr, n, I, H, X.g.data());
+        lin(X.x.data(), w(L.expert_up[e]), nullptr, n, I, H, X.u.data());
         be().silu_mul(X.g.data(), X.u.data(), X.act.data(), n * I);
         round_act(X.act);
-        lin(X.act.data(), w(L.ed[e]), nullptr, n, H, I, X.y.data());
+        lin(X.act.data(), w(L.expert_down[e]), nullptr, n, H, I, X.y.data());
         for (int64_t i = 0; i < n; ++i)
           for (int64_t d = 0; d < H; ++d) m[X.rows[i] * H + d] += X.weight[i] * X.y[i * H + d];
       }
       round_act(m);
-      for (int64_t i = 0; i < T * H; ++i) x[i] = C.h2[i] * c.mlp_alpha_factor + m[i] * c.mlp_beta_factor;
+      const auto [alpha, beta] = model::mlp_residual(c);
+      for (int64_t i = 0; i < T * H; ++i) x[i] = C.h2[i] * alpha + m[i] * beta;
     } else {
       C.g.resize(T * I);
       C.u.resize(T * I);
       C.act.resize(T * I);
-      lin(C.h2.data(), w(L.mg), w(L.mgb), T, I, H, C.g.data());
-      lin(C.h2.data(), w(L.mu), w(L.mub), T, I, H, C.u.data());
+      lin(C.h2.data(), w(L.mlp_gate), w(L.mlp_gate_bias), T, I, H, C.g.data());
+      lin(C.h2.data(), w(L.mlp_up), w(L.mlp_up_bias), T, I, H, C.u.data());
       be().silu_mul(C.g.data(), C.u.data(), C.act.data(), T * I);
       round_act(C.act);
-      lin(C.act.data(), w(L.md), w(L.mdb), T, H, I, m.data());
+      lin(C.act.data(), w(L.mlp_down), w(L.mlp_down_bias), T, H, I, m.data());
       for (int64_t i = 0; i < T * H; ++i) x[i] += m[i];
     }
     round_act(x);
   }
   cache->x_last = x;
   cache->xf.resize(T * H);
-  be().rms_norm(x.data(), w({"model.norm.weight"}), cache->xf.data(), T, H, c.rms_norm_eps);
+  be().rms_norm(x.data(), w({model::final_norm_tensor_name()}), cache->xf.data(), T, H, c.rms_norm_eps);
   round_act(cache->xf);
   core::round_array(precision_.lm_head, cache->xf.data(), cache->xf.size());
   Buf logits(T * V);
@@ -386,8 +375,8 @@ double TrainingModel::forward_backward(const std::vector<int32_t>& tokens, const
   Buf dxf(T * H, 0.0f), dx(T * H, 0.0f);
   bw::linear(cache.xf.data(), head(), dlogits.data(), T, V, H, dxf.data(),
              grads.at(head_name_).f32());
-  bw::rms_norm(cache.x_last.data(), w({"model.norm.weight"}), dxf.data(), T, H, c.rms_norm_eps,
-               dx.data(), grads.at("model.norm.weight").f32());
+  bw::rms_norm(cache.x_last.data(), w({model::final_norm_tensor_name()}), dxf.data(), T, H, c.rms_norm_eps,
+               dx.data(), grads.at(model::final_norm_tensor_name()).f32());
 
   for (int64_t l = c.num_hidden_layers - 1; l >= 0; --l) {
     const LayerRefs& L = layers_[l];
@@ -397,8 +386,8 @@ double TrainingModel::forward_backward(const std::vector<int32_t>& tokens, const
     Buf dh2(T * H, 0.0f), dm(T * H), dx_mid(T * H, 0.0f);
     if (minimax) {
       for (int64_t i = 0; i < T * H; ++i) {
-        dh2[i] = dx[i] * c.mlp_alpha_factor;
-        dm[i] = dx[i] * c.mlp_beta_factor;
+        dh2[i] = dx[i] * model::mlp_residual(c).alpha;
+        dm[i] = dx[i] * model::mlp_residual(c).beta;
       }
     } else {
       dx_mid = dx;
@@ -422,10 +411,10 @@ double TrainingModel::forward_backward(const std::vector<int32_t>& tokens, const
           for (int64_t j = 0; j < K; ++j)
             if (C.index[t * K + j] == e) dweight[t * K + j] += static_cast<float>(dwt);
         }
-        linear_bwd(X.act.data(), w(L.ed[e]), dy.data(), n, H, I, dact.data(), g(grads, L.ed[e]), nullptr);
+        linear_bwd(X.act.data(), w(L.expert_down[e]), dy.data(), n, H, I, dact.data(), g(grads, L.expert_down[e]), nullptr);
         bw::silu_mul(X.g.data(), X.u.data(), dact.data(), n * I, dg.data(), du.data());
-        linear_bwd(X.x.data(), w(L.eg[e]), dg.data(), n, I, H, dxe.data(), g(grads, L.eg[e]), nullptr);
-        linear_bwd(X.x.data(), w(L.eu[e]), du.data(), n, I, H, dxe.data(), g(grads, L.eu[e]), nullptr);
+        linear_bwd(X.x.data(), w(L.expert_gate[e]), dg.data(), n, I, H, dxe.data(), g(grads, L.expert_gate[e]), nullptr);
+        linear_bwd(X.x.data(), w(L.expert_up[e]), du.data(), n, I, H, dxe.data(), g(grads, L.expert_up[e]), nullptr);
         for (int64_t i = 0; i < n; ++i)
           for (int64_t d = 0; d < H; ++d) dh2[X.rows[i] * H + d] += dxe[i * H + d];
       }
@@ -434,10 +423,10 @@ double TrainingModel::forward_backward(const std::vector<int32_t>& tokens, const
       linear_bwd(C.h2.data(), w(L.router), drouter.data(), T, E, H, dh2.data(), g(grads, L.router), nullptr);
     } else {
       Buf dact(T * I, 0.0f), dg(T * I, 0.0f), du(T * I, 0.0f);
-      linear_bwd(C.act.data(), w(L.md), dm.data(), T, H, I, dact.data(), g(grads, L.md), g(grads, L.mdb));
+      linear_bwd(C.act.data(), w(L.mlp_down), dm.data(), T, H, I, dact.data(), g(grads, L.mlp_down), g(grads, L.mlp_down_bias));
       bw::silu_mul(C.g.data(), C.u.data(), dact.data(), T * I, dg.data(), du.data());
-      linear_bwd(C.h2.data(), w(L.mg), dg.data(), T, I, H, dh2.data(), g(grads, L.mg), g(grads, L.mgb));
-      linear_bwd(C.h2.data(), w(L.mu), du.data(), T, I, H, dh2.data(), g(grads, L.mu), g(grads, L.mub));
+      linear_bwd(C.h2.data(), w(L.mlp_gate), dg.data(), T, I, H, dh2.data(), g(grads, L.mlp_gate), g(grads, L.mlp_gate_bias));
+      linear_bwd(C.h2.data(), w(L.mlp_up), du.data(), T, I, H, dh2.data(), g(grads, L.mlp_up), g(grads, L.mlp_up_bias));
     }
     bw::rms_norm(C.x_mid.data(), w(L.post_norm), dh2.data(), T, H, c.rms_norm_eps, dx_mid.data(),
                  g(grads, L.post_norm));
@@ -445,8 +434,7 @@ double TrainingModel::forward_backward(const std::vector<int32_t>& tokens, const
     // Attention block: x_mid = (minimax ? h*alpha : x_in) + a*beta.
     Buf dh(T * H, 0.0f), da(T * H), dx_in(T * H, 0.0f);
     if (minimax) {
-      const float alpha = lightning ? c.linear_attn_alpha_factor : c.full_attn_alpha_factor;
-      const float beta = lightning ? c.linear_attn_beta_factor : c.full_attn_beta_factor;
+      const auto [alpha, beta] = model::attention_residual(c, L.kind);
       for (int64_t i = 0; i < T * H; ++i) {
         dh[i] = dx_mid[i] * alpha;
         da[i] = dx_mid[i] * beta;
@@ -460,7 +448,7 @@ double TrainingModel::forward_backward(const std::vector<int32_t>& tokens, const
       Buf dgated(T * HD, 0.0f), dnorm(T * HD, 0.0f), dgate_pre(T * HD, 0.0f), draw(T * HD, 0.0f);
       linear_bwd(C.a_gated.data(), w(L.out), da.data(), T, H, HD, dgated.data(), g(grads, L.out), nullptr);
       bw::sigmoid_gate(C.gate_pre.data(), C.a_norm.data(), dgated.data(), T * HD, dgate_pre.data(), dnorm.data());
-      bw::rms_norm(C.a_raw.data(), w(L.attn_norm), dnorm.data(), T, HD, kLightningNormEps, draw.data(),
+      bw::rms_norm(C.a_raw.data(), w(L.attn_norm), dnorm.data(), T, HD, model::kLightningNormEps, draw.data(),
                    g(grads, L.attn_norm));
       kernels::LightningShape s{.heads = Hq, .head_dim = D, .slopes = slopes_[l].data(), .block_size = c.block_size};
       Buf dq(T * HD, 0.0f), dk(T * HD, 0.0f), dv(T * HD, 0.0f);
@@ -504,7 +492,7 @@ double TrainingModel::forward_backward(const std::vector<int32_t>& tokens, const
     dx.swap(dx_in);
   }
   // Embedding rows.
-  float* demb = grads.at("model.embed_tokens.weight").f32();
+  float* demb = grads.at(model::embed_tensor_name()).f32();
   for (int64_t t = 0; t < T; ++t)
     for (int64_t d = 0; d < H; ++d) demb[int64_t(tokens[t]) * H + d] += dx[t * H + d];
   return loss;

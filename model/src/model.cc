@@ -1,5 +1,7 @@
 #include "interlace/model/model.h"
 
+#include "interlace/model/architecture.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -12,12 +14,6 @@ namespace interlace::model {
 using core::DType;
 using kernels::KvView;
 using kernels::LightningState;
-
-namespace {
-// transformers' MiniMaxLightningAttention builds its head norm without an eps
-// argument, so it is the RMSNorm default, not config.rms_norm_eps.
-constexpr float kLightningNormEps = 1e-6f;
-}  // namespace
 
 size_t SequenceState::bytes() const {
   size_t b = 0;
@@ -174,8 +170,7 @@ void Model::forward(std::vector<Segment>& segs, const int32_t* tokens, int64_t r
     }
     if (c.architecture == Architecture::kMiniMax) {
       // MiniMax: the residual is the normed input, scaled.
-      const float alpha = lightning ? c.linear_attn_alpha_factor : c.full_attn_alpha_factor;
-      const float beta = lightning ? c.linear_attn_beta_factor : c.full_attn_beta_factor;
+      const auto [alpha, beta] = attention_residual(c, c.layer_types[layer]);
       for (int64_t i = 0; i < rows * H; ++i) x[i] = h[i] * alpha + a[i] * beta;
     } else {
       for (int64_t i = 0; i < rows * H; ++i) x[i] += a[i];
@@ -186,7 +181,8 @@ void Model::forward(std::vector<Segment>& segs, const int32_t* tokens, int64_t r
     round_act(h.data(), h.size());
     if (c.is_moe()) {
       moe_mlp(L, rows, h.data(), a.data());
-      for (int64_t i = 0; i < rows * H; ++i) x[i] = h[i] * c.mlp_alpha_factor + a[i] * c.mlp_beta_factor;
+      const auto [alpha, beta] = mlp_residual(c);
+      for (int64_t i = 0; i < rows * H; ++i) x[i] = h[i] * alpha + a[i] * beta;
     } else {
       dense_mlp(L, rows, h.data(), a.data());
       for (int64_t i = 0; i < rows * H; ++i) x[i] += a[i];

@@ -14,12 +14,6 @@ using core::Tensor;
 
 namespace {
 
-std::string layer_prefix(int64_t i) { return absl::StrCat("model.layers.", i, "."); }
-
-bool has_moe_packed(const NamedTensors& t, int64_t layer) {
-  return t.count(layer_prefix(layer) + "mlp.gate.weight") != 0;
-}
-
 // Stacks the rows of several Linears into one (weights and, if all have them, biases)
 // and points each part at its rows of the stacked tensors.
 Linear fuse(std::vector<Linear*> parts) {
@@ -53,74 +47,70 @@ std::vector<WeightSpec> weight_specs(const ModelConfig& c, MoeNaming naming) {
   const int64_t H = c.hidden_size, D = c.head_dim, Hq = c.num_attention_heads,
                 Hk = c.num_key_value_heads, I = c.intermediate_size;
   std::vector<WeightSpec> s;
-  s.push_back({"model.embed_tokens.weight", {c.vocab_size, H}});
+  s.push_back({embed_tensor_name(), {c.vocab_size, H}});
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
-    const std::string p = layer_prefix(i);
-    s.push_back({p + "input_layernorm.weight", {H}, true});
-    s.push_back({p + "post_attention_layernorm.weight", {H}, true});
+    const LayerTensorNames n = layer_tensor_names(c, i, naming);
+    s.push_back({n.input_norm, {H}, true});
+    s.push_back({n.post_attention_norm, {H}, true});
     if (c.layer_types[i] == LayerKind::kLinearAttention) {
-      s.push_back({p + "self_attn.qkv_proj.weight", {3 * Hq * D, H}});
-      s.push_back({p + "self_attn.output_gate.weight", {Hq * D, H}});
-      s.push_back({p + "self_attn.out_proj.weight", {H, Hq * D}});
-      s.push_back({p + "self_attn.norm.weight", {Hq * D}, true});
+      s.push_back({n.qkv_proj, {3 * Hq * D, H}});
+      s.push_back({n.output_gate, {Hq * D, H}});
+      s.push_back({n.out_proj, {H, Hq * D}});
+      s.push_back({n.attention_out_norm, {Hq * D}, true});
     } else {
-      s.push_back({p + "self_attn.q_proj.weight", {Hq * D, H}});
-      s.push_back({p + "self_attn.k_proj.weight", {Hk * D, H}});
-      s.push_back({p + "self_attn.v_proj.weight", {Hk * D, H}});
-      s.push_back({p + "self_attn.o_proj.weight", {H, Hq * D}});
+      s.push_back({n.q_proj, {Hq * D, H}});
+      s.push_back({n.k_proj, {Hk * D, H}});
+      s.push_back({n.v_proj, {Hk * D, H}});
+      s.push_back({n.o_proj, {H, Hq * D}});
       if (c.attention_bias) {
-        s.push_back({p + "self_attn.q_proj.bias", {Hq * D}});
-        s.push_back({p + "self_attn.k_proj.bias", {Hk * D}});
-        s.push_back({p + "self_attn.v_proj.bias", {Hk * D}});
-        s.push_back({p + "self_attn.o_proj.bias", {H}});
+        s.push_back({n.q_bias, {Hq * D}});
+        s.push_back({n.k_bias, {Hk * D}});
+        s.push_back({n.v_bias, {Hk * D}});
+        s.push_back({n.o_bias, {H}});
       }
       if (c.qk_norm) {
-        s.push_back({p + "self_attn.q_norm.weight", {D}, true});
-        s.push_back({p + "self_attn.k_norm.weight", {D}, true});
+        s.push_back({n.q_norm, {D}, true});
+        s.push_back({n.k_norm, {D}, true});
       }
     }
     if (c.is_moe()) {
       const int64_t E = c.num_local_experts;
+      s.push_back({n.router, {E, H}});
       if (naming == MoeNaming::kPacked) {
-        s.push_back({p + "mlp.gate.weight", {E, H}});
-        s.push_back({p + "mlp.experts.gate_up_proj", {E, 2 * I, H}});
-        s.push_back({p + "mlp.experts.down_proj", {E, H, I}});
+        s.push_back({n.experts_gate_up, {E, 2 * I, H}});
+        s.push_back({n.experts_down, {E, H, I}});
       } else {
-        s.push_back({p + "block_sparse_moe.gate.weight", {E, H}});
         for (int64_t e = 0; e < E; ++e) {
-          const std::string ep = absl::StrCat(p, "block_sparse_moe.experts.", e, ".");
-          s.push_back({ep + "w1.weight", {I, H}});
-          s.push_back({ep + "w2.weight", {H, I}});
-          s.push_back({ep + "w3.weight", {I, H}});
+          s.push_back({n.expert_gate[e], {I, H}});
+          s.push_back({n.expert_down[e], {H, I}});
+          s.push_back({n.expert_up[e], {I, H}});
         }
       }
     } else {
-      s.push_back({p + "mlp.gate_proj.weight", {I, H}});
-      s.push_back({p + "mlp.up_proj.weight", {I, H}});
-      s.push_back({p + "mlp.down_proj.weight", {H, I}});
+      s.push_back({n.gate_proj, {I, H}});
+      s.push_back({n.up_proj, {I, H}});
+      s.push_back({n.down_proj, {H, I}});
       if (c.mlp_bias) {
-        s.push_back({p + "mlp.gate_proj.bias", {I}});
-        s.push_back({p + "mlp.up_proj.bias", {I}});
-        s.push_back({p + "mlp.down_proj.bias", {H}});
+        s.push_back({n.gate_bias, {I}});
+        s.push_back({n.up_bias, {I}});
+        s.push_back({n.down_bias, {H}});
       }
     }
   }
-  s.push_back({"model.norm.weight", {H}, true});
-  if (!c.tie_word_embeddings) s.push_back({"lm_head.weight", {c.vocab_size, H}});
+  s.push_back({final_norm_tensor_name(), {H}, true});
+  if (!c.tie_word_embeddings) s.push_back({lm_head_tensor_name(c), {c.vocab_size, H}});
   return s;
 }
 
 absl::StatusOr<ModelWeights> load_weights(const ModelConfig& config, const Checkpoint& checkpoint,
                                           const PrecisionProfile& precision) {
-  // Detect the MoE naming from layer 0.
-  MoeNaming naming = MoeNaming::kPacked;
-  if (config.is_moe() && checkpoint.contains("model.layers.0.block_sparse_moe.gate.weight"))
-    naming = MoeNaming::kPerExpert;
+  const MoeNaming naming =
+      detect_moe_naming(config, [&](const std::string& name) { return checkpoint.contains(name); });
   NamedTensors tensors;
   for (const WeightSpec& spec : weight_specs(config, naming)) {
     if (!checkpoint.contains(spec.name)) {
       std::string hint;
-      if (spec.name == "lm_head.weight") hint = " (or set tie_word_embeddings: true in config.json)";
+      if (spec.name == "lm_head.weight" && !config.tie_word_embeddings) hint = " (or set tie_word_embeddings: true in config.json)";
       return absl::NotFoundError(absl::StrCat("checkpoint is missing tensor '", spec.name, "' with shape ",
                                               core::shape_string(spec.shape), hint));
     }
@@ -151,9 +141,7 @@ absl::StatusOr<ModelWeights> load_weights(const ModelConfig& config, const Check
 
 absl::StatusOr<ModelWeights> assemble_weights(const ModelConfig& c, const NamedTensors& t,
                                               const PrecisionProfile& precision) {
-  const MoeNaming naming = c.is_moe() && t.count("model.layers.0.block_sparse_moe.gate.weight")
-                               ? MoeNaming::kPerExpert
-                               : MoeNaming::kPacked;
+  const MoeNaming naming = detect_moe_naming(c, [&](const std::string& name) { return t.count(name) != 0; });
   for (const WeightSpec& spec : weight_specs(c, naming)) {
     auto it = t.find(spec.name);
     if (it == t.end()) return absl::NotFoundError(absl::StrCat("missing tensor '", spec.name, "'"));
@@ -173,48 +161,48 @@ absl::StatusOr<ModelWeights> assemble_weights(const ModelConfig& c, const NamedT
     return r;
   };
   const core::DType wd = precision.weights;
-  auto linear = [&](const std::string& base, bool bias) -> absl::StatusOr<Linear> {
+  // A Linear from its weight's name and its bias's (none if empty).
+  auto linear = [&](const std::string& weight, const std::string& bias = "") -> absl::StatusOr<Linear> {
     Linear l;
-    INTERLACE_ASSIGN_OR_RETURN(l.weight, take(base + ".weight", wd));
-    if (bias) {
-      INTERLACE_ASSIGN_OR_RETURN(l.bias, take(base + ".bias", wd));
+    INTERLACE_ASSIGN_OR_RETURN(l.weight, take(weight, wd));
+    if (!bias.empty()) {
+      INTERLACE_ASSIGN_OR_RETURN(l.bias, take(bias, wd));
     }
     return l;
   };
   ModelWeights w;
-  INTERLACE_ASSIGN_OR_RETURN(w.embed, take("model.embed_tokens.weight", wd));
-  INTERLACE_ASSIGN_OR_RETURN(w.final_norm, take("model.norm.weight", wd));
-  INTERLACE_ASSIGN_OR_RETURN(
-      w.lm_head, take(c.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight", precision.lm_head));
+  INTERLACE_ASSIGN_OR_RETURN(w.embed, take(embed_tensor_name(), wd));
+  INTERLACE_ASSIGN_OR_RETURN(w.final_norm, take(final_norm_tensor_name(), wd));
+  INTERLACE_ASSIGN_OR_RETURN(w.lm_head, take(lm_head_tensor_name(c), precision.lm_head));
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
-    const std::string p = layer_prefix(i);
+    const LayerTensorNames n = layer_tensor_names(c, i, naming);
     LayerWeights L;
     L.kind = c.layer_types[i];
-    INTERLACE_ASSIGN_OR_RETURN(L.input_norm, take(p + "input_layernorm.weight", wd));
-    INTERLACE_ASSIGN_OR_RETURN(L.post_norm, take(p + "post_attention_layernorm.weight", wd));
+    INTERLACE_ASSIGN_OR_RETURN(L.input_norm, take(n.input_norm, wd));
+    INTERLACE_ASSIGN_OR_RETURN(L.post_norm, take(n.post_attention_norm, wd));
     if (L.kind == LayerKind::kLinearAttention) {
-      INTERLACE_ASSIGN_OR_RETURN(L.qkv, linear(p + "self_attn.qkv_proj", false));
-      INTERLACE_ASSIGN_OR_RETURN(L.gate, linear(p + "self_attn.output_gate", false));
-      INTERLACE_ASSIGN_OR_RETURN(L.out, linear(p + "self_attn.out_proj", false));
-      INTERLACE_ASSIGN_OR_RETURN(L.attn_norm, take(p + "self_attn.norm.weight", wd));
+      INTERLACE_ASSIGN_OR_RETURN(L.qkv, linear(n.qkv_proj));
+      INTERLACE_ASSIGN_OR_RETURN(L.gate, linear(n.output_gate));
+      INTERLACE_ASSIGN_OR_RETURN(L.out, linear(n.out_proj));
+      INTERLACE_ASSIGN_OR_RETURN(L.attn_norm, take(n.attention_out_norm, wd));
       L.attn_in = fuse({&L.qkv, &L.gate});
     } else {
-      INTERLACE_ASSIGN_OR_RETURN(L.q, linear(p + "self_attn.q_proj", c.attention_bias));
-      INTERLACE_ASSIGN_OR_RETURN(L.k, linear(p + "self_attn.k_proj", c.attention_bias));
-      INTERLACE_ASSIGN_OR_RETURN(L.v, linear(p + "self_attn.v_proj", c.attention_bias));
-      INTERLACE_ASSIGN_OR_RETURN(L.o, linear(p + "self_attn.o_proj", c.attention_bias));
+      INTERLACE_ASSIGN_OR_RETURN(L.q, linear(n.q_proj, n.q_bias));
+      INTERLACE_ASSIGN_OR_RETURN(L.k, linear(n.k_proj, n.k_bias));
+      INTERLACE_ASSIGN_OR_RETURN(L.v, linear(n.v_proj, n.v_bias));
+      INTERLACE_ASSIGN_OR_RETURN(L.o, linear(n.o_proj, n.o_bias));
       if (c.qk_norm) {
-        INTERLACE_ASSIGN_OR_RETURN(L.q_norm, take(p + "self_attn.q_norm.weight", wd));
-        INTERLACE_ASSIGN_OR_RETURN(L.k_norm, take(p + "self_attn.k_norm.weight", wd));
+        INTERLACE_ASSIGN_OR_RETURN(L.q_norm, take(n.q_norm, wd));
+        INTERLACE_ASSIGN_OR_RETURN(L.k_norm, take(n.k_norm, wd));
       }
       L.attn_in = fuse({&L.q, &L.k, &L.v});
     }
     if (c.is_moe()) {
       const int64_t E = c.num_local_experts, I = c.intermediate_size;
-      if (has_moe_packed(t, i)) {
-        INTERLACE_ASSIGN_OR_RETURN(L.router, linear(p + "mlp.gate", false));
-        INTERLACE_ASSIGN_OR_RETURN(Tensor gate_up, take(p + "mlp.experts.gate_up_proj", wd));
-        INTERLACE_ASSIGN_OR_RETURN(Tensor down, take(p + "mlp.experts.down_proj", wd));
+      INTERLACE_ASSIGN_OR_RETURN(L.router, linear(n.router));
+      if (naming == MoeNaming::kPacked) {
+        INTERLACE_ASSIGN_OR_RETURN(Tensor gate_up, take(n.experts_gate_up, wd));
+        INTERLACE_ASSIGN_OR_RETURN(Tensor down, take(n.experts_down, wd));
         for (int64_t e = 0; e < E; ++e) {
           // gate_up_proj[e] is [2I, H]: the first I rows are the gate (w1), the rest up (w3).
           Tensor gu = gate_up.slice_rows(e, e + 1).reshape({2 * I, c.hidden_size});
@@ -224,12 +212,10 @@ absl::StatusOr<ModelWeights> assemble_weights(const ModelConfig& c, const NamedT
           L.expert_down.push_back({down.slice_rows(e, e + 1).reshape({c.hidden_size, I}), {}});
         }
       } else {
-        INTERLACE_ASSIGN_OR_RETURN(L.router, linear(p + "block_sparse_moe.gate", false));
         for (int64_t e = 0; e < E; ++e) {
-          const std::string ep = absl::StrCat(p, "block_sparse_moe.experts.", e, ".");
-          INTERLACE_ASSIGN_OR_RETURN(Linear w1, linear(ep + "w1", false));
-          INTERLACE_ASSIGN_OR_RETURN(Linear w2, linear(ep + "w2", false));
-          INTERLACE_ASSIGN_OR_RETURN(Linear w3, linear(ep + "w3", false));
+          INTERLACE_ASSIGN_OR_RETURN(Linear w1, linear(n.expert_gate[e]));
+          INTERLACE_ASSIGN_OR_RETURN(Linear w2, linear(n.expert_down[e]));
+          INTERLACE_ASSIGN_OR_RETURN(Linear w3, linear(n.expert_up[e]));
           L.expert_in.push_back(fuse({&w1, &w3}));
           L.expert_gate.push_back(w1);
           L.expert_up.push_back(w3);
@@ -237,9 +223,9 @@ absl::StatusOr<ModelWeights> assemble_weights(const ModelConfig& c, const NamedT
         }
       }
     } else {
-      INTERLACE_ASSIGN_OR_RETURN(L.mlp_gate, linear(p + "mlp.gate_proj", c.mlp_bias));
-      INTERLACE_ASSIGN_OR_RETURN(L.mlp_up, linear(p + "mlp.up_proj", c.mlp_bias));
-      INTERLACE_ASSIGN_OR_RETURN(L.mlp_down, linear(p + "mlp.down_proj", c.mlp_bias));
+      INTERLACE_ASSIGN_OR_RETURN(L.mlp_gate, linear(n.gate_proj, n.gate_bias));
+      INTERLACE_ASSIGN_OR_RETURN(L.mlp_up, linear(n.up_proj, n.up_bias));
+      INTERLACE_ASSIGN_OR_RETURN(L.mlp_down, linear(n.down_proj, n.down_bias));
       L.mlp_in = fuse({&L.mlp_gate, &L.mlp_up});
     }
     w.layers.push_back(std::move(L));

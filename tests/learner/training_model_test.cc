@@ -114,17 +114,34 @@ INSTANTIATE_TEST_SUITE_P(Architectures, WholeModelGradient,
                                                 model::MoeNaming::kPacked, 1.3f}),
                          [](const auto& info) { return info.param.name; });
 
-// The training forward agrees with the inference model's prefill.
-TEST(TrainingModel, LogprobsMatchInferenceModel) {
-  const model::ModelConfig config = testing::parse_or_die(testing::minimax_json());
-  model::NamedTensors w = model::random_weights(config, 11, 0.25f);
+// The training forward agrees with the inference model's prefill, for every
+// architecture and option the two implement separately: MiniMax residual
+// factors and both MoE namings, Llama's biases and tied embeddings, Qwen3's
+// q/k norms and sliding window. Fresh weights and tokens each run.
+class LogprobsMatch : public ::testing::TestWithParam<Arch> {};
+
+TEST_P(LogprobsMatch, TrainingForwardEqualsInferencePrefill) {
+  const Arch& arch = GetParam();
+  const model::ModelConfig config = testing::parse_or_die(arch.json);
+  const uint64_t seed = std::random_device{}();
+  std::mt19937_64 rng(seed);
+  model::NamedTensors w = model::random_weights(config, rng(), 0.25f, arch.naming);
   TrainingModel tm(config, w);
   auto m = model::Model::from_tensors(config, w, *model::parse_precision("fp32"));
-  std::vector<int32_t> tokens = {5, 9, 2, 60, 33, 33, 1, 0, 17, 42, 8, 8, 8, 3, 61, 20, 19};
+  ASSERT_TRUE(m.ok()) << m.status();
+  std::vector<int32_t> tokens(29);
+  for (auto& t : tokens) t = static_cast<int32_t>(rng() % static_cast<uint64_t>(config.vocab_size));
   auto a = tm.logprobs(tokens);
   auto b = (*m)->score(tokens, model::ScorePath::kPrefill);
-  for (size_t t = 1; t < tokens.size(); ++t) EXPECT_NEAR(a[t], b[t], 2e-5) << t;
+  for (size_t t = 1; t < tokens.size(); ++t) EXPECT_NEAR(a[t], b[t], 2e-5) << arch.name << " token " << t << " seed " << seed;
 }
+
+INSTANTIATE_TEST_SUITE_P(Architectures, LogprobsMatch,
+                         ::testing::Values(Arch{"llama", testing::llama_json()}, Arch{"qwen3", testing::qwen3_json()},
+                                           Arch{"minimax_packed", testing::minimax_json()},
+                                           Arch{"minimax_per_expert", testing::minimax_json(),
+                                                model::MoeNaming::kPerExpert}),
+                         [](const auto& info) { return info.param.name; });
 
 }  // namespace
 }  // namespace interlace::learner

@@ -74,9 +74,9 @@ class TrainingModel {
     Ref in_norm, post_norm;
     Ref q, k, v, o, qb, kb, vb, ob, q_norm, k_norm;  // softmax
     Ref qkv, gate, out, attn_norm;                   // lightning
-    Ref mg, mu, md, mgb, mub, mdb;                   // dense MLP
+    Ref mlp_gate, mlp_up, mlp_down, mlp_gate_bias, mlp_up_bias, mlp_down_bias;  // dense MLP
     Ref router;
-    std::vector<Ref> eg, eu, ed;                     // experts: gate (w1), up (w3), down (w2)
+    std::vector<Ref> expert_gate, expert_up, expert_down;  // MoE: w1, w3, w2 of each expert
   };
   struct Cache;
   kernels::Backend& be() const { return *backend_; }

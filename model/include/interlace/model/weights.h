@@ -9,17 +9,12 @@
 
 #include "absl/status/statusor.h"
 #include "interlace/core/tensor.h"
+#include "interlace/model/architecture.h"
 #include "interlace/model/config.h"
 #include "interlace/model/precision.h"
 #include "interlace/model/safetensors.h"
 
 namespace interlace::model {
-
-// How MiniMax MoE experts are named in a checkpoint.
-enum class MoeNaming {
-  kPacked,     // mlp.gate.weight + mlp.experts.gate_up_proj [E, 2I, H] / down_proj [E, H, I]
-  kPerExpert,  // block_sparse_moe.gate.weight + block_sparse_moe.experts.{e}.w1/w2/w3.weight
-};
 
 struct WeightSpec {
   std::string name;
