@@ -12,6 +12,7 @@
 #include "interlace/core/file_util.h"
 #include "interlace/model/precision.h"
 #include "interlace/rollout/environment.h"
+#include "interlace/transport/nccl_weights.h"
 
 namespace interlace::rl {
 namespace {
@@ -110,13 +111,11 @@ class Section {
 
 absl::Status check_precision(const std::string& s) { return model::parse_precision(s).status(); }
 absl::Status check_env(const std::string& s) { return rollout::make_environment(s).status(); }
-absl::Status check_weights_transport([[maybe_unused]] const std::string& s) {
-#ifndef INTERLACE_HAVE_NCCL
-  if (s == "nccl")
+absl::Status check_weights_transport(const std::string& s) {
+  if (s == "nccl" && !transport::nccl::built_with_nccl())
     return absl::InvalidArgumentError(
         "'nccl' needs a build with CUDA and NCCL (this one was configured without: nvcc, or nccl.h and libnccl, not "
         "found); use 'zeromq'");
-#endif
   return absl::OkStatus();
 }
 

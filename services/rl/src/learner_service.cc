@@ -36,9 +36,7 @@
 #include "interlace/transport/spool.h"
 #include "interlace/transport/trajectory_codec.h"
 #include "interlace/transport/weight_sync.h"
-#ifdef INTERLACE_HAVE_NCCL
 #include "interlace/transport/nccl_weights.h"
-#endif
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
 
@@ -204,10 +202,8 @@ class Learner {
   // The current publication's chunk frames, shared by every send of them.
   std::shared_ptr<const std::vector<std::string>> chunk_frames_ = std::make_shared<std::vector<std::string>>();
   uint64_t weights_id_ = 0;
-#ifdef INTERLACE_HAVE_NCCL
   std::unique_ptr<transport::nccl::WeightSender> nccl_;  // weights.transport nccl, when a device is there
   transport::nccl::WeightSender::Counts nccl_counted_;
-#endif
   std::mt19937_64 rng_{std::random_device{}()};
   Clock::time_point start_ = Clock::now(), last_step_ = Clock::now();
   int64_t tokens_since_step_ = 0;
@@ -363,9 +359,7 @@ absl::Status Learner::publish() {
   const auto chunks = transport::chunk_weights(payload, state_.version, weights_id_);
   for (const auto& c : chunks) frames->push_back(transport::encode_weight_chunk(c));
   chunk_frames_ = std::move(frames);
-#ifdef INTERLACE_HAVE_NCCL
   if (nccl_) nccl_->publish(state_.version, weights_id_, chunks.front().total_crc32c, std::move(payload));
-#endif
   version_gauge_.set(double(state_.version));
   sync_seconds_.add(std::chrono::duration<double>(Clock::now() - t0).count());
   return absl::OkStatus();
@@ -376,7 +370,6 @@ absl::Status Learner::publish() {
 // for NCCL); otherwise say why and answer every request with ZeroMQ chunks.
 void Learner::start_nccl() {
   if (spec_.weights_transport != WeightsTransport::kNccl) return;
-#ifdef INTERLACE_HAVE_NCCL
   auto sender = transport::nccl::WeightSender::start(0, std::chrono::seconds(10));
   if (!sender.ok()) {
     spdlog::warn("learner: weights.transport is nccl, but {}; weights go over ZeroMQ",
@@ -385,12 +378,10 @@ void Learner::start_nccl() {
   }
   nccl_ = std::move(*sender);
   spdlog::info("learner: weights by NCCL from CUDA device 0");
-#endif
 }
 
 // The sender thread's tallies, into the metrics.
 void Learner::count_nccl() {
-#ifdef INTERLACE_HAVE_NCCL
   if (!nccl_) return;
   const auto now = nccl_->counts();
   if (now.failed > nccl_counted_.failed)
@@ -400,7 +391,6 @@ void Learner::count_nccl() {
   sync_bytes_.add(double(now.bytes - nccl_counted_.bytes));
   sync_seconds_.add(now.seconds - nccl_counted_.seconds);
   nccl_counted_ = now;
-#endif
 }
 
 bool Learner::group_complete(int64_t group) const {
@@ -544,7 +534,6 @@ void Learner::handle_heartbeat(const zmq::message_t& identity, const std::string
 void Learner::handle_weight_request(const zmq::message_t& identity, const std::string& worker, std::string_view frame) {
   auto req = transport::decode_weight_request(frame, kSmallLimits);
   if (!req.ok()) return rejects_.reject("weights", std::string(req.status().message()));
-#ifdef INTERLACE_HAVE_NCCL
   if (nccl_ && req->accepts_nccl) {
     auto offer = nccl_->offer(worker, req->nccl_session);
     if (offer.ok()) {
@@ -555,7 +544,6 @@ void Learner::handle_weight_request(const zmq::message_t& identity, const std::s
     spdlog::warn("learner: no NCCL offer for {} ({}); sending chunks over ZeroMQ", worker,
                  std::string(offer.status().message()));
   }
-#endif
   const auto t0 = Clock::now();
   for (const std::string& chunk : *chunk_frames_) {
     send_routed_shared(weights_, identity, chunk, chunk_frames_);

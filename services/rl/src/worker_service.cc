@@ -27,9 +27,7 @@
 #include "interlace/transport/messages.h"
 #include "interlace/transport/trajectory_codec.h"
 #include "interlace/transport/weight_sync.h"
-#ifdef INTERLACE_HAVE_NCCL
 #include "interlace/transport/nccl_weights.h"
-#endif
 #include "spdlog/spdlog.h"
 
 namespace interlace::rl {
@@ -104,11 +102,9 @@ class Worker {
   std::unique_ptr<rollout::Engine> engine_;
   std::unique_ptr<cache::PrefixCache> cache_;
   std::string weight_buffer_;
-#ifdef INTERLACE_HAVE_NCCL
   static constexpr int kNcclFailuresBeforeGivingUp = 3;
   std::unique_ptr<transport::nccl::WeightReceiver> nccl_;  // weights.transport nccl, when a device is there
   int nccl_failures_in_a_row_ = 0;
-#endif
 
   std::map<std::string, Unacked> unacked_;  // by trajectory key
   std::deque<transport::TaskMessage> queued_;
@@ -242,17 +238,14 @@ bool Worker::ensure_weights() {
   uint64_t rejected = 0;
   transport::WeightRequestMessage request{name_, weights_id_};
   transport::NcclReceive by_nccl;
-#ifdef INTERLACE_HAVE_NCCL
   if (nccl_) {
     request.accepts_nccl = true;
     request.nccl_session = nccl_->session();
     by_nccl = [this](const transport::WeightChunkFields& offer) { return nccl_->receive(offer); };
   }
-#endif
   // 5 s: a request lost to a learner restart is retried soon.
   auto payload =
       transport::fetch_weights(weights_, request, std::chrono::seconds(5), &rejected, &weight_buffer_, by_nccl);
-#ifdef INTERLACE_HAVE_NCCL
   if (!payload.ok() && request.accepts_nccl) {
     // Whatever NCCL failed at (a peer gone, a timeout, bytes that fail the
     // checksum), the group is dropped and this update comes over ZeroMQ; after
@@ -270,7 +263,6 @@ bool Worker::ensure_weights() {
     nccl_received_.inc();
     nccl_failures_in_a_row_ = 0;
   }
-#endif
   chunks_rejected_.add(double(rejected));
   absl::StatusOr<std::unique_ptr<model::Model>> m = absl::UnknownError("");
   if (payload.ok()) {
@@ -301,7 +293,6 @@ bool Worker::ensure_weights() {
 // on one machine (`interlace run`), so device numbers are the same for all.
 void Worker::start_nccl() {
   if (spec_.weights_transport != WeightsTransport::kNccl) return;
-#ifdef INTERLACE_HAVE_NCCL
   auto devices = transport::nccl::device_count();
   if (devices.ok() && *devices < 2)
     devices = absl::UnavailableError(
@@ -314,7 +305,6 @@ void Worker::start_nccl() {
   const int device = 1 + o_.index % (*devices - 1);
   nccl_ = std::make_unique<transport::nccl::WeightReceiver>(device, std::chrono::seconds(10));
   spdlog::info("{}: weights by NCCL on CUDA device {}", name_, device);
-#endif
 }
 
 rollout::Environment* Worker::environment(const std::string& spec) {

@@ -64,6 +64,8 @@ struct DeviceBytes {
 
 }  // namespace
 
+bool built_with_nccl() { return true; }
+
 absl::StatusOr<int> device_count() {
   int n = 0;
   if (cudaError_t e = cudaGetDeviceCount(&n); e != cudaSuccess)

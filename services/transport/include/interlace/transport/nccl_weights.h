@@ -1,5 +1,7 @@
-// Weights by NCCL, built when CMake finds CUDA and NCCL (INTERLACE_HAVE_NCCL;
-// library interlace::transport_nccl). The learner and each worker form a
+// Weights by NCCL (library interlace::transport_nccl). Built from
+// nccl_weights.cc when CMake finds CUDA and NCCL, otherwise from
+// nccl_weights_stub.cc, whose every entry point fails saying the build has no
+// NCCL: the services compile one way and fall back to ZeroMQ at run time. The learner and each worker form a
 // two-rank NCCL group (learner rank 0, the root; worker rank 1) and the
 // learner broadcasts a publication's safetensors bytes from a device buffer;
 // the worker copies them to the host, where fetch_weights checks them against
@@ -39,8 +41,11 @@
 
 namespace interlace::transport::nccl {
 
+// False in a build without CUDA and NCCL (the stub).
+bool built_with_nccl();
+
 // The CUDA devices this process sees; an error says why there are none
-// (no driver, no device).
+// (no driver, no device, no NCCL in this build).
 absl::StatusOr<int> device_count();
 
 // One side of a two-rank group.

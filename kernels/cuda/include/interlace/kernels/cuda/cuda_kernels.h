@@ -1,12 +1,18 @@
 // CUDA kernels on device pointers, with the same semantics as the Backend ops
 // of the same name. Each returns an error string (empty on success) rather
 // than throwing, so callers outside CUDA code need no CUDA headers.
+//
+// What they are for, until the GPU issue (a CUDA kernels::Backend for the
+// rollout engine and the learner) lands: nothing in the engine, the learner
+// or the services calls them yet; only tests/kernels' gpu-labelled tests do,
+// checking each against the CPU reference on a device. They are the first
+// pieces of that backend, kept compiling (nvcc, in the normal build when
+// CUDA is found) so it starts from working parts. The gpu tests skip on a
+// machine without a device, so CI does not run them.
 #pragma once
 
 #include <cstdint>
 #include <string>
-
-
 
 namespace interlace::kernels::cuda {
 
