@@ -27,6 +27,7 @@
 #include "interlace/metrics/registry.h"
 #include "interlace/model/precision.h"
 #include "interlace/model/safetensors.h"
+#include "interlace/rl/rl_batch.h"
 #include "interlace/rl/service_util.h"
 #include "interlace/rl/step_watchdog.h"
 #include "interlace/rl/task_source.h"
@@ -63,8 +64,6 @@ int injected_spool_failures() {
   return every ? std::max(0, std::atoi(every)) : 0;
 }
 
-using Batch = std::map<int64_t, std::map<int64_t, TrajectoryMessage>>;  // group -> sample -> trajectory
-
 struct StepResult {
   learner::ObjectiveStats stats;
   learner::StepReport rep;
@@ -76,15 +75,6 @@ struct StepResult {
   double lag_sum = 0, lag_max = 0;
   Clock::time_point t0;
 };
-
-// Versions a group is behind `version`: the oldest version among its trained tokens.
-int64_t lag_of(const std::map<int64_t, TrajectoryMessage>& group, int64_t version) {
-  int64_t lag = 0;
-  for (const auto& [s, m] : group)
-    for (size_t i = 0; i < m.trajectory.versions.size(); ++i)
-      if (m.trajectory.loss_mask[i]) lag = std::max(lag, version - m.trajectory.versions[i]);
-  return lag;
-}
 
 
 class Learner {
@@ -552,7 +542,7 @@ void Learner::handle_weight_request(const zmq::message_t& identity, const std::s
   sync_seconds_.add(std::chrono::duration<double>(Clock::now() - t0).count());
 }
 
-int64_t Learner::group_lag(int64_t group) const { return lag_of(pending_.at(group), state_.version); }
+int64_t Learner::group_lag(int64_t group) const { return rl::group_lag(pending_.at(group), state_.version); }
 
 // With policy drop, complete groups more than eta versions behind are dropped
 // (counted, and logged in dropped.jsonl) before a batch is assembled.
@@ -578,49 +568,16 @@ StepResult Learner::compute_step(const Batch& batch) const {
   StepResult r;
   r.t0 = Clock::now();
   r.groups = static_cast<int64_t>(batch.size());
-  // Staleness: lag = this version - the oldest version among a trajectory's tokens.
-  std::vector<const TrajectoryMessage*> batch_msgs;
-  std::vector<std::vector<double>> rewards;
-  std::vector<double> weights;
-  for (const auto& [g, group] : batch) {
-    const int64_t lag = lag_of(group, state_.version);
-    double weight = 1;
-    if (lag > spec_.eta) {  // only with policy downweight: drop_stale_groups() took the rest
-      weight = std::pow(spec_.stale_weight, double(lag - spec_.eta));
-      stale_downweighted_.add(double(group.size()));
-    }
-    rewards.emplace_back();
-    for (const auto& [s, m] : group) {
-      batch_msgs.push_back(&m);
-      r.tokens += m.trajectory.generated_tokens();
-      rewards.back().push_back(m.trajectory.reward);
-      r.reward_sum += m.trajectory.reward;
-      ++r.reward_n;
-      weights.push_back(weight);
-      r.trained_ids.push_back({g, s});
-      r.lag_sum += double(lag);
-      r.lag_max = std::max(r.lag_max, double(lag));
-      ++r.lag_n;
-    }
-  }
-  const auto advantages = learner::compute_advantages(rewards, spec_.advantage);
-  std::vector<learner::PolicySample> samples;
-  size_t k = 0;
-  for (const auto& group_adv : advantages)
-    for (double a : group_adv) {
-      const rollout::Trajectory& t = batch_msgs[k]->trajectory;
-      learner::PolicySample p;
-      p.tokens = t.tokens;
-      p.loss_mask = t.loss_mask;
-      p.advantage = a * weights[k];
-      // The behaviour policy's log-probs: of the distribution the worker sampled
-      // from (temperature and top-p), which the learner's (at the temperature)
-      // are corrected against; raw ones only for greedy rollouts.
-      p.rollout_logprobs = spec_.temperature > 0 ? t.sampled_logprobs : t.logprobs;
-      if (ref_model_) p.ref_logprobs = ref_model_->logprobs(t.tokens);
-      samples.push_back(std::move(p));
-      ++k;
-    }
+  PolicyBatch pb = make_policy_batch(batch, state_.version, spec_, ref_model_.get());
+  stale_downweighted_.add(double(pb.downweighted));
+  r.trained_ids = std::move(pb.trained_ids);
+  r.reward_sum = pb.reward_sum;
+  r.reward_n = pb.reward_n;
+  r.tokens = pb.tokens;
+  r.lag_sum = pb.lag_sum;
+  r.lag_max = pb.lag_max;
+  r.lag_n = pb.lag_n;
+  const std::vector<learner::PolicySample>& samples = pb.samples;
   std::vector<const learner::PolicySample*> ptrs;
   for (const auto& p : samples) ptrs.push_back(&p);
   model::NamedTensors grads = model_->zero_grads();
