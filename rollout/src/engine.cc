@@ -70,6 +70,21 @@ void Engine::update_weights(std::shared_ptr<model::Model> model, int64_t version
   next_version_ = version;
 }
 
+// A finished sequence's state has run the prompt and every generated token
+// but the last (sampled, never fed back). In an agent episode the next turn's
+// prompt starts with exactly that history, so it is checkpointed too: without
+// it every turn prefilled the previous turn's answer again, although decoding
+// had just computed it. Only when one weights version computed all of it.
+void Engine::checkpoint_generation(const Sequence& s) {
+  if (!cache_ || s.prefill_version != version_ || s.out.tokens.size() < 2) return;
+  if (!std::all_of(s.out.versions.begin(), s.out.versions.end(), [&](int64_t v) { return v == version_; })) return;
+  std::vector<int32_t> history = s.request.prompt;
+  history.insert(history.end(), s.out.tokens.begin(), s.out.tokens.end());
+  if (s.state.length > static_cast<int64_t>(history.size())) return;  // not what was computed: never cache it
+  cache_->insert(history, version_, s.state);
+  ++stats_.generation_checkpoints;
+}
+
 void Engine::finish(std::unique_ptr<Sequence> seq, FinishReason reason) {
   seq->out.finish = reason;
   ++stats_.finished;
@@ -199,6 +214,7 @@ bool Engine::step() {
     auto it = std::find_if(running_.begin(), running_.end(), [id](const auto& s) { return s->id == id; });
     auto s = std::move(*it);
     running_.erase(it);
+    checkpoint_generation(*s);
     const FinishReason reason = s->out.finish;
     finish(std::move(s), reason);
   }

@@ -52,8 +52,8 @@ struct Case {
 class CacheHit : public ::testing::TestWithParam<Case> {};
 
 // Turn 1 generates from a prompt; turn 2's prompt is turn 1's history plus a
-// reply, as in an agent episode: it must hit turn 1's checkpoint and continue
-// exactly as a cold prefill of the whole history does.
+// reply, as in an agent episode: it must hit the checkpoint taken when turn 1
+// ended and continue exactly as a cold prefill of the whole history does.
 TEST_P(CacheHit, SameLogprobsAsRecomputation) {
   const Case& k = GetParam();
   auto m = make_model(k.json, k.precision);
@@ -70,7 +70,9 @@ TEST_P(CacheHit, SameLogprobsAsRecomputation) {
   next.insert(next.end(), first.tokens.begin(), first.tokens.end());
   for (int32_t t : tokens(9, 2, m->vocab_size())) next.push_back(t);
   const auto hit = generate(warm, next, 12);
-  EXPECT_EQ(hit.cached_tokens, 37) << "turn 2 restores turn 1's prompt checkpoint";
+  // Turn 1's prompt and all but the last of its 6 answer tokens (that one was
+  // sampled and never fed back): the checkpoint taken when generation ended.
+  EXPECT_EQ(hit.cached_tokens, 37 + 6 - 1) << "turn 2 restores turn 1's history";
   rollout::Engine cold(m, 0, {.prefill_chunk = 16});
   const auto ref = generate(cold, next, 12);
   EXPECT_EQ(ref.cached_tokens, 0);
@@ -89,7 +91,7 @@ TEST_P(CacheHit, SameLogprobsAsRecomputation) {
   std::fprintf(stderr, "%s: cache hit vs recompute, max |dlogp| %.3g over %zu tokens\n", k.name.c_str(), worst,
                ref.tokens.size());
   const CacheCounters& c = cache.counters();
-  EXPECT_EQ(c.hit_tokens, 37);
+  EXPECT_EQ(c.hit_tokens, 37 + 6 - 1);
   EXPECT_GT(c.query_tokens, c.hit_tokens);
   if (k.json == testing::minimax_json()) {
     EXPECT_GT(c.state_bytes, 0);
@@ -221,6 +223,37 @@ TEST(PrefixCache, SamplingGroupPrefillsItsPromptOnce) {
   for (const auto& o : out) hits += o.cached_tokens == 29;
   EXPECT_EQ(hits, 3);
   EXPECT_EQ(e.stats().prefill_tokens, 30 + 3 * 1);  // once in full, then one token per other sample
+}
+
+// An agent episode's next turn starts with the previous turn's prompt and
+// answer: with room in the cache it prefills only what it has not computed,
+// the answer's last token (sampled, never fed back) and the environment's
+// reply, and continues exactly as a cold prefill of the whole history does
+// (bitwise under strict kernels). Before generation was checkpointed, every
+// turn prefilled the previous answer again.
+TEST(PrefixCache, TheNextTurnPrefillsOnlyTheReply) {
+  for (const auto& [name, json] : {std::pair{"hybrid", testing::minimax_json()}, std::pair{"full", testing::qwen3_json()}}) {
+    auto m = make_model(json, "strict");
+    PrefixCache cache(*m, {.block_size = 4});
+    rollout::Engine warm(m, 0, {.max_running = 4, .prefill_chunk = 8});
+    warm.set_cache(&cache);
+    const auto prompt = tokens(21, 3, m->vocab_size());
+    const rollout::RequestOutput turn1 = generate(warm, prompt, 9);
+    ASSERT_EQ(turn1.tokens.size(), 9u);
+    EXPECT_EQ(warm.stats().generation_checkpoints, 1) << name;
+    std::vector<int32_t> history = prompt;
+    history.insert(history.end(), turn1.tokens.begin(), turn1.tokens.end());
+    const auto reply = tokens(6, 77, m->vocab_size());
+    history.insert(history.end(), reply.begin(), reply.end());
+    const int64_t before = warm.stats().prefill_tokens;
+    const rollout::RequestOutput turn2 = generate(warm, history, 4);
+    EXPECT_EQ(warm.stats().prefill_tokens - before, 1 + static_cast<int64_t>(reply.size())) << name;
+    EXPECT_EQ(turn2.cached_tokens, static_cast<int64_t>(prompt.size() + turn1.tokens.size()) - 1) << name;
+    rollout::Engine cold(m, 0, {.max_running = 4, .prefill_chunk = 8});
+    const rollout::RequestOutput recomputed = generate(cold, history, 4);
+    EXPECT_EQ(turn2.tokens, recomputed.tokens) << name;
+    EXPECT_EQ(turn2.raw_logprobs, recomputed.raw_logprobs) << name << ": a restore must equal recomputation";
+  }
 }
 
 // The cache keeps what it needs of the model it was made from: a worker makes

@@ -50,6 +50,7 @@ struct RequestOutput {
 
 struct EngineStats {
   int64_t steps = 0, prefill_tokens = 0, decode_tokens = 0, finished = 0, aborted = 0, weight_swaps = 0;
+  int64_t generation_checkpoints = 0;  // finished sequences whose prompt + answer went into the cache
 };
 
 class Engine {
@@ -98,6 +99,7 @@ class Engine {
     std::mt19937_64 rng;
     RequestOutput out;
   };
+  void checkpoint_generation(const Sequence& s);
   void finish(std::unique_ptr<Sequence> seq, FinishReason reason);
   bool stopped_by_string(const Sequence& s) const;
 
