@@ -69,6 +69,14 @@ class PrefixCache {
   // `version`: its full blocks' KV and a checkpoint at state.length.
   void insert(std::span<const int32_t> tokens, int64_t version, const model::SequenceState& state);
 
+  // Whether `tokens` more tokens (as new blocks and one state) would fit
+  // without evicting anything: for checkpoints that are worth keeping only if
+  // they cost nothing (the end of a generation, which the next turn may use).
+  bool has_room_for(int64_t tokens) const {
+    return counters_.states < config_.max_states &&
+           counters_.kv_blocks + (tokens + config_.block_size - 1) / config_.block_size <= config_.max_kv_blocks;
+  }
+
   const CacheCounters& counters() const { return counters_; }
   // Walks every tree and checks the bookkeeping against it: the evictable set
   // holds exactly the non-root leaves with their last use, the state list
