@@ -69,6 +69,13 @@ std::string find_example(const std::string& name) {
 std::string command_line_of(const CLI::App& app) {
   std::vector<std::string> parts = {"interlace"};
   for (const CLI::App* a = &app; a && a->get_parent(); a = a->get_parent()) parts.insert(parts.begin() + 1, a->get_name());
+  // The options given, so the recorded command reproduces the figures.
+  for (const CLI::Option* opt : app.get_options()) {
+    if (opt->count() == 0 || opt->check_lname("help") || opt->check_lname("output")) continue;  // -o: callers add it
+    if (!opt->get_lnames().empty()) parts.push_back("--" + opt->get_lnames().front());
+    if (opt->get_expected_min() > 0 || opt->get_lnames().empty())
+      for (const std::string& r : opt->results()) parts.push_back(r);
+  }
   return absl::StrJoin(parts, " ");
 }
 

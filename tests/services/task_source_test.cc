@@ -36,7 +36,7 @@ std::set<int64_t> groups_of(const TaskSource::Grant& g) {
 TEST(TaskSource, SyncModeKeepsOneBatchInFlightAtTheCurrentVersion) {
   TaskSource source(spec(StalenessMode::kSync), /*start=*/0);
   const auto now = Clock::now();
-  ASSERT_TRUE(source.worker_seen("w0", 1, now));
+  ASSERT_EQ(source.worker_seen("w0", 1, now), TaskSource::Seen::kKnown);
   auto g = source.grant("w0", 1, 100, {.version = 3}, kNeverComplete, now);
   ASSERT_EQ(g.tasks.size(), 2u) << "sync: one batch (groups_per_step) at a time";
   for (const auto& t : g.tasks) EXPECT_EQ(t.weights_version, 3) << "sync tasks need the weights they train";
@@ -79,7 +79,7 @@ TEST(TaskSource, ANewIncarnationGetsItsPredecessorsGroupsAgain) {
   const auto first = source.grant("w0", 111, 2, {}, kNeverComplete, now);
   ASSERT_EQ(first.tasks.size(), 2u);
   // The worker restarts: a new incarnation; its old groups come back with attempt + 1.
-  ASSERT_TRUE(source.worker_seen("w0", 222, now));
+  ASSERT_EQ(source.worker_seen("w0", 222, now), TaskSource::Seen::kRestarted);
   EXPECT_EQ(source.running(), 0);
   const auto again = source.grant("w0", 222, 2, {}, kNeverComplete, now);
   EXPECT_EQ(groups_of(again), groups_of(first));
@@ -89,7 +89,7 @@ TEST(TaskSource, ANewIncarnationGetsItsPredecessorsGroupsAgain) {
     EXPECT_NE(t.seed, first.tasks[0].seed) << "another attempt samples anew";
   }
   // A heartbeat of the replaced incarnation (still queued somewhere) is ignored.
-  EXPECT_FALSE(source.worker_seen("w0", 111, now));
+  EXPECT_EQ(source.worker_seen("w0", 111, now), TaskSource::Seen::kStale);
   // The old attempt may not send samples any more; the new one may.
   const int64_t group = again.tasks[0].group;
   EXPECT_FALSE(source.check_issued(group, "w0", 0).ok());

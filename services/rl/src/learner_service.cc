@@ -497,11 +497,12 @@ void Learner::handle_heartbeat(const zmq::message_t& identity, const std::string
   // (Its clock is not trusted: one heartbeat dated INT64_MAX once made every
   // later one look old, and the job stalled.)
   const auto now = Clock::now();
-  const int64_t running_before = tasks_source_->running();
-  if (!tasks_source_->worker_seen(worker, hb->incarnation, now)) return;
-  if (tasks_source_->running() < running_before)
-    spdlog::info("learner: {} restarted; handing its {} unfinished group(s) out again", worker,
-                 running_before - tasks_source_->running());
+  const int64_t waiting_before = tasks_source_->waiting_reissue();
+  const TaskSource::Seen seen = tasks_source_->worker_seen(worker, hb->incarnation, now);
+  if (seen == TaskSource::Seen::kStale) return;
+  if (seen == TaskSource::Seen::kRestarted)
+    spdlog::info("learner: {} restarted (incarnation {:x}); handing its {} unfinished group(s) out again", worker,
+                 hb->incarnation, tasks_source_->waiting_reissue() - waiting_before);
   heartbeats_[worker] = *hb;
   tasks_source_->expire(now);
   transport::TaskGrantMessage grant;

@@ -13,10 +13,11 @@ int64_t TaskSource::max_groups_per_worker() const {
   return std::max<int64_t>(1, (spec_.max_running + spec_.group_size - 1) / spec_.group_size);
 }
 
-bool TaskSource::worker_seen(const std::string& worker, uint64_t incarnation, Clock::time_point) {
+TaskSource::Seen TaskSource::worker_seen(const std::string& worker, uint64_t incarnation, Clock::time_point) {
   WorkerState& w = workers_[worker];
-  if (std::find(w.retired.begin(), w.retired.end(), incarnation) != w.retired.end()) return false;
-  if (w.incarnation != 0 && w.incarnation != incarnation) {
+  if (std::find(w.retired.begin(), w.retired.end(), incarnation) != w.retired.end()) return Seen::kStale;
+  const bool restarted = w.incarnation != 0 && w.incarnation != incarnation;
+  if (restarted) {
     w.retired.push_back(w.incarnation);
     if (w.retired.size() > 16) w.retired.pop_front();
     for (auto it = outstanding_.begin(); it != outstanding_.end();) {
@@ -29,7 +30,7 @@ bool TaskSource::worker_seen(const std::string& worker, uint64_t incarnation, Cl
     }
   }
   w.incarnation = incarnation;
-  return true;
+  return restarted ? Seen::kRestarted : Seen::kKnown;
 }
 
 void TaskSource::expire(Clock::time_point now) {

@@ -40,10 +40,11 @@ class TaskSource {
   TaskSource(const JobSpec& spec, int64_t start);
 
   // A request from `worker` (its authenticated name) running as process
-  // `incarnation`. False if that incarnation was replaced (its heartbeats can
-  // still sit in a queue): ignore the request. A new incarnation's
+  // `incarnation`. kStale if that incarnation was replaced (its heartbeats can
+  // still sit in a queue): ignore the request. On kRestarted the
   // predecessor's groups are handed out again at once, with attempt + 1.
-  bool worker_seen(const std::string& worker, uint64_t incarnation, Clock::time_point now);
+  enum class Seen { kStale, kKnown, kRestarted };
+  Seen worker_seen(const std::string& worker, uint64_t incarnation, Clock::time_point now);
 
   // What the learner holds that counts toward the issue bound.
   struct Load {
