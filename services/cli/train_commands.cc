@@ -12,6 +12,7 @@
 #include "interlace/learner/checkpoint.h"
 #include "interlace/learner/optimizer.h"
 #include "interlace/learner/sft.h"
+#include "interlace/learner/sft_trainer.h"
 #include "interlace/model/precision.h"
 #include "nlohmann/json.hpp"
 
@@ -38,88 +39,61 @@ int run_sft(const SftArgs& a) {
   using Clock = std::chrono::steady_clock;
   auto precision = model::parse_precision(a.precision);
   if (!precision.ok()) return fail(absl::StrCat("--precision: ", precision.status().message()));
-  learner::OptimizerConfig oc;
+  learner::SftOptions o{.model = a.model,
+                        .resume = a.resume,
+                        .data = a.data,
+                        .out = a.out,
+                        .optimizer = {},
+                        .precision = *precision,
+                        .steps = a.steps,
+                        .batch_size = a.batch_size,
+                        .seed = a.seed,
+                        .checkpoint_every = a.checkpoint_every};
   {
     auto kind = learner::parse_optimizer_kind(a.optimizer);
     if (!kind.ok()) return fail(absl::StrCat("--optimizer: ", kind.status().message()));
     auto schedule = learner::parse_lr_schedule(a.schedule);
     if (!schedule.ok()) return fail(absl::StrCat("--schedule: ", schedule.status().message()));
-    oc.kind = *kind;
-    oc.schedule = *schedule;
+    o.optimizer.kind = *kind;
+    o.optimizer.schedule = *schedule;
   }
-  oc.lr = a.lr;
-  oc.beta1 = a.beta1;
-  oc.beta2 = a.beta2;
-  oc.eps = a.eps;
-  oc.weight_decay = a.weight_decay;
-  oc.max_grad_norm = a.max_grad_norm;
-  oc.warmup_steps = a.warmup_steps;
-  oc.total_steps = a.steps;
+  o.optimizer.lr = a.lr;
+  o.optimizer.beta1 = a.beta1;
+  o.optimizer.beta2 = a.beta2;
+  o.optimizer.eps = a.eps;
+  o.optimizer.weight_decay = a.weight_decay;
+  o.optimizer.max_grad_norm = a.max_grad_norm;
+  o.optimizer.warmup_steps = a.warmup_steps;
 
-  const std::string source = a.resume.empty() ? a.model : a.resume;
-  auto model = learner::load_training_model(source);
-  if (!model.ok()) return fail(model.status());
-  (*model)->set_precision(*precision);
-  auto data = learner::read_sft_file(a.data, (*model)->config().vocab_size);
-  if (!data.ok()) return fail(data.status());
-  const int64_t n = static_cast<int64_t>(data->size());
-  learner::Optimizer optimizer(oc, (*model)->weights());
-  learner::BatchSampler sampler(n, a.batch_size, a.seed);
-  learner::TrainerState state;
-  if (!a.resume.empty()) {
-    auto restored = learner::load_checkpoint(a.resume, optimizer);
-    if (!restored.ok()) return fail(restored.status());
-    state = *restored;
-    if (absl::Status s = sampler.restore(state.extra.value("sampler", nlohmann::json())); !s.ok())
-      return fail(absl::StrCat(a.resume, ": ", s.message()));
-    std::printf("resumed from %s at step %lld\n", a.resume.c_str(), static_cast<long long>(state.step));
-  }
-  if (!a.quiet)
-    std::printf("sft: %lld examples, batch %lld, %lld steps, %s lr %g, precision %s\n", static_cast<long long>(n),
-                static_cast<long long>(a.batch_size > 0 ? a.batch_size : n), static_cast<long long>(a.steps),
-                a.optimizer.c_str(), a.lr, precision->describe().c_str());
-
-  const auto t0 = Clock::now();
-  auto last_print = t0;
-  int64_t tokens_done = 0, start_step = state.step;
-  double last_loss = NAN;
-  while (state.step < a.steps) {
-    std::vector<const learner::SftExample*> batch;
-    for (int64_t i : sampler.next()) batch.push_back(&(*data)[i]);
-    model::NamedTensors grads = (*model)->zero_grads();
-    const learner::SftBatchStats stats = learner::sft_accumulate(**model, batch, grads);
-    const learner::StepReport rep = optimizer.step((*model)->weights(), grads, state.step);
-    (*model)->weights_changed();
-    ++state.step;
-    if (rep.applied) ++state.version;
-    tokens_done += stats.tokens;
-    last_loss = stats.loss;
-    const auto now = Clock::now();
-    const double elapsed = std::chrono::duration<double>(now - t0).count();
-    const bool last = state.step == a.steps;
-    if (!rep.applied)
+  auto last_print = Clock::now();
+  learner::SftCallbacks callbacks;
+  callbacks.started = [&](const learner::SftStarted& s) {
+    if (s.resumed_at >= 0)
+      std::printf("resumed from %s at step %lld\n", a.resume.c_str(), static_cast<long long>(s.resumed_at));
+    if (!a.quiet)
+      std::printf("sft: %lld examples, batch %lld, %lld steps, %s lr %g, precision %s\n",
+                  static_cast<long long>(s.examples), static_cast<long long>(s.batch_size),
+                  static_cast<long long>(a.steps), a.optimizer.c_str(), a.lr, precision->describe().c_str());
+  };
+  callbacks.stepped = [&](const learner::SftProgress& p) {
+    if (!p.applied)
       std::fprintf(stderr, "step %lld: gradients hold NaN or Inf, step skipped (%lld skipped so far)\n",
-                   static_cast<long long>(state.step), static_cast<long long>(optimizer.skipped_steps()));
-    if (!a.quiet && (last || state.step - start_step <= 3 || now - last_print >= std::chrono::seconds(1))) {
-      const double per_step = elapsed / double(state.step - start_step);
+                   static_cast<long long>(p.step), static_cast<long long>(p.skipped));
+    const auto now = Clock::now();
+    if (!a.quiet && (p.step == p.steps || p.step - p.first_step <= 3 || now - last_print >= std::chrono::seconds(1))) {
+      const double per_step = p.seconds / double(p.step - p.first_step);
       std::printf("step %lld/%lld  loss %.4f  grad_norm %.3g  lr %.3g  %.0f tok/s  ETA %s\n",
-                  static_cast<long long>(state.step), static_cast<long long>(a.steps), stats.loss, rep.grad_norm,
-                  rep.lr, double(tokens_done) / elapsed, format_seconds(per_step * double(a.steps - state.step)).c_str());
+                  static_cast<long long>(p.step), static_cast<long long>(p.steps), p.loss, p.grad_norm, p.lr,
+                  double(p.tokens) / p.seconds, format_seconds(per_step * double(p.steps - p.step)).c_str());
       std::fflush(stdout);
       last_print = now;
     }
-    if (a.checkpoint_every > 0 && (state.step % a.checkpoint_every == 0 || last)) {
-      state.extra["sampler"] = sampler.state();
-      const std::string dir =
-          (std::filesystem::path(a.out) / "checkpoints" / absl::StrCat("step-", state.step)).string();
-      if (absl::Status s = learner::save_checkpoint(dir, **model, optimizer, state, source); !s.ok()) return fail(s);
-    }
-  }
-  if (absl::Status s = learner::save_model(a.out, **model, source); !s.ok()) return fail(s);
-  const double elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
+  };
+  auto r = learner::train_sft(o, callbacks);
+  if (!r.ok()) return fail(r.status());
   std::printf("done: %lld steps (%lld skipped for NaN/Inf gradients), final loss %.4f, %.0f tok/s; model written to %s\n",
-              static_cast<long long>(state.step), static_cast<long long>(optimizer.skipped_steps()), last_loss,
-              elapsed > 0 ? double(tokens_done) / elapsed : 0.0, a.out.c_str());
+              static_cast<long long>(r->steps), static_cast<long long>(r->skipped), r->final_loss,
+              r->seconds > 0 ? double(r->tokens) / r->seconds : 0.0, a.out.c_str());
   return 0;
 }
 

@@ -5,11 +5,13 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
 #include "interlace/learner/checkpoint.h"
 #include "interlace/learner/optimizer.h"
+#include "interlace/learner/sft_trainer.h"
 #include "model/reference_model.h"
 #include "model/test_configs.h"
 #include "support/random.h"
@@ -161,66 +163,79 @@ TEST(BatchSampler, EveryEpochIsAPermutationAndStateReplays) {
   EXPECT_EQ(all.next().size(), 5u);
 }
 
-TEST(Checkpoint, ResumingTakesExactlyTheUninterruptedSteps) {
+// The SFT loop (train_sft, what `interlace train sft` and the job's warm-up
+// run): a run resumed from its step-2 checkpoint ends with exactly the weights
+// of the uninterrupted run, and every step is reported.
+TEST(SftTrainer, ResumingTakesExactlyTheUninterruptedSteps) {
   const uint64_t seed = testing::fresh_seed();
   SCOPED_TRACE("INTERLACE_TEST_SEED=" + std::to_string(seed));
   std::mt19937_64 rng(seed);
   TempDir d;
   const model::ModelConfig config = testing::parse_or_die(testing::minimax_json());
-  // A model directory to start from.
+  // A model directory to start from, and a data file.
   const std::string src = (d.path() / "src").string();
   fs::create_directories(src);
   d.file("src/config.json", testing::minimax_json().dump());
   TrainingModel init(config, model::random_weights(config, seed, 0.05f));
   ASSERT_TRUE(save_model(src, init, "").ok());
-  const std::vector<SftExample> data = random_examples(rng, 5, 16, config.vocab_size);
-  OptimizerConfig oc;
-  oc.warmup_steps = 2;
-  oc.weight_decay = 0.01;
+  std::string jsonl;
+  for (const SftExample& e : random_examples(rng, 5, 16, config.vocab_size))
+    jsonl += nlohmann::json{{"tokens", e.tokens}, {"loss_mask", e.loss_mask}}.dump() + "\n";
+  const std::string data = d.file("data.jsonl", jsonl);
 
-  auto run = [&](const std::string& from, int64_t steps, const std::string& save_at) {
-    auto tm = load_training_model(from);
-    EXPECT_TRUE(tm.ok()) << tm.status();
-    Optimizer opt(oc, (*tm)->weights());
-    BatchSampler sampler(5, 2, seed);
-    TrainerState st;
-    if (from != src) {
-      auto s = load_checkpoint(from, opt);
-      EXPECT_TRUE(s.ok()) << s.status();
-      st = *s;
-      EXPECT_TRUE(sampler.restore(st.extra["sampler"]).ok());
-    }
-    while (st.step < steps) {
-      std::vector<const SftExample*> batch;
-      for (int64_t i : sampler.next()) batch.push_back(&data[i]);
-      model::NamedTensors grads = (*tm)->zero_grads();
-      sft_accumulate(**tm, batch, grads);
-      opt.step((*tm)->weights(), grads, st.step);
-      (*tm)->weights_changed();
-      ++st.step;
-      ++st.version;
-      if (!save_at.empty() && st.step == 2) {
-        st.extra["sampler"] = sampler.state();
-        EXPECT_TRUE(save_checkpoint(save_at, **tm, opt, st, from).ok());
-      }
-    }
-    return std::move(*tm);
+  SftOptions o;
+  o.model = src;
+  o.data = data;
+  o.out = (d.path() / "straight").string();
+  o.steps = 5;
+  o.batch_size = 2;
+  o.seed = seed;
+  o.checkpoint_every = 2;
+  o.optimizer.warmup_steps = 2;
+  o.optimizer.weight_decay = 0.01;
+  std::vector<int64_t> reported;
+  SftCallbacks report;
+  report.stepped = [&](const SftProgress& p) {
+    reported.push_back(p.step);
+    EXPECT_TRUE(std::isfinite(p.loss));
+    EXPECT_GT(p.tokens, 0);
   };
-  const std::string ckpt = (d.path() / "ckpt").string();
-  auto straight = run(src, 5, ckpt);
+  auto straight = train_sft(o, report);
+  ASSERT_TRUE(straight.ok()) << straight.status();
+  EXPECT_EQ(reported, (std::vector<int64_t>{1, 2, 3, 4, 5}));
+  EXPECT_EQ(straight->steps, 5);
+  const std::string ckpt = (d.path() / "straight" / "checkpoints" / "step-2").string();
   EXPECT_TRUE(fs::exists(fs::path(ckpt) / "config.json"));
   EXPECT_FALSE(fs::exists(ckpt + ".partial"));
-  auto resumed = run(ckpt, 5, "");
-  for (const auto& [name, t] : straight->weights()) {
-    const core::Tensor& r = resumed->weights().at(name);
+
+  SftOptions again = o;
+  again.resume = ckpt;
+  again.out = (d.path() / "resumed").string();
+  int64_t resumed_at = -1;
+  SftCallbacks started;
+  started.started = [&](const SftStarted& s) { resumed_at = s.resumed_at; };
+  auto resumed = train_sft(again, started);
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_EQ(resumed_at, 2);
+  EXPECT_EQ(resumed->final_loss, straight->final_loss);
+  auto a = load_training_model(o.out), b = load_training_model(again.out);
+  ASSERT_TRUE(a.ok() && b.ok());
+  for (const auto& [name, t] : (*a)->weights()) {
+    const core::Tensor& r = (*b)->weights().at(name);
     ASSERT_EQ(t.numel(), r.numel());
     for (int64_t i = 0; i < t.numel(); ++i) ASSERT_EQ(t.f32()[i], r.f32()[i]) << name << "[" << i << "]";
   }
   // A checkpoint refuses an optimizer of another kind.
   OptimizerConfig sgd;
   sgd.kind = OptimizerKind::kSgd;
-  Optimizer other(sgd, straight->weights());
+  Optimizer other(sgd, (*a)->weights());
   EXPECT_FALSE(load_checkpoint(ckpt, other).ok());
+  // Bad data is an error naming the file, not a crash.
+  SftOptions bad = o;
+  bad.data = d.file("bad.jsonl", "not json\n");
+  auto refused = train_sft(bad);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(std::string(refused.status().message()).find("bad.jsonl:1"), std::string::npos) << refused.status();
 }
 
 }  // namespace
