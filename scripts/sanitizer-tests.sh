@@ -17,7 +17,7 @@ esac
 shift
 tests=("$@")
 ((${#tests[@]})) || tests=(prefix_cache_test engine_test agent_test trajectory_codec_test transport_test curve_test
-  metrics_test job_spec_test trajectory_check_test step_watchdog_test task_source_test rl_batch_test rl_services_test)
+  metrics_test job_spec_test trajectory_check_test step_watchdog_test task_source_test rl_batch_test supervisor_test rl_services_test)
 
 started=$SECONDS
 # RelWithDebInfo: reports with line numbers; no CUDA, no benchmarks (not run here).

@@ -7,8 +7,6 @@
 //
 // interlace serve learner|worker: one service, as `run` starts them.
 #include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -37,10 +35,9 @@
 #include "interlace/rl/report.h"
 #include "interlace/transport/curve.h"
 #include "interlace/rl/run_layout.h"
+#include "interlace/rl/supervisor.h"
 #include "interlace/rl/worker_service.h"
 #include "nlohmann/json.hpp"
-
-extern char** environ;
 
 namespace interlace::cli {
 namespace {
@@ -55,25 +52,6 @@ std::string self_exe() {
   std::error_code ec;
   const fs::path p = fs::read_symlink("/proc/self/exe", ec);
   return ec ? "interlace" : p.string();
-}
-
-pid_t spawn(const std::vector<std::string>& args) {
-  std::vector<char*> argv;
-  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  pid_t pid = -1;
-  if (posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ) != 0) return -1;
-  return pid;
-}
-
-// Runs a child to completion; its exit code (128+signal if killed).
-int run_child(const std::vector<std::string>& args) {
-  const pid_t pid = spawn(args);
-  if (pid < 0) return 127;
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 struct Eval {
@@ -91,7 +69,7 @@ Eval evaluate(const rl::JobSpec& spec, const std::string& model_dir, const std::
   if (spec.eval_prompts <= 0) return e;
   if (!fs::exists(out)) {
     const bool greedy = samples == 0;
-    const int rc = run_child({self_exe(), "rollout", "--model", model_dir, "--env", spec.env, "--eval", "--prompts",
+    const int rc = rl::run_process({self_exe(), "rollout", "--model", model_dir, "--env", spec.env, "--eval", "--prompts",
                               std::to_string(spec.eval_prompts), "--group-size", std::to_string(greedy ? 1 : samples),
                               "--temperature", greedy ? std::string("0") : absl::StrCat(spec.temperature), "--top-p",
                               greedy ? std::string("1") : absl::StrCat(spec.top_p), "--seed",
@@ -160,7 +138,7 @@ absl::StatusOr<std::string> prepare_model(const rl::JobSpec& spec, const std::st
   if (!quiet)
     std::fprintf(stderr, "run: SFT warm-up on %lld %s demonstrations, %lld steps\n",
                  static_cast<long long>(spec.sft_demos), spec.env.c_str(), static_cast<long long>(spec.sft_steps));
-  if (run_child({self_exe(), "env", "demo", "--env", spec.env, "--n", std::to_string(spec.sft_demos), "--seed",
+  if (rl::run_process({self_exe(), "env", "demo", "--env", spec.env, "--n", std::to_string(spec.sft_demos), "--seed",
                  std::to_string(spec.seed + 1000003), "--model", model, "--out", demos}) != 0)
     return absl::InternalError("SFT warm-up: writing demonstrations failed (see above)");
   std::vector<std::string> sft = {self_exe(), "train", "sft", "--model", model, "--data", demos, "--out", sft_dir,
@@ -169,117 +147,25 @@ absl::StatusOr<std::string> prepare_model(const rl::JobSpec& spec, const std::st
                                   "--warmup-steps", std::to_string(spec.sft_warmup_steps), "--schedule", "cosine",
                                   "--seed", std::to_string(spec.seed)};
   if (quiet) sft.push_back("--quiet");
-  if (run_child(sft) != 0) return absl::InternalError("SFT warm-up failed (see above)");
+  if (rl::run_process(sft) != 0) return absl::InternalError("SFT warm-up failed (see above)");
   return sft_dir;
 }
 
-struct Child {
-  std::vector<std::string> args;
-  pid_t pid = -1;
-  int restarts = 0;
-  int quick_deaths = 0;  // in a row, each within kStableAfter of its start
-  bool finished = false;
-  Clock::time_point started{}, restart_at{};
-};
-
-// Restarts back off exponentially while a service keeps dying soon after it
-// starts (a poison input, a full disk): 0 s, then 1, 2, 4 ... up to 30 s.
-// Without it the supervisor used up its restarts within a second. A service
-// that ran for a minute starts the count again.
-constexpr auto kStableAfter = std::chrono::seconds(60);
-Clock::duration restart_delay(int quick_deaths) {
-  if (quick_deaths <= 1) return Clock::duration::zero();
-  return std::chrono::duration_cast<Clock::duration>(std::chrono::seconds(1 << std::min(quick_deaths - 2, 5)));
-}
-
-void write_pids(const std::string& run_dir, const std::map<std::string, Child>& children) {
-  json j = json::object();
-  for (const auto& [name, c] : children) j[name] = c.pid;
-  (void)core::write_file(rl::run_path(run_dir, "pids.json"), j.dump() + "\n");
-}
-
-void stop_children(std::map<std::string, Child>& children) {
-  for (auto& [name, c] : children)
-    if (c.pid > 0 && !c.finished) kill(c.pid, SIGTERM);
-  const auto until = Clock::now() + std::chrono::seconds(5);
-  for (auto& [name, c] : children) {
-    if (c.pid <= 0 || c.finished) continue;
-    int status;
-    while (waitpid(c.pid, &status, WNOHANG) == 0 && Clock::now() < until)
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    if (Clock::now() >= until) {
-      kill(c.pid, SIGKILL);
-      waitpid(c.pid, &status, 0);
-    }
-    c.finished = true;
-  }
-}
-
 // Starts the learner and the workers and keeps them alive until the learner
-// finishes the job. A child that dies (crash, kill -9) is started again.
+// finishes the job (rl::supervise: restarts with back-off, a pids file).
 int supervise(const RunArgs& a, const rl::JobSpec& spec, const std::string& run_dir) {
-  std::map<std::string, Child> children;
-  children["learner"].args = {self_exe(), "serve", "learner", "--run-dir", run_dir};
-  if (a.quiet) children["learner"].args.push_back("--quiet");
+  std::vector<rl::SupervisedProcess> processes;
+  processes.push_back({"learner", {self_exe(), "serve", "learner", "--run-dir", run_dir}});
+  if (a.quiet) processes.back().args.push_back("--quiet");
   for (int64_t i = 0; i < spec.workers; ++i)
-    children[absl::StrCat("worker-", i)].args = {self_exe(), "serve", "worker", "--run-dir", run_dir, "--index",
-                                                std::to_string(i)};
+    processes.push_back({absl::StrCat("worker-", i),
+                         {self_exe(), "serve", "worker", "--run-dir", run_dir, "--index", std::to_string(i)}});
   // Several processes share the cores: OpenMP threads must sleep, not spin, when idle.
   setenv("OMP_WAIT_POLICY", "PASSIVE", 0);
-  for (auto& [name, c] : children) c.pid = spawn(c.args), c.started = Clock::now();
-  write_pids(run_dir, children);
-  for (;;) {
-    for (auto& [name, c] : children)
-      if (c.pid < 0 && !c.finished && Clock::now() >= c.restart_at) {
-        c.pid = spawn(c.args);
-        c.started = Clock::now();
-        write_pids(run_dir, children);
-      }
-    if (g_interrupted) {
-      std::fprintf(stderr, "run: interrupted; stopping the services (resume with --resume)\n");
-      stop_children(children);
-      return 130;
-    }
-    int status = 0;
-    const pid_t pid = waitpid(-1, &status, WNOHANG);
-    if (pid <= 0) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      continue;
-    }
-    for (auto& [name, c] : children) {
-      if (c.pid != pid) continue;
-      const bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-      if (ok) {
-        c.finished = true;
-        if (name == "learner") {
-          // The learner lingers to tell workers the job is done; then stop any straggler.
-          stop_children(children);
-          return 0;
-        }
-        break;
-      }
-      const std::string how = WIFEXITED(status) ? absl::StrCat("exited with ", WEXITSTATUS(status))
-                                                : absl::StrCat("was killed by signal ", WTERMSIG(status));
-      if (c.restarts >= a.max_restarts) {
-        std::fprintf(stderr, "run: %s %s and has been restarted %d times already; giving up\n", name.c_str(),
-                     how.c_str(), c.restarts);
-        stop_children(children);
-        return 1;
-      }
-      ++c.restarts;
-      c.quick_deaths = Clock::now() - c.started < kStableAfter ? c.quick_deaths + 1 : 1;
-      const auto delay = restart_delay(c.quick_deaths);
-      c.restart_at = Clock::now() + delay;
-      c.pid = -1;
-      if (delay == Clock::duration::zero())
-        std::fprintf(stderr, "run: %s %s; restarting it (restart %d)\n", name.c_str(), how.c_str(), c.restarts);
-      else
-        std::fprintf(stderr, "run: %s %s; restarting it in %.0f s (restart %d; %d quick failures in a row)\n",
-                     name.c_str(), how.c_str(), std::chrono::duration<double>(delay).count(), c.restarts,
-                     c.quick_deaths);
-      break;
-    }
-  }
+  return rl::supervise(processes, {.primary = "learner",
+                                   .max_restarts = a.max_restarts,
+                                   .pids_file = rl::run_path(run_dir, "pids.json"),
+                                   .interrupted = [] { return g_interrupted.load(); }});
 }
 
 // The run's CURVE keys (RUN/keys/, see transport/curve.h): the learner's pair
