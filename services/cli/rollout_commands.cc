@@ -15,6 +15,7 @@
 #include "interlace/model/model.h"
 #include "interlace/model/tokenizer.h"
 #include "interlace/rollout/agent.h"
+#include "interlace/rollout/prefill_bound.h"
 #include "interlace/rollout/environment.h"
 #include "nlohmann/json.hpp"
 
@@ -142,6 +143,12 @@ int run_rollout(const RolloutArgs& a) {
                 static_cast<long long>(cc.states), cc.kv_bytes / 1e6, cc.state_bytes / 1e6,
                 static_cast<long long>(cc.kv_evictions + cc.state_evictions));
   }
+  // How far from ideal: prefilled prompt tokens against the fewest any cache
+  // could have prefilled for these episodes (rollout/prefill_bound.h).
+  const int64_t bound = rollout::prefill_lower_bound(trajectories);
+  const int64_t prefilled = engine.stats().prefill_tokens;
+  std::printf("prefill: %lld tokens, lower bound %lld (%.2fx)\n", static_cast<long long>(prefilled),
+              static_cast<long long>(bound), bound ? double(prefilled) / double(bound) : 0.0);
   std::printf("trajectories written to %s\n", a.out.c_str());
   return 0;
 }
