@@ -173,7 +173,7 @@ int supervise(const RunArgs& a, const rl::JobSpec& spec, const std::string& run_
 // make their own pair on a shared run directory, or have their .pub copied in.
 absl::Status make_run_keys(const std::string& run_dir, int64_t workers) {
   const std::string keys = rl::run_path(run_dir, "keys");
-  if (auto s = transport::load_or_make_curve_key_pair(transport::server_keys_dir(keys), "server"); !s.ok())
+  if (auto s = transport::load_or_make_curve_key_pair(keys, "server"); !s.ok())
     return s.status();
   std::error_code ec;
   std::filesystem::create_directories(transport::client_keys_dir(keys), ec);  // where outside workers' keys go

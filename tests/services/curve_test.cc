@@ -23,7 +23,7 @@ class Curve : public ::testing::Test {
     dir_ = fs::temp_directory_path() / ("interlace-curve-" + std::to_string(::getpid()) + "-" +
                                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(dir_);
-    auto server = load_or_make_curve_key_pair(server_keys_dir(dir_.string()), "server");
+    auto server = load_or_make_curve_key_pair(dir_.string(), "server");
     ASSERT_TRUE(server.ok()) << server.status();
     server_keys_ = *server;
     auto zap = ZapAuthenticator::start(server_ctx_, client_keys_dir(dir_.string()));

@@ -732,7 +732,7 @@ absl::Status Learner::checkpoint() {
 // now (workers read endpoints.json again when the learner stops answering).
 absl::Status Learner::bind_sockets() {
   const std::string keys = run_path(o_.run_dir, "keys");
-  auto server = transport::load_or_make_curve_key_pair(transport::server_keys_dir(keys), "server");
+  auto server = transport::load_or_make_curve_key_pair(keys, "server");
   if (!server.ok()) return server.status();
   auto zap = transport::ZapAuthenticator::start(ctx_, transport::client_keys_dir(keys));
   if (!zap.ok()) return zap.status();

@@ -94,7 +94,6 @@ class Worker {
   zmq::context_t ctx_{1};
   zmq::socket_t traj_, tasks_, weights_;
   std::optional<transport::CurveKeyPair> keys_;
-  std::string learner_key_;
   std::unique_ptr<model::Tokenizer> tokenizer_;
   std::optional<model::ModelConfig> config_;
   model::PrecisionProfile precision_;
@@ -127,13 +126,12 @@ absl::Status Worker::connect_sockets() {
     if (!pair.ok()) return pair.status();
     keys_ = *pair;
   }
-  auto server = transport::read_curve_key(run_path(transport::server_keys_dir(keys), "server.pub"));
+  auto server = transport::read_curve_key(run_path(keys, "server.pub"));
   if (!server.ok()) return server.status();
-  learner_key_ = *server;
   traj_ = make_socket(ctx_, zmq::socket_type::dealer, int64_t{1} << 20);
   tasks_ = make_socket(ctx_, zmq::socket_type::dealer, int64_t{32} << 20);
   weights_ = make_socket(ctx_, zmq::socket_type::dealer, int64_t{64} << 20);
-  for (zmq::socket_t* s : {&traj_, &tasks_, &weights_}) transport::make_curve_client(*s, learner_key_, *keys_);
+  for (zmq::socket_t* s : {&traj_, &tasks_, &weights_}) transport::make_curve_client(*s, *server, *keys_);
   traj_.connect(o_.endpoints.tcp(o_.endpoints.trajectories));
   tasks_.connect(o_.endpoints.tcp(o_.endpoints.tasks));
   weights_.connect(o_.endpoints.tcp(o_.endpoints.weights));

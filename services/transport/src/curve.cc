@@ -52,7 +52,6 @@ absl::StatusOr<std::string> read_curve_key(const std::string& path) {
   return key;
 }
 
-std::string server_keys_dir(const std::string& keys_dir) { return keys_dir; }
 std::string client_keys_dir(const std::string& keys_dir) { return (fs::path(keys_dir) / "clients").string(); }
 
 absl::Status write_curve_key_pair(const std::string& dir, const std::string& name, const CurveKeyPair& keys) {

@@ -17,7 +17,6 @@
 #include <filesystem>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <zmq.hpp>
@@ -39,9 +38,9 @@ absl::Status write_curve_key_pair(const std::string& dir, const std::string& nam
 // The pair in dir/NAME.{pub,key}, made and written first if there is none.
 absl::StatusOr<CurveKeyPair> load_or_make_curve_key_pair(const std::string& dir, const std::string& name);
 
-// The key directory's paths.
-std::string server_keys_dir(const std::string& keys_dir);   // == keys_dir
-std::string client_keys_dir(const std::string& keys_dir);   // keys_dir/clients
+// Where the admitted clients' keys are: keys_dir/clients (the server's pair is
+// keys_dir/server.{pub,key}).
+std::string client_keys_dir(const std::string& keys_dir);
 
 // Socket roles. The server's secret key stays in this process; a client pins
 // the server's public key, so a process that took the server's port without
