@@ -38,23 +38,24 @@ void linear_bwd(const float* x, const float* w, const float* dy, int64_t m, int6
 
 }  // namespace
 
-struct TrainingModel::Cache {
+struct TrainingModel::LayerCache {
   struct Expert {
     std::vector<int64_t> rows;  // token rows routed here
     std::vector<float> weight;  // their routing weights
     Buf x, g, u, act, y;        // [m, H], [m, I] x3, [m, H]
   };
-  struct Layer {
-    Buf x_in, h, x_mid, h2;
-    Buf q_raw, k_raw, q_n, k_n, q, k, v, attn;       // softmax
-    Buf pre, gate_pre, a_raw, a_norm, a_gated;      // lightning (q, k, v shared above)
-    Buf g, u, act;                                  // dense MLP
-    Buf router;                                     // MoE
-    std::vector<int32_t> index;
-    std::vector<float> weight;
-    std::vector<Expert> experts;
-  };
-  std::vector<Layer> layers;
+  Buf x_in, h, x_mid, h2;                          // block inputs and their norms
+  Buf q_raw, k_raw, q_n, k_n, q, k, v, attn;       // softmax
+  Buf pre, gate_pre, a_raw, a_norm, a_gated;      // lightning (q, k, v shared above)
+  Buf g, u, act;                                  // dense MLP
+  Buf router;                                     // MoE
+  std::vector<int32_t> index;
+  std::vector<float> weight;
+  std::vector<Expert> experts;
+};
+
+struct TrainingModel::Cache {
+  std::vector<LayerCache> layers;
   Buf x_last, xf;
   std::vector<int64_t> positions;
 };
@@ -157,17 +158,17 @@ NamedTensors TrainingModel::zero_grads() const {
   return g;
 }
 
+void TrainingModel::linear_rounded(const float* x, const float* wt, const float* b, int64_t m, int64_t n, int64_t k,
+                                   float* y) const {
+  linear_fwd(be(), x, wt, b, m, n, k, y);
+  core::round_array(precision_.activations, y, static_cast<size_t>(m * n));
+}
+
 std::vector<float> TrainingModel::forward(const std::vector<int32_t>& tokens, Cache* cache) const {
   const model::ModelConfig& c = config_;
-  const int64_t T = static_cast<int64_t>(tokens.size()), H = c.hidden_size, D = c.head_dim,
-                Hq = c.num_attention_heads, Hk = c.num_key_value_heads, I = c.intermediate_size, V = c.vocab_size;
+  const int64_t T = static_cast<int64_t>(tokens.size()), H = c.hidden_size, V = c.vocab_size;
   const bool minimax = c.architecture == model::Architecture::kMiniMax;
   refresh_compute();
-  // Every linear's output is rounded to the activation dtype, as the rollout's Model does.
-  auto lin = [this](const float* xin, const float* wt, const float* b, int64_t m, int64_t n, int64_t k, float* y) {
-    linear_fwd(be(), xin, wt, b, m, n, k, y);
-    core::round_array(precision_.activations, y, static_cast<size_t>(m * n));
-  };
   cache->layers.assign(c.num_hidden_layers, {});
   cache->positions.resize(T);
   for (int64_t t = 0; t < T; ++t) cache->positions[t] = t;
@@ -180,79 +181,17 @@ std::vector<float> TrainingModel::forward(const std::vector<int32_t>& tokens, Ca
   round_act(x);
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const LayerRefs& L = layers_[l];
-    Cache::Layer& C = cache->layers[l];
-    const bool lightning = L.kind == LayerKind::kLinearAttention;
+    LayerCache& C = cache->layers[l];
+    // Attention block: x = (minimax ? h * alpha : x) + attention(h) * beta, h = norm(x).
     C.x_in = x;
     C.h.resize(T * H);
     be().rms_norm(x.data(), w(L.in_norm), C.h.data(), T, H, c.rms_norm_eps);
     round_act(C.h);
     Buf a(T * H);
-    if (lightning) {
-      const int64_t HD = Hq * D;
-      C.pre.resize(T * 3 * HD);
-      C.gate_pre.resize(T * HD);
-      lin(C.h.data(), w(L.qkv), nullptr, T, 3 * HD, H, C.pre.data());
-      lin(C.h.data(), w(L.gate), nullptr, T, HD, H, C.gate_pre.data());
-      C.q.resize(T * HD);
-      C.k.resize(T * HD);
-      C.v.resize(T * HD);
-      for (int64_t t = 0; t < T; ++t)
-        for (int64_t hh = 0; hh < Hq; ++hh)
-          for (int64_t d = 0; d < D; ++d) {
-            const float* src = &C.pre[(t * Hq + hh) * 3 * D];
-            auto silu = [](float z) { return z / (1.0f + std::exp(-z)); };
-            C.q[(t * Hq + hh) * D + d] = silu(src[d]);
-            C.k[(t * Hq + hh) * D + d] = silu(src[D + d]);
-            C.v[(t * Hq + hh) * D + d] = silu(src[2 * D + d]);
-          }
-      round_act(C.q);
-      round_act(C.k);
-      round_act(C.v);
-      kernels::LightningShape s{.heads = Hq, .head_dim = D, .slopes = slopes_[l].data(), .block_size = c.block_size};
-      Buf base(Hq * D * D, 0.0f), delta(Hq * D * D, 0.0f);
-      int64_t steps = 0;
-      C.a_raw.resize(T * HD);
-      be().lightning_prefill(s, C.q.data(), C.k.data(), C.v.data(), T, {base.data(), delta.data(), &steps},
-                             C.a_raw.data());
-      round_act(C.a_raw);
-      C.a_norm.resize(T * HD);
-      be().rms_norm(C.a_raw.data(), w(L.attn_norm), C.a_norm.data(), T, HD, model::kLightningNormEps);
-      round_act(C.a_norm);
-      C.a_gated = C.a_norm;
-      be().sigmoid_gate(C.gate_pre.data(), C.a_gated.data(), T * HD);
-      round_act(C.a_gated);
-      lin(C.a_gated.data(), w(L.out), nullptr, T, H, HD, a.data());
-    } else {
-      C.q_raw.resize(T * Hq * D);
-      C.k_raw.resize(T * Hk * D);
-      C.v.resize(T * Hk * D);
-      lin(C.h.data(), w(L.q), w(L.qb), T, Hq * D, H, C.q_raw.data());
-      lin(C.h.data(), w(L.k), w(L.kb), T, Hk * D, H, C.k_raw.data());
-      lin(C.h.data(), w(L.v), w(L.vb), T, Hk * D, H, C.v.data());
-      C.q_n = C.q_raw;
-      C.k_n = C.k_raw;
-      if (c.qk_norm) {
-        be().rms_norm(C.q_raw.data(), w(L.q_norm), C.q_n.data(), T * Hq, D, c.rms_norm_eps);
-        be().rms_norm(C.k_raw.data(), w(L.k_norm), C.k_n.data(), T * Hk, D, c.rms_norm_eps);
-        round_act(C.q_n);
-        round_act(C.k_n);
-      }
-      C.q = C.q_n;
-      C.k = C.k_n;
-      be().rope(C.q.data(), cache->positions.data(), T, Hq, D, c.rotary_dim, c.rope_theta);
-      be().rope(C.k.data(), cache->positions.data(), T, Hk, D, c.rotary_dim, c.rope_theta);
-      round_act(C.q);
-      round_act(C.k);
-      core::round_array(precision_.kv_cache, C.k.data(), C.k.size());
-      core::round_array(precision_.kv_cache, C.v.data(), C.v.size());
-      kernels::AttentionShape s{.q_heads = Hq, .kv_heads = Hk, .head_dim = D,
-                                .scale = 1.0f / std::sqrt(static_cast<float>(D)),
-                                .window = c.window_for_layer(l), .kv_dtype = core::DType::kF32};
-      C.attn.resize(T * Hq * D);
-      be().attention_prefill(s, C.q.data(), {C.k.data(), C.v.data(), T}, 0, T, C.attn.data());
-      round_act(C.attn);
-      lin(C.attn.data(), w(L.o), w(L.ob), T, H, Hq * D, a.data());
-    }
+    if (L.kind == LayerKind::kLinearAttention)
+      lightning_layer_forward(l, C, T, a.data());
+    else
+      softmax_layer_forward(l, cache->positions, C, T, a.data());
     if (minimax) {
       const auto [alpha, beta] = model::attention_residual(c, L.kind);
       for (int64_t i = 0; i < T * H; ++i) x[i] = C.h[i] * alpha + a[i] * beta;
@@ -260,54 +199,18 @@ std::vector<float> TrainingModel::forward(const std::vector<int32_t>& tokens, Ca
       for (int64_t i = 0; i < T * H; ++i) x[i] += a[i];
     }
     round_act(x);
+    // MLP block: the same shape around the MLP, h2 = norm(x).
     C.x_mid = x;
     C.h2.resize(T * H);
     be().rms_norm(x.data(), w(L.post_norm), C.h2.data(), T, H, c.rms_norm_eps);
     round_act(C.h2);
     Buf m(T * H, 0.0f);
     if (c.is_moe()) {
-      const int64_t E = c.num_local_experts, K = c.num_experts_per_tok;
-      C.router.resize(T * E);
-      lin(C.h2.data(), w(L.router), nullptr, T, E, H, C.router.data());
-      C.index.resize(T * K);
-      C.weight.resize(T * K);
-      be().moe_route(C.router.data(), T, E, K, C.index.data(), C.weight.data());
-      C.experts.assign(E, {});
-      for (int64_t t = 0; t < T; ++t)
-        for (int64_t j = 0; j < K; ++j) {
-          C.experts[C.index[t * K + j]].rows.push_back(t);
-          C.experts[C.index[t * K + j]].weight.push_back(C.weight[t * K + j]);
-        }
-      for (int64_t e = 0; e < E; ++e) {
-        Cache::Expert& X = C.experts[e];
-        const int64_t n = static_cast<int64_t>(X.rows.size());
-        if (n == 0) continue;
-        X.x.resize(n * H);
-        for (int64_t i = 0; i < n; ++i) std::memcpy(&X.x[i * H], &C.h2[X.rows[i] * H], H * sizeof(float));
-        X.g.resize(n * I);
-        X.u.resize(n * I);
-        X.act.resize(n * I);
-        X.y.resize(n * H);
-        lin(X.x.data(), w(L.expert_gate[e]), nullptr, n, I, H, X.g.data());
-        lin(X.x.data(), w(L.expert_up[e]), nullptr, n, I, H, X.u.data());
-        be().silu_mul(X.g.data(), X.u.data(), X.act.data(), n * I);
-        round_act(X.act);
-        lin(X.act.data(), w(L.expert_down[e]), nullptr, n, H, I, X.y.data());
-        for (int64_t i = 0; i < n; ++i)
-          for (int64_t d = 0; d < H; ++d) m[X.rows[i] * H + d] += X.weight[i] * X.y[i * H + d];
-      }
-      round_act(m);
+      moe_mlp_forward(L, C, T, m.data());
       const auto [alpha, beta] = model::mlp_residual(c);
       for (int64_t i = 0; i < T * H; ++i) x[i] = C.h2[i] * alpha + m[i] * beta;
     } else {
-      C.g.resize(T * I);
-      C.u.resize(T * I);
-      C.act.resize(T * I);
-      lin(C.h2.data(), w(L.mlp_gate), w(L.mlp_gate_bias), T, I, H, C.g.data());
-      lin(C.h2.data(), w(L.mlp_up), w(L.mlp_up_bias), T, I, H, C.u.data());
-      be().silu_mul(C.g.data(), C.u.data(), C.act.data(), T * I);
-      round_act(C.act);
-      lin(C.act.data(), w(L.mlp_down), w(L.mlp_down_bias), T, H, I, m.data());
+      dense_mlp_forward(L, C, T, m.data());
       for (int64_t i = 0; i < T * H; ++i) x[i] += m[i];
     }
     round_act(x);
@@ -323,6 +226,128 @@ std::vector<float> TrainingModel::forward(const std::vector<int32_t>& tokens, Ca
   if (logit_scale_ != 1.0f)
     for (float& l : logits) l *= logit_scale_;
   return logits;
+}
+
+void TrainingModel::lightning_layer_forward(int64_t l, LayerCache& C, int64_t T, float* out) const {
+  const model::ModelConfig& c = config_;
+  const LayerRefs& L = layers_[l];
+  const int64_t H = c.hidden_size, D = c.head_dim, Hq = c.num_attention_heads, HD = Hq * D;
+  C.pre.resize(T * 3 * HD);
+  C.gate_pre.resize(T * HD);
+  linear_rounded(C.h.data(), w(L.qkv), nullptr, T, 3 * HD, H, C.pre.data());
+  linear_rounded(C.h.data(), w(L.gate), nullptr, T, HD, H, C.gate_pre.data());
+  C.q.resize(T * HD);
+  C.k.resize(T * HD);
+  C.v.resize(T * HD);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t hh = 0; hh < Hq; ++hh)
+      for (int64_t d = 0; d < D; ++d) {
+        const float* src = &C.pre[(t * Hq + hh) * 3 * D];
+        auto silu = [](float z) { return z / (1.0f + std::exp(-z)); };
+        C.q[(t * Hq + hh) * D + d] = silu(src[d]);
+        C.k[(t * Hq + hh) * D + d] = silu(src[D + d]);
+        C.v[(t * Hq + hh) * D + d] = silu(src[2 * D + d]);
+      }
+  round_act(C.q);
+  round_act(C.k);
+  round_act(C.v);
+  kernels::LightningShape s{.heads = Hq, .head_dim = D, .slopes = slopes_[l].data(), .block_size = c.block_size};
+  Buf base(Hq * D * D, 0.0f), delta(Hq * D * D, 0.0f);
+  int64_t steps = 0;
+  C.a_raw.resize(T * HD);
+  be().lightning_prefill(s, C.q.data(), C.k.data(), C.v.data(), T, {base.data(), delta.data(), &steps},
+                         C.a_raw.data());
+  round_act(C.a_raw);
+  C.a_norm.resize(T * HD);
+  be().rms_norm(C.a_raw.data(), w(L.attn_norm), C.a_norm.data(), T, HD, model::kLightningNormEps);
+  round_act(C.a_norm);
+  C.a_gated = C.a_norm;
+  be().sigmoid_gate(C.gate_pre.data(), C.a_gated.data(), T * HD);
+  round_act(C.a_gated);
+  linear_rounded(C.a_gated.data(), w(L.out), nullptr, T, H, HD, out);
+}
+
+void TrainingModel::softmax_layer_forward(int64_t l, const std::vector<int64_t>& positions, LayerCache& C, int64_t T,
+                                          float* out) const {
+  const model::ModelConfig& c = config_;
+  const LayerRefs& L = layers_[l];
+  const int64_t H = c.hidden_size, D = c.head_dim, Hq = c.num_attention_heads, Hk = c.num_key_value_heads;
+  C.q_raw.resize(T * Hq * D);
+  C.k_raw.resize(T * Hk * D);
+  C.v.resize(T * Hk * D);
+  linear_rounded(C.h.data(), w(L.q), w(L.qb), T, Hq * D, H, C.q_raw.data());
+  linear_rounded(C.h.data(), w(L.k), w(L.kb), T, Hk * D, H, C.k_raw.data());
+  linear_rounded(C.h.data(), w(L.v), w(L.vb), T, Hk * D, H, C.v.data());
+  C.q_n = C.q_raw;
+  C.k_n = C.k_raw;
+  if (c.qk_norm) {
+    be().rms_norm(C.q_raw.data(), w(L.q_norm), C.q_n.data(), T * Hq, D, c.rms_norm_eps);
+    be().rms_norm(C.k_raw.data(), w(L.k_norm), C.k_n.data(), T * Hk, D, c.rms_norm_eps);
+    round_act(C.q_n);
+    round_act(C.k_n);
+  }
+  C.q = C.q_n;
+  C.k = C.k_n;
+  be().rope(C.q.data(), positions.data(), T, Hq, D, c.rotary_dim, c.rope_theta);
+  be().rope(C.k.data(), positions.data(), T, Hk, D, c.rotary_dim, c.rope_theta);
+  round_act(C.q);
+  round_act(C.k);
+  core::round_array(precision_.kv_cache, C.k.data(), C.k.size());
+  core::round_array(precision_.kv_cache, C.v.data(), C.v.size());
+  kernels::AttentionShape s{.q_heads = Hq, .kv_heads = Hk, .head_dim = D,
+                            .scale = 1.0f / std::sqrt(static_cast<float>(D)),
+                            .window = c.window_for_layer(l), .kv_dtype = core::DType::kF32};
+  C.attn.resize(T * Hq * D);
+  be().attention_prefill(s, C.q.data(), {C.k.data(), C.v.data(), T}, 0, T, C.attn.data());
+  round_act(C.attn);
+  linear_rounded(C.attn.data(), w(L.o), w(L.ob), T, H, Hq * D, out);
+}
+
+void TrainingModel::dense_mlp_forward(const LayerRefs& L, LayerCache& C, int64_t T, float* out) const {
+  const int64_t H = config_.hidden_size, I = config_.intermediate_size;
+  C.g.resize(T * I);
+  C.u.resize(T * I);
+  C.act.resize(T * I);
+  linear_rounded(C.h2.data(), w(L.mlp_gate), w(L.mlp_gate_bias), T, I, H, C.g.data());
+  linear_rounded(C.h2.data(), w(L.mlp_up), w(L.mlp_up_bias), T, I, H, C.u.data());
+  be().silu_mul(C.g.data(), C.u.data(), C.act.data(), T * I);
+  round_act(C.act);
+  linear_rounded(C.act.data(), w(L.mlp_down), w(L.mlp_down_bias), T, H, I, out);
+}
+
+void TrainingModel::moe_mlp_forward(const LayerRefs& L, LayerCache& C, int64_t T, float* out) const {
+  const model::ModelConfig& c = config_;
+  const int64_t H = c.hidden_size, I = c.intermediate_size, E = c.num_local_experts, K = c.num_experts_per_tok;
+  C.router.resize(T * E);
+  linear_rounded(C.h2.data(), w(L.router), nullptr, T, E, H, C.router.data());
+  C.index.resize(T * K);
+  C.weight.resize(T * K);
+  be().moe_route(C.router.data(), T, E, K, C.index.data(), C.weight.data());
+  C.experts.assign(E, {});
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t j = 0; j < K; ++j) {
+      C.experts[C.index[t * K + j]].rows.push_back(t);
+      C.experts[C.index[t * K + j]].weight.push_back(C.weight[t * K + j]);
+    }
+  for (int64_t e = 0; e < E; ++e) {
+    LayerCache::Expert& X = C.experts[e];
+    const int64_t n = static_cast<int64_t>(X.rows.size());
+    if (n == 0) continue;
+    X.x.resize(n * H);
+    for (int64_t i = 0; i < n; ++i) std::memcpy(&X.x[i * H], &C.h2[X.rows[i] * H], H * sizeof(float));
+    X.g.resize(n * I);
+    X.u.resize(n * I);
+    X.act.resize(n * I);
+    X.y.resize(n * H);
+    linear_rounded(X.x.data(), w(L.expert_gate[e]), nullptr, n, I, H, X.g.data());
+    linear_rounded(X.x.data(), w(L.expert_up[e]), nullptr, n, I, H, X.u.data());
+    be().silu_mul(X.g.data(), X.u.data(), X.act.data(), n * I);
+    round_act(X.act);
+    linear_rounded(X.act.data(), w(L.expert_down[e]), nullptr, n, H, I, X.y.data());
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t d = 0; d < H; ++d) out[X.rows[i] * H + d] += X.weight[i] * X.y[i * H + d];
+  }
+  core::round_array(precision_.activations, out, static_cast<size_t>(T * H));
 }
 
 std::vector<float> TrainingModel::logprobs(const std::vector<int32_t>& tokens) const {
@@ -345,8 +370,7 @@ double TrainingModel::forward_backward(const std::vector<int32_t>& tokens, const
 double TrainingModel::forward_backward(const std::vector<int32_t>& tokens, const ScaleFn& scale_fn,
                                        NamedTensors& grads, std::vector<float>* logprobs_out) const {
   const model::ModelConfig& c = config_;
-  const int64_t T = static_cast<int64_t>(tokens.size()), H = c.hidden_size, D = c.head_dim,
-                Hq = c.num_attention_heads, Hk = c.num_key_value_heads, I = c.intermediate_size, V = c.vocab_size;
+  const int64_t T = static_cast<int64_t>(tokens.size()), H = c.hidden_size, V = c.vocab_size;
   if (T < 2) return 0.0;
   const bool minimax = c.architecture == model::Architecture::kMiniMax;
   Cache cache;
@@ -380,58 +404,27 @@ double TrainingModel::forward_backward(const std::vector<int32_t>& tokens, const
 
   for (int64_t l = c.num_hidden_layers - 1; l >= 0; --l) {
     const LayerRefs& L = layers_[l];
-    Cache::Layer& C = cache.layers[l];
-    const bool lightning = L.kind == LayerKind::kLinearAttention;
-    // MLP block: x_out = (minimax ? h2*ma : x_mid) + m*mb.
+    LayerCache& C = cache.layers[l];
+    // MLP block: x_out = (minimax ? h2 * alpha : x_mid) + mlp(h2) * beta.
     Buf dh2(T * H, 0.0f), dm(T * H), dx_mid(T * H, 0.0f);
     if (minimax) {
+      const auto [alpha, beta] = model::mlp_residual(c);
       for (int64_t i = 0; i < T * H; ++i) {
-        dh2[i] = dx[i] * model::mlp_residual(c).alpha;
-        dm[i] = dx[i] * model::mlp_residual(c).beta;
+        dh2[i] = dx[i] * alpha;
+        dm[i] = dx[i] * beta;
       }
     } else {
       dx_mid = dx;
       dm = dx;
     }
-    if (c.is_moe()) {
-      const int64_t E = c.num_local_experts, K = c.num_experts_per_tok;
-      std::vector<float> dweight(T * K, 0.0f);
-      for (int64_t e = 0; e < E; ++e) {
-        Cache::Expert& X = C.experts[e];
-        const int64_t n = static_cast<int64_t>(X.rows.size());
-        if (n == 0) continue;
-        Buf dy(n * H), dact(n * I, 0.0f), dg(n * I, 0.0f), du(n * I, 0.0f), dxe(n * H, 0.0f);
-        for (int64_t i = 0; i < n; ++i) {
-          const int64_t t = X.rows[i];
-          double dwt = 0;
-          for (int64_t d = 0; d < H; ++d) {
-            dy[i * H + d] = dm[t * H + d] * X.weight[i];
-            dwt += double(dm[t * H + d]) * X.y[i * H + d];
-          }
-          for (int64_t j = 0; j < K; ++j)
-            if (C.index[t * K + j] == e) dweight[t * K + j] += static_cast<float>(dwt);
-        }
-        linear_bwd(X.act.data(), w(L.expert_down[e]), dy.data(), n, H, I, dact.data(), g(grads, L.expert_down[e]), nullptr);
-        bw::silu_mul(X.g.data(), X.u.data(), dact.data(), n * I, dg.data(), du.data());
-        linear_bwd(X.x.data(), w(L.expert_gate[e]), dg.data(), n, I, H, dxe.data(), g(grads, L.expert_gate[e]), nullptr);
-        linear_bwd(X.x.data(), w(L.expert_up[e]), du.data(), n, I, H, dxe.data(), g(grads, L.expert_up[e]), nullptr);
-        for (int64_t i = 0; i < n; ++i)
-          for (int64_t d = 0; d < H; ++d) dh2[X.rows[i] * H + d] += dxe[i * H + d];
-      }
-      Buf drouter(T * E, 0.0f);
-      bw::moe_route(C.router.data(), C.index.data(), dweight.data(), T, E, K, drouter.data());
-      linear_bwd(C.h2.data(), w(L.router), drouter.data(), T, E, H, dh2.data(), g(grads, L.router), nullptr);
-    } else {
-      Buf dact(T * I, 0.0f), dg(T * I, 0.0f), du(T * I, 0.0f);
-      linear_bwd(C.act.data(), w(L.mlp_down), dm.data(), T, H, I, dact.data(), g(grads, L.mlp_down), g(grads, L.mlp_down_bias));
-      bw::silu_mul(C.g.data(), C.u.data(), dact.data(), T * I, dg.data(), du.data());
-      linear_bwd(C.h2.data(), w(L.mlp_gate), dg.data(), T, I, H, dh2.data(), g(grads, L.mlp_gate), g(grads, L.mlp_gate_bias));
-      linear_bwd(C.h2.data(), w(L.mlp_up), du.data(), T, I, H, dh2.data(), g(grads, L.mlp_up), g(grads, L.mlp_up_bias));
-    }
+    if (c.is_moe())
+      moe_mlp_backward(L, C, T, dm.data(), dh2.data(), grads);
+    else
+      dense_mlp_backward(L, C, T, dm.data(), dh2.data(), grads);
     bw::rms_norm(C.x_mid.data(), w(L.post_norm), dh2.data(), T, H, c.rms_norm_eps, dx_mid.data(),
                  g(grads, L.post_norm));
 
-    // Attention block: x_mid = (minimax ? h*alpha : x_in) + a*beta.
+    // Attention block: x_mid = (minimax ? h * alpha : x_in) + attention(h) * beta.
     Buf dh(T * H, 0.0f), da(T * H), dx_in(T * H, 0.0f);
     if (minimax) {
       const auto [alpha, beta] = model::attention_residual(c, L.kind);
@@ -443,51 +436,10 @@ double TrainingModel::forward_backward(const std::vector<int32_t>& tokens, const
       dx_in = dx_mid;
       da = dx_mid;
     }
-    if (lightning) {
-      const int64_t HD = Hq * D;
-      Buf dgated(T * HD, 0.0f), dnorm(T * HD, 0.0f), dgate_pre(T * HD, 0.0f), draw(T * HD, 0.0f);
-      linear_bwd(C.a_gated.data(), w(L.out), da.data(), T, H, HD, dgated.data(), g(grads, L.out), nullptr);
-      bw::sigmoid_gate(C.gate_pre.data(), C.a_norm.data(), dgated.data(), T * HD, dgate_pre.data(), dnorm.data());
-      bw::rms_norm(C.a_raw.data(), w(L.attn_norm), dnorm.data(), T, HD, model::kLightningNormEps, draw.data(),
-                   g(grads, L.attn_norm));
-      kernels::LightningShape s{.heads = Hq, .head_dim = D, .slopes = slopes_[l].data(), .block_size = c.block_size};
-      Buf dq(T * HD, 0.0f), dk(T * HD, 0.0f), dv(T * HD, 0.0f);
-      bw::lightning(s, C.q.data(), C.k.data(), C.v.data(), draw.data(), T, dq.data(), dk.data(), dv.data());
-      // Back through silu into the [q | k | v]-per-head projection output.
-      Buf dpre(T * 3 * HD, 0.0f), dpost(T * 3 * HD);
-      for (int64_t t = 0; t < T; ++t)
-        for (int64_t hh = 0; hh < Hq; ++hh)
-          for (int64_t d = 0; d < D; ++d) {
-            float* dst = &dpost[(t * Hq + hh) * 3 * D];
-            dst[d] = dq[(t * Hq + hh) * D + d];
-            dst[D + d] = dk[(t * Hq + hh) * D + d];
-            dst[2 * D + d] = dv[(t * Hq + hh) * D + d];
-          }
-      bw::silu(C.pre.data(), dpost.data(), T * 3 * HD, dpre.data());
-      linear_bwd(C.h.data(), w(L.qkv), dpre.data(), T, 3 * HD, H, dh.data(), g(grads, L.qkv), nullptr);
-      linear_bwd(C.h.data(), w(L.gate), dgate_pre.data(), T, HD, H, dh.data(), g(grads, L.gate), nullptr);
-    } else {
-      Buf dattn(T * Hq * D, 0.0f), dq(T * Hq * D, 0.0f), dk(T * Hk * D, 0.0f), dv(T * Hk * D, 0.0f);
-      linear_bwd(C.attn.data(), w(L.o), da.data(), T, H, Hq * D, dattn.data(), g(grads, L.o), g(grads, L.ob));
-      kernels::AttentionShape s{.q_heads = Hq, .kv_heads = Hk, .head_dim = D,
-                                .scale = 1.0f / std::sqrt(static_cast<float>(D)),
-                                .window = c.window_for_layer(l), .kv_dtype = core::DType::kF32};
-      bw::attention(s, C.q.data(), C.k.data(), C.v.data(), dattn.data(), T, dq.data(), dk.data(), dv.data());
-      bw::rope(dq.data(), cache.positions.data(), T, Hq, D, c.rotary_dim, c.rope_theta);
-      bw::rope(dk.data(), cache.positions.data(), T, Hk, D, c.rotary_dim, c.rope_theta);
-      Buf dq_raw = dq, dk_raw = dk;
-      if (c.qk_norm) {
-        std::fill(dq_raw.begin(), dq_raw.end(), 0.0f);
-        std::fill(dk_raw.begin(), dk_raw.end(), 0.0f);
-        bw::rms_norm(C.q_raw.data(), w(L.q_norm), dq.data(), T * Hq, D, c.rms_norm_eps, dq_raw.data(),
-                     g(grads, L.q_norm));
-        bw::rms_norm(C.k_raw.data(), w(L.k_norm), dk.data(), T * Hk, D, c.rms_norm_eps, dk_raw.data(),
-                     g(grads, L.k_norm));
-      }
-      linear_bwd(C.h.data(), w(L.q), dq_raw.data(), T, Hq * D, H, dh.data(), g(grads, L.q), g(grads, L.qb));
-      linear_bwd(C.h.data(), w(L.k), dk_raw.data(), T, Hk * D, H, dh.data(), g(grads, L.k), g(grads, L.kb));
-      linear_bwd(C.h.data(), w(L.v), dv.data(), T, Hk * D, H, dh.data(), g(grads, L.v), g(grads, L.vb));
-    }
+    if (L.kind == LayerKind::kLinearAttention)
+      lightning_layer_backward(l, C, T, da.data(), dh.data(), grads);
+    else
+      softmax_layer_backward(l, cache.positions, C, T, da.data(), dh.data(), grads);
     bw::rms_norm(C.x_in.data(), w(L.in_norm), dh.data(), T, H, c.rms_norm_eps, dx_in.data(), g(grads, L.in_norm));
     dx.swap(dx_in);
   }
@@ -496,6 +448,101 @@ double TrainingModel::forward_backward(const std::vector<int32_t>& tokens, const
   for (int64_t t = 0; t < T; ++t)
     for (int64_t d = 0; d < H; ++d) demb[int64_t(tokens[t]) * H + d] += dx[t * H + d];
   return loss;
+}
+
+void TrainingModel::dense_mlp_backward(const LayerRefs& L, LayerCache& C, int64_t T, const float* dout, float* dh,
+                                       NamedTensors& grads) const {
+  const int64_t H = config_.hidden_size, I = config_.intermediate_size;
+  Buf dact(T * I, 0.0f), dg(T * I, 0.0f), du(T * I, 0.0f);
+  linear_bwd(C.act.data(), w(L.mlp_down), dout, T, H, I, dact.data(), g(grads, L.mlp_down), g(grads, L.mlp_down_bias));
+  bw::silu_mul(C.g.data(), C.u.data(), dact.data(), T * I, dg.data(), du.data());
+  linear_bwd(C.h2.data(), w(L.mlp_gate), dg.data(), T, I, H, dh, g(grads, L.mlp_gate), g(grads, L.mlp_gate_bias));
+  linear_bwd(C.h2.data(), w(L.mlp_up), du.data(), T, I, H, dh, g(grads, L.mlp_up), g(grads, L.mlp_up_bias));
+}
+
+void TrainingModel::moe_mlp_backward(const LayerRefs& L, LayerCache& C, int64_t T, const float* dout, float* dh,
+                                     NamedTensors& grads) const {
+  const model::ModelConfig& c = config_;
+  const int64_t H = c.hidden_size, I = c.intermediate_size, E = c.num_local_experts, K = c.num_experts_per_tok;
+  std::vector<float> dweight(T * K, 0.0f);
+  for (int64_t e = 0; e < E; ++e) {
+    LayerCache::Expert& X = C.experts[e];
+    const int64_t n = static_cast<int64_t>(X.rows.size());
+    if (n == 0) continue;
+    Buf dy(n * H), dact(n * I, 0.0f), dg(n * I, 0.0f), du(n * I, 0.0f), dxe(n * H, 0.0f);
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t t = X.rows[i];
+      double dwt = 0;
+      for (int64_t d = 0; d < H; ++d) {
+        dy[i * H + d] = dout[t * H + d] * X.weight[i];
+        dwt += double(dout[t * H + d]) * X.y[i * H + d];
+      }
+      for (int64_t j = 0; j < K; ++j)
+        if (C.index[t * K + j] == e) dweight[t * K + j] += static_cast<float>(dwt);
+    }
+    linear_bwd(X.act.data(), w(L.expert_down[e]), dy.data(), n, H, I, dact.data(), g(grads, L.expert_down[e]), nullptr);
+    bw::silu_mul(X.g.data(), X.u.data(), dact.data(), n * I, dg.data(), du.data());
+    linear_bwd(X.x.data(), w(L.expert_gate[e]), dg.data(), n, I, H, dxe.data(), g(grads, L.expert_gate[e]), nullptr);
+    linear_bwd(X.x.data(), w(L.expert_up[e]), du.data(), n, I, H, dxe.data(), g(grads, L.expert_up[e]), nullptr);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t d = 0; d < H; ++d) dh[X.rows[i] * H + d] += dxe[i * H + d];
+  }
+  Buf drouter(T * E, 0.0f);
+  bw::moe_route(C.router.data(), C.index.data(), dweight.data(), T, E, K, drouter.data());
+  linear_bwd(C.h2.data(), w(L.router), drouter.data(), T, E, H, dh, g(grads, L.router), nullptr);
+}
+
+void TrainingModel::lightning_layer_backward(int64_t l, LayerCache& C, int64_t T, const float* dout, float* dh,
+                                             NamedTensors& grads) const {
+  const model::ModelConfig& c = config_;
+  const LayerRefs& L = layers_[l];
+  const int64_t H = c.hidden_size, D = c.head_dim, Hq = c.num_attention_heads, HD = Hq * D;
+  Buf dgated(T * HD, 0.0f), dnorm(T * HD, 0.0f), dgate_pre(T * HD, 0.0f), draw(T * HD, 0.0f);
+  linear_bwd(C.a_gated.data(), w(L.out), dout, T, H, HD, dgated.data(), g(grads, L.out), nullptr);
+  bw::sigmoid_gate(C.gate_pre.data(), C.a_norm.data(), dgated.data(), T * HD, dgate_pre.data(), dnorm.data());
+  bw::rms_norm(C.a_raw.data(), w(L.attn_norm), dnorm.data(), T, HD, model::kLightningNormEps, draw.data(),
+               g(grads, L.attn_norm));
+  kernels::LightningShape s{.heads = Hq, .head_dim = D, .slopes = slopes_[l].data(), .block_size = c.block_size};
+  Buf dq(T * HD, 0.0f), dk(T * HD, 0.0f), dv(T * HD, 0.0f);
+  bw::lightning(s, C.q.data(), C.k.data(), C.v.data(), draw.data(), T, dq.data(), dk.data(), dv.data());
+  // Back through silu into the [q | k | v]-per-head projection output.
+  Buf dpre(T * 3 * HD, 0.0f), dpost(T * 3 * HD);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t hh = 0; hh < Hq; ++hh)
+      for (int64_t d = 0; d < D; ++d) {
+        float* dst = &dpost[(t * Hq + hh) * 3 * D];
+        dst[d] = dq[(t * Hq + hh) * D + d];
+        dst[D + d] = dk[(t * Hq + hh) * D + d];
+        dst[2 * D + d] = dv[(t * Hq + hh) * D + d];
+      }
+  bw::silu(C.pre.data(), dpost.data(), T * 3 * HD, dpre.data());
+  linear_bwd(C.h.data(), w(L.qkv), dpre.data(), T, 3 * HD, H, dh, g(grads, L.qkv), nullptr);
+  linear_bwd(C.h.data(), w(L.gate), dgate_pre.data(), T, HD, H, dh, g(grads, L.gate), nullptr);
+}
+
+void TrainingModel::softmax_layer_backward(int64_t l, const std::vector<int64_t>& positions, LayerCache& C, int64_t T,
+                                           const float* dout, float* dh, NamedTensors& grads) const {
+  const model::ModelConfig& c = config_;
+  const LayerRefs& L = layers_[l];
+  const int64_t H = c.hidden_size, D = c.head_dim, Hq = c.num_attention_heads, Hk = c.num_key_value_heads;
+  Buf dattn(T * Hq * D, 0.0f), dq(T * Hq * D, 0.0f), dk(T * Hk * D, 0.0f), dv(T * Hk * D, 0.0f);
+  linear_bwd(C.attn.data(), w(L.o), dout, T, H, Hq * D, dattn.data(), g(grads, L.o), g(grads, L.ob));
+  kernels::AttentionShape s{.q_heads = Hq, .kv_heads = Hk, .head_dim = D,
+                            .scale = 1.0f / std::sqrt(static_cast<float>(D)),
+                            .window = c.window_for_layer(l), .kv_dtype = core::DType::kF32};
+  bw::attention(s, C.q.data(), C.k.data(), C.v.data(), dattn.data(), T, dq.data(), dk.data(), dv.data());
+  bw::rope(dq.data(), positions.data(), T, Hq, D, c.rotary_dim, c.rope_theta);
+  bw::rope(dk.data(), positions.data(), T, Hk, D, c.rotary_dim, c.rope_theta);
+  Buf dq_raw = dq, dk_raw = dk;
+  if (c.qk_norm) {
+    std::fill(dq_raw.begin(), dq_raw.end(), 0.0f);
+    std::fill(dk_raw.begin(), dk_raw.end(), 0.0f);
+    bw::rms_norm(C.q_raw.data(), w(L.q_norm), dq.data(), T * Hq, D, c.rms_norm_eps, dq_raw.data(), g(grads, L.q_norm));
+    bw::rms_norm(C.k_raw.data(), w(L.k_norm), dk.data(), T * Hk, D, c.rms_norm_eps, dk_raw.data(), g(grads, L.k_norm));
+  }
+  linear_bwd(C.h.data(), w(L.q), dq_raw.data(), T, Hq * D, H, dh, g(grads, L.q), g(grads, L.qb));
+  linear_bwd(C.h.data(), w(L.k), dk_raw.data(), T, Hk * D, H, dh, g(grads, L.k), g(grads, L.kb));
+  linear_bwd(C.h.data(), w(L.v), dv.data(), T, Hk * D, H, dh, g(grads, L.v), g(grads, L.vb));
 }
 
 }  // namespace interlace::learner

@@ -79,6 +79,7 @@ class TrainingModel {
     std::vector<Ref> expert_gate, expert_up, expert_down;  // MoE: w1, w3, w2 of each expert
   };
   struct Cache;
+  struct LayerCache;  // what one layer's forward keeps for its backward
   kernels::Backend& be() const { return *backend_; }
   // The weight a forward computes with: the master, or its rounded copy.
   const float* w(const Ref& r) const {
@@ -94,6 +95,28 @@ class TrainingModel {
   }
   // Runs the forward, filling the cache; returns logits [T, vocab].
   std::vector<float> forward(const std::vector<int32_t>& tokens, Cache* cache) const;
+  // A linear whose output is rounded to the activation dtype, as the rollout's Model does.
+  void linear_rounded(const float* x, const float* w, const float* b, int64_t m, int64_t n, int64_t k, float* y) const;
+
+  // One layer's sublayers, mirroring Model's softmax_layer / lightning_layer /
+  // dense_mlp / moe_mlp. Forward: read the normed input (C.h for attention,
+  // C.h2 for the MLP), keep what the backward needs in C, write the sublayer's
+  // output [T, hidden]. Backward: from d(output), add d(normed input) into
+  // `dh` and the weights' gradients into `grads`. The residual rules around
+  // them (model/architecture.h) are applied by forward / forward_backward.
+  void softmax_layer_forward(int64_t l, const std::vector<int64_t>& positions, LayerCache& C, int64_t T,
+                             float* out) const;
+  void softmax_layer_backward(int64_t l, const std::vector<int64_t>& positions, LayerCache& C, int64_t T,
+                              const float* dout, float* dh, model::NamedTensors& grads) const;
+  void lightning_layer_forward(int64_t l, LayerCache& C, int64_t T, float* out) const;
+  void lightning_layer_backward(int64_t l, LayerCache& C, int64_t T, const float* dout, float* dh,
+                                model::NamedTensors& grads) const;
+  void dense_mlp_forward(const LayerRefs& L, LayerCache& C, int64_t T, float* out) const;
+  void dense_mlp_backward(const LayerRefs& L, LayerCache& C, int64_t T, const float* dout, float* dh,
+                          model::NamedTensors& grads) const;
+  void moe_mlp_forward(const LayerRefs& L, LayerCache& C, int64_t T, float* out) const;
+  void moe_mlp_backward(const LayerRefs& L, LayerCache& C, int64_t T, const float* dout, float* dh,
+                        model::NamedTensors& grads) const;
 
   model::ModelConfig config_;
   kernels::Backend* backend_;
