@@ -1,4 +1,4 @@
-#include "bench_util.h"
+#include "interlace/bench/bench_util.h"
 
 #include <unistd.h>
 
@@ -8,11 +8,10 @@
 #include <filesystem>
 #include <random>
 
-#include "absl/strings/str_join.h"
 #include "interlace/kernels/gemm.h"
-#include "machine_info.h"
+#include "interlace/bench/machine_info.h"
 
-namespace interlace::cli {
+namespace interlace::bench {
 
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
@@ -66,19 +65,6 @@ std::string find_example(const std::string& name) {
   return name;
 }
 
-std::string command_line_of(const CLI::App& app) {
-  std::vector<std::string> parts = {"interlace"};
-  for (const CLI::App* a = &app; a && a->get_parent(); a = a->get_parent()) parts.insert(parts.begin() + 1, a->get_name());
-  // The options given, so the recorded command reproduces the figures.
-  for (const CLI::Option* opt : app.get_options()) {
-    if (opt->count() == 0 || opt->check_lname("help") || opt->check_lname("output")) continue;  // -o: callers add it
-    if (!opt->get_lnames().empty()) parts.push_back("--" + opt->get_lnames().front());
-    if (opt->get_expected_min() > 0 || opt->get_lnames().empty())
-      for (const std::string& r : opt->results()) parts.push_back(r);
-  }
-  return absl::StrJoin(parts, " ");
-}
-
 double measure_sgemm_gflops() {
   const int64_t n = 1024;
   std::vector<float> a = random_vector(n * n, 1), b = random_vector(n * n, 2), y(n * n);
@@ -86,4 +72,4 @@ double measure_sgemm_gflops() {
   return 2.0 * double(n) * n * n / t / 1e9;
 }
 
-}  // namespace interlace::cli
+}  // namespace interlace::bench

@@ -1,4 +1,4 @@
-// interlace bench kernels | decode | crossover (bench train: bench_train.cc)
+// interlace bench kernels | decode | crossover
 //
 // Every figure is printed with the machine it ran on and the command that
 // produced it; `-o json` prints one JSON document for machines.
@@ -15,16 +15,16 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "commands.h"
 #include "interlace/kernels/backend.h"
 #include "interlace/kernels/gemm.h"
 #include "interlace/model/config.h"
 #include "interlace/model/model.h"
-#include "bench_util.h"
-#include "machine_info.h"
+#include "interlace/bench/bench_util.h"
+#include "interlace/bench/machine_info.h"
+#include "interlace/bench/suites.h"
 #include "nlohmann/json.hpp"
 
-namespace interlace::cli {
+namespace interlace::bench {
 namespace {
 
 using nlohmann::json;
@@ -32,7 +32,54 @@ using Clock = std::chrono::steady_clock;
 
 // ---------------------------------------------------------------- kernels
 
-int run_bench_kernels(const Common& c) {
+
+// ---------------------------------------------------------------- decode
+
+
+// Bytes a batch-1 decode step moves at context length ctx (fp32 weights):
+// every dense weight, top_k of the experts, the LM head, one embedding row,
+// the KV cache read, and the lightning state (base read, delta read + written).
+double decode_bytes_per_token(const model::ModelConfig& c, int64_t ctx) {
+  const double H = c.hidden_size, D = c.head_dim, Hq = c.num_attention_heads, Hk = c.num_key_value_heads,
+               I = c.intermediate_size;
+  double params = H + double(c.vocab_size) * H + H;  // embedding row, final norm, lm head
+  double cache = 0;
+  for (model::LayerKind k : c.layer_types) {
+    params += 2 * H;
+    if (k == model::LayerKind::kLinearAttention) {
+      params += H * Hq * D * 3 + 2 * Hq * D * H + Hq * D;
+      cache += 3 * Hq * D * D * 4;
+    } else {
+      params += 2 * H * Hq * D + 2 * H * Hk * D + (c.qk_norm ? 2 * D : 0);
+      cache += 2.0 * ctx * Hk * D * 4;
+    }
+    params += c.is_moe() ? c.num_local_experts * H + c.num_experts_per_tok * 3 * H * I : 3 * H * I;
+  }
+  return params * 4 + cache;
+}
+
+
+// ---------------------------------------------------------------- crossover
+
+
+// The length where the lightning/softmax time ratio crosses 1, interpolated
+// log-linearly between grid points; -1 when it does not cross in the grid.
+double crossing(const std::vector<int64_t>& lens, const std::vector<double>& ratio) {
+  for (size_t i = 0; i < lens.size(); ++i) {
+    if (ratio[i] <= 1.0) {
+      if (i == 0) return double(lens[0]);
+      const double x0 = std::log(double(lens[i - 1])), x1 = std::log(double(lens[i]));
+      const double y0 = std::log(ratio[i - 1]), y1 = std::log(ratio[i]);
+      return std::exp(x0 + (x1 - x0) * (0 - y0) / (y1 - y0));
+    }
+  }
+  return -1;
+}
+
+}  // namespace
+
+
+absl::Status run_bench_kernels(const Common& c) {
   kernels::Backend& be = kernels::cpu_backend();
   json results = json::array();
   auto add = [&](const std::string& op, const std::string& shape, double seconds, double work,
@@ -109,59 +156,20 @@ int run_bench_kernels(const Common& c) {
                   r["shape"].get<std::string>().c_str(), r["median_ms"].get<double>(), r["rate"].get<double>(),
                   r["rate_unit"].get<std::string>().c_str());
   });
-  return 0;
+  return absl::OkStatus();
 }
 
-// ---------------------------------------------------------------- decode
-
-struct DecodeArgs {
-  std::vector<std::string> models = {"tiny-full.json", "tiny-hybrid.json", "small-full.json",
-                                     "small-hybrid.json"};
-  int64_t prompt_len = 512;
-  int64_t context = 128;
-  int64_t steps = 64;
-  std::vector<int64_t> batch_sizes = {1, 8};
-};
-
-// Bytes a batch-1 decode step moves at context length ctx (fp32 weights):
-// every dense weight, top_k of the experts, the LM head, one embedding row,
-// the KV cache read, and the lightning state (base read, delta read + written).
-double decode_bytes_per_token(const model::ModelConfig& c, int64_t ctx) {
-  const double H = c.hidden_size, D = c.head_dim, Hq = c.num_attention_heads, Hk = c.num_key_value_heads,
-               I = c.intermediate_size;
-  double params = H + double(c.vocab_size) * H + H;  // embedding row, final norm, lm head
-  double cache = 0;
-  for (model::LayerKind k : c.layer_types) {
-    params += 2 * H;
-    if (k == model::LayerKind::kLinearAttention) {
-      params += H * Hq * D * 3 + 2 * Hq * D * H + Hq * D;
-      cache += 3 * Hq * D * D * 4;
-    } else {
-      params += 2 * H * Hq * D + 2 * H * Hk * D + (c.qk_norm ? 2 * D : 0);
-      cache += 2.0 * ctx * Hk * D * 4;
-    }
-    params += c.is_moe() ? c.num_local_experts * H + c.num_experts_per_tok * 3 * H * I : 3 * H * I;
-  }
-  return params * 4 + cache;
-}
-
-int run_bench_decode(const Common& c, const DecodeArgs& a) {
+absl::Status run_bench_decode(const Common& c, const DecodeArgs& a) {
   const double copy_bw = measure_copy_bandwidth_bytes_per_s();
   json results = json::array();
   auto precision = *model::parse_precision("fp32");
   for (const std::string& name : a.models) {
     const std::string path = find_example(name);
     auto config = model::load_config(path);
-    if (!config.ok()) {
-      std::fprintf(stderr, "error: %s\n", std::string(config.status().message()).c_str());
-      return 1;
-    }
+    if (!config.ok()) return config.status();
     std::fprintf(stderr, "bench decode: %s (%.1fM parameters)...\n", name.c_str(), config->parameter_count() / 1e6);
     auto m = model::Model::from_tensors(*config, model::random_weights(*config, 1), precision);
-    if (!m.ok()) {
-      std::fprintf(stderr, "error: %s\n", std::string(m.status().message()).c_str());
-      return 1;
-    }
+    if (!m.ok()) return m.status();
     model::Model& model = **m;
     std::mt19937_64 rng(7);
     std::uniform_int_distribution<int32_t> tok(0, 255);
@@ -233,31 +241,10 @@ int run_bench_decode(const Common& c, const DecodeArgs& a) {
       std::printf("\n");
     }
   });
-  return 0;
+  return absl::OkStatus();
 }
 
-// ---------------------------------------------------------------- crossover
-
-struct CrossoverArgs {
-  int64_t min_len = 256, max_len = 32768;
-  int64_t heads = 64, kv_heads = 8, head_dim = 128, block_size = 256;
-};
-
-// The length where the lightning/softmax time ratio crosses 1, interpolated
-// log-linearly between grid points; -1 when it does not cross in the grid.
-double crossing(const std::vector<int64_t>& lens, const std::vector<double>& ratio) {
-  for (size_t i = 0; i < lens.size(); ++i) {
-    if (ratio[i] <= 1.0) {
-      if (i == 0) return double(lens[0]);
-      const double x0 = std::log(double(lens[i - 1])), x1 = std::log(double(lens[i]));
-      const double y0 = std::log(ratio[i - 1]), y1 = std::log(ratio[i]);
-      return std::exp(x0 + (x1 - x0) * (0 - y0) / (y1 - y0));
-    }
-  }
-  return -1;
-}
-
-int run_bench_crossover(const Common& c, const CrossoverArgs& a) {
+absl::Status run_bench_crossover(const Common& c, const CrossoverArgs& a) {
   kernels::Backend& be = kernels::cpu_backend();
   const int64_t H = a.heads, Hk = a.kv_heads, D = a.head_dim;
   std::vector<float> slopes(H);
@@ -326,64 +313,7 @@ int run_bench_crossover(const Common& c, const CrossoverArgs& a) {
     std::printf("decode crossover:  measured %.0f tokens, theory %.0f (ratio %.2f)\n", md, theory_decode,
                 md > 0 ? md / theory_decode : -1);
   });
-  return 0;
+  return absl::OkStatus();
 }
 
-
-}  // namespace
-
-void add_bench_commands(CLI::App& app, Action& action) {
-  CLI::App* bench = app.add_subcommand(
-      "bench", "System-level benchmarks; each prints the machine and settings with its figures.\n"
-               "Use -o json for a machine-readable document.");
-  bench->require_subcommand(1);
-  auto common = std::make_shared<Common>();
-  auto add_output = [&](CLI::App* sub) {
-    sub->add_option("-o,--output", common->output, "table or json")
-        ->check(CLI::IsMember({"table", "json"}))->capture_default_str();
-  };
-
-  CLI::App* k = bench->add_subcommand("kernels", "GEMM rate and the main kernels' throughput");
-  add_output(k);
-  k->callback([&action, common, k] {
-    common->command_line = command_line_of(*k) + " -o " + common->output;
-    action = [common] { return run_bench_kernels(*common); };
-  });
-
-  auto dargs = std::make_shared<DecodeArgs>();
-  CLI::App* d = bench->add_subcommand(
-      "decode", "Prefill and decode tokens/s of the example models, and batch-1 decode against the\n"
-                "memory-bandwidth bound (bytes moved per token / measured copy bandwidth)");
-  add_output(d);
-  d->add_option("--models", dargs->models, "model configs (examples/models/NAME or a path)")->capture_default_str();
-  d->add_option("--prompt-len", dargs->prompt_len, "prefill length")->capture_default_str();
-  d->add_option("--context", dargs->context, "context before decoding")->capture_default_str();
-  d->add_option("--steps", dargs->steps, "decode steps timed")->capture_default_str();
-  d->add_option("--batch-sizes", dargs->batch_sizes, "decode batch sizes")->capture_default_str();
-  d->callback([&action, common, dargs, d] {
-    common->command_line = command_line_of(*d) + " -o " + common->output;
-    action = [common, dargs] { return run_bench_decode(*common, *dargs); };
-  });
-
-  auto cargs = std::make_shared<CrossoverArgs>();
-  CLI::App* x = bench->add_subcommand(
-      "crossover", "Lightning vs softmax attention time across sequence lengths (MiniMax head shape),\n"
-                   "with the measured crossovers next to the theoretical ones");
-  add_output(x);
-  x->add_option("--min-len", cargs->min_len, "shortest length")->capture_default_str();
-  x->add_option("--max-len", cargs->max_len, "longest length (doubling from --min-len)")->capture_default_str();
-  x->add_option("--heads", cargs->heads, "query heads")->capture_default_str();
-  x->add_option("--kv-heads", cargs->kv_heads, "key/value heads")->capture_default_str();
-  x->add_option("--head-dim", cargs->head_dim, "head dimension")->capture_default_str();
-  x->add_option("--block-size", cargs->block_size, "lightning block size")->capture_default_str();
-  x->callback([&action, common, cargs, x] {
-    common->command_line = command_line_of(*x) + " -o " + common->output;
-    action = [common, cargs] { return run_bench_crossover(*common, *cargs); };
-  });
-
-  add_bench_train_command(*bench, common, action);
-  add_bench_cache_commands(*bench, common, action);
-  add_bench_service_commands(*bench, common, action);
-}
-
-}  // namespace interlace::cli
+}  // namespace interlace::bench

@@ -1,4 +1,4 @@
-#include "machine_info.h"
+#include "interlace/bench/machine_info.h"
 
 #include <omp.h>
 #include <unistd.h>
@@ -11,7 +11,7 @@
 #include <thread>
 #include <vector>
 
-namespace interlace::cli {
+namespace interlace::bench {
 
 namespace {
 
@@ -72,4 +72,4 @@ double measure_copy_bandwidth_bytes_per_s() {
   return median(runs);
 }
 
-}  // namespace interlace::cli
+}  // namespace interlace::bench

@@ -21,8 +21,8 @@
 #include <zmq_addon.hpp>
 
 #include "absl/strings/str_cat.h"
-#include "bench_util.h"
-#include "cli_util.h"
+#include "interlace/bench/bench_util.h"
+#include "interlace/bench/suites.h"
 #include "interlace/core/file_util.h"
 #include "interlace/model/config.h"
 #include "interlace/model/model.h"
@@ -34,7 +34,7 @@
 #include "interlace/transport/curve.h"
 #include "interlace/transport/weight_sync.h"
 
-namespace interlace::cli {
+namespace interlace::bench {
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -69,10 +69,6 @@ transport::TrajectoryMessage bench_trajectory(int64_t tokens, int64_t generated)
   return m;
 }
 
-struct TransportArgs {
-  int64_t messages = 20000, tokens = 1024, generated = 512;
-  int reps = 5;
-};
 
 // One pass: `n` messages DEALER -> ROUTER over loopback TCP; seconds.
 double transport_pass(zmq::context_t& ctx, int64_t n, bool codec, const transport::TrajectoryMessage& m,
@@ -110,7 +106,22 @@ double transport_pass(zmq::context_t& ctx, int64_t n, bool codec, const transpor
   return s;
 }
 
-int run_bench_transport(const Common& c, const TransportArgs& a) {
+
+
+
+
+constexpr char kAsyncJob[] = R"(name: bench-async
+env: "calculator:max_number=5,short_prompt=1"
+model: {init: EXAMPLES/tiny-hybrid.json}
+algorithm: {name: grpo, steps: STEPS, groups_per_step: 4, group_size: 8, lr: 1e-4}
+rollout: {workers: 1, max_turns: 2, max_turn_tokens: 96}
+eval: {prompts: 0}
+)";
+
+}  // namespace
+
+
+absl::Status run_bench_transport(const Common& c, const TransportArgs& a) {
   zmq::context_t ctx;
   const transport::TrajectoryMessage m = bench_trajectory(a.tokens, a.generated);
   const std::string frame = transport::encode_trajectory(m);
@@ -140,22 +151,16 @@ int run_bench_transport(const Common& c, const TransportArgs& a) {
                      double(a.messages) / sr, mb / sr);
          std::printf("  ratio %.2f (target >= 0.80)\n", sr / sc);
        });
-  return 0;
+  return absl::OkStatus();
 }
 
-struct WeightSyncArgs {
-  std::vector<std::string> models = {"tiny-hybrid.json", "hybrid-15m.json"};
-  int reps = 5;
-  bool curve = false;  // CURVE-encrypted sockets, as the services use
-};
-
-int run_bench_weight_sync(const Common& c, const WeightSyncArgs& a) {
+absl::Status run_bench_weight_sync(const Common& c, const WeightSyncArgs& a) {
   zmq::context_t ctx;
   json per_model = json::array();
   std::vector<std::string> lines;
   for (const std::string& name : a.models) {
     auto config = model::load_config(find_example(name));
-    if (!config.ok()) return fail(config.status());
+    if (!config.ok()) return config.status();
     const model::NamedTensors weights = model::random_weights(*config, 1);
     std::vector<std::pair<std::string, core::Tensor>> tensors(weights.begin(), weights.end());
     auto t_pub = Clock::now();
@@ -243,23 +248,10 @@ int run_bench_weight_sync(const Common& c, const WeightSyncArgs& a) {
        [&] {
          for (const auto& l : lines) std::printf("%s\n", l.c_str());
        });
-  return 0;
+  return absl::OkStatus();
 }
 
-struct AsyncArgs {
-  std::string job;  // empty: a built-in small job
-  int64_t steps = 8;
-};
-
-constexpr char kAsyncJob[] = R"(name: bench-async
-env: "calculator:max_number=5,short_prompt=1"
-model: {init: EXAMPLES/tiny-hybrid.json}
-algorithm: {name: grpo, steps: STEPS, groups_per_step: 4, group_size: 8, lr: 1e-4}
-rollout: {workers: 1, max_turns: 2, max_turn_tokens: 96}
-eval: {prompts: 0}
-)";
-
-int run_bench_async(const Common& c, const AsyncArgs& a) {
+absl::Status run_bench_async(const Common& c, const AsyncArgs& a) {
   const fs::path dir = fs::temp_directory_path() / absl::StrCat("interlace-bench-async-", ::getpid());
   fs::create_directories(dir);
   std::string base;
@@ -269,25 +261,24 @@ int run_bench_async(const Common& c, const AsyncArgs& a) {
     base.replace(base.find("STEPS"), 5, std::to_string(a.steps));
   } else {
     auto text = core::read_file(a.job);
-    if (!text.ok()) return fail(text.status());
+    if (!text.ok()) return text.status();
     base = *text;
     if (base.find("staleness:") != std::string::npos)
-      return fail(absl::StrCat(a.job, ": remove its staleness section; the benchmark sets mode sync and async itself"));
+      return absl::FailedPreconditionError(absl::StrCat(a.job, ": remove its staleness section; the benchmark sets mode sync and async itself"));
   }
-  const std::string exe = fs::read_symlink("/proc/self/exe").string();
   json results = json::object();
   for (const char* mode : {"sync", "async"}) {
     const fs::path job = dir / absl::StrCat(mode, ".yaml");
     std::ofstream(job) << base << "staleness: {mode: " << mode << ", eta: 1}\n";
-    const std::string cmd = absl::StrCat(exe, " run ", job.string(), " --run-dir ", (dir / mode).string(),
+    const std::string cmd = absl::StrCat(a.interlace, " run ", job.string(), " --run-dir ", (dir / mode).string(),
                                          " --quiet -o json 2>", (dir / mode).string(), ".log");
     FILE* p = popen(cmd.c_str(), "r");
     std::string out;
     char buf[4096];
     while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-    if (pclose(p) != 0) return fail(absl::StrCat("bench async: the ", mode, " run failed; see ", (dir / mode).string(), ".log"));
+    if (pclose(p) != 0) return absl::FailedPreconditionError(absl::StrCat("bench async: the ", mode, " run failed; see ", (dir / mode).string(), ".log"));
     json s = json::parse(out, nullptr, false);
-    if (s.is_discarded()) return fail(absl::StrCat("bench async: the ", mode, " run printed no summary"));
+    if (s.is_discarded()) return absl::FailedPreconditionError(absl::StrCat("bench async: the ", mode, " run printed no summary"));
     results[mode] = {{"rl_seconds", s["rl_seconds"]},
                      {"trajectories_per_second", s["trajectories_per_second"]},
                      {"tokens_per_second", s["tokens_per_second"]},
@@ -306,48 +297,7 @@ int run_bench_async(const Common& c, const AsyncArgs& a) {
                        results[mode]["tokens_per_second"].get<double>(), results[mode]["staleness_mean"].get<double>());
          std::printf("async / sync throughput: %.2fx (AReaL reports 2.77x on GPUs)\n", ratio);
        });
-  return 0;
+  return absl::OkStatus();
 }
 
-}  // namespace
-
-void add_bench_service_commands(CLI::App& bench, std::shared_ptr<Common> common, Action& action) {
-  auto add_output = [&](CLI::App* sub) {
-    sub->add_option("-o,--output", common->output, "table or json")
-        ->check(CLI::IsMember({"table", "json"}))->capture_default_str();
-  };
-  auto t = std::make_shared<TransportArgs>();
-  CLI::App* tr = bench.add_subcommand(
-      "transport", "Trajectories through ZeroMQ + Cap'n Proto against raw ZeroMQ with the same bytes");
-  add_output(tr);
-  tr->add_option("--messages", t->messages, "messages per pass")->capture_default_str();
-  tr->add_option("--tokens", t->tokens, "tokens per trajectory")->capture_default_str();
-  tr->add_option("--generated", t->generated, "generated (trained) tokens per trajectory")->capture_default_str();
-  tr->add_option("--reps", t->reps, "passes of each kind (median reported)")->capture_default_str();
-  tr->callback([&action, common, t, tr] {
-    common->command_line = absl::StrCat(command_line_of(*tr), " -o ", common->output);
-    action = [common, t] { return run_bench_transport(*common, *t); };
-  });
-  auto w = std::make_shared<WeightSyncArgs>();
-  CLI::App* ws = bench.add_subcommand(
-      "weight-sync", "Weights fetched over ZeroMQ (checksummed chunks) against bytes / loopback bandwidth");
-  add_output(ws);
-  ws->add_option("--models", w->models, "model configs (examples/models/NAME or a path)")->capture_default_str();
-  ws->add_option("--reps", w->reps, "fetches timed (median reported)")->capture_default_str();
-  ws->add_flag("--curve", w->curve, "encrypt with ZeroMQ CURVE, as the services' sockets do");
-  ws->callback([&action, common, w, ws] {
-    common->command_line = absl::StrCat(command_line_of(*ws), " -o ", common->output);
-    action = [common, w] { return run_bench_weight_sync(*common, *w); };
-  });
-  auto as = std::make_shared<AsyncArgs>();
-  CLI::App* ay = bench.add_subcommand("async", "The same RL job synchronous and asynchronous: end-to-end throughput");
-  add_output(ay);
-  ay->add_option("--job", as->job, "job spec to run both ways (without a staleness section: the benchmark adds it)");
-  ay->add_option("--steps", as->steps, "RL steps of the built-in job")->capture_default_str();
-  ay->callback([&action, common, as, ay] {
-    common->command_line = absl::StrCat(command_line_of(*ay), " -o ", common->output);
-    action = [common, as] { return run_bench_async(*common, *as); };
-  });
-}
-
-}  // namespace interlace::cli
+}  // namespace interlace::bench

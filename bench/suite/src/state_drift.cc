@@ -7,22 +7,20 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
-#include "bench_util.h"
-#include "cli_util.h"
+#include "interlace/bench/bench_util.h"
+#include "interlace/bench/suites.h"
 #include "interlace/core/dtype.h"
 #include "interlace/model/config.h"
 #include "interlace/model/model.h"
 #include "interlace/model/weights.h"
 
-namespace interlace::cli {
+namespace interlace::bench {
 namespace {
 
 using nlohmann::json;
 
-struct DriftArgs {
-  std::string model = "tiny-hybrid.json";
-  int64_t tokens = 4096, turn = 128;
-};
+
+}  // namespace
 
 // Log-probs of `tokens` fed in turns of `turn` tokens; after each turn the
 // lightning states are rounded to `dtype` (stored and restored by the cache).
@@ -43,11 +41,11 @@ std::vector<float> episode_logprobs(model::Model& m, const std::vector<int32_t>&
   return out;
 }
 
-int run_drift(const Common& c, const DriftArgs& a) {
+absl::Status run_drift(const Common& c, const DriftArgs& a) {
   auto config = model::load_config(find_example(a.model));
-  if (!config.ok()) return fail(config.status());
+  if (!config.ok()) return config.status();
   auto m = model::Model::from_tensors(*config, model::random_weights(*config, 3, 0.05f), model::PrecisionProfile{});
-  if (!m.ok()) return fail(m.status());
+  if (!m.ok()) return m.status();
   std::mt19937_64 rng(11);
   std::uniform_int_distribution<int32_t> tok(0, 255);
   std::vector<int32_t> tokens(a.tokens);
@@ -84,25 +82,7 @@ int run_drift(const Common& c, const DriftArgs& a) {
                   r["logprob_abs_diff_mean"].get<double>(), r["logprob_abs_diff_max"].get<double>(),
                   r["logprob_abs_diff_mean_last_quarter"].get<double>());
   });
-  return 0;
+  return absl::OkStatus();
 }
 
-}  // namespace
-
-void add_bench_cache_commands(CLI::App& bench, std::shared_ptr<Common> common, Action& action) {
-  auto a = std::make_shared<DriftArgs>();
-  CLI::App* d = bench.add_subcommand(
-      "state-drift", "Log-prob drift over a long episode when lightning states are stored in bf16 or fp16\n"
-                     "at every turn boundary (as the prefix cache stores them), against fp32 states");
-  d->add_option("-o,--output", common->output, "table or json")
-      ->check(CLI::IsMember({"table", "json"}))->capture_default_str();
-  d->add_option("--model", a->model, "hybrid model config")->capture_default_str();
-  d->add_option("--tokens", a->tokens, "episode length")->capture_default_str();
-  d->add_option("--turn", a->turn, "tokens per turn")->capture_default_str();
-  d->callback([&action, common, a, d] {
-    common->command_line = absl::StrCat(command_line_of(*d), " -o ", common->output);
-    action = [common, a] { return run_drift(*common, *a); };
-  });
-}
-
-}  // namespace interlace::cli
+}  // namespace interlace::bench

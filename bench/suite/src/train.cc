@@ -7,8 +7,8 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
-#include "bench_util.h"
-#include "cli_util.h"
+#include "interlace/bench/bench_util.h"
+#include "interlace/bench/suites.h"
 #include "interlace/kernels/gemm.h"
 #include "interlace/learner/optimizer.h"
 #include "interlace/learner/sft.h"
@@ -16,7 +16,7 @@
 #include "interlace/model/config.h"
 #include "interlace/model/weights.h"
 
-namespace interlace::cli {
+namespace interlace::bench {
 namespace {
 
 using nlohmann::json;
@@ -27,11 +27,8 @@ using Clock = std::chrono::steady_clock;
 // with Debian's python3-torch; not re-measured here).
 constexpr double kPytorchEagerTokensPerSecond = 620.0;
 
-struct TrainBenchArgs {
-  std::vector<std::string> models = {"tiny-full.json", "tiny-hybrid.json", "hybrid-15m.json", "small-full.json",
-                                     "small-hybrid.json"};
-  int64_t batch = 8, seq_len = 256, steps = 3;
-};
+
+}  // namespace
 
 int64_t parameter_count(const model::NamedTensors& w) {
   int64_t n = 0;
@@ -39,13 +36,13 @@ int64_t parameter_count(const model::NamedTensors& w) {
   return n;
 }
 
-int run_bench_train(const Common& c, const TrainBenchArgs& a) {
+absl::Status run_bench_train(const Common& c, const TrainBenchArgs& a) {
   std::fprintf(stderr, "bench train: measuring sgemm...\n");
   const double sgemm_gflops = measure_sgemm_gflops();
   json results = json::array();
   for (const std::string& name : a.models) {
     auto config = model::load_config(find_example(name));
-    if (!config.ok()) return fail(config.status());
+    if (!config.ok()) return config.status();
     const model::NamedTensors w = model::random_weights(*config, 1, 0.02f);
     learner::TrainingModel tm(*config, w);
     learner::OptimizerConfig oc;  // AdamW, clipping at 1
@@ -114,26 +111,7 @@ int run_bench_train(const Common& c, const TrainBenchArgs& a) {
                   r["tokens_per_second"].get<double>(), 100 * r["gemm_share"].get<double>(),
                   r["gemm_gflops"].get<double>(), 100 * r["gemm_fraction_of_sgemm"].get<double>());
   });
-  return 0;
+  return absl::OkStatus();
 }
 
-}  // namespace
-
-void add_bench_train_command(CLI::App& bench, std::shared_ptr<Common> common, Action& action) {
-  auto a = std::make_shared<TrainBenchArgs>();
-  CLI::App* t = bench.add_subcommand(
-      "train", "Training tokens/s (forward + backward + AdamW) of example models, the share of each\n"
-               "step spent in GEMM and the GEMM rate against this machine's sgemm rate");
-  t->add_option("-o,--output", common->output, "table or json")
-      ->check(CLI::IsMember({"table", "json"}))->capture_default_str();
-  t->add_option("--models", a->models, "model configs (examples/models/NAME or a path)")->capture_default_str();
-  t->add_option("--batch", a->batch, "sequences per step")->capture_default_str();
-  t->add_option("--seq-len", a->seq_len, "tokens per sequence")->capture_default_str();
-  t->add_option("--steps", a->steps, "steps timed (after one warm-up step)")->capture_default_str();
-  t->callback([&action, common, a, t] {
-    common->command_line = absl::StrCat(command_line_of(*t), " -o ", common->output);
-    action = [common, a] { return run_bench_train(*common, *a); };
-  });
-}
-
-}  // namespace interlace::cli
+}  // namespace interlace::bench

@@ -1,19 +1,18 @@
-// Helpers shared by the `interlace bench` commands: timing, output with the
-// machine and command attached, locating example model configs.
+// Helpers shared by the benchmarks: timing, output with the machine and
+// command attached, locating example model configs.
 #pragma once
 
 #include <cstdint>
 #include <functional>
-#include <memory>
 #include <string>
 #include <vector>
 
-#include "CLI/CLI.hpp"
-#include "commands.h"
 #include "nlohmann/json.hpp"
 
-namespace interlace::cli {
+namespace interlace::bench {
 
+// How a benchmark prints: "table" or "json", and the command line recorded
+// with its figures (so they can be reproduced).
 struct Common {
   std::string output = "table";
   std::string command_line;
@@ -28,13 +27,7 @@ void emit(const Common& c, const std::string& name, nlohmann::json settings, nlo
           const std::function<void()>& print_table);
 // examples/models/NAME from the working directory or next to the build tree.
 std::string find_example(const std::string& name);
-// "interlace bench NAME" for a subcommand.
-std::string command_line_of(const CLI::App& app);
 // sgemm GFLOP/s on 1024^3, median of a few runs (the machine's GEMM rate).
 double measure_sgemm_gflops();
 
-void add_bench_train_command(CLI::App& bench, std::shared_ptr<Common> common, Action& action);
-void add_bench_cache_commands(CLI::App& bench, std::shared_ptr<Common> common, Action& action);
-void add_bench_service_commands(CLI::App& bench, std::shared_ptr<Common> common, Action& action);
-
-}  // namespace interlace::cli
+}  // namespace interlace::bench

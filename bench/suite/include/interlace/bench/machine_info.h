@@ -5,7 +5,7 @@
 
 #include "nlohmann/json.hpp"
 
-namespace interlace::cli {
+namespace interlace::bench {
 
 // CPU model, cores, OpenMP threads, memory, ISA flags, hostname, date.
 nlohmann::json machine_info();
@@ -14,4 +14,4 @@ nlohmann::json machine_info();
 // convention (bytes read + bytes written per second), median of several runs.
 double measure_copy_bandwidth_bytes_per_s();
 
-}  // namespace interlace::cli
+}  // namespace interlace::bench

@@ -1,0 +1,76 @@
+// The system-level benchmarks `interlace bench` runs: each takes its settings,
+// prints its figures with the machine they ran on and the command that
+// produced them (a table, or one JSON document with -o json), and returns an
+// error when it cannot run. The CLI only parses options into these structs.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "interlace/bench/bench_util.h"
+
+namespace interlace::bench {
+
+// GEMM rate and the main kernels' throughput.
+absl::Status run_bench_kernels(const Common& c);
+
+// Prefill and decode tokens/s of example models, and batch-1 decode against
+// the memory-bandwidth bound.
+struct DecodeArgs {
+  std::vector<std::string> models = {"tiny-full.json", "tiny-hybrid.json", "small-full.json",
+                                     "small-hybrid.json"};
+  int64_t prompt_len = 512;
+  int64_t context = 128;
+  int64_t steps = 64;
+  std::vector<int64_t> batch_sizes = {1, 8};
+};
+absl::Status run_bench_decode(const Common& c, const DecodeArgs& a);
+
+// Lightning vs softmax attention time across sequence lengths.
+struct CrossoverArgs {
+  int64_t min_len = 256, max_len = 32768;
+  int64_t heads = 64, kv_heads = 8, head_dim = 128, block_size = 256;
+};
+absl::Status run_bench_crossover(const Common& c, const CrossoverArgs& a);
+
+// Log-prob drift when lightning states are stored in bf16/fp16 at turn boundaries.
+struct DriftArgs {
+  std::string model = "tiny-hybrid.json";
+  int64_t tokens = 4096, turn = 128;
+};
+absl::Status run_drift(const Common& c, const DriftArgs& a);
+
+// Training tokens/s (forward + backward + AdamW) and the GEMM share of a step.
+struct TrainBenchArgs {
+  std::vector<std::string> models = {"tiny-full.json", "tiny-hybrid.json", "hybrid-15m.json", "small-full.json",
+                                     "small-hybrid.json"};
+  int64_t batch = 8, seq_len = 256, steps = 3;
+};
+absl::Status run_bench_train(const Common& c, const TrainBenchArgs& a);
+
+// Trajectories through ZeroMQ + Cap'n Proto against raw ZeroMQ with the same bytes.
+struct TransportArgs {
+  int64_t messages = 20000, tokens = 1024, generated = 512;
+  int reps = 5;
+};
+absl::Status run_bench_transport(const Common& c, const TransportArgs& a);
+
+// A weights publication fetched over ZeroMQ against bytes / loopback bandwidth.
+struct WeightSyncArgs {
+  std::vector<std::string> models = {"tiny-hybrid.json", "hybrid-15m.json"};
+  int reps = 5;
+  bool curve = false;  // CURVE-encrypted sockets, as the services use
+};
+absl::Status run_bench_weight_sync(const Common& c, const WeightSyncArgs& a);
+
+// The same RL job run synchronously and asynchronously by `interlace run`.
+struct AsyncArgs {
+  std::string interlace;  // the interlace executable that runs the job
+  std::string job;        // empty: a built-in small job
+  int64_t steps = 8;
+};
+absl::Status run_bench_async(const Common& c, const AsyncArgs& a);
+
+}  // namespace interlace::bench
