@@ -17,6 +17,7 @@
 #include "interlace/rollout/agent.h"
 #include "interlace/rollout/prefill_bound.h"
 #include "interlace/rollout/environment.h"
+#include "interlace/rollout/rollout_stack.h"
 #include "nlohmann/json.hpp"
 
 namespace interlace::cli {
@@ -79,28 +80,25 @@ int run_rollout(const RolloutArgs& a) {
   auto state_dtype = a.state_dtype.empty() ? absl::StatusOr<core::DType>(precision->state)
                                            : core::parse_dtype(a.state_dtype);
   if (!state_dtype.ok()) return fail(absl::StrCat("--cache-state-dtype: ", state_dtype.status().message()));
-  cache::PrefixCache prefix_cache(*m, {.max_kv_blocks = a.cache_blocks, .max_states = a.cache_states,
-                                       .state_dtype = *state_dtype});
-  rollout::Engine engine(m, 0, {.max_running = 32, .vocab_limit = (*tok)->vocab_size()}, tok->get());
-  if (!a.no_cache) engine.set_cache(&prefix_cache);
-  rollout::AgentLoop loop(engine, *tmpl, **tok,
-                          {.max_turns = a.max_turns, .max_turn_tokens = a.max_new_tokens,
-                           .max_episode_tokens = a.max_episode_tokens});
+  std::optional<cache::CacheConfig> cache;
+  if (!a.no_cache)
+    cache = cache::CacheConfig{.max_kv_blocks = a.cache_blocks, .max_states = a.cache_states, .state_dtype = *state_dtype};
+  rollout::RolloutStack stack = rollout::make_rollout_stack(
+      m, **tok, *tmpl,
+      {.max_running = 32,
+       .cache = cache,
+       .limits = {.max_turns = a.max_turns, .max_turn_tokens = a.max_new_tokens,
+                  .max_episode_tokens = a.max_episode_tokens}});
   const std::vector<uint64_t> eval = (*env)->eval_seeds(a.prompts);
   std::vector<rollout::EpisodeSpec> specs;
-  for (int64_t p = 0; p < a.prompts; ++p)
-    for (int64_t g = 0; g < a.group_size; ++g) {
-      rollout::EpisodeSpec s;
-      s.task_seed = a.eval ? eval[p] : a.seed + static_cast<uint64_t>(p);
-      s.episode = (*env)->episode(s.task_seed);
-      s.group = p;
-      s.sample = g;
-      s.sampling.temperature = a.temperature;
-      s.sampling.top_p = a.top_p;
-      s.sampling.top_k = a.top_k;
-      s.sampling.seed = a.seed * 7919 + static_cast<uint64_t>(p * a.group_size + g);
-      specs.push_back(std::move(s));
-    }
+  const rollout::SamplingParams sampling{.temperature = a.temperature, .top_p = a.top_p, .top_k = a.top_k};
+  for (int64_t p = 0; p < a.prompts; ++p) {
+    const uint64_t task_seed = a.eval ? eval[p] : a.seed + static_cast<uint64_t>(p);
+    // The rollout stack's seed rule, with --seed as the salt (a worker uses the attempt).
+    for (auto& e : rollout::group_episodes(**env, task_seed, p, a.group_size, rollout::group_seed(task_seed, a.seed),
+                                           sampling))
+      specs.push_back(std::move(e));
+  }
   const int64_t total = static_cast<int64_t>(specs.size());
   std::fprintf(stderr, "rollout: %lld episodes of %s (%lld prompts x %lld samples) on %s\n",
                static_cast<long long>(total), a.env.c_str(), static_cast<long long>(a.prompts),
@@ -109,7 +107,7 @@ int run_rollout(const RolloutArgs& a) {
   auto last = t0;
   int64_t done = 0, generated = 0;
   double reward_sum = 0;
-  auto trajectories = loop.run(std::move(specs), [&](const rollout::Trajectory& t) {
+  auto trajectories = stack.loop->run(std::move(specs), [&](const rollout::Trajectory& t) {
     ++done;
     generated += t.generated_tokens();
     reward_sum += t.reward;
@@ -128,14 +126,14 @@ int run_rollout(const RolloutArgs& a) {
   for (const auto& t : trajectories) ++reasons[t.finish_reason];
   std::string why;
   for (const auto& [r, n] : reasons) absl::StrAppend(&why, why.empty() ? "" : ", ", r, " ", n);
-  const cache::CacheCounters& cc = prefix_cache.counters();
   std::printf("%lld episodes in %.1f s: %.2f episodes/s, %.0f generated tokens/s, mean reward %.3f\n"
               "finish: %s\n",
               static_cast<long long>(total), s, total / s, generated / s, total ? reward_sum / total : 0.0,
               why.c_str());
-  if (a.no_cache) {
+  if (!stack.cache) {
     std::printf("prefix cache: off\n");
   } else {
+    const cache::CacheCounters& cc = stack.cache->counters();
     std::printf("prefix cache: hit rate %.1f%% (%lld of %lld prompt tokens), %lld KV blocks + %lld states held "
                 "(%.1f MB KV, %.1f MB state), %lld evictions\n",
                 cc.query_tokens ? 100.0 * cc.hit_tokens / cc.query_tokens : 0.0, static_cast<long long>(cc.hit_tokens),
@@ -146,7 +144,7 @@ int run_rollout(const RolloutArgs& a) {
   // How far from ideal: prefilled prompt tokens against the fewest any cache
   // could have prefilled for these episodes (rollout/prefill_bound.h).
   const int64_t bound = rollout::prefill_lower_bound(trajectories);
-  const int64_t prefilled = engine.stats().prefill_tokens;
+  const int64_t prefilled = stack.engine->stats().prefill_tokens;
   std::printf("prefill: %lld tokens, lower bound %lld (%.2fx)\n", static_cast<long long>(prefilled),
               static_cast<long long>(bound), bound ? double(prefilled) / double(bound) : 0.0);
   std::printf("trajectories written to %s\n", a.out.c_str());

@@ -20,6 +20,7 @@
 #include "interlace/model/safetensors.h"
 #include "interlace/model/tokenizer.h"
 #include "interlace/rl/service_util.h"
+#include "interlace/rollout/rollout_stack.h"
 #include "interlace/rollout/agent.h"
 #include "interlace/rollout/engine.h"
 #include "interlace/rollout/environment.h"
@@ -98,8 +99,7 @@ class Worker {
   std::optional<model::ModelConfig> config_;
   model::PrecisionProfile precision_;
   std::shared_ptr<model::Model> model_;
-  std::unique_ptr<rollout::Engine> engine_;
-  std::unique_ptr<cache::PrefixCache> cache_;
+  rollout::RolloutStack stack_;  // built once the first weights are in
   std::string weight_buffer_;
   static constexpr int kNcclFailuresBeforeGivingUp = 3;
   std::unique_ptr<transport::nccl::WeightReceiver> nccl_;  // weights.transport nccl, when a device is there
@@ -166,15 +166,15 @@ void Worker::send_heartbeat() {
   hb.weights_id = weights_id_;
   hb.incarnation = incarnation_;
   hb.unacked = static_cast<uint32_t>(unacked_.size());
-  if (engine_) {  // what a router or the controller can balance on
-    hb.running = static_cast<uint32_t>(engine_->running());
-    hb.waiting = static_cast<uint32_t>(engine_->waiting());
+  if (stack_.engine) {  // what a router or the controller can balance on
+    hb.running = static_cast<uint32_t>(stack_.engine->running());
+    hb.waiting = static_cast<uint32_t>(stack_.engine->waiting());
   }
   const int64_t target = std::max<int64_t>(1, spec_.max_running / std::max<int64_t>(1, spec_.group_size));
   const int64_t want = target - static_cast<int64_t>(queued_.size()) - running_groups_;
   hb.want_tasks = unacked_.size() < static_cast<size_t>(spec_.max_in_flight) && want > 0 ? static_cast<uint32_t>(want) : 0;
-  if (cache_) {
-    const cache::CacheCounters& c = cache_->counters();
+  if (stack_.cache) {
+    const cache::CacheCounters& c = stack_.cache->counters();
     hb.cache_hit_tokens = static_cast<uint64_t>(c.hit_tokens);
     hb.cache_query_tokens = static_cast<uint64_t>(c.query_tokens);
     hb.cache_bytes = static_cast<uint64_t>(c.kv_bytes + c.state_bytes);
@@ -278,7 +278,7 @@ bool Worker::ensure_weights() {
   weight_buffer_ = std::move(payload->bytes);  // its memory takes the next update
   version_ = payload->version;
   weights_id_ = payload->weights_id;
-  if (engine_) engine_->update_weights(model_, version_);
+  if (stack_.engine) stack_.engine->update_weights(model_, version_);
   sync_bytes_.add(double(payload->bytes.size()));
   sync_seconds_.add(std::chrono::duration<double>(Clock::now() - t0).count());
   version_gauge_.set(double(version_));
@@ -383,18 +383,16 @@ int Worker::run() {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   if (!model_) return 0;  // the job ended before we had weights
-  {
-    engine_ = std::make_unique<rollout::Engine>(
-        model_, version_, rollout::EngineConfig{.max_running = spec_.max_running, .vocab_limit = tokenizer_->vocab_size()},
-        tokenizer_.get());
-    if (spec_.cache) {
-      cache_ = std::make_unique<cache::PrefixCache>(*model_, cache::CacheConfig{.max_kv_blocks = spec_.cache_blocks, .max_states = spec_.cache_states, .state_dtype = precision_.state});
-      engine_->set_cache(cache_.get());
-    }
-  }
-  rollout::AgentLoop loop(*engine_, *tmpl, *tokenizer_,
-                          {.max_turns = spec_.max_turns, .max_turn_tokens = spec_.max_turn_tokens,
-                           .max_episode_tokens = spec_.max_episode_tokens});
+  stack_ = rollout::make_rollout_stack(
+      model_, *tokenizer_, *tmpl,
+      {.version = version_,
+       .max_running = spec_.max_running,
+       .cache = spec_.cache ? std::optional(cache::CacheConfig{.max_kv_blocks = spec_.cache_blocks,
+                                                               .max_states = spec_.cache_states,
+                                                               .state_dtype = precision_.state})
+                            : std::nullopt,
+       .limits = {.max_turns = spec_.max_turns, .max_turn_tokens = spec_.max_turn_tokens,
+                  .max_episode_tokens = spec_.max_episode_tokens}});
   while (!job_done_) {
     pump();
     ensure_weights();
@@ -420,26 +418,18 @@ int Worker::run() {
       const transport::TaskMessage& t = batch[i];
       rollout::Environment* task_env = environment(t.env);
       if (!task_env) continue;  // said why; the group times out and is handed out again
-      for (uint32_t s = 0; s < t.group_size; ++s) {
-        rollout::EpisodeSpec e;
-        e.episode = task_env->episode(t.task_seed);
-        e.limits = rollout::AgentLimits{.max_turns = std::max<int64_t>(1, t.max_turns),
+      const rollout::SamplingParams sampling{.temperature = t.temperature, .top_p = t.top_p, .top_k = t.top_k};
+      const rollout::AgentLimits limits{.max_turns = std::max<int64_t>(1, t.max_turns),
                                         .max_turn_tokens = std::max<int64_t>(1, t.max_turn_tokens),
                                         .max_episode_tokens = std::max<int64_t>(2, t.max_episode_tokens)};
-        e.task_seed = t.task_seed;
-        e.group = t.group;
-        e.sample = s;
-        e.sampling.temperature = t.temperature;
-        e.sampling.top_p = t.top_p;
-        e.sampling.top_k = t.top_k;
-        e.sampling.seed = mix_seed(t.seed, s);
+      // t.seed is group_seed(task_seed, attempt) (the task source's).
+      for (auto& e : rollout::group_episodes(*task_env, t.task_seed, t.group, t.group_size, t.seed, sampling, limits))
         episodes.push_back(std::move(e));
-      }
     }
     std::map<int64_t, size_t> by_group;
     for (size_t i = 0; i < batch.size(); ++i) by_group[batch[i].group] = i;
     running_groups_ = static_cast<int64_t>(batch.size());
-    loop.run(
+    stack_.loop->run(
         std::move(episodes),
         [&](const rollout::Trajectory& t) { send_trajectory(t, batch[by_group.at(t.group)]); },
         [&] {
@@ -457,8 +447,8 @@ int Worker::run() {
   if (!o_.quiet)
     spdlog::info("{}: job done; {} trajectories sent, {} resent; weights version {}{}", name_, sent_.get(),
                  resent_.get(), version_,
-                 cache_ ? absl::StrCat("; prefix cache evicted ", cache_->counters().state_evictions, " states and ",
-                                       cache_->counters().kv_evictions, " KV blocks")
+                 stack_.cache ? absl::StrCat("; prefix cache evicted ", stack_.cache->counters().state_evictions,
+                                             " states and ", stack_.cache->counters().kv_evictions, " KV blocks")
                         : "");
   return 0;
 }

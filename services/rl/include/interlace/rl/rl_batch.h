@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <map>
+#include <utility>
 #include <vector>
 
 #include "interlace/learner/objectives.h"
@@ -21,6 +22,9 @@
 #include "nlohmann/json.hpp"
 
 namespace interlace::rl {
+
+// (group, sample): what a trajectory is trained on at most once as.
+using SampleKey = std::pair<int64_t, int64_t>;
 
 // group -> sample -> trajectory
 using Batch = std::map<int64_t, std::map<int64_t, transport::TrajectoryMessage>>;

@@ -44,6 +44,4 @@ bool send_routed_shared(zmq::socket_t& router, const zmq::message_t& identity, s
 // the connection of a peer that exceeds it, before allocating).
 zmq::socket_t make_socket(zmq::context_t& ctx, zmq::socket_type type, int64_t max_message_bytes);
 
-uint64_t mix_seed(uint64_t a, uint64_t b);  // splitmix64 of a combination
-
 }  // namespace interlace::rl

@@ -1,0 +1,43 @@
+// `interlace run`'s orchestration: the whole RL job on this machine. It
+// prepares the starting model (initialised, then SFT warm-up on the
+// environment's demonstrations if the spec asks), evaluates it on held-out
+// tasks, makes the run's CURVE keys, starts the learner and the rollout
+// workers as child processes (`interlace serve ...`, restarted when they die),
+// and when the learner is done evaluates the final model and writes
+// summary.json and report.html. The parts that run as children are the
+// interlace executable's own subcommands.
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "interlace/rl/job_spec.h"
+#include "nlohmann/json.hpp"
+
+namespace interlace::rl {
+
+struct LocalRunOptions {
+  std::string job;        // the job spec (YAML)
+  std::string run_dir;    // empty: runs/<job name>
+  std::string interlace;  // the interlace executable
+  bool resume = false, quiet = false;
+  int max_restarts = 10;                 // per service
+  std::function<bool()> interrupted;     // polled; true stops the services (exit 130)
+};
+
+struct LocalRunResult {
+  int exit_code = 0;          // the supervisor's (non-zero: the services did not finish the job)
+  nlohmann::json summary;     // summary.json, when exit_code is 0
+};
+
+// Errors: a bad spec, a run directory already in use without resume, a failed
+// model preparation or key/endpoint write.
+absl::StatusOr<LocalRunResult> run_local_job(const LocalRunOptions& options);
+
+// The run's CURVE keys (RUN/keys/, see transport/curve.h): the learner's pair
+// and one pair per local worker. Workers started elsewhere (rollout.workers: 0)
+// make their own pair on a shared run directory, or have their .pub copied in.
+absl::Status make_run_keys(const std::string& run_dir, int64_t workers);
+
+}  // namespace interlace::rl

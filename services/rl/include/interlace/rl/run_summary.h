@@ -1,0 +1,27 @@
+// What a finished `interlace run` reports: summary.json (throughput, held-out
+// reward before and after with the paired per-task change, learner/rollout
+// mismatch, staleness, cache hit rate) from the learner's metrics rows and
+// the evaluations, and the lines printed at the end.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "interlace/rl/evaluation.h"
+#include "interlace/rl/job_spec.h"
+#include "nlohmann/json.hpp"
+
+namespace interlace::rl {
+
+struct RunFigures {
+  std::vector<nlohmann::json> metrics_rows;  // metrics.jsonl
+  Evaluations before, after;
+  double rl_seconds = 0, total_seconds = 0;
+  std::string run_dir, final_model;
+};
+
+nlohmann::json run_summary(const JobSpec& spec, const RunFigures& figures);
+// The lines `interlace run` prints (table output), each ending in a newline.
+std::string summary_text(const nlohmann::json& summary);
+
+}  // namespace interlace::rl

@@ -1,0 +1,140 @@
+#include "interlace/rl/local_run.h"
+
+#include <sys/stat.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "interlace/core/file_util.h"
+#include "interlace/core/status.h"
+#include "interlace/model/model_init.h"
+#include "interlace/rl/evaluation.h"
+#include "interlace/rl/report.h"
+#include "interlace/rl/run_layout.h"
+#include "interlace/rl/run_summary.h"
+#include "interlace/rl/supervisor.h"
+#include "interlace/transport/curve.h"
+
+namespace interlace::rl {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+// Prepares the model the RL job starts from; returns its directory.
+absl::StatusOr<std::string> prepare_model(const JobSpec& spec, const LocalRunOptions& o, const std::string& run_dir) {
+  std::string model = spec.model_dir;
+  if (!spec.model_init.empty()) {
+    model = run_path(run_dir, "init-model");
+    if (!fs::exists(fs::path(model) / "config.json")) {
+      if (!o.quiet) std::fprintf(stderr, "run: initialising %s from %s\n", model.c_str(), spec.model_init.c_str());
+      INTERLACE_RETURN_IF_ERROR(
+          model::init_model_dir({.config_path = spec.model_init, .out_dir = model, .seed = spec.model_seed}));
+    }
+  }
+  if (!spec.sft) return model;
+  const std::string sft_dir = run_path(run_dir, "sft-model");
+  if (fs::exists(fs::path(sft_dir) / "config.json")) return sft_dir;
+  const std::string demos = run_path(run_dir, "sft-demos.jsonl");
+  if (!o.quiet)
+    std::fprintf(stderr, "run: SFT warm-up on %lld %s demonstrations, %lld steps\n",
+                 static_cast<long long>(spec.sft_demos), spec.env.c_str(), static_cast<long long>(spec.sft_steps));
+  if (run_process({o.interlace, "env", "demo", "--env", spec.env, "--n", std::to_string(spec.sft_demos), "--seed",
+                   std::to_string(spec.seed + 1000003), "--model", model, "--out", demos}) != 0)
+    return absl::InternalError("SFT warm-up: writing demonstrations failed (see above)");
+  std::vector<std::string> sft = {o.interlace, "train", "sft", "--model", model, "--data", demos, "--out", sft_dir,
+                                  "--steps", std::to_string(spec.sft_steps), "--batch-size",
+                                  std::to_string(spec.sft_batch_size), "--lr", absl::StrCat(spec.sft_lr),
+                                  "--warmup-steps", std::to_string(spec.sft_warmup_steps), "--schedule", "cosine",
+                                  "--seed", std::to_string(spec.seed)};
+  if (o.quiet) sft.push_back("--quiet");
+  if (run_process(sft) != 0) return absl::InternalError("SFT warm-up failed (see above)");
+  return sft_dir;
+}
+
+// Starts the learner and the workers and keeps them alive until the learner
+// finishes the job (restarts with back-off, a pids file).
+int run_services(const LocalRunOptions& o, const JobSpec& spec, const std::string& run_dir) {
+  std::vector<SupervisedProcess> processes;
+  processes.push_back({"learner", {o.interlace, "serve", "learner", "--run-dir", run_dir}});
+  if (o.quiet) processes.back().args.push_back("--quiet");
+  for (int64_t i = 0; i < spec.workers; ++i)
+    processes.push_back({absl::StrCat("worker-", i),
+                         {o.interlace, "serve", "worker", "--run-dir", run_dir, "--index", std::to_string(i)}});
+  // Several processes share the cores: OpenMP threads must sleep, not spin, when idle.
+  setenv("OMP_WAIT_POLICY", "PASSIVE", 0);
+  return supervise(processes, {.primary = "learner",
+                               .max_restarts = o.max_restarts,
+                               .pids_file = run_path(run_dir, "pids.json"),
+                               .interrupted = o.interrupted});
+}
+
+}  // namespace
+
+absl::Status make_run_keys(const std::string& run_dir, int64_t workers) {
+  const std::string keys = run_path(run_dir, "keys");
+  if (auto s = transport::load_or_make_curve_key_pair(keys, "server"); !s.ok()) return s.status();
+  std::error_code ec;
+  fs::create_directories(transport::client_keys_dir(keys), ec);  // where outside workers' keys go
+  if (ec) return absl::PermissionDeniedError(absl::StrCat(transport::client_keys_dir(keys), ": ", ec.message()));
+  ::chmod(transport::client_keys_dir(keys).c_str(), 0700);
+  for (int64_t i = 0; i < workers; ++i)
+    if (auto s = transport::load_or_make_curve_key_pair(transport::client_keys_dir(keys), absl::StrCat("worker-", i));
+        !s.ok())
+      return s.status();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<LocalRunResult> run_local_job(const LocalRunOptions& o) {
+  INTERLACE_ASSIGN_OR_RETURN(JobSpec spec, load_job_spec(o.job));
+  const std::string run_dir = fs::absolute(o.run_dir.empty() ? "runs/" + spec.name : o.run_dir).string();
+  if (fs::exists(run_path(run_dir, "endpoints.json")) && !o.resume)
+    return absl::AlreadyExistsError(
+        absl::StrCat(run_dir, " already holds a run; pass --resume to continue it, or --run-dir to start another"));
+  std::error_code ec;
+  fs::create_directories(run_dir, ec);
+  if (ec) return absl::PermissionDeniedError(absl::StrCat(run_dir, ": cannot create: ", ec.message()));
+  fs::copy_file(o.job, run_path(run_dir, "job.yaml"), fs::copy_options::overwrite_existing, ec);
+  if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot copy the job spec into ", run_dir, ": ", ec.message()));
+  INTERLACE_RETURN_IF_ERROR(core::write_file(run_path(run_dir, "config.json"), job_spec_json(spec).dump(2) + "\n"));
+  const auto t0 = Clock::now();
+
+  INTERLACE_ASSIGN_OR_RETURN(const std::string initial, prepare_model(spec, o, run_dir));
+  const std::string initial_dir = fs::absolute(initial).string();
+  RunFigures figures;
+  figures.before = evaluate_model(spec, o.interlace, initial_dir, run_dir, "eval-before", "starting", o.quiet);
+
+  Endpoints endpoints;
+  if (auto old = read_endpoints(run_dir); old.ok() && o.resume) {
+    endpoints = *old;
+  } else {
+    // The learner binds its ZeroMQ ports itself and writes them here (0: not yet).
+    INTERLACE_ASSIGN_OR_RETURN(auto ports, pick_free_ports(endpoints.host, 1 + static_cast<int>(spec.workers)));
+    endpoints.learner_metrics = ports[0];
+    endpoints.worker_metrics.assign(ports.begin() + 1, ports.end());
+    endpoints.initial_model = initial_dir;
+    INTERLACE_RETURN_IF_ERROR(make_run_keys(run_dir, spec.workers));
+    INTERLACE_RETURN_IF_ERROR(write_endpoints(run_dir, endpoints));
+  }
+  const auto rl_start = Clock::now();
+  LocalRunResult result;
+  result.exit_code = run_services(o, spec, run_dir);
+  if (result.exit_code != 0) return result;
+  figures.rl_seconds = std::chrono::duration<double>(Clock::now() - rl_start).count();
+
+  figures.final_model = run_path(run_dir, "final-model");
+  figures.after = evaluate_model(spec, o.interlace, figures.final_model, run_dir, "eval-after", "final", o.quiet);
+  figures.metrics_rows = read_jsonl(run_path(run_dir, "metrics.jsonl"));
+  figures.run_dir = run_dir;
+  figures.total_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  result.summary = run_summary(spec, figures);
+  (void)core::write_file(run_path(run_dir, "summary.json"), result.summary.dump(2) + "\n");
+  (void)core::write_file(run_path(run_dir, "report.html"),
+                         render_report(absl::StrCat("Interlace run: ", spec.name), result.summary, figures.metrics_rows));
+  return result;
+}
+
+}  // namespace interlace::rl
