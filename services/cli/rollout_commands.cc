@@ -91,7 +91,10 @@ int run_rollout(const RolloutArgs& a) {
                   .max_episode_tokens = a.max_episode_tokens}});
   const std::vector<uint64_t> eval = (*env)->eval_seeds(a.prompts);
   std::vector<rollout::EpisodeSpec> specs;
-  const rollout::SamplingParams sampling{.temperature = a.temperature, .top_p = a.top_p, .top_k = a.top_k};
+  rollout::SamplingParams sampling;
+  sampling.temperature = a.temperature;
+  sampling.top_p = a.top_p;
+  sampling.top_k = a.top_k;
   for (int64_t p = 0; p < a.prompts; ++p) {
     const uint64_t task_seed = a.eval ? eval[p] : a.seed + static_cast<uint64_t>(p);
     // The rollout stack's seed rule, with --seed as the salt (a worker uses the attempt).

@@ -33,7 +33,7 @@ std::string self_exe() {
 
 struct RunArgs {
   std::string job, run_dir;
-  bool resume = false, quiet = false;
+  bool resume = false, quiet = false, warmup_only = false;
   std::string output = "table";
   int max_restarts = 10;
 };
@@ -46,6 +46,7 @@ int run_job(const RunArgs& a) {
                                    .interlace = self_exe(),
                                    .resume = a.resume,
                                    .quiet = a.quiet,
+                                   .warmup_only = a.warmup_only,
                                    .max_restarts = a.max_restarts,
                                    .interrupted = [] { return g_interrupted.load(); }});
   if (!result.ok()) return fail(result.status());
@@ -88,6 +89,9 @@ void add_run_commands(CLI::App& app, Action& action) {
   run->add_option("--run-dir", r->run_dir, "where the run's files go (default: runs/<job name>)");
   run->add_flag("--resume", r->resume, "continue the run in --run-dir from its last checkpoint and spool");
   run->add_flag("--quiet", r->quiet, "no progress output");
+  run->add_flag("--warmup-only", r->warmup_only,
+                "stop after the SFT warm-up and the held-out evaluation of the starting model (no RL);\n"
+                "writes RUN_DIR/warmup-summary.json");
   run->add_option("--max-restarts", r->max_restarts, "restarts allowed per service")->capture_default_str();
   run->add_option("-o,--output", r->output, "table or json")->check(CLI::IsMember({"table", "json"}))->capture_default_str();
   run->callback([r, &action] { action = [r] { return run_job(*r); }; });

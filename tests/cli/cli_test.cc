@@ -350,3 +350,31 @@ TEST_F(Cli, EnvDemoFeedsTrainSftAndRolloutWritesTrajectories) {
 }
 
 }  // namespace
+
+// `interlace run --warmup-only`: the SFT warm-up and the evaluation of the
+// starting model, no services; a warm-up below the level the job expects is
+// said plainly, in the output and in the summary.
+TEST_F(Cli, RunWarmupOnlyEvaluatesTheStartingModelAndSaysWhenItFallsShort) {
+  const std::string job = write("warmup.yaml", std::string(R"(name: warmup-check
+env: "calculator:max_number=5,short_prompt=1"
+model: {init: )") + INTERLACE_SOURCE_DIR + R"(/examples/models/tiny-hybrid.json}
+sft: {demos: 16, steps: 2, batch_size: 2, expect_greedy_reward: 0.9}
+algorithm: {steps: 1}
+rollout: {max_turns: 1, max_turn_tokens: 8}
+eval: {prompts: 4, samples: 0}
+)");
+  const std::string run_dir = (dir_ / "warmup-run").string();
+  const CliRun r = run("run " + job + " --run-dir " + run_dir + " --warmup-only --quiet");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("held-out reward (4 greedy episodes): 0.000"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("warning: the SFT model solves 0% of 4 held-out tasks greedily, below the 90% this job expects"),
+            std::string::npos)
+      << r.out;
+  std::ifstream in(fs::path(run_dir) / "warmup-summary.json");
+  const nlohmann::json s = nlohmann::json::parse(in);
+  EXPECT_EQ(s["warnings"].size(), 1u) << s.dump(2);
+  EXPECT_EQ(s["eval_episodes_before"], 4);
+  EXPECT_TRUE(fs::exists(fs::path(run_dir) / "sft-model" / "config.json"));
+  EXPECT_FALSE(fs::exists(fs::path(run_dir) / "endpoints.json")) << "no services were started";
+  EXPECT_FALSE(fs::exists(fs::path(run_dir) / "final-model"));
+}

@@ -69,6 +69,29 @@ TEST(RunSummary, AddsUpTheStepsAndComparesTheEvaluationsTaskByTask) {
       << text;
   EXPECT_EQ(text.find("sampled at temperature"), std::string::npos) << text;
   EXPECT_NE(text.find("run directory: /runs/calc"), std::string::npos) << text;
+  EXPECT_EQ(text.find("warning"), std::string::npos) << "no SFT level expected: " << text;
+}
+
+TEST(RunSummary, SaysPlainlyWhenTheWarmUpFellShortOfTheExpectedLevel) {
+  JobSpec spec;
+  spec.sft = true;
+  spec.sft_expect_greedy_reward = 0.8;
+  RunFigures f;
+  f.before.greedy = evaluation({0, 1, 0, 0, 0, 0});
+  f.after.greedy = evaluation({0, 1, 1, 0, 0, 0});
+  nlohmann::json s = run_summary(spec, f);
+  ASSERT_EQ(s["warnings"].size(), 1u) << s.dump();
+  const std::string text = summary_text(s);
+  EXPECT_NE(text.find("warning: the SFT model solves 17% of 6 held-out tasks greedily, below the 80% this job expects"),
+            std::string::npos)
+      << text;
+
+  f.before.greedy = evaluation({1, 1, 1, 1, 0});  // 80%: at the level
+  EXPECT_TRUE(run_summary(spec, f)["warnings"].empty());
+  EXPECT_FALSE(warmup_shortfall(spec, f.before));
+  spec.sft_expect_greedy_reward = 0;
+  f.before.greedy = evaluation({0, 0});
+  EXPECT_FALSE(warmup_shortfall(spec, f.before)) << "0: not checked";
 }
 
 }  // namespace

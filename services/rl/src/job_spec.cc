@@ -149,7 +149,8 @@ absl::StatusOr<JobSpec> parse_job_spec(const std::string& text, const std::strin
                      .num("steps", j.sft_steps, 1, 1e7)
                      .num("batch_size", j.sft_batch_size, 1, 1e5)
                      .num("warmup_steps", j.sft_warmup_steps, 0, 1e7)
-                     .num("lr", j.sft_lr, 0, 10);
+                     .num("lr", j.sft_lr, 0, 10)
+                     .num("expect_greedy_reward", j.sft_expect_greedy_reward, 0, 1);
                })
       .section("algorithm",
                [&](Section& s) {
@@ -281,7 +282,8 @@ nlohmann::json job_spec_json(const JobSpec& j) {
           {"model", {{"path", j.model_dir}, {"init", j.model_init}, {"seed", j.model_seed}}},
           {"sft",
            {{"enabled", j.sft}, {"demos", j.sft_demos}, {"steps", j.sft_steps}, {"batch_size", j.sft_batch_size},
-            {"warmup_steps", j.sft_warmup_steps}, {"lr", j.sft_lr}}},
+            {"warmup_steps", j.sft_warmup_steps}, {"lr", j.sft_lr},
+            {"expect_greedy_reward", j.sft_expect_greedy_reward}}},
           {"algorithm",
            {{"name", j.algorithm}, {"loss", name_of(j.objective.loss)},
             {"advantage", name_of(j.advantage.estimator)}, {"aggregation", name_of(j.objective.aggregation)},

@@ -106,6 +106,18 @@ absl::StatusOr<LocalRunResult> run_local_job(const LocalRunOptions& o) {
   const std::string initial_dir = fs::absolute(initial).string();
   RunFigures figures;
   figures.before = evaluate_model(spec, o.interlace, initial_dir, run_dir, "eval-before", "starting", o.quiet);
+  if (auto shortfall = warmup_shortfall(spec, figures.before))
+    std::fprintf(stderr, "run: warning: %s\n", shortfall->c_str());
+  if (o.warmup_only) {
+    figures.run_dir = run_dir;
+    figures.total_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    LocalRunResult result;
+    result.summary = run_summary(spec, figures);
+    result.summary["warmup_only"] = true;
+    result.summary["start_model"] = initial_dir;
+    (void)core::write_file(run_path(run_dir, "warmup-summary.json"), result.summary.dump(2) + "\n");
+    return result;
+  }
 
   Endpoints endpoints;
   if (auto old = read_endpoints(run_dir); old.ok() && o.resume) {

@@ -27,7 +27,7 @@ absl::StatusOr<TrajectoryInbox> TrajectoryInbox::open(const Options& options, co
     auto m = transport::decode_trajectory(recovered.records[i], kRecordLimits);
     absl::Status valid = m.ok() ? check_trajectory(m->trajectory, limits) : m.status();
     if (!valid.ok()) {
-      Quarantined q{.record = i, .reason = std::string(valid.message())};
+      Quarantined q{.record = i, .key = std::nullopt, .reason = std::string(valid.message())};
       if (m.ok()) {
         q.key = SampleKey{m->trajectory.group, m->trajectory.sample};
         inbox.spooled_.insert(*q.key);  // a resend is a duplicate

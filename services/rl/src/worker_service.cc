@@ -418,7 +418,10 @@ int Worker::run() {
       const transport::TaskMessage& t = batch[i];
       rollout::Environment* task_env = environment(t.env);
       if (!task_env) continue;  // said why; the group times out and is handed out again
-      const rollout::SamplingParams sampling{.temperature = t.temperature, .top_p = t.top_p, .top_k = t.top_k};
+      rollout::SamplingParams sampling;
+      sampling.temperature = t.temperature;
+      sampling.top_p = t.top_p;
+      sampling.top_k = t.top_k;
       const rollout::AgentLimits limits{.max_turns = std::max<int64_t>(1, t.max_turns),
                                         .max_turn_tokens = std::max<int64_t>(1, t.max_turn_tokens),
                                         .max_episode_tokens = std::max<int64_t>(2, t.max_episode_tokens)};

@@ -22,6 +22,9 @@ struct LocalRunOptions {
   std::string run_dir;    // empty: runs/<job name>
   std::string interlace;  // the interlace executable
   bool resume = false, quiet = false;
+  // Stop after preparing the starting model (SFT warm-up) and evaluating it:
+  // no services, no RL; the summary holds the evaluation before RL only.
+  bool warmup_only = false;
   int max_restarts = 10;                 // per service
   std::function<bool()> interrupted;     // polled; true stops the services (exit 130)
 };

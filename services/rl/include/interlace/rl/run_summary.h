@@ -4,6 +4,7 @@
 // the evaluations, and the lines printed at the end.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,10 @@ struct RunFigures {
 };
 
 nlohmann::json run_summary(const JobSpec& spec, const RunFigures& figures);
+// When the spec expects the warmed-up model to reach a greedy held-out reward
+// (sft.expect_greedy_reward) and the evaluation before RL fell short: a
+// sentence saying so (also in the summary's "warnings").
+std::optional<std::string> warmup_shortfall(const JobSpec& spec, const Evaluations& before);
 // The lines `interlace run` prints (table output), each ending in a newline.
 std::string summary_text(const nlohmann::json& summary);
 
