@@ -29,6 +29,7 @@ while (($#)); do
 done
 bin=build/bin/interlace
 [[ -x $bin ]] || scripts/build.sh
+job_dir=$(cd "$(dirname "$job")" && pwd)
 root=runs/sweep-$(date +%Y%m%d-%H%M%S)
 mkdir -p "$root"
 out=${out:-$root/sweep.json}
@@ -39,14 +40,28 @@ for seed in $seeds; do
     dir=$root/seed$seed-threads$t
     mkdir -p "$dir"
     # The job with its seeds replaced (the job's seed drives the demonstrations,
-    # tasks and sampling; model.seed the initial weights).
-    sed -e "s/^seed: .*/seed: $seed/" -e "s/^\(  seed: \).*/\1$seed/" "$job" >"$dir/job.yaml"
+    # tasks and sampling; model.seed the initial weights); relative paths
+    # (model.init, model.path) stay relative to the job's folder.
+    /usr/bin/python3 - "$job" "$job_dir" "$seed" >"$dir/job.yaml" <<'PY'
+import re, sys
+job, job_dir, seed = sys.argv[1], sys.argv[2], sys.argv[3]
+out = []
+for line in open(job):
+    line = re.sub(r"^seed: *\S+", "seed: " + seed, line)
+    line = re.sub(r"^(  seed: *)\S+", r"\g<1>" + seed, line)
+    line = re.sub(r"^(  (?:init|path): *)([^/\s#]\S*)", lambda m: m.group(1) + job_dir + "/" + m.group(2), line)
+    out.append(line)
+sys.stdout.write("".join(out))
+PY
     start=$SECONDS
     echo "main-job-sweep: seed $seed, OMP_NUM_THREADS=$t ..." >&2
     args=(run "$dir/job.yaml" --run-dir "$dir/run" --quiet -o json)
     ((sft_only)) && args+=(--warmup-only)
-    OMP_NUM_THREADS=$t timeout 3600 "$bin" "${args[@]}" >"$dir/summary.json" 2>"$dir/log" ||
-      echo "main-job-sweep: run failed, see $dir/log" >&2
+    if ! OMP_NUM_THREADS=$t timeout 3600 "$bin" "${args[@]}" >"$dir/summary.json" 2>"$dir/log"; then
+      echo "main-job-sweep: run failed, see $dir/log:" >&2
+      tail -5 "$dir/log" >&2
+      ((SECONDS - start > 60)) || exit 1  # fails at once: every run would
+    fi
     wall=$((SECONDS - start))
     row=$(/usr/bin/python3 - "$dir" "$seed" "$t" "$wall" <<'PY'
 import json, os, sys
