@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <unistd.h>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
@@ -39,12 +40,34 @@ struct PrefixCache::Tree {
   Node root;
 };
 
+int64_t default_cache_bytes() {
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  const int64_t memory = pages > 0 && page > 0 ? int64_t(pages) * int64_t(page) : int64_t{8} << 30;
+  return std::clamp<int64_t>(memory / 8, int64_t{64} << 20, int64_t{8} << 30);
+}
+
 PrefixCache::PrefixCache(const model::Model& model, CacheConfig config)
-    : model_config_(model.config()), config_(config), kv_row_bytes_(model.kv_row_bytes()) {
-  INTERLACE_CHECK(config_.block_size > 0 && config_.max_kv_blocks > 0 && config_.max_states > 0,
-                  "CacheConfig: sizes must be positive");
-  for (int64_t l = 0; l < model_config_.num_hidden_layers; ++l)
-    (model_config_.layer_types[l] == LayerKind::kLinearAttention ? lightning_layers_ : softmax_layers_).push_back(l);
+    : model_config_(model.config()),
+      config_(config),
+      max_bytes_(config.max_bytes > 0 ? config.max_bytes : default_cache_bytes()),
+      kv_row_bytes_(model.kv_row_bytes()) {
+  INTERLACE_CHECK(config_.block_size > 0 && config_.max_kv_blocks >= 0 && config_.max_states >= 0 &&
+                      config_.max_bytes >= 0,
+                  "CacheConfig: sizes must not be negative (and block_size positive)");
+  const model::ModelConfig& c = model_config_;
+  const double H = double(c.hidden_size), D = double(c.head_dim), Hq = double(c.num_attention_heads),
+               Hk = double(c.num_key_value_heads), I = double(c.intermediate_size);
+  const double mlp = c.is_moe() ? double(c.num_experts_per_tok) * 3 * H * I + H * double(c.num_local_experts)
+                                : 3 * H * I;
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const bool lightning = c.layer_types[l] == LayerKind::kLinearAttention;
+    (lightning ? lightning_layers_ : softmax_layers_).push_back(l);
+    // q, k, v (and the lightning gate) in, o out: multiply-adds per token, x2 for FLOPs.
+    const double attention = lightning ? H * 3 * Hq * D + H * Hq * D + Hq * D * H : H * (Hq + 2 * Hk) * D + Hq * D * H;
+    dense_flops_per_token_ += 2 * (attention + mlp);
+    if (lightning) dense_flops_per_token_ += 4 * Hq * D * D;  // the state: k v^T added, q read through it
+    if (lightning) state_bytes_each_ += 2 * Hq * D * D * sizeof(float);  // base and delta
+  }
   has_lightning_ = !lightning_layers_.empty();
   has_softmax_ = !softmax_layers_.empty();
 }
@@ -61,7 +84,9 @@ PrefixCache::Tree& PrefixCache::tree(int64_t version) {
   // the memory is better spent on the current one.
   while (static_cast<int64_t>(trees_.size()) > config_.versions_kept) {
     Tree& oldest = *trees_.begin()->second;
+    const int64_t blocks = counters_.kv_blocks;
     while (!oldest.root.children.empty()) drop_node(oldest.root.children.begin()->second.get());
+    counters_.dropped_old_version += blocks - counters_.kv_blocks;
     trees_.erase(trees_.begin());
   }
   return ref;
@@ -83,7 +108,7 @@ void PrefixCache::drop_node(Node* node) {
     --counters_.states;
     states_.erase(s->serial);
   }
-  counters_.kv_bytes -= static_cast<int64_t>(2 * softmax_layers_.size() * config_.block_size * kv_row_bytes_);
+  counters_.kv_bytes -= block_bytes();
   --counters_.kv_blocks;
   forget_leaf(node);
   Node* parent = node->parent;
@@ -103,40 +128,88 @@ void PrefixCache::add_child_of(Node* parent) { forget_leaf(parent); }
 
 void PrefixCache::forget_leaf(Node* node) { evictable_leaves_.erase({node->last_used, node->serial, node}); }
 
-void PrefixCache::evict_kv_block() {
+int64_t PrefixCache::block_bytes() const {
+  return static_cast<int64_t>(2 * softmax_layers_.size() * config_.block_size * kv_row_bytes_);
+}
+
+bool PrefixCache::has_room_for(int64_t tokens) const {
+  const int64_t blocks = (tokens + config_.block_size - 1) / config_.block_size;
+  const double bytes = double(blocks * block_bytes()) + state_bytes_each_;
+  return (config_.max_states == 0 || counters_.states < config_.max_states) &&
+         (config_.max_kv_blocks == 0 || counters_.kv_blocks + blocks <= config_.max_kv_blocks) &&
+         double(counters_.bytes()) + bytes <= double(max_bytes_);
+}
+
+bool PrefixCache::make_room(int64_t bytes, bool block) {
+  for (;;) {
+    const bool over_count = block ? config_.max_kv_blocks > 0 && counters_.kv_blocks >= config_.max_kv_blocks
+                                  : config_.max_states > 0 && counters_.states >= config_.max_states;
+    const bool over_bytes = counters_.bytes() + bytes > max_bytes_;
+    if (!over_count && !over_bytes) return true;
+    // A count cap frees an entry of its own kind; the byte budget the entry
+    // worth the least, of either kind.
+    const bool evicted = over_count ? (block ? evict_kv_block() : evict_state()) : evict_cheapest();
+    if (!evicted) return false;
+    ++(over_count ? counters_.evicted_for_count : counters_.evicted_for_bytes);
+  }
+}
+
+double PrefixCache::prefill_flops(int64_t from, int64_t to) const {
+  const double n = double(to - from);
+  // Attention of positions from..to-1 over their prefixes: sum of (p + 1).
+  const double prefix_sum = (double(to) * double(to + 1) - double(from) * double(from + 1)) / 2;
+  const double per_layer = 4.0 * double(model_config_.num_attention_heads) * double(model_config_.head_dim);
+  double attention = 0;
+  for (int64_t l : softmax_layers_) {
+    const int64_t w = model_config_.window_for_layer(l);
+    attention += per_layer * (w > 0 ? std::min(prefix_sum, n * double(w)) : prefix_sum);
+  }
+  return n * dense_flops_per_token_ + attention;
+}
+
+double PrefixCache::state_flops_per_byte(const StateEntry& s) const {
+  return prefill_flops(0, s.length) / double(std::max<size_t>(1, s.kv_bytes + s.state_bytes));
+}
+
+double PrefixCache::leaf_flops_per_byte(const Node& leaf) const {
+  const int64_t B = config_.block_size;
+  // Full attention: the block's own tokens, restorable from KV alone. A hybrid
+  // restores only where a state is, so the block is worth the states on it.
+  double flops = has_lightning_ ? 0.0 : prefill_flops((leaf.depth - 1) * B, leaf.depth * B);
+  size_t bytes = static_cast<size_t>(block_bytes());
+  for (const auto& st : leaf.states) {
+    flops = std::max(flops, prefill_flops(0, st->length));
+    bytes += st->kv_bytes + st->state_bytes;
+  }
+  return flops / double(std::max<size_t>(1, bytes));
+}
+
+bool PrefixCache::evict_kv_block() {
   // The least recently used leaf of any tree (not pinned by the insert running
   // now: at most the insert's path, so this skips few).
   for (const auto& [last_used, serial, node] : evictable_leaves_) {
     if (node->pinned) continue;
     ++counters_.kv_evictions;
     drop_node(node);
-    return;
+    return true;
   }
+  return false;
 }
 
-double PrefixCache::state_score(const StateEntry& s) const {
-  // FLOPs a hit saves, roughly 2 x parameters touched per token x tokens, per byte held.
-  const double per_token = 2.0 * double(model_config_.num_hidden_layers) * double(model_config_.hidden_size) *
-                           double(model_config_.hidden_size) * 12.0;
-  const double bytes = double(std::max<size_t>(1, s.kv_bytes + s.state_bytes));
-  const double fpb = per_token * double(s.length) / bytes;
-  const double recency = clock_ > 0 ? double(s.last_used) / double(clock_) : 0.0;
-  return config_.recency_weight * recency + fpb / (1.0 + fpb);  // both terms in [0, 1]
-}
-
-void PrefixCache::evict_state() {
+bool PrefixCache::evict_state() {
   // The score's recency term is relative to the clock, so the order changes
-  // as time passes: scanned over the states held (max_states at most).
+  // as time passes: scanned over the states held.
+  double most = 0;
+  for (const auto& [serial, s] : states_) most = std::max(most, state_flops_per_byte(*s));
   StateEntry* victim = nullptr;
   double worst = std::numeric_limits<double>::infinity();
   for (const auto& [serial, s] : states_) {
     if (s->owner->pinned) continue;
-    if (const double score = state_score(*s); score < worst) {
-      worst = score;
-      victim = s;
-    }
+    const double recency = clock_ > 0 ? double(s->last_used) / double(clock_) : 0.0;
+    const double score = config_.recency_weight * recency + (most > 0 ? state_flops_per_byte(*s) / most : 0.0);
+    if (score < worst) worst = score, victim = s;
   }
-  if (!victim) return;
+  if (!victim) return false;
   Node* owner = victim->owner;
   states_.erase(victim->serial);
   ++counters_.state_evictions;
@@ -145,6 +218,35 @@ void PrefixCache::evict_state() {
   --counters_.states;
   owner->states.erase(std::find_if(owner->states.begin(), owner->states.end(),
                                    [victim](const auto& p) { return p.get() == victim; }));
+  return true;
+}
+
+bool PrefixCache::evict_cheapest() {
+  Node* leaf = nullptr;
+  for (const auto& [last_used, serial, node] : evictable_leaves_)
+    if (!node->pinned) {
+      leaf = node;
+      break;
+    }
+  double most = leaf ? leaf_flops_per_byte(*leaf) : 0.0;
+  for (const auto& [serial, s] : states_) most = std::max(most, state_flops_per_byte(*s));
+  auto score = [&](int64_t last_used, double fpb) {
+    const double recency = clock_ > 0 ? double(last_used) / double(clock_) : 0.0;
+    return config_.recency_weight * recency + (most > 0 ? fpb / most : 0.0);
+  };
+  double state_worst = std::numeric_limits<double>::infinity();
+  bool any_state = false;
+  for (const auto& [serial, s] : states_)
+    if (!s->owner->pinned) {
+      any_state = true;
+      state_worst = std::min(state_worst, score(s->last_used, state_flops_per_byte(*s)));
+    }
+  if (leaf && (!any_state || score(leaf->last_used, leaf_flops_per_byte(*leaf)) <= state_worst)) {
+    ++counters_.kv_evictions;
+    drop_node(leaf);
+    return true;
+  }
+  return any_state && evict_state();
 }
 
 absl::Status PrefixCache::check_consistency() const {
@@ -217,14 +319,14 @@ int64_t PrefixCache::lookup(std::span<const int32_t> tokens, int64_t version, Se
     SequenceState::Kv& kv = state.kv[softmax_layers_[i]];
     kv.k.resize(static_cast<size_t>(best) * kv_row_bytes_);
     kv.v.resize(kv.k.size());
-    const size_t block_bytes = static_cast<size_t>(B) * kv_row_bytes_;
+    const size_t layer_block_bytes = static_cast<size_t>(B) * kv_row_bytes_;
     for (int64_t d = 1; d <= depth; ++d) {
-      std::memcpy(kv.k.data() + (d - 1) * block_bytes, path[d]->k[i].data(), block_bytes);
-      std::memcpy(kv.v.data() + (d - 1) * block_bytes, path[d]->v[i].data(), block_bytes);
+      std::memcpy(kv.k.data() + (d - 1) * layer_block_bytes, path[d]->k[i].data(), layer_block_bytes);
+      std::memcpy(kv.v.data() + (d - 1) * layer_block_bytes, path[d]->v[i].data(), layer_block_bytes);
     }
     if (best_entry && !best_entry->tail.empty()) {
-      std::memcpy(kv.k.data() + depth * block_bytes, best_entry->tail_k[i].data(), best_entry->tail_k[i].size());
-      std::memcpy(kv.v.data() + depth * block_bytes, best_entry->tail_v[i].data(), best_entry->tail_v[i].size());
+      std::memcpy(kv.k.data() + depth * layer_block_bytes, best_entry->tail_k[i].data(), best_entry->tail_k[i].size());
+      std::memcpy(kv.v.data() + depth * layer_block_bytes, best_entry->tail_v[i].data(), best_entry->tail_v[i].size());
     }
   }
   if (best_entry)
@@ -247,24 +349,23 @@ void PrefixCache::insert(std::span<const int32_t> tokens, int64_t version, const
   Node* n = &t.root;
   std::vector<Node*> pinned = {n};
   n->pinned = true;
-  const size_t block_bytes = static_cast<size_t>(B) * kv_row_bytes_;
+  const size_t layer_block_bytes = static_cast<size_t>(B) * kv_row_bytes_;  // one layer's K (or V) of a block
   for (int64_t b = 0; (b + 1) * B <= L; ++b) {
     std::vector<int32_t> key(tokens.begin() + b * B, tokens.begin() + (b + 1) * B);
     auto c = n->children.find(key);
     if (c == n->children.end()) {
-      if (counters_.kv_blocks >= config_.max_kv_blocks) evict_kv_block();
-      if (counters_.kv_blocks >= config_.max_kv_blocks) break;  // everything else pinned: stop here
+      if (!make_room(block_bytes(), true)) break;  // everything else pinned: stop here
       auto child = std::make_unique<Node>();
       child->parent = n;
       child->block = key;
       child->depth = b + 1;
       for (int64_t layer : softmax_layers_) {
         const auto& kv = state.kv[layer];
-        child->k.emplace_back(kv.k.begin() + b * block_bytes, kv.k.begin() + (b + 1) * block_bytes);
-        child->v.emplace_back(kv.v.begin() + b * block_bytes, kv.v.begin() + (b + 1) * block_bytes);
+        child->k.emplace_back(kv.k.begin() + b * layer_block_bytes, kv.k.begin() + (b + 1) * layer_block_bytes);
+        child->v.emplace_back(kv.v.begin() + b * layer_block_bytes, kv.v.begin() + (b + 1) * layer_block_bytes);
       }
       ++counters_.kv_blocks;
-      counters_.kv_bytes += static_cast<int64_t>(2 * softmax_layers_.size() * block_bytes);
+      counters_.kv_bytes += block_bytes();
       add_child_of(n);
       child->last_used = clock_;
       child->serial = next_serial_++;
@@ -285,8 +386,8 @@ void PrefixCache::insert(std::span<const int32_t> tokens, int64_t version, const
     if (same != n->states.end()) {
       (*same)->last_used = clock_;
     } else {
-      if (counters_.states >= config_.max_states) evict_state();
-      if (counters_.states < config_.max_states) {
+      const int64_t tail_bytes = static_cast<int64_t>(2 * softmax_layers_.size() * (L - base) * kv_row_bytes_);
+      if (make_room(tail_bytes + static_cast<int64_t>(state_bytes_each_), false)) {
         auto e = std::make_unique<StateEntry>();
         e->owner = n;
         e->serial = next_serial_++;

@@ -57,7 +57,7 @@ struct RolloutArgs {
   int64_t top_k = 0;
   uint64_t seed = 0;
   bool eval = false, no_cache = false;
-  int64_t cache_blocks = 4096, cache_states = 256;
+  int64_t cache_bytes = 0, cache_blocks = 0, cache_states = 0;  // 0: the machine default; no caps
   std::string state_dtype;  // empty: the precision profile's state dtype
 };
 
@@ -82,7 +82,10 @@ int run_rollout(const RolloutArgs& a) {
   if (!state_dtype.ok()) return fail(absl::StrCat("--cache-state-dtype: ", state_dtype.status().message()));
   std::optional<cache::CacheConfig> cache;
   if (!a.no_cache)
-    cache = cache::CacheConfig{.max_kv_blocks = a.cache_blocks, .max_states = a.cache_states, .state_dtype = *state_dtype};
+    cache = cache::CacheConfig{.max_bytes = a.cache_bytes,
+                               .max_kv_blocks = a.cache_blocks,
+                               .max_states = a.cache_states,
+                               .state_dtype = *state_dtype};
   rollout::RolloutStack stack = rollout::make_rollout_stack(
       m, **tok, *tmpl,
       {.max_running = 32,
@@ -138,11 +141,12 @@ int run_rollout(const RolloutArgs& a) {
   } else {
     const cache::CacheCounters& cc = stack.cache->counters();
     std::printf("prefix cache: hit rate %.1f%% (%lld of %lld prompt tokens), %lld KV blocks + %lld states held "
-                "(%.1f MB KV, %.1f MB state), %lld evictions\n",
+                "(%.1f MB KV, %.1f MB state, budget %.0f MB), evictions: %lld for the budget, %lld for a count cap\n",
                 cc.query_tokens ? 100.0 * cc.hit_tokens / cc.query_tokens : 0.0, static_cast<long long>(cc.hit_tokens),
                 static_cast<long long>(cc.query_tokens), static_cast<long long>(cc.kv_blocks),
                 static_cast<long long>(cc.states), cc.kv_bytes / 1e6, cc.state_bytes / 1e6,
-                static_cast<long long>(cc.kv_evictions + cc.state_evictions));
+                stack.cache->max_bytes() / 1e6, static_cast<long long>(cc.evicted_for_bytes),
+                static_cast<long long>(cc.evicted_for_count));
   }
   // How far from ideal: prefilled prompt tokens against the fewest any cache
   // could have prefilled for these episodes (rollout/prefill_bound.h).
@@ -215,8 +219,17 @@ void add_rollout_commands(CLI::App& app, Action& action) {
   ro->add_option("--precision", r->precision, "precision profile of the rollout")->capture_default_str();
   ro->add_flag("--eval", r->eval, "use the environment's fixed held-out tasks");
   ro->add_flag("--no-cache", r->no_cache, "disable the prefix/state cache");
-  ro->add_option("--cache-blocks", r->cache_blocks, "KV blocks (16 tokens each) the cache holds")->capture_default_str();
-  ro->add_option("--cache-states", r->cache_states, "lightning-state checkpoints the cache holds")->capture_default_str();
+  ro->add_option("--cache-bytes", r->cache_bytes,
+                 "memory the cache may hold, KV blocks and states together (default 0: 1/8 of this\n"
+                 "machine's memory, 64 MiB..8 GiB)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  ro->add_option("--cache-blocks", r->cache_blocks, "cap on KV blocks (16 tokens each); 0: none")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  ro->add_option("--cache-states", r->cache_states, "cap on lightning-state checkpoints; 0: none")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   ro->add_option("--cache-state-dtype", r->state_dtype,
                  "dtype states are cached in: f32, bf16, f16 (default: the precision profile's state dtype)");
   ro->callback([&action, r] { action = [r] { return run_rollout(*r); }; });

@@ -325,5 +325,79 @@ TEST(PrefixCache, EvictsWhileTheEngineSwapsWeights) {
   EXPECT_LE(cache.counters().states, 2);
 }
 
+namespace budget {
+
+model::SequenceState prefilled(model::Model& m, const std::vector<int32_t>& t) {
+  std::vector<float> logits;
+  model::SequenceState s = m.new_sequence();
+  m.prefill(s, t, logits);
+  return s;
+}
+
+// Bytes a cache holds after inserting just `t`.
+int64_t bytes_of(model::Model& m, const std::vector<int32_t>& t) {
+  PrefixCache alone(m, {.block_size = 4, .max_bytes = int64_t{1} << 40});
+  alone.insert(t, 0, prefilled(m, t));
+  return alone.counters().bytes();
+}
+
+// Whether a lookup of t + one token restores all of t.
+bool restorable(PrefixCache& cache, model::Model& m, std::vector<int32_t> t) {
+  const int64_t n = static_cast<int64_t>(t.size());
+  t.push_back(1);
+  model::SequenceState s = m.new_sequence();
+  return cache.lookup(t, 0, s) == n;
+}
+
+// Random inserts under a random byte budget: the cache never holds more than
+// the budget after an insert, evictions are counted as the budget's, and the
+// bookkeeping matches the trees.
+TEST(PrefixCacheBudget, NeverHoldsMoreThanItsBudgetAndCountsWhy) {
+  auto m = make_model(testing::minimax_json(), "fp32");
+  std::mt19937_64 rng(std::random_device{}());
+  const int64_t one = bytes_of(*m, tokens(24, 1, m->vocab_size()));
+  const int64_t budget = one * (2 + int64_t(rng() % 4));
+  PrefixCache cache(*m, {.block_size = 4, .max_bytes = budget});
+  EXPECT_EQ(cache.max_bytes(), budget);
+  for (int i = 0; i < 30; ++i) {
+    const auto t = tokens(8 + int(rng() % 40), int(rng() % 9), m->vocab_size());
+    cache.insert(t, 0, prefilled(*m, t));
+    ASSERT_LE(cache.counters().bytes(), budget) << "after insert " << i;
+    ASSERT_TRUE(cache.check_consistency().ok()) << cache.check_consistency();
+  }
+  EXPECT_GT(cache.counters().evicted_for_bytes, 0);
+  EXPECT_EQ(cache.counters().evicted_for_count, 0);
+  EXPECT_EQ(cache.counters().evicted_for_bytes, cache.counters().kv_evictions + cache.counters().state_evictions);
+}
+
+// The case where LRU and the FLOPs rule disagree. A long prefix A is cached
+// first, a short one B after it; C then needs room. LRU evicts A (the oldest).
+// The FLOPs rule evicts B: restoring A saves ~10x the prefill FLOPs per byte
+// held (a state costs the same bytes whatever its length), which outweighs
+// A's older use.
+TEST(PrefixCacheBudget, EvictsWhatSavesTheFewestFlopsPerByteWhereLruWouldEvictTheLongPrefix) {
+  auto m = make_model(testing::minimax_json(), "fp32");
+  const int64_t V = m->vocab_size();
+  const auto a = tokens(202, 1, V), b = tokens(22, 2, V), c = tokens(22, 3, V);
+  ASSERT_NE(a[0], b[0]);
+  ASSERT_NE(b[0], c[0]);
+  const int64_t budget = bytes_of(*m, a) + bytes_of(*m, b) + bytes_of(*m, c) - 1;
+  for (const double recency_weight : {1.0, 1e9}) {
+    PrefixCache cache(*m, {.block_size = 4, .max_bytes = budget, .recency_weight = recency_weight});
+    for (const auto* t : {&a, &b, &c}) cache.insert(*t, 0, prefilled(*m, *t));
+    EXPECT_EQ(cache.counters().evicted_for_bytes, 1) << "one entry makes room";
+    EXPECT_TRUE(restorable(cache, *m, c));
+    if (recency_weight == 1.0) {
+      EXPECT_TRUE(restorable(cache, *m, a)) << "the FLOPs rule keeps the long prefix";
+      EXPECT_FALSE(restorable(cache, *m, b));
+    } else {
+      EXPECT_FALSE(restorable(cache, *m, a)) << "recency alone (LRU) evicts the oldest";
+      EXPECT_TRUE(restorable(cache, *m, b));
+    }
+  }
+}
+
+}  // namespace budget
+
 }  // namespace
 }  // namespace interlace::cache

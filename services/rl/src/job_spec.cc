@@ -187,8 +187,9 @@ absl::StatusOr<JobSpec> parse_job_spec(const std::string& text, const std::strin
                      .num("max_episode_tokens", j.max_episode_tokens, 1, 1e7)
                      .text("precision", j.rollout_precision, {}, check_precision)
                      .boolean("cache", j.cache)
-                     .num("cache_blocks", j.cache_blocks, 1, 1e8)
-                     .num("cache_states", j.cache_states, 1, 1e7)
+                     .num("cache_bytes", j.cache_bytes, 0, 1e13)
+                     .num("cache_blocks", j.cache_blocks, 0, 1e8)
+                     .num("cache_states", j.cache_states, 0, 1e7)
                      .num("max_in_flight", j.max_in_flight, 1, 1e6)
                      .num("resend_after_seconds", j.resend_after_s, 0.01, 1e6)
                      .num("task_timeout_seconds", j.task_timeout_s, 0.1, 1e7);
@@ -299,7 +300,7 @@ nlohmann::json job_spec_json(const JobSpec& j) {
            {{"workers", j.workers}, {"max_running", j.max_running}, {"temperature", j.temperature},
             {"top_p", j.top_p}, {"top_k", j.top_k}, {"max_turns", j.max_turns},
             {"max_turn_tokens", j.max_turn_tokens}, {"max_episode_tokens", j.max_episode_tokens},
-            {"precision", j.rollout_precision}, {"cache", j.cache}, {"cache_blocks", j.cache_blocks},
+            {"precision", j.rollout_precision}, {"cache", j.cache}, {"cache_bytes", j.cache_bytes}, {"cache_blocks", j.cache_blocks},
             {"cache_states", j.cache_states}, {"max_in_flight", j.max_in_flight},
             {"resend_after_seconds", j.resend_after_s}, {"task_timeout_seconds", j.task_timeout_s}}},
           {"learner", {{"precision", j.learner_precision}}},

@@ -34,6 +34,10 @@
 namespace interlace::rl {
 namespace {
 
+// One help text for every reason of interlace_cache_evictions.
+constexpr char kEvictionsHelp[] =
+    "prefix-cache entries evicted, by reason (the byte budget, a count cap, an old weights version's tree)";
+
 using Clock = std::chrono::steady_clock;
 constexpr transport::FrameLimits kAckLimits{.max_bytes = size_t{64} << 10};
 constexpr transport::FrameLimits kGrantLimits{.max_bytes = size_t{16} << 20};
@@ -67,6 +71,10 @@ class Worker {
         unacked_gauge_(registry_.gauge("interlace_trajectories_unacked", "trajectories sent, not yet acknowledged")),
         cache_hit_(registry_.gauge("interlace_cache_hit_tokens", "prompt tokens served from the prefix cache")),
         cache_query_(registry_.gauge("interlace_cache_query_tokens", "prompt tokens looked up in the prefix cache")),
+        cache_bytes_(registry_.gauge("interlace_cache_bytes", "bytes the prefix cache holds (KV blocks and states)")),
+        evicted_bytes_(registry_.gauge("interlace_cache_evictions", kEvictionsHelp, {{"reason", "byte_budget"}})),
+        evicted_count_(registry_.gauge("interlace_cache_evictions", kEvictionsHelp, {{"reason", "count_cap"}})),
+        dropped_version_(registry_.gauge("interlace_cache_evictions", kEvictionsHelp, {{"reason", "old_version"}})),
         rejects_(registry_, name_) {}
 
   int run();
@@ -89,7 +97,8 @@ class Worker {
   uint64_t incarnation_;
   metrics::Registry registry_;
   metrics::Value &sent_, &resent_, &acked_, &refused_, &generated_, &sync_bytes_, &sync_seconds_, &sync_failed_,
-      &chunks_rejected_, &nccl_received_, &nccl_failed_, &version_gauge_, &unacked_gauge_, &cache_hit_, &cache_query_;
+      &chunks_rejected_, &nccl_received_, &nccl_failed_, &version_gauge_, &unacked_gauge_, &cache_hit_, &cache_query_,
+      &cache_bytes_, &evicted_bytes_, &evicted_count_, &dropped_version_;
   FrameRejects rejects_;
 
   zmq::context_t ctx_{1};
@@ -180,6 +189,10 @@ void Worker::send_heartbeat() {
     hb.cache_bytes = static_cast<uint64_t>(c.kv_bytes + c.state_bytes);
     cache_hit_.set(double(c.hit_tokens));
     cache_query_.set(double(c.query_tokens));
+    cache_bytes_.set(double(c.bytes()));
+    evicted_bytes_.set(double(c.evicted_for_bytes));
+    evicted_count_.set(double(c.evicted_for_count));
+    dropped_version_.set(double(c.dropped_old_version));
   }
   tasks_.send(zmq::buffer(transport::encode_heartbeat(hb)), zmq::send_flags::dontwait);
   last_heartbeat_ = Clock::now();
@@ -387,7 +400,8 @@ int Worker::run() {
       model_, *tokenizer_, *tmpl,
       {.version = version_,
        .max_running = spec_.max_running,
-       .cache = spec_.cache ? std::optional(cache::CacheConfig{.max_kv_blocks = spec_.cache_blocks,
+       .cache = spec_.cache ? std::optional(cache::CacheConfig{.max_bytes = spec_.cache_bytes,
+                                                               .max_kv_blocks = spec_.cache_blocks,
                                                                .max_states = spec_.cache_states,
                                                                .state_dtype = precision_.state})
                             : std::nullopt,

@@ -14,13 +14,22 @@
 // fresh SequenceState (copies: a running request never reads the pool, so
 // eviction can never pull data from under it); only the rest is prefilled.
 //
-// Eviction: KV blocks by LRU among leaves (a block with descendants is never
-// evicted, or its descendants' prefixes would break), kept in a set ordered by
-// last use, so an eviction is O(log n) in the blocks held (as SGLang's radix
-// cache does), not a walk of the trees; states by a score that weighs recency
-// against prefill FLOPs saved per byte held (the Marconi policy), over the
-// list of states (at most max_states), not the trees. A prefix computed under weights version v is only ever used by
-// requests running under v.
+// Size: one budget in bytes (max_bytes) for KV blocks and state checkpoints
+// together, the memory their buffers take (nothing is preallocated); counts
+// can be capped too, but the budget is what sizes the cache.
+//
+// Eviction, when an insert needs room: among the least recently used leaf
+// block (a block with descendants is never evicted, or its descendants'
+// prefixes would break; the leaves are kept in a set ordered by last use, so
+// finding it is O(log n), as SGLang's radix cache does) and the states held,
+// the entry with the lowest score = recency_weight x recency + the prefill
+// FLOPs a hit on it saves per byte it holds, relative to the most among the
+// candidates (the Marconi policy). The FLOPs are counted per layer kind:
+// projections and MLP for every layer, attention over the prefix for softmax
+// layers, the state update for lightning layers. On a hybrid model a leaf
+// block without a state on it saves nothing (a lookup needs a state to
+// restore the lightning layers), so it goes first. A prefix computed under
+// weights version v is only ever used by requests running under v.
 #pragma once
 
 #include <cstdint>
@@ -40,18 +49,29 @@ namespace interlace::cache {
 
 struct CacheConfig {
   int64_t block_size = 16;
-  int64_t max_kv_blocks = 4096;      // pool of KV blocks (each holds block_size tokens of every softmax layer)
-  int64_t max_states = 256;          // pool of lightning-state checkpoints
+  // Bytes the cache may hold (KV blocks and states together). 0: default_cache_bytes().
+  int64_t max_bytes = 0;
+  int64_t max_kv_blocks = 0;         // optional cap on KV blocks (block_size tokens of every softmax layer); 0: none
+  int64_t max_states = 0;            // optional cap on lightning-state checkpoints; 0: none
   core::DType state_dtype = core::DType::kF32;  // states are stored rounded to this (fp32, bf16, fp16)
-  double recency_weight = 1.0;       // Marconi: score = recency_weight * recency + flops_per_byte (normalised)
+  double recency_weight = 1.0;       // Marconi: score = recency_weight * recency + relative FLOPs saved per byte
   int64_t versions_kept = 2;         // trees of older weights versions are dropped
 };
+
+// The byte budget when none is given: 1/8 of the machine's physical memory,
+// between 64 MiB and 8 GiB. A rollout worker's cache is its largest
+// allocation after the model, and a machine runs a learner and a few workers.
+int64_t default_cache_bytes();
 
 struct CacheCounters {
   int64_t lookups = 0, query_tokens = 0, hit_tokens = 0;
   int64_t inserts = 0, kv_evictions = 0, state_evictions = 0;
+  // Why entries were evicted: the byte budget, a count cap; and the blocks
+  // dropped with the tree of a weights version no longer kept.
+  int64_t evicted_for_bytes = 0, evicted_for_count = 0, dropped_old_version = 0;
   int64_t kv_blocks = 0, states = 0;
   int64_t kv_bytes = 0, state_bytes = 0;  // held, by layer kind (softmax KV, lightning state)
+  int64_t bytes() const { return kv_bytes + state_bytes; }
 };
 
 class PrefixCache {
@@ -72,10 +92,7 @@ class PrefixCache {
   // Whether `tokens` more tokens (as new blocks and one state) would fit
   // without evicting anything: for checkpoints that are worth keeping only if
   // they cost nothing (the end of a generation, which the next turn may use).
-  bool has_room_for(int64_t tokens) const {
-    return counters_.states < config_.max_states &&
-           counters_.kv_blocks + (tokens + config_.block_size - 1) / config_.block_size <= config_.max_kv_blocks;
-  }
+  bool has_room_for(int64_t tokens) const;
 
   const CacheCounters& counters() const { return counters_; }
   // Walks every tree and checks the bookkeeping against it: the evictable set
@@ -83,26 +100,39 @@ class PrefixCache {
   // exactly the states, the counters the blocks and states held. For tests.
   absl::Status check_consistency() const;
   const CacheConfig& config() const { return config_; }
+  int64_t max_bytes() const { return max_bytes_; }  // the byte budget in force
 
  private:
   struct Node;
   struct Tree;
   struct StateEntry;
   Tree& tree(int64_t version);
-  void evict_kv_block();
+  // Frees room for a new block (`block`) or state of `bytes`: evicts until the
+  // byte budget and the count caps allow it; false when only pinned entries are left.
+  bool make_room(int64_t bytes, bool block);
+  bool evict_kv_block();
+  bool evict_cheapest();
+  // Prefill FLOPs of positions [from, to) of a sequence (see the header comment).
+  double prefill_flops(int64_t from, int64_t to) const;
+  // FLOPs a hit saves per byte held, for a leaf block and for a state.
+  double leaf_flops_per_byte(const Node& leaf) const;
+  double state_flops_per_byte(const StateEntry& s) const;
+  int64_t block_bytes() const;
   // Sets a node's last use, keeping the evictable-leaf set ordered.
   void touch(Node* node, int64_t now);
   void add_child_of(Node* parent);     // parent stops being a leaf
   void forget_leaf(Node* node);
-  void evict_state();
+  bool evict_state();
   void drop_node(Node* node);
-  double state_score(const StateEntry& s) const;
 
   // A copy, not a reference: the cache outlives the model it was made from (a
   // worker swaps in new weights and frees the old model while the cache lives on).
   const model::ModelConfig model_config_;
   CacheConfig config_;
+  int64_t max_bytes_;
   size_t kv_row_bytes_;
+  double dense_flops_per_token_ = 0;  // projections and MLPs of every layer
+  double state_bytes_each_ = 0;       // one checkpoint's lightning states
   bool has_lightning_ = false, has_softmax_ = false;
   std::vector<int64_t> softmax_layers_, lightning_layers_;
   int64_t clock_ = 0;

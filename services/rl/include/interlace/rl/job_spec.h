@@ -53,7 +53,9 @@ struct JobSpec {
   bool cache = true;
   // The cache's pools: KV blocks (16 tokens of every softmax layer each) and
   // lightning-state checkpoints, per worker.
-  int64_t cache_blocks = 4096, cache_states = 256;
+  // Each worker's prefix cache: a byte budget (0: 1/8 of the machine's memory,
+  // 64 MiB..8 GiB) and optional caps on blocks and states (0: none).
+  int64_t cache_bytes = 0, cache_blocks = 0, cache_states = 0;
   // staleness: sync = generate a batch, then train; async = generation goes on
   // while training, at most eta versions behind.
   StalenessMode mode = StalenessMode::kAsync;
