@@ -66,6 +66,29 @@ void add_bench_cache_commands(CLI::App& bench, std::shared_ptr<Common> common, A
     common->command_line = absl::StrCat(command_line_of(*d), " -o ", common->output);
     action = [common, a] { return run(bench::run_drift(*common, *a)); };
   });
+
+  auto w = std::make_shared<bench::CacheBenchArgs>();
+  CLI::App* c = bench.add_subcommand(
+      "cache", "Prefilled prompt tokens of a GRPO-shaped multi-turn rollout against the lower bound (what no\n"
+               "cache could avoid), with the prefix cache at its defaults and without it, and episodes/s");
+  c->add_option("-o,--output", common->output, "table or json")
+      ->check(CLI::IsMember({"table", "json"}))->capture_default_str();
+  c->add_option("--models", w->models,
+                "model directories (an SFT model gives realistic episodes) or example configs (random weights)")
+      ->capture_default_str();
+  c->add_option("--envs", w->envs, "environments")->capture_default_str();
+  c->add_option("--prompts", w->prompts, "tasks")->check(CLI::PositiveNumber)->capture_default_str();
+  c->add_option("--group-size", w->group_size, "samples per task")->check(CLI::PositiveNumber)->capture_default_str();
+  c->add_option("--max-turns", w->max_turns, "turns per episode")->check(CLI::PositiveNumber)->capture_default_str();
+  c->add_option("--max-new-tokens", w->max_new_tokens, "tokens per turn")->check(CLI::PositiveNumber)->capture_default_str();
+  c->add_option("--temperature", w->temperature, "sampling temperature")->check(CLI::NonNegativeNumber)->capture_default_str();
+  c->add_option("--seed", w->seed, "task and sampling seed")->capture_default_str();
+  c->add_option("--cache-bytes", w->cache_bytes, "the cache's byte budget (0: the default)")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
+  c->callback([&action, common, w, c] {
+    common->command_line = absl::StrCat(command_line_of(*c), " -o ", common->output);
+    action = [common, w] { return run(bench::run_bench_cache(*common, *w)); };
+  });
 }
 
 

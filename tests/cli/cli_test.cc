@@ -378,3 +378,26 @@ eval: {prompts: 4, samples: 0}
   EXPECT_FALSE(fs::exists(fs::path(run_dir) / "endpoints.json")) << "no services were started";
   EXPECT_FALSE(fs::exists(fs::path(run_dir) / "final-model"));
 }
+
+// `interlace bench cache`: on a small multi-turn workload the cache never
+// prefills fewer tokens than the lower bound (no cache could), and never more
+// than running without it; the figures it reports add up.
+TEST_F(Cli, BenchCachePrefillsBetweenTheLowerBoundAndNoCache) {
+  const CliRun r = run("bench cache --prompts 3 --group-size 3 --max-turns 3 --max-new-tokens 12 -o json", false);
+  ASSERT_EQ(r.code, 0) << r.out;
+  const nlohmann::json doc = nlohmann::json::parse(r.out);
+  ASSERT_EQ(doc["results"].size(), 4u) << "2 models x 2 environments";
+  for (const auto& row : doc["results"]) {
+    const auto& on = row["with_cache"];
+    const auto& off = row["without_cache"];
+    SCOPED_TRACE(row["model"].get<std::string>() + " on " + row["env"].get<std::string>());
+    EXPECT_EQ(on["episodes"], 9);
+    EXPECT_GE(on["prefilled_tokens"].get<int64_t>(), on["lower_bound_tokens"].get<int64_t>());
+    EXPECT_GT(on["lower_bound_tokens"].get<int64_t>(), 0);
+    EXPECT_LE(on["prefilled_tokens"].get<int64_t>(), off["prefilled_tokens"].get<int64_t>());
+    EXPECT_EQ(off["prefilled_tokens"], off["prompt_tokens"]);
+    EXPECT_LE(on["cache_bytes_held"].get<int64_t>(), on["cache_budget_bytes"].get<int64_t>());
+    EXPECT_NEAR(on["over_lower_bound"].get<double>(),
+                double(on["prefilled_tokens"].get<int64_t>()) / double(on["lower_bound_tokens"].get<int64_t>()), 1e-9);
+  }
+}

@@ -65,6 +65,19 @@ struct WeightSyncArgs {
 };
 absl::Status run_bench_weight_sync(const Common& c, const WeightSyncArgs& a);
 
+// Prefill work of a GRPO-shaped multi-turn rollout against the lower bound,
+// with the prefix cache at its defaults and without it. A model is a model
+// directory or an example config's name (initialised with random weights).
+struct CacheBenchArgs {
+  std::vector<std::string> models = {"tiny-hybrid-3to1.json", "tiny-full.json"};
+  std::vector<std::string> envs = {"calculator:max_number=5,short_prompt=1", "kv-retrieval"};
+  int64_t prompts = 64, group_size = 8, max_turns = 4, max_new_tokens = 96;
+  double temperature = 1.0;
+  uint64_t seed = 0;
+  int64_t cache_bytes = 0;  // 0: the default budget
+};
+absl::Status run_bench_cache(const Common& c, const CacheBenchArgs& a);
+
 // The same RL job run synchronously and asynchronously by `interlace run`.
 struct AsyncArgs {
   std::string interlace;  // the interlace executable that runs the job
