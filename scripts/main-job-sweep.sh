@@ -76,7 +76,7 @@ row = {"seed": seed, "threads": threads, "wall_seconds": wall,
        "sft_greedy": mean_reward(os.path.join(d, "run", "eval-before.jsonl")),
        "sft_sampled": mean_reward(os.path.join(d, "run", "eval-before-sampled.jsonl"))}
 try:
-    s = json.load(open(os.path.join(d, "summary.json")))
+    s = json.load(open(os.path.join(d, "run", "summary.json")))
     row.update({"rl_greedy": s.get("eval_reward_after"), "rl_sampled": s.get("eval_sampled_reward_after"),
                 "greedy_change": s.get("eval_change"), "sampled_change": s.get("eval_sampled_change"),
                 "warnings": s.get("warnings", [])})

@@ -377,6 +377,15 @@ eval: {prompts: 4, samples: 0}
   EXPECT_TRUE(fs::exists(fs::path(run_dir) / "sft-model" / "config.json"));
   EXPECT_FALSE(fs::exists(fs::path(run_dir) / "endpoints.json")) << "no services were started";
   EXPECT_FALSE(fs::exists(fs::path(run_dir) / "final-model"));
+
+  // -o json: stdout is one JSON document, although the children (demos, SFT,
+  // evaluation) print progress lines of their own.
+  const CliRun j = run("run " + job + " --run-dir " + (dir_ / "warmup-json").string() + " --warmup-only --quiet -o json",
+                       /*with_stderr=*/false);
+  ASSERT_EQ(j.code, 0) << j.out;
+  const nlohmann::json doc = nlohmann::json::parse(j.out, nullptr, /*allow_exceptions=*/false);
+  ASSERT_FALSE(doc.is_discarded()) << "stdout is not one JSON document:\n" << j.out;
+  EXPECT_EQ(doc["eval_episodes_before"], 4);
 }
 
 // `interlace bench cache`: on a small multi-turn workload the cache never

@@ -41,6 +41,9 @@ int supervise(const std::vector<SupervisedProcess>& processes, const SupervisorO
 std::chrono::steady_clock::duration restart_delay(int quick_deaths);
 
 // posix_spawn of args[0] with this process's environment; -1 if it failed.
+// The child's stdout goes to this process's stderr: the children are parts of
+// a run whose own stdout is its result (`interlace run -o json` prints one
+// JSON document there, which the children's progress lines once broke).
 pid_t spawn_process(const std::vector<std::string>& args);
 // Runs a process to completion: its exit code, 128 + signal if killed, 127 if
 // it could not be started.
