@@ -74,21 +74,31 @@ PrefixCache::PrefixCache(const model::Model& model, CacheConfig config)
 
 PrefixCache::~PrefixCache() = default;
 
+void PrefixCache::drop_tree(std::map<int64_t, std::unique_ptr<Tree>>::iterator it) {
+  Tree& t = *it->second;
+  const int64_t blocks = counters_.kv_blocks, states = counters_.states;
+  while (!t.root.children.empty()) drop_node(t.root.children.begin()->second.get());
+  counters_.dropped_old_version += (blocks - counters_.kv_blocks) + (states - counters_.states);
+  trees_.erase(it);
+}
+
+void PrefixCache::clear() {
+  while (!trees_.empty()) drop_tree(trees_.begin());
+}
+
 PrefixCache::Tree& PrefixCache::tree(int64_t version) {
   auto it = trees_.find(version);
   if (it != trees_.end()) return *it->second;
+  // A version older than one held: the weights went back (a restarted learner
+  // republishes its checkpoint). What the trees hold may not be what these
+  // weights compute, and the new tree would be the one dropped below.
+  if (!trees_.empty() && version < trees_.rbegin()->first) clear();
   auto t = std::make_unique<Tree>();
   Tree& ref = *t;
   trees_[version] = std::move(t);
   // Keep the newest versions only: a request under an old version is rare, and
   // the memory is better spent on the current one.
-  while (static_cast<int64_t>(trees_.size()) > config_.versions_kept) {
-    Tree& oldest = *trees_.begin()->second;
-    const int64_t blocks = counters_.kv_blocks;
-    while (!oldest.root.children.empty()) drop_node(oldest.root.children.begin()->second.get());
-    counters_.dropped_old_version += blocks - counters_.kv_blocks;
-    trees_.erase(trees_.begin());
-  }
+  while (static_cast<int64_t>(trees_.size()) > config_.versions_kept) drop_tree(trees_.begin());
   return ref;
 }
 
@@ -141,6 +151,7 @@ bool PrefixCache::has_room_for(int64_t tokens) const {
 }
 
 bool PrefixCache::make_room(int64_t bytes, bool block) {
+  if (bytes > max_bytes_) return false;  // would never fit: keep what is there
   for (;;) {
     const bool over_count = block ? config_.max_kv_blocks > 0 && counters_.kv_blocks >= config_.max_kv_blocks
                                   : config_.max_states > 0 && counters_.states >= config_.max_states;
@@ -148,9 +159,9 @@ bool PrefixCache::make_room(int64_t bytes, bool block) {
     if (!over_count && !over_bytes) return true;
     // A count cap frees an entry of its own kind; the byte budget the entry
     // worth the least, of either kind.
-    const bool evicted = over_count ? (block ? evict_kv_block() : evict_state()) : evict_cheapest();
-    if (!evicted) return false;
-    ++(over_count ? counters_.evicted_for_count : counters_.evicted_for_bytes);
+    const int64_t evicted = over_count ? (block ? evict_kv_block() : evict_state()) : evict_cheapest();
+    if (evicted == 0) return false;
+    (over_count ? counters_.evicted_for_count : counters_.evicted_for_bytes) += evicted;
   }
 }
 
@@ -184,32 +195,20 @@ double PrefixCache::leaf_flops_per_byte(const Node& leaf) const {
   return flops / double(std::max<size_t>(1, bytes));
 }
 
-bool PrefixCache::evict_kv_block() {
+int64_t PrefixCache::evict_kv_block() {
   // The least recently used leaf of any tree (not pinned by the insert running
   // now: at most the insert's path, so this skips few).
-  for (const auto& [last_used, serial, node] : evictable_leaves_) {
-    if (node->pinned) continue;
-    ++counters_.kv_evictions;
-    drop_node(node);
-    return true;
-  }
-  return false;
+  for (const auto& [last_used, serial, node] : evictable_leaves_)
+    if (!node->pinned) return remove_leaf(node);
+  return 0;
 }
 
-bool PrefixCache::evict_state() {
-  // The score's recency term is relative to the clock, so the order changes
-  // as time passes: scanned over the states held.
-  double most = 0;
-  for (const auto& [serial, s] : states_) most = std::max(most, state_flops_per_byte(*s));
-  StateEntry* victim = nullptr;
-  double worst = std::numeric_limits<double>::infinity();
-  for (const auto& [serial, s] : states_) {
-    if (s->owner->pinned) continue;
-    const double recency = clock_ > 0 ? double(s->last_used) / double(clock_) : 0.0;
-    const double score = config_.recency_weight * recency + (most > 0 ? state_flops_per_byte(*s) / most : 0.0);
-    if (score < worst) worst = score, victim = s;
-  }
-  if (!victim) return false;
+double PrefixCache::score(int64_t last_used, double flops_per_byte, double most) const {
+  const double recency = clock_ > 0 ? double(last_used) / double(clock_) : 0.0;
+  return config_.recency_weight * recency + (most > 0 ? flops_per_byte / most : 0.0);
+}
+
+int64_t PrefixCache::remove_state(StateEntry* victim) {
   Node* owner = victim->owner;
   states_.erase(victim->serial);
   ++counters_.state_evictions;
@@ -218,10 +217,42 @@ bool PrefixCache::evict_state() {
   --counters_.states;
   owner->states.erase(std::find_if(owner->states.begin(), owner->states.end(),
                                    [victim](const auto& p) { return p.get() == victim; }));
-  return true;
+  // On a hybrid model a leaf block without a state restores nothing: it goes
+  // with its last state (and so may its parent, the same way).
+  int64_t removed = 1;
+  for (Node* n = owner; has_lightning_ && n->parent && n->children.empty() && n->states.empty() && !n->pinned;) {
+    Node* parent = n->parent;
+    ++counters_.kv_evictions;
+    ++removed;
+    drop_node(n);
+    n = parent;
+  }
+  return removed;
 }
 
-bool PrefixCache::evict_cheapest() {
+int64_t PrefixCache::remove_leaf(Node* leaf) {
+  const int64_t states = static_cast<int64_t>(leaf->states.size());  // they go with it
+  counters_.kv_evictions += 1;
+  counters_.state_evictions += states;
+  drop_node(leaf);
+  return 1 + states;
+}
+
+int64_t PrefixCache::evict_state() {
+  // The score's recency term is relative to the clock, so the order changes
+  // as time passes: scanned over the states held.
+  double most = 0;
+  for (const auto& [serial, s] : states_) most = std::max(most, state_flops_per_byte(*s));
+  StateEntry* victim = nullptr;
+  double worst = std::numeric_limits<double>::infinity();
+  for (const auto& [serial, s] : states_) {
+    if (s->owner->pinned) continue;
+    if (const double sc = score(s->last_used, state_flops_per_byte(*s), most); sc < worst) worst = sc, victim = s;
+  }
+  return victim ? remove_state(victim) : 0;
+}
+
+int64_t PrefixCache::evict_cheapest() {
   Node* leaf = nullptr;
   for (const auto& [last_used, serial, node] : evictable_leaves_)
     if (!node->pinned) {
@@ -230,23 +261,16 @@ bool PrefixCache::evict_cheapest() {
     }
   double most = leaf ? leaf_flops_per_byte(*leaf) : 0.0;
   for (const auto& [serial, s] : states_) most = std::max(most, state_flops_per_byte(*s));
-  auto score = [&](int64_t last_used, double fpb) {
-    const double recency = clock_ > 0 ? double(last_used) / double(clock_) : 0.0;
-    return config_.recency_weight * recency + (most > 0 ? fpb / most : 0.0);
-  };
+  StateEntry* victim = nullptr;
   double state_worst = std::numeric_limits<double>::infinity();
-  bool any_state = false;
-  for (const auto& [serial, s] : states_)
-    if (!s->owner->pinned) {
-      any_state = true;
-      state_worst = std::min(state_worst, score(s->last_used, state_flops_per_byte(*s)));
-    }
-  if (leaf && (!any_state || score(leaf->last_used, leaf_flops_per_byte(*leaf)) <= state_worst)) {
-    ++counters_.kv_evictions;
-    drop_node(leaf);
-    return true;
+  for (const auto& [serial, s] : states_) {
+    if (s->owner->pinned) continue;
+    if (const double sc = score(s->last_used, state_flops_per_byte(*s), most); sc < state_worst)
+      state_worst = sc, victim = s;
   }
-  return any_state && evict_state();
+  if (leaf && (!victim || score(leaf->last_used, leaf_flops_per_byte(*leaf), most) <= state_worst))
+    return remove_leaf(leaf);
+  return victim ? remove_state(victim) : 0;
 }
 
 absl::Status PrefixCache::check_consistency() const {

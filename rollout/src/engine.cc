@@ -120,6 +120,10 @@ bool Engine::stopped_by_string(const Sequence& s) const {
 
 bool Engine::step() {
   if (next_model_) {
+    // A version that does not increase may name other weights (a learner
+    // restarted from its checkpoint republishes it, then trains the next
+    // versions again): nothing cached is trusted across it.
+    if (cache_ && next_version_ <= version_) cache_->clear();
     model_ = std::move(next_model_);
     version_ = next_version_;
     ++stats_.weight_swaps;

@@ -568,6 +568,7 @@ int Learner::run() {
     spdlog::error("learner: {}", std::string(s.message()));
     return 1;
   }
+  weights_out_.start_nccl();
   if (absl::Status s = publish(); !s.ok()) {
     spdlog::error("learner: {}", std::string(s.message()));
     return 1;

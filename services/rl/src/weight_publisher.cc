@@ -22,11 +22,14 @@ WeightPublisher::WeightPublisher(metrics::Registry& r, WeightsTransport transpor
                              "weight requests answered with an NCCL broadcast (weights.transport nccl)")),
       nccl_sent_(r.counter("interlace_weight_sync_nccl_broadcasts_total", "NCCL weight broadcasts", {{"result", "sent"}})),
       nccl_failed_(
-          r.counter("interlace_weight_sync_nccl_broadcasts_total", "NCCL weight broadcasts", {{"result", "failed"}})) {
+          r.counter("interlace_weight_sync_nccl_broadcasts_total", "NCCL weight broadcasts", {{"result", "failed"}})),
+      transport_(transport) {}
+
+void WeightPublisher::start_nccl() {
   // Broadcast from CUDA device 0 when this process sees one (workers take
   // devices 1, 2, ...; on a one-device machine they do not ask for NCCL);
   // otherwise say why and answer every request with ZeroMQ chunks.
-  if (transport != WeightsTransport::kNccl) return;
+  if (transport_ != WeightsTransport::kNccl || nccl_) return;
   auto sender = transport::nccl::WeightSender::start(0, std::chrono::seconds(10));
   if (!sender.ok()) {
     spdlog::warn("learner: weights.transport is nccl, but {}; weights go over ZeroMQ",

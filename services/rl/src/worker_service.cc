@@ -400,7 +400,11 @@ int Worker::run() {
       model_, *tokenizer_, *tmpl,
       {.version = version_,
        .max_running = spec_.max_running,
-       .cache = spec_.cache ? std::optional(cache::CacheConfig{.max_bytes = spec_.cache_bytes,
+       // The default budget is the machine's, shared by the job's local workers.
+       .cache = spec_.cache ? std::optional(cache::CacheConfig{.max_bytes = spec_.cache_bytes > 0
+                                                                               ? spec_.cache_bytes
+                                                                               : cache::default_cache_bytes() /
+                                                                                     std::max<int64_t>(1, spec_.workers),
                                                                .max_kv_blocks = spec_.cache_blocks,
                                                                .max_states = spec_.cache_states,
                                                                .state_dtype = precision_.state})
@@ -467,6 +471,7 @@ int Worker::run() {
                  stack_.cache ? absl::StrCat("; prefix cache evicted ", stack_.cache->counters().state_evictions,
                                              " states and ", stack_.cache->counters().kv_evictions, " KV blocks")
                         : "");
+  stack_ = {};  // its agent loop refers to this function's chat template
   return 0;
 }
 

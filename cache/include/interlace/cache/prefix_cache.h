@@ -26,10 +26,11 @@
 // FLOPs a hit on it saves per byte it holds, relative to the most among the
 // candidates (the Marconi policy). The FLOPs are counted per layer kind:
 // projections and MLP for every layer, attention over the prefix for softmax
-// layers, the state update for lightning layers. On a hybrid model a leaf
-// block without a state on it saves nothing (a lookup needs a state to
-// restore the lightning layers), so it goes first. A prefix computed under
-// weights version v is only ever used by requests running under v.
+// layers, the state update for lightning layers. On a hybrid model a block
+// without a state on or below it restores nothing (a lookup needs a state for
+// the lightning layers), so a leaf goes with its last state. A prefix
+// computed under weights version v is only ever used by requests running
+// under v; when the version goes back, everything is dropped (clear()).
 #pragma once
 
 #include <cstdint>
@@ -66,8 +67,9 @@ int64_t default_cache_bytes();
 struct CacheCounters {
   int64_t lookups = 0, query_tokens = 0, hit_tokens = 0;
   int64_t inserts = 0, kv_evictions = 0, state_evictions = 0;
-  // Why entries were evicted: the byte budget, a count cap; and the blocks
-  // dropped with the tree of a weights version no longer kept.
+  // Why entries were evicted: the byte budget, a count cap (a leaf block's
+  // states go with it and count once); and the blocks and states dropped with
+  // the tree of a weights version no longer kept.
   int64_t evicted_for_bytes = 0, evicted_for_count = 0, dropped_old_version = 0;
   int64_t kv_blocks = 0, states = 0;
   int64_t kv_bytes = 0, state_bytes = 0;  // held, by layer kind (softmax KV, lightning state)
@@ -94,6 +96,11 @@ class PrefixCache {
   // they cost nothing (the end of a generation, which the next turn may use).
   bool has_room_for(int64_t tokens) const;
 
+  // Drops everything (counted as dropped_old_version). The engine calls it when
+  // its weights version does not increase: the same version number may then
+  // name other weights (a learner restarted from a checkpoint trains it again).
+  void clear();
+
   const CacheCounters& counters() const { return counters_; }
   // Walks every tree and checks the bookkeeping against it: the evictable set
   // holds exactly the non-root leaves with their last use, the state list
@@ -107,11 +114,13 @@ class PrefixCache {
   struct Tree;
   struct StateEntry;
   Tree& tree(int64_t version);
+  void drop_tree(std::map<int64_t, std::unique_ptr<Tree>>::iterator it);
   // Frees room for a new block (`block`) or state of `bytes`: evicts until the
   // byte budget and the count caps allow it; false when only pinned entries are left.
   bool make_room(int64_t bytes, bool block);
-  bool evict_kv_block();
-  bool evict_cheapest();
+  // Each returns the entries (blocks and states) it removed; 0: nothing evictable.
+  int64_t evict_kv_block();
+  int64_t evict_cheapest();
   // Prefill FLOPs of positions [from, to) of a sequence (see the header comment).
   double prefill_flops(int64_t from, int64_t to) const;
   // FLOPs a hit saves per byte held, for a leaf block and for a state.
@@ -122,7 +131,10 @@ class PrefixCache {
   void touch(Node* node, int64_t now);
   void add_child_of(Node* parent);     // parent stops being a leaf
   void forget_leaf(Node* node);
-  bool evict_state();
+  int64_t evict_state();
+  int64_t remove_state(StateEntry* victim);  // and, on a hybrid, the blocks it leaves useless
+  int64_t remove_leaf(Node* leaf);           // and the states on it
+  double score(int64_t last_used, double flops_per_byte, double most) const;
   void drop_node(Node* node);
 
   // A copy, not a reference: the cache outlives the model it was made from (a

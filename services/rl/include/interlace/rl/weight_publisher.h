@@ -26,6 +26,9 @@ class WeightPublisher {
  public:
   WeightPublisher(metrics::Registry& registry, WeightsTransport transport);
   ~WeightPublisher();
+  // weights.transport nccl: starts the NCCL sender (device 0) or says why
+  // weights go over ZeroMQ. Call once, when the service is up.
+  void start_nccl();
 
   // Refuses (DataLoss, naming the tensor) weights that are not finite:
   // workers would sample garbage and every later step would train on it.
@@ -47,6 +50,7 @@ class WeightPublisher {
   int64_t version_ = -1;
   uint64_t weights_id_ = 0;
   std::mt19937_64 rng_{std::random_device{}()};
+  WeightsTransport transport_;
   std::unique_ptr<transport::nccl::WeightSender> nccl_;  // weights.transport nccl, when a device is there
   transport::nccl::WeightSender::Counts nccl_counted_;
 };
