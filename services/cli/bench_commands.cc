@@ -34,13 +34,18 @@ std::string command_line_of(const CLI::App& app) {
 // Runs a benchmark; its error, if any, as the CLI prints errors.
 int run(const absl::Status& s) { return s.ok() ? 0 : fail(s); }
 
+// Every benchmark's -o option (one Common is shared by the subcommands: only one runs).
+void add_output(CLI::App* sub, Common& common) {
+  sub->add_option("-o,--output", common.output, "table or json")
+      ->check(CLI::IsMember({"table", "json"}))->capture_default_str();
+}
+
 void add_bench_train_command(CLI::App& bench, std::shared_ptr<Common> common, Action& action) {
   auto a = std::make_shared<bench::TrainBenchArgs>();
   CLI::App* t = bench.add_subcommand(
       "train", "Training tokens/s (forward + backward + AdamW) of example models, the share of each\n"
                "step spent in GEMM and the GEMM rate against this machine's sgemm rate");
-  t->add_option("-o,--output", common->output, "table or json")
-      ->check(CLI::IsMember({"table", "json"}))->capture_default_str();
+  add_output(t, *common);
   t->add_option("--models", a->models, "model configs (examples/models/NAME or a path)")->capture_default_str();
   t->add_option("--batch", a->batch, "sequences per step")->capture_default_str();
   t->add_option("--seq-len", a->seq_len, "tokens per sequence")->capture_default_str();
@@ -57,8 +62,7 @@ void add_bench_cache_commands(CLI::App& bench, std::shared_ptr<Common> common, A
   CLI::App* d = bench.add_subcommand(
       "state-drift", "Log-prob drift over a long episode when lightning states are stored in bf16 or fp16\n"
                      "at every turn boundary (as the prefix cache stores them), against fp32 states");
-  d->add_option("-o,--output", common->output, "table or json")
-      ->check(CLI::IsMember({"table", "json"}))->capture_default_str();
+  add_output(d, *common);
   d->add_option("--model", a->model, "hybrid model config")->capture_default_str();
   d->add_option("--tokens", a->tokens, "episode length")->capture_default_str();
   d->add_option("--turn", a->turn, "tokens per turn")->capture_default_str();
@@ -71,8 +75,7 @@ void add_bench_cache_commands(CLI::App& bench, std::shared_ptr<Common> common, A
   CLI::App* c = bench.add_subcommand(
       "cache", "Prefilled prompt tokens of a GRPO-shaped multi-turn rollout against the lower bound (what no\n"
                "cache could avoid), with the prefix cache at its defaults and without it, and episodes/s");
-  c->add_option("-o,--output", common->output, "table or json")
-      ->check(CLI::IsMember({"table", "json"}))->capture_default_str();
+  add_output(c, *common);
   c->add_option("--models", w->models,
                 "model directories (an SFT model gives realistic episodes) or example configs (random weights)")
       ->capture_default_str();
@@ -93,14 +96,10 @@ void add_bench_cache_commands(CLI::App& bench, std::shared_ptr<Common> common, A
 
 
 void add_bench_service_commands(CLI::App& bench, std::shared_ptr<Common> common, Action& action) {
-  auto add_output = [&](CLI::App* sub) {
-    sub->add_option("-o,--output", common->output, "table or json")
-        ->check(CLI::IsMember({"table", "json"}))->capture_default_str();
-  };
   auto t = std::make_shared<bench::TransportArgs>();
   CLI::App* tr = bench.add_subcommand(
       "transport", "Trajectories through ZeroMQ + Cap'n Proto against raw ZeroMQ with the same bytes");
-  add_output(tr);
+  add_output(tr, *common);
   tr->add_option("--messages", t->messages, "messages per pass")->capture_default_str();
   tr->add_option("--tokens", t->tokens, "tokens per trajectory")->capture_default_str();
   tr->add_option("--generated", t->generated, "generated (trained) tokens per trajectory")->capture_default_str();
@@ -112,7 +111,7 @@ void add_bench_service_commands(CLI::App& bench, std::shared_ptr<Common> common,
   auto w = std::make_shared<bench::WeightSyncArgs>();
   CLI::App* ws = bench.add_subcommand(
       "weight-sync", "Weights fetched over ZeroMQ (checksummed chunks) against bytes / loopback bandwidth");
-  add_output(ws);
+  add_output(ws, *common);
   ws->add_option("--models", w->models, "model configs (examples/models/NAME or a path)")->capture_default_str();
   ws->add_option("--reps", w->reps, "fetches timed (median reported)")->capture_default_str();
   ws->add_flag("--curve", w->curve, "encrypt with ZeroMQ CURVE, as the services' sockets do");
@@ -123,7 +122,7 @@ void add_bench_service_commands(CLI::App& bench, std::shared_ptr<Common> common,
   auto as = std::make_shared<bench::AsyncArgs>();
   as->interlace = std::filesystem::read_symlink("/proc/self/exe").string();
   CLI::App* ay = bench.add_subcommand("async", "The same RL job synchronous and asynchronous: end-to-end throughput");
-  add_output(ay);
+  add_output(ay, *common);
   ay->add_option("--job", as->job, "job spec to run both ways (without a staleness section: the benchmark adds it)");
   ay->add_option("--steps", as->steps, "RL steps of the built-in job")->capture_default_str();
   ay->callback([&action, common, as, ay] {
@@ -141,13 +140,9 @@ void add_bench_commands(CLI::App& app, Action& action) {
                "Use -o json for a machine-readable document.");
   bench->require_subcommand(1);
   auto common = std::make_shared<Common>();
-  auto add_output = [&](CLI::App* sub) {
-    sub->add_option("-o,--output", common->output, "table or json")
-        ->check(CLI::IsMember({"table", "json"}))->capture_default_str();
-  };
 
   CLI::App* k = bench->add_subcommand("kernels", "GEMM rate and the main kernels' throughput");
-  add_output(k);
+  add_output(k, *common);
   k->callback([&action, common, k] {
     common->command_line = command_line_of(*k) + " -o " + common->output;
     action = [common] { return run(bench::run_bench_kernels(*common)); };
@@ -157,7 +152,7 @@ void add_bench_commands(CLI::App& app, Action& action) {
   CLI::App* d = bench->add_subcommand(
       "decode", "Prefill and decode tokens/s of the example models, and batch-1 decode against the\n"
                 "memory-bandwidth bound (bytes moved per token / measured copy bandwidth)");
-  add_output(d);
+  add_output(d, *common);
   d->add_option("--models", dargs->models, "model configs (examples/models/NAME or a path)")->capture_default_str();
   d->add_option("--prompt-len", dargs->prompt_len, "prefill length")->capture_default_str();
   d->add_option("--context", dargs->context, "context before decoding")->capture_default_str();
@@ -172,7 +167,7 @@ void add_bench_commands(CLI::App& app, Action& action) {
   CLI::App* x = bench->add_subcommand(
       "crossover", "Lightning vs softmax attention time across sequence lengths (MiniMax head shape),\n"
                    "with the measured crossovers next to the theoretical ones");
-  add_output(x);
+  add_output(x, *common);
   x->add_option("--min-len", cargs->min_len, "shortest length")->capture_default_str();
   x->add_option("--max-len", cargs->max_len, "longest length (doubling from --min-len)")->capture_default_str();
   x->add_option("--heads", cargs->heads, "query heads")->capture_default_str();
