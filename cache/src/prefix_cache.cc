@@ -19,6 +19,7 @@ struct PrefixCache::StateEntry {
   std::vector<int32_t> tail;                         // tokens after the node's blocks
   std::vector<std::vector<uint8_t>> tail_k, tail_v;  // per softmax layer: the tail's KV rows
   std::vector<SequenceState::Lightning> lightning;   // per lightning layer
+  std::vector<float> next_logits;                    // the logits after these tokens (prompt ends only), or empty
   int64_t length = 0;
   int64_t last_used = 0;
   size_t kv_bytes = 0, state_bytes = 0;
@@ -300,14 +301,10 @@ absl::Status PrefixCache::check_consistency() const {
   return absl::OkStatus();
 }
 
-int64_t PrefixCache::lookup(std::span<const int32_t> tokens, int64_t version, SequenceState& state) {
-  ++counters_.lookups;
-  counters_.query_tokens += static_cast<int64_t>(tokens.size());
-  INTERLACE_CHECK(state.length == 0, "PrefixCache::lookup needs a fresh SequenceState");
-  auto it = trees_.find(version);
-  if (it == trees_.end() || tokens.size() < 2) return 0;
-  const int64_t B = config_.block_size, limit = static_cast<int64_t>(tokens.size()) - 1;
-  std::vector<Node*> path = {&it->second->root};
+std::vector<PrefixCache::Node*> PrefixCache::block_path(const Tree& t, std::span<const int32_t> tokens,
+                                                         int64_t limit) const {
+  const int64_t B = config_.block_size;
+  std::vector<Node*> path = {const_cast<Node*>(&t.root)};
   for (;;) {
     Node* n = path.back();
     const int64_t from = n->depth * B;
@@ -316,6 +313,36 @@ int64_t PrefixCache::lookup(std::span<const int32_t> tokens, int64_t version, Se
     if (c == n->children.end()) break;
     path.push_back(c->second.get());
   }
+  return path;
+}
+
+int64_t PrefixCache::shared_prefix(std::span<const int32_t> tokens, int64_t version) const {
+  auto it = trees_.find(version);
+  if (it == trees_.end()) return 0;
+  const std::vector<Node*> path = block_path(*it->second, tokens, static_cast<int64_t>(tokens.size()));
+  const Node& n = *path.back();
+  const int64_t base = n.depth * config_.block_size;
+  const auto rest = tokens.subspan(static_cast<size_t>(base));
+  auto common = [&](const std::vector<int32_t>& v) {
+    return static_cast<int64_t>(std::mismatch(v.begin(), v.end(), rest.begin(), rest.end()).first - v.begin());
+  };
+  int64_t longest = 0;
+  for (const auto& [block, child] : n.children) longest = std::max(longest, common(block));
+  for (const auto& s : n.states) longest = std::max(longest, common(s->tail));
+  return base + longest;
+}
+
+int64_t PrefixCache::lookup(std::span<const int32_t> tokens, int64_t version, SequenceState& state,
+                            std::vector<float>* next_logits) {
+  ++counters_.lookups;
+  counters_.query_tokens += static_cast<int64_t>(tokens.size());
+  INTERLACE_CHECK(state.length == 0, "PrefixCache::lookup needs a fresh SequenceState");
+  auto it = trees_.find(version);
+  if (it == trees_.end() || tokens.size() < 2) return 0;
+  const int64_t B = config_.block_size, size = static_cast<int64_t>(tokens.size());
+  // All of `tokens` only from a checkpoint that kept the logits after it.
+  const int64_t limit = next_logits ? size : size - 1;
+  const std::vector<Node*> path = block_path(*it->second, tokens, limit);
   // The deepest usable point: a checkpoint whose tail matches, or (full-attention
   // models only: KV alone restores them) a block boundary.
   int64_t best = 0;
@@ -323,13 +350,14 @@ int64_t PrefixCache::lookup(std::span<const int32_t> tokens, int64_t version, Se
   StateEntry* best_entry = nullptr;
   for (Node* n : path) {
     const int64_t base = n->depth * B;
-    if (!has_lightning_ && base > best) {
+    if (!has_lightning_ && base > best && base < size) {  // the last token runs unless its logits were kept
       best = base;
       best_node = n;
       best_entry = nullptr;
     }
     for (auto& s : n->states) {
       if (s->length > limit || s->length <= best) continue;
+      if (s->length == size && s->next_logits.empty()) continue;
       if (!std::equal(s->tail.begin(), s->tail.end(), tokens.begin() + base)) continue;
       best = s->length;
       best_node = n;
@@ -355,6 +383,7 @@ int64_t PrefixCache::lookup(std::span<const int32_t> tokens, int64_t version, Se
   }
   if (best_entry)
     for (size_t i = 0; i < lightning_layers_.size(); ++i) state.lightning[lightning_layers_[i]] = best_entry->lightning[i];
+  if (best == size) *next_logits = best_entry->next_logits;
   state.length = best;
   ++clock_;
   for (int64_t d = 0; d <= depth; ++d) touch(path[d], clock_);
@@ -363,7 +392,8 @@ int64_t PrefixCache::lookup(std::span<const int32_t> tokens, int64_t version, Se
   return best;
 }
 
-void PrefixCache::insert(std::span<const int32_t> tokens, int64_t version, const SequenceState& state) {
+void PrefixCache::insert(std::span<const int32_t> tokens, int64_t version, const SequenceState& state,
+                         std::span<const float> next_logits) {
   const int64_t L = state.length, B = config_.block_size;
   INTERLACE_CHECK(static_cast<int64_t>(tokens.size()) >= L, "PrefixCache::insert: fewer tokens than the state holds");
   if (L == 0) return;
@@ -407,11 +437,19 @@ void PrefixCache::insert(std::span<const int32_t> tokens, int64_t version, const
   if (has_lightning_ || base != L) {
     const std::vector<int32_t> tail(tokens.begin() + base, tokens.begin() + L);
     auto same = std::find_if(n->states.begin(), n->states.end(), [&](const auto& s) { return s->tail == tail; });
+    const int64_t logits_bytes = static_cast<int64_t>(next_logits.size() * sizeof(float));
     if (same != n->states.end()) {
       (*same)->last_used = clock_;
+      // The same point checkpointed before without its logits (one token
+      // short of a prompt's end is also where another prompt's end may be).
+      if ((*same)->next_logits.empty() && !next_logits.empty() && counters_.bytes() + logits_bytes <= max_bytes_) {
+        (*same)->next_logits.assign(next_logits.begin(), next_logits.end());
+        (*same)->state_bytes += static_cast<size_t>(logits_bytes);
+        counters_.state_bytes += logits_bytes;
+      }
     } else {
       const int64_t tail_bytes = static_cast<int64_t>(2 * softmax_layers_.size() * (L - base) * kv_row_bytes_);
-      if (make_room(tail_bytes + static_cast<int64_t>(state_bytes_each_), false)) {
+      if (make_room(tail_bytes + static_cast<int64_t>(state_bytes_each_) + logits_bytes, false)) {
         auto e = std::make_unique<StateEntry>();
         e->owner = n;
         e->serial = next_serial_++;
@@ -430,7 +468,8 @@ void PrefixCache::insert(std::span<const int32_t> tokens, int64_t version, const
           core::round_array(config_.state_dtype, s.delta.data(), s.delta.size());
           e->lightning.push_back(std::move(s));
         }
-        e->state_bytes = entry_state_bytes(e->lightning);
+        e->next_logits.assign(next_logits.begin(), next_logits.end());
+        e->state_bytes = entry_state_bytes(e->lightning) + static_cast<size_t>(logits_bytes);
         counters_.kv_bytes += static_cast<int64_t>(e->kv_bytes);
         counters_.state_bytes += static_cast<int64_t>(e->state_bytes);
         ++counters_.states;

@@ -118,6 +118,32 @@ bool Engine::stopped_by_string(const Sequence& s) const {
   return false;
 }
 
+// Without this, requests admitted together (a batch of tasks behind one
+// system prompt) each prefilled the shared part: none was checkpointed yet.
+// The running prompt stops at the end of the shared part and checkpoints it
+// (a branch point). A wait that would save less than a cache block is not
+// worth it: with it, tasks whose questions share a digit or two queued behind
+// one another, admitted one per step.
+bool Engine::wait_for_shared_prefill(const Sequence& waiting) {
+  const auto& prompt = waiting.request.prompt;
+  const int64_t worth = std::min<int64_t>(cache_->config().block_size, static_cast<int64_t>(prompt.size()));
+  bool wait = false;
+  for (auto& r : running_) {
+    const auto& other = r->request.prompt;
+    const int64_t other_size = static_cast<int64_t>(other.size());
+    if (r->prefilled >= other_size) continue;  // not prefilling
+    const int64_t shared = std::mismatch(prompt.begin(), prompt.end(), other.begin(), other.end()).first - prompt.begin();
+    // The same prompt is always worth it: its end comes with the logits, and
+    // then nothing runs at all.
+    const bool same = shared == static_cast<int64_t>(prompt.size()) && shared == other_size;
+    if (shared - r->prefilled < worth && !same) continue;
+    // Its own prompt's end (and one short of it) is checkpointed anyway.
+    if (shared < other_size - 1 && (r->branch_at <= r->prefilled || shared < r->branch_at)) r->branch_at = shared;
+    wait = true;
+  }
+  return wait;
+}
+
 bool Engine::step() {
   if (next_model_) {
     // A version that does not increase may name other weights (a learner
@@ -128,15 +154,11 @@ bool Engine::step() {
     version_ = next_version_;
     ++stats_.weight_swaps;
   }
-  // Admit in arrival order; a request whose prompt is being prefilled by a
-  // running one waits (it will hit the cache once that prompt is checkpointed).
+  // Admit in arrival order; a request that shares a prefix with a prompt a
+  // running one is prefilling waits until that prefix is computed and
+  // checkpointed, then restores it.
   for (auto it = waiting_.begin(); it != waiting_.end() && static_cast<int64_t>(running_.size()) < config_.max_running;) {
-    const auto& prompt = (*it)->request.prompt;
-    const bool duplicate = cache_ && std::any_of(running_.begin(), running_.end(), [&](const auto& r) {
-                             return r->prefilled < static_cast<int64_t>(r->request.prompt.size()) &&
-                                    r->request.prompt == prompt;
-                           });
-    if (duplicate) {
+    if (cache_ && wait_for_shared_prefill(**it)) {
       ++it;
       continue;
     }
@@ -145,8 +167,11 @@ bool Engine::step() {
     s->state = model_->new_sequence();
     s->prefill_version = version_;
     if (cache_) {
-      s->prefilled = cache_->lookup(s->request.prompt, version_, s->state);
+      const auto& p = s->request.prompt;
+      s->prefilled = cache_->lookup(p, version_, s->state, &s->ready_logits);
       s->out.cached_tokens = s->prefilled;
+      const int64_t shared = cache_->shared_prefix(p, version_);
+      if (shared > s->prefilled && shared < static_cast<int64_t>(p.size()) - 1) s->branch_at = shared;
     }
     running_.push_back(std::move(s));
   }
@@ -163,35 +188,49 @@ bool Engine::step() {
       --budget;
     }
   for (auto& s : running_) {
-    if (s->pending >= 0 || budget <= 0) continue;
     const int64_t size = static_cast<int64_t>(s->request.prompt.size()), left = size - s->prefilled;
+    if (s->pending >= 0 || left == 0 || budget <= 0) continue;
     int64_t n = std::min({left, config_.prefill_chunk, budget});
-    // With a cache, stop one token short of the prompt's end first: that point
-    // (a sampling group's branch point) is checkpointed, so a request with the
-    // same prompt restores all but its last token.
+    // With a cache, stop at a branch point and one token short of the
+    // prompt's end first: both are checkpointed, so a request with another
+    // question after the same system prompt restores the shared part, and one
+    // with the same prompt restores all but its last token (and that one too,
+    // with the logits kept at the prompt's end).
+    if (cache_ && s->prefilled < s->branch_at) n = std::min(n, s->branch_at - s->prefilled);
     if (cache_ && s->prefilled < size - 1) n = std::min(n, size - 1 - s->prefilled);
     chunks.push_back({&s->state, std::span<const int32_t>(s->request.prompt).subspan(s->prefilled, n)});
     owners.push_back(s.get());
     budget -= n;
   }
   std::vector<float> logits;
-  model_->step(chunks, logits);
+  const size_t ran = chunks.size();
+  if (!chunks.empty()) model_->step(chunks, logits);
   ++stats_.steps;
+  for (auto& s : running_)
+    if (!s->ready_logits.empty()) {
+      logits.insert(logits.end(), s->ready_logits.begin(), s->ready_logits.end());
+      owners.push_back(s.get());
+      std::vector<float>().swap(s->ready_logits);
+    }
 
   const int64_t V = model_->vocab_size();
   std::vector<int64_t> done;
   for (size_t i = 0; i < owners.size(); ++i) {
     Sequence& s = *owners[i];
-    if (s.pending >= 0) {
+    if (i >= ran) {
+      // Sampled from the logits the cache kept: nothing ran.
+    } else if (s.pending >= 0) {
       ++stats_.decode_tokens;
     } else {
       s.prefilled += static_cast<int64_t>(chunks[i].tokens.size());
       stats_.prefill_tokens += static_cast<int64_t>(chunks[i].tokens.size());
-      // Checkpoint the branch point and the prompt's end (in an agent episode, a
-      // turn boundary), unless weights changed while the prompt was prefilled.
+      // Checkpoint the branch points and the prompt's end (in an agent episode,
+      // a turn boundary; there with the logits, which a request with the same
+      // prompt samples from), unless weights changed while the prompt was prefilled.
       const int64_t size = static_cast<int64_t>(s.request.prompt.size());
-      if (cache_ && s.prefill_version == version_ && s.prefilled >= size - 1)
-        cache_->insert(s.request.prompt, version_, s.state);
+      if (cache_ && s.prefill_version == version_ && (s.prefilled >= size - 1 || s.prefilled == s.branch_at))
+        cache_->insert(s.request.prompt, version_, s.state,
+                       s.prefilled == size ? std::span<const float>(logits).subspan(i * V, V) : std::span<const float>());
       if (s.prefilled < size) continue;  // more prompt to go
     }
     TokenSample t = sample(std::span<const float>(logits).subspan(i * V, V), s.request.sampling,

@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -203,26 +204,86 @@ TEST(PrefixCache, EvictionBookkeepingMatchesTheTrees) {
   EXPECT_GT(cache.counters().state_evictions, 50);
 }
 
+// A sampling group's later samples restore the whole prompt and sample their
+// first token from the logits kept with its checkpoint: the prompt is
+// prefilled once, and every sample is what it is without a cache (bitwise
+// under strict kernels).
 TEST(PrefixCache, SamplingGroupPrefillsItsPromptOnce) {
-  auto m = make_model(testing::minimax_json(), "fp32");
-  PrefixCache cache(*m, {.block_size = 4});
-  rollout::Engine e(m, 0, {.max_running = 8, .prefill_chunk = 8});
-  e.set_cache(&cache);
+  auto m = make_model(testing::minimax_json(), "strict");
   const auto prompt = tokens(30, 5, m->vocab_size());
-  for (int g = 0; g < 4; ++g) {
-    rollout::Request r;
-    r.prompt = prompt;
-    r.sampling.seed = g;
-    r.sampling.max_new_tokens = 5;
-    e.submit(r);
-  }
-  e.run();
-  auto out = e.take_finished();
+  auto run_group = [&](PrefixCache* cache) {
+    rollout::Engine e(m, 0, {.max_running = 8, .prefill_chunk = 8});
+    if (cache) e.set_cache(cache);
+    for (int g = 0; g < 4; ++g) {
+      rollout::Request r;
+      r.prompt = prompt;
+      r.sampling.seed = g;
+      r.sampling.max_new_tokens = 5;
+      e.submit(r);
+    }
+    e.run();
+    auto out = e.take_finished();
+    std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
+    return std::pair{out, e.stats()};
+  };
+  PrefixCache cache(*m, {.block_size = 4});
+  const auto [out, stats] = run_group(&cache);
   ASSERT_EQ(out.size(), 4u);
   int hits = 0;
-  for (const auto& o : out) hits += o.cached_tokens == 29;
+  for (const auto& o : out) hits += o.cached_tokens == 30;
   EXPECT_EQ(hits, 3);
-  EXPECT_EQ(e.stats().prefill_tokens, 30 + 3 * 1);  // once in full, then one token per other sample
+  EXPECT_EQ(stats.prefill_tokens, 30);  // once, and nothing for the other samples
+  const auto [cold, cold_stats] = run_group(nullptr);
+  EXPECT_EQ(cold_stats.prefill_tokens, 4 * 30);
+  for (size_t i = 0; i < out.size(); ++i) {
+    EXPECT_EQ(out[i].tokens, cold[i].tokens) << "sample " << i;
+    EXPECT_EQ(out[i].raw_logprobs, cold[i].raw_logprobs) << "sample " << i;
+  }
+}
+
+// Tasks behind one system prompt, submitted together: the first prompt stops
+// where the others leave it and checkpoints there (a branch point, not on a
+// block boundary), the others wait for it and restore it; the shared part is
+// prefilled once, and every output is what it is without a cache.
+TEST(PrefixCache, TasksBehindOneSystemPromptPrefillItOnce) {
+  for (const auto& [name, json] : {std::pair{"hybrid", testing::minimax_json()}, std::pair{"full", testing::qwen3_json()}}) {
+    auto m = make_model(json, "strict");
+    const auto system = tokens(23, 9, m->vocab_size());
+    std::vector<std::vector<int32_t>> prompts;
+    int64_t own = 0;
+    for (int task = 0; task < 4; ++task) {
+      std::vector<int32_t> p = system;
+      const auto question = tokens(5 + task, 40 + task, m->vocab_size());
+      p.insert(p.end(), question.begin(), question.end());
+      prompts.push_back(p);
+      own += static_cast<int64_t>(question.size());
+    }
+    auto run_tasks = [&](PrefixCache* cache) {
+      rollout::Engine e(m, 0, {.max_running = 8, .prefill_chunk = 64});
+      if (cache) e.set_cache(cache);
+      for (const auto& p : prompts) {
+        rollout::Request r;
+        r.prompt = p;
+        r.sampling.temperature = 0;
+        r.sampling.max_new_tokens = 3;
+        e.submit(r);
+      }
+      e.run();
+      auto out = e.take_finished();
+      std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
+      return std::pair{out, e.stats()};
+    };
+    PrefixCache cache(*m, {.block_size = 4});
+    const auto [out, stats] = run_tasks(&cache);
+    ASSERT_EQ(out.size(), prompts.size()) << name;
+    EXPECT_EQ(stats.prefill_tokens, static_cast<int64_t>(system.size()) + own) << name;
+    for (size_t i = 1; i < out.size(); ++i) EXPECT_EQ(out[i].cached_tokens, static_cast<int64_t>(system.size())) << name;
+    const auto [cold, cold_stats] = run_tasks(nullptr);
+    for (size_t i = 0; i < out.size(); ++i) {
+      EXPECT_EQ(out[i].tokens, cold[i].tokens) << name << " task " << i;
+      EXPECT_EQ(out[i].raw_logprobs, cold[i].raw_logprobs) << name << " task " << i;
+    }
+  }
 }
 
 // An agent episode's next turn starts with the previous turn's prompt and

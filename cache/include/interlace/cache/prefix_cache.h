@@ -83,13 +83,27 @@ class PrefixCache {
   PrefixCache(const model::Model& model, CacheConfig config);
   ~PrefixCache();
 
-  // Restores the longest usable cached prefix of `tokens` (at most
-  // tokens.size()-1 tokens: the last one must run to give logits) computed under
-  // `version` into `state` (a fresh SequenceState); returns its length (0: miss).
-  int64_t lookup(std::span<const int32_t> tokens, int64_t version, model::SequenceState& state);
+  // Restores the longest usable cached prefix of `tokens` computed under
+  // `version` into `state` (a fresh SequenceState); returns its length (0:
+  // miss). At most tokens.size()-1 tokens (the last one must run to give
+  // logits), unless `next_logits` is given and a checkpoint of all of `tokens`
+  // kept the logits that followed it: then all of them, and `next_logits`
+  // receives those logits (a sampling group's later samples run nothing).
+  int64_t lookup(std::span<const int32_t> tokens, int64_t version, model::SequenceState& state,
+                 std::vector<float>* next_logits = nullptr);
   // Saves `state`, which has processed `tokens` (state.length of them), under
-  // `version`: its full blocks' KV and a checkpoint at state.length.
-  void insert(std::span<const int32_t> tokens, int64_t version, const model::SequenceState& state);
+  // `version`: its full blocks' KV and a checkpoint at state.length, with the
+  // logits the model gave after it when `next_logits` is not empty.
+  void insert(std::span<const int32_t> tokens, int64_t version, const model::SequenceState& state,
+              std::span<const float> next_logits = {});
+  // How many leading tokens of `tokens` the tree of `version` holds, restorable
+  // or not: whole blocks, then the longest common start with a child block or a
+  // checkpoint's tail. Where this passes what lookup restores, `tokens` leaves
+  // a prefix another request computed: a branch point (a shared system prompt
+  // and two questions), where a checkpoint lets every later request branch
+  // without prefilling the shared part again (on a hybrid, blocks alone
+  // restore nothing).
+  int64_t shared_prefix(std::span<const int32_t> tokens, int64_t version) const;
 
   // Whether `tokens` more tokens (as new blocks and one state) would fit
   // without evicting anything: for checkpoints that are worth keeping only if
@@ -114,6 +128,8 @@ class PrefixCache {
   struct Tree;
   struct StateEntry;
   Tree& tree(int64_t version);
+  // The root and the nodes of the whole blocks of `tokens[0, limit)` the tree holds.
+  std::vector<Node*> block_path(const Tree& t, std::span<const int32_t> tokens, int64_t limit) const;
   void drop_tree(std::map<int64_t, std::unique_ptr<Tree>>::iterator it);
   // Frees room for a new block (`block`) or state of `bytes`: evicts until the
   // byte budget and the count caps allow it; false when only pinned entries are left.

@@ -96,10 +96,19 @@ class Engine {
     int64_t prefilled = 0;  // prompt tokens run through the model
     int32_t pending = -1;   // sampled token not yet fed back
     int64_t prefill_version = -1;  // weights version the prompt's prefill started under
+    // Where the prompt leaves a prefix the cache holds without a checkpoint
+    // there (a branch point): prefill stops and checkpoints there first. -1: none.
+    int64_t branch_at = -1;
+    // The whole prompt came from the cache with the logits after it: the
+    // first token is sampled from these, without running the model.
+    std::vector<float> ready_logits;
     std::mt19937_64 rng;
     RequestOutput out;
   };
   void checkpoint_generation(const Sequence& s);
+  // Whether `waiting` should stay queued until a running request has prefilled
+  // (and checkpointed) the prefix their prompts share; marks that point.
+  bool wait_for_shared_prefill(const Sequence& waiting);
   void finish(std::unique_ptr<Sequence> seq, FinishReason reason);
   bool stopped_by_string(const Sequence& s) const;
 
