@@ -10,9 +10,14 @@
 // of a prompt, a turn boundary, a group's branch point) — not only at block
 // boundaries, so short prompts hit too: a checkpoint at position L lives on the
 // node of L's last full block with the 0..block_size-1 tail tokens and their KV
-// rows. A lookup restores the KV blocks and the nearest usable checkpoint into a
-// fresh SequenceState (copies: a running request never reads the pool, so
-// eviction can never pull data from under it); only the rest is prefilled.
+// rows. A checkpoint at a prompt's end also keeps the logits after it, so a
+// request with the same prompt (a sampling group's next sample) runs nothing
+// before its first token. A lookup restores the KV blocks and the nearest
+// usable checkpoint into a fresh SequenceState (copies: a running request
+// never reads the pool, so eviction can never pull data from under it); only
+// the rest is prefilled. shared_prefix() tells the engine where a prompt
+// leaves a prefix the tree holds but cannot restore (a branch point), so that
+// it checkpoints there.
 //
 // Size: one budget in bytes (max_bytes) for KV blocks and state checkpoints
 // together, the memory their buffers take (nothing is preallocated); counts
