@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# main-job-sweep.sh [--sft-only] [--seeds "0 1 2 3 4"] [--threads "1 2"] [--job FILE] [--out FILE]
+# main-job-sweep.sh [--sft-only] [--seeds "0 1 2 3 4"] [--threads "1 2"] [--job FILE] [--out FILE] [--bin FILE]
 #
 # Runs the main job (examples/calculator/job.yaml) once per job seed and
 # OpenMP thread count, and writes one JSON table with, per run: the SFT
@@ -12,9 +12,11 @@
 # --sft-only: only the SFT warm-up and the held-out evaluation of the SFT
 # model (`interlace run --warmup-only`): whether the warm-up gets past the
 # copying transition at every draw.
+# --bin: the interlace binary to run (default build/bin/interlace); a copy
+# keeps an hour-long sweep on one build while you rebuild.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-seeds="0 1 2 3 4" threads="1 2" job=examples/calculator/job.yaml out="" sft_only=0
+seeds="0 1 2 3 4" threads="1 2" job=examples/calculator/job.yaml out="" sft_only=0 bin=build/bin/interlace
 while (($#)); do
   case $1 in
     --sft-only) sft_only=1 ;;
@@ -22,13 +24,14 @@ while (($#)); do
     --threads) threads=$2; shift ;;
     --job) job=$2; shift ;;
     --out) out=$2; shift ;;
-    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --bin) bin=$2; shift ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "main-job-sweep: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
-bin=build/bin/interlace
-[[ -x $bin ]] || scripts/build.sh
+[[ -x $bin || $bin != build/bin/interlace ]] || scripts/build.sh
+[[ -x $bin ]] || { echo "main-job-sweep: $bin is not an executable" >&2; exit 2; }
 job_dir=$(cd "$(dirname "$job")" && pwd)
 root=runs/sweep-$(date +%Y%m%d-%H%M%S)
 mkdir -p "$root"
