@@ -18,5 +18,7 @@ void add_precision_commands(CLI::App& app, Action& action);
 void add_train_commands(CLI::App& app, Action& action);
 void add_rollout_commands(CLI::App& app, Action& action);
 void add_run_commands(CLI::App& app, Action& action);
+// After add_run_commands: adds `serve controller` to its `serve`.
+void add_control_commands(CLI::App& app, Action& action);
 
 }  // namespace interlace::cli

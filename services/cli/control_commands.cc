@@ -1,0 +1,247 @@
+// The control plane from the command line (issue 18): `interlace serve
+// controller` runs the HTTP API over Redis; submit, jobs, status, cancel and
+// logs talk to it. The server comes from --server or INTERLACE_SERVER, the
+// token from --token or INTERLACE_TOKEN.
+#include <httplib.h>
+#include <signal.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "cli_util.h"
+#include "commands.h"
+#include "interlace/control/controller.h"
+#include "nlohmann/json.hpp"
+
+namespace interlace::cli {
+namespace {
+
+using nlohmann::json;
+
+std::string env_or(const char* name, const std::string& fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? v : fallback;
+}
+
+struct ClientArgs {
+  std::string server, token, output = "table";
+};
+
+void add_client_options(CLI::App* sub, ClientArgs& a) {
+  sub->add_option("--server", a.server, "controller URL (default: $INTERLACE_SERVER, else http://127.0.0.1:8470)");
+  sub->add_option("--token", a.token, "API token (default: $INTERLACE_TOKEN)");
+  sub->add_option("-o,--output", a.output, "table or json")->check(CLI::IsMember({"table", "json"}))->capture_default_str();
+}
+
+// One request to the controller; the reply's JSON, or an error that says what to do.
+absl::StatusOr<json> call(const ClientArgs& a, const std::string& method, const std::string& path,
+                          const std::string& body = "") {
+  const std::string server = a.server.empty() ? env_or("INTERLACE_SERVER", "http://127.0.0.1:8470") : a.server;
+  const std::string token = a.token.empty() ? env_or("INTERLACE_TOKEN", "") : a.token;
+  if (token.empty()) return absl::InvalidArgumentError("no API token: pass --token or set INTERLACE_TOKEN");
+  httplib::Client client(server);
+  if (!client.is_valid()) return absl::InvalidArgumentError("--server '" + server + "' is not a URL (http://HOST:PORT)");
+  client.set_connection_timeout(5);
+  client.set_read_timeout(30);
+  client.set_bearer_token_auth(token);
+  httplib::Result r = method == "POST" ? client.Post(path, body, "application/json") : client.Get(path);
+  if (!r)
+    return absl::UnavailableError("no controller at " + server + " (" + httplib::to_string(r.error()) +
+                                  "): start one with `interlace serve controller --redis HOST:PORT`, or pass --server");
+  const json j = json::parse(r->body, nullptr, false);
+  if (r->status == 401) return absl::PermissionDeniedError("the controller refused the token (check --token / INTERLACE_TOKEN)");
+  if (r->status >= 400) {
+    const std::string what = !j.is_discarded() && j.contains("error") ? j["error"].get<std::string>() : r->body;
+    return absl::Status(r->status == 404 ? absl::StatusCode::kNotFound : absl::StatusCode::kFailedPrecondition, what);
+  }
+  if (j.is_discarded()) return absl::DataLossError("the controller's reply is not JSON: " + r->body.substr(0, 200));
+  return j;
+}
+
+std::string age(int64_t since_ms) {
+  if (since_ms <= 0) return "-";
+  const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch()).count();
+  const int64_t s = std::max<int64_t>(0, (now - since_ms) / 1000);
+  if (s < 120) return std::to_string(s) + "s";
+  if (s < 7200) return std::to_string(s / 60) + "m";
+  if (s < 172800) return std::to_string(s / 3600) + "h";
+  return std::to_string(s / 86400) + "d";
+}
+
+void print_jobs(const json& jobs) {
+  std::printf("%-12s %-24s %-8s %-10s %-16s %s\n", "ID", "NAME", "KIND", "STATE", "OWNER", "AGE");
+  for (const json& j : jobs)
+    std::printf("%-12s %-24s %-8s %-10s %-16s %s\n", j["id"].get<std::string>().c_str(),
+                j["name"].get<std::string>().substr(0, 24).c_str(), j["kind"].get<std::string>().c_str(),
+                j["state"].get<std::string>().c_str(), j["owner"].get<std::string>().empty() ? "-" : j["owner"].get<std::string>().c_str(),
+                age(j["created_ms"].get<int64_t>()).c_str());
+}
+
+bool final_state(const std::string& s) { return s == "succeeded" || s == "failed" || s == "cancelled"; }
+
+struct SubmitArgs {
+  ClientArgs client;
+  std::string job, kind = "train", name, request_id;
+};
+
+int submit(const SubmitArgs& a) {
+  std::ifstream in(a.job, std::ios::binary);
+  if (!in) return fail(a.job + ": cannot read it");
+  std::stringstream text;
+  text << in.rdbuf();
+  json body = {{"kind", a.kind}, {"spec", text.str()}};
+  if (!a.name.empty()) body["name"] = a.name;
+  if (!a.request_id.empty()) body["request_id"] = a.request_id;
+  auto r = call(a.client, "POST", "/v1/jobs", body.dump());
+  if (!r.ok()) return fail(absl::Status(r.status().code(), a.job + ": " + std::string(r.status().message())));
+  if (a.client.output == "json") {
+    std::printf("%s\n", r->dump(2).c_str());
+  } else {
+    const std::string id = (*r)["id"];
+    std::printf("%s\n", id.c_str());
+    std::fprintf(stderr, "queued; follow it with `interlace logs %s -f`, or `interlace status %s`\n", id.c_str(), id.c_str());
+  }
+  return 0;
+}
+
+struct JobArgs {
+  ClientArgs client;
+  std::string id;
+  bool follow = false;
+};
+
+int logs(const JobArgs& a) {
+  std::string after = "0";
+  for (;;) {
+    auto r = call(a.client, "GET", "/v1/jobs/" + a.id + "/events?after=" + after);
+    if (!r.ok()) return fail(r.status());
+    for (const json& e : (*r)["events"]) {
+      after = e["id"];
+      if (a.client.output == "json")
+        std::printf("%s\n", e.dump().c_str());
+      else
+        std::printf("[%s] %s\n", e["type"].get<std::string>().c_str(), e["message"].get<std::string>().c_str());
+    }
+    std::fflush(stdout);
+    if (!a.follow) return 0;
+    auto job = call(a.client, "GET", "/v1/jobs/" + a.id);
+    if (!job.ok()) return fail(job.status());
+    if (final_state((*job)["state"]) && (*r)["events"].empty()) return (*job)["state"] == "failed" ? 1 : 0;
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+}
+
+struct ServeControllerArgs {
+  std::string redis = "127.0.0.1:6379", listen = "127.0.0.1:8470", token, prefix = "interlace";
+};
+
+int serve_controller(const ServeControllerArgs& a) {
+  auto redis = control::parse_redis_address(a.redis);
+  if (!redis.ok()) return fail(redis.status());
+  const size_t colon = a.listen.rfind(':');
+  if (colon == std::string::npos) return fail("--listen '" + a.listen + "': expected HOST:PORT");
+  control::ControllerOptions o;
+  o.redis = *redis;
+  o.host = a.listen.substr(0, colon);
+  o.port = std::atoi(a.listen.c_str() + colon + 1);
+  o.token = a.token.empty() ? env_or("INTERLACE_TOKEN", "") : a.token;
+  o.prefix = a.prefix;
+  // SIGINT/SIGTERM end the process through sigwait below, not a handler.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  auto controller = control::Controller::start(o);
+  if (!controller.ok()) return fail(controller.status());
+  std::fprintf(stderr, "controller: serving http://%s:%d (Redis %s)\n", o.host.c_str(), (*controller)->port(),
+               redis->to_string().c_str());
+  std::printf("http://%s:%d\n", o.host.c_str(), (*controller)->port());
+  std::fflush(stdout);
+  int sig = 0;
+  sigwait(&signals, &sig);
+  std::fprintf(stderr, "controller: stopping (signal %d)\n", sig);
+  (*controller)->stop();
+  return 0;
+}
+
+}  // namespace
+
+void add_control_commands(CLI::App& app, Action& action) {
+  auto s = std::make_shared<ServeControllerArgs>();
+  CLI::App* serve = app.get_subcommand("serve");
+  CLI::App* controller = serve->add_subcommand(
+      "controller",
+      "The control plane's HTTP API over Redis (stateless: run any number on one Redis).\n"
+      "Example:\n"
+      "  redis-server --port 6379 --appendonly yes &\n"
+      "  INTERLACE_TOKEN=$(openssl rand -hex 16) interlace serve controller --redis 127.0.0.1:6379");
+  controller->add_option("--redis", s->redis, "Redis HOST:PORT")->capture_default_str();
+  controller->add_option("--listen", s->listen, "HOST:PORT to serve on (port 0: any free one, printed)")->capture_default_str();
+  controller->add_option("--token", s->token, "the API token clients must send (default: $INTERLACE_TOKEN)");
+  controller->add_option("--prefix", s->prefix, "Redis key prefix (one deployment per prefix)")->capture_default_str();
+  controller->callback([s, &action] { action = [s] { return serve_controller(*s); }; });
+
+  auto sub = std::make_shared<SubmitArgs>();
+  CLI::App* submit_cmd = app.add_subcommand(
+      "submit",
+      "Queue a job with the controller; prints its id.\n"
+      "Example:\n"
+      "  interlace submit examples/calculator/job.yaml --server http://127.0.0.1:8470");
+  submit_cmd->add_option("job", sub->job, "job spec (YAML)")->required()->check(CLI::ExistingFile);
+  submit_cmd->add_option("--kind", sub->kind, "train or rollout")->check(CLI::IsMember({"train", "rollout"}))->capture_default_str();
+  submit_cmd->add_option("--name", sub->name, "job name (default: the spec's name)");
+  submit_cmd->add_option("--request-id", sub->request_id, "resubmitting the same id returns the same job (safe retries)");
+  add_client_options(submit_cmd, sub->client);
+  submit_cmd->callback([sub, &action] { action = [sub] { return submit(*sub); }; });
+
+  auto list = std::make_shared<ClientArgs>();
+  CLI::App* jobs = app.add_subcommand("jobs", "List the controller's jobs, newest first");
+  add_client_options(jobs, *list);
+  jobs->callback([list, &action] {
+    action = [list] {
+      auto r = call(*list, "GET", "/v1/jobs");
+      if (!r.ok()) return fail(r.status());
+      if (list->output == "json")
+        std::printf("%s\n", (*r)["jobs"].dump(2).c_str());
+      else
+        print_jobs((*r)["jobs"]);
+      return 0;
+    };
+  });
+
+  for (const char* verb : {"status", "cancel"}) {
+    auto j = std::make_shared<JobArgs>();
+    const bool cancel = std::string(verb) == "cancel";
+    CLI::App* cmd = app.add_subcommand(verb, cancel ? "Cancel a queued or running job" : "Show one job");
+    cmd->add_option("id", j->id, "job id (see `interlace jobs`)")->required();
+    add_client_options(cmd, j->client);
+    cmd->callback([j, cancel, &action] {
+      action = [j, cancel] {
+        auto r = cancel ? call(j->client, "POST", "/v1/jobs/" + j->id + "/cancel") : call(j->client, "GET", "/v1/jobs/" + j->id);
+        if (!r.ok()) return fail(r.status());
+        if (j->client.output == "json") {
+          std::printf("%s\n", r->dump(2).c_str());
+        } else {
+          print_jobs(json::array({*r}));
+          if (!(*r)["reason"].get<std::string>().empty()) std::printf("reason: %s\n", (*r)["reason"].get<std::string>().c_str());
+        }
+        return 0;
+      };
+    });
+  }
+
+  auto l = std::make_shared<JobArgs>();
+  CLI::App* logs_cmd = app.add_subcommand("logs", "A job's events and log lines; -f follows until it ends");
+  logs_cmd->add_option("id", l->id, "job id")->required();
+  logs_cmd->add_flag("-f,--follow", l->follow, "keep following; exits 1 if the job fails");
+  add_client_options(logs_cmd, l->client);
+  logs_cmd->callback([l, &action] { action = [l] { return logs(*l); }; });
+}
+
+}  // namespace interlace::cli

@@ -1,0 +1,272 @@
+#include "interlace/control/controller.h"
+
+#include <httplib.h>
+
+#include <mutex>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "interlace/rl/job_spec.h"
+#include "spdlog/spdlog.h"
+
+namespace interlace::control {
+namespace {
+
+using nlohmann::json;
+
+// Redis connections for the server's request threads (a connection serves one
+// thread at a time): taken from the free list, made when it is empty.
+class RedisPool {
+ public:
+  RedisPool(RedisAddress address, RedisOptions options) : address_(std::move(address)), options_(options) {}
+  struct Lease {
+    Lease(RedisPool* p, std::unique_ptr<RedisClient> c) : pool(p), client(std::move(c)) {}
+    Lease(Lease&&) = default;
+    Lease& operator=(Lease&&) = delete;
+    RedisPool* pool;
+    std::unique_ptr<RedisClient> client;
+    ~Lease() {
+      if (client) pool->give_back(std::move(client));
+    }
+  };
+  absl::StatusOr<Lease> take() {
+    {
+      std::lock_guard lock(mutex_);
+      if (!free_.empty()) {
+        Lease l(this, std::move(free_.back()));
+        free_.pop_back();
+        return l;
+      }
+    }
+    auto c = RedisClient::connect(address_, options_);
+    if (!c.ok()) return c.status();
+    return Lease(this, std::move(*c));
+  }
+
+ private:
+  void give_back(std::unique_ptr<RedisClient> c) {
+    std::lock_guard lock(mutex_);
+    free_.push_back(std::move(c));
+  }
+  RedisAddress address_;
+  RedisOptions options_;
+  std::mutex mutex_;
+  std::vector<std::unique_ptr<RedisClient>> free_;
+};
+
+void reply(httplib::Response& res, int status, const json& body) {
+  res.status = status;
+  res.set_content(body.dump() + "\n", "application/json");
+}
+
+void error(httplib::Response& res, int status, const std::string& message) { reply(res, status, {{"error", message}}); }
+
+int http_status(const absl::Status& s) {
+  switch (s.code()) {
+    case absl::StatusCode::kInvalidArgument: return 400;
+    case absl::StatusCode::kNotFound: return 404;
+    case absl::StatusCode::kFailedPrecondition: return 409;
+    case absl::StatusCode::kUnavailable: return 503;
+    default: return 500;
+  }
+}
+
+// Compares without stopping at the first difference: how long a wrong token
+// takes to refuse says nothing about how much of it was right.
+bool same_token(const std::string& given, const std::string& expected) {
+  unsigned diff = given.size() != expected.size();
+  for (size_t i = 0; i < given.size(); ++i) diff |= static_cast<unsigned char>(given[i]) ^
+                                                    static_cast<unsigned char>(expected[i % expected.size()]);
+  return diff == 0;
+}
+
+// The body of POST /v1/jobs as a submission, or what is wrong with it.
+absl::StatusOr<Submission> parse_submission(const std::string& body) {
+  const json j = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return absl::InvalidArgumentError("the body is not valid JSON");
+  if (!j.is_object()) return absl::InvalidArgumentError("the body must be a JSON object");
+  Submission s;
+  for (const auto& [key, value] : j.items()) {
+    if (key != "kind" && key != "name" && key != "spec" && key != "request_id")
+      return absl::InvalidArgumentError(absl::StrCat("unknown field '", key, "' (kind, name, spec, request_id)"));
+    if (!value.is_string()) return absl::InvalidArgumentError(absl::StrCat("'", key, "' must be a string"));
+  }
+  auto kind = parse_job_kind(j.value("kind", "train"));
+  if (!kind.ok()) return kind.status();
+  s.kind = *kind;
+  s.name = j.value("name", "");
+  s.spec = j.value("spec", "");
+  s.request_id = j.value("request_id", "");
+  if (s.spec.empty()) return absl::InvalidArgumentError("'spec' (the job spec's YAML text) is missing or empty");
+  if (s.kind == JobKind::kTrain) {
+    // The learner parses it again where it runs; refused here, nothing is queued.
+    auto spec = rl::parse_job_spec(s.spec, "spec");
+    if (!spec.ok()) return absl::InvalidArgumentError(std::string(spec.status().message()));
+    if (s.name.empty()) s.name = spec->name;
+  }
+  return s;
+}
+
+}  // namespace
+
+json job_json(const JobRecord& job) {
+  return {{"id", job.id},
+          {"name", job.name},
+          {"kind", job_kind_name(job.kind)},
+          {"state", job_state_name(job.state)},
+          {"owner", job.owner},
+          {"reason", job.reason},
+          {"created_ms", job.created_ms},
+          {"started_ms", job.started_ms},
+          {"finished_ms", job.finished_ms},
+          {"updated_ms", job.updated_ms}};
+}
+
+struct Controller::Impl {
+  ControllerOptions options;
+  RedisPool pool;
+  httplib::Server server;
+  std::thread thread;
+  int port = 0;
+
+  // A request waits at most a few seconds for a Redis that went away (then
+  // 503): a client retries, and /readyz tells Kubernetes meanwhile.
+  explicit Impl(const ControllerOptions& o) : options(o), pool(o.redis, request_redis_options()) {}
+  static RedisOptions request_redis_options() {
+    RedisOptions r;
+    r.reconnect_for = std::chrono::milliseconds(3000);
+    return r;
+  }
+
+  // Runs `body` with a job store on a pooled connection; Redis errors become 503.
+  template <class F>
+  void with_store(httplib::Response& res, F body) {
+    auto lease = pool.take();
+    if (!lease.ok()) return error(res, 503, std::string(lease.status().message()));
+    JobStore store(*lease->client, options.prefix);
+    body(store);
+  }
+
+  void routes() {
+    server.set_payload_max_length(kMaxSpecBytes + (64 << 10));
+    server.set_read_timeout(10);
+    server.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+      if (req.path == "/healthz" || req.path == "/readyz") return httplib::Server::HandlerResponse::Unhandled;
+      const std::string auth = req.get_header_value("Authorization");
+      if (auth.rfind("Bearer ", 0) != 0 || !same_token(auth.substr(7), options.token)) {
+        error(res, 401, "unauthorized");
+        return httplib::Server::HandlerResponse::Handled;
+      }
+      return httplib::Server::HandlerResponse::Unhandled;
+    });
+    server.set_error_handler([](const httplib::Request&, httplib::Response& res) {
+      if (res.body.empty())
+        error(res, res.status, res.status == 413 ? "the body is larger than the 1 MiB a job spec may be"
+                               : res.status == 404 ? "no such route (see GET /v1/jobs)"
+                                                   : "bad request");
+    });
+    server.Get("/healthz", [](const httplib::Request&, httplib::Response& res) { reply(res, 200, {{"ok", true}}); });
+    server.Get("/readyz", [this](const httplib::Request&, httplib::Response& res) {
+      auto lease = pool.take();
+      if (!lease.ok()) return error(res, 503, std::string(lease.status().message()));
+      auto pong = lease->client->command({"PING"});
+      if (!pong.ok()) return error(res, 503, std::string(pong.status().message()));
+      reply(res, 200, {{"ok", true}});
+    });
+    server.Post("/v1/jobs", [this](const httplib::Request& req, httplib::Response& res) {
+      auto submission = parse_submission(req.body);
+      if (!submission.ok()) return error(res, 400, std::string(submission.status().message()));
+      with_store(res, [&](JobStore& store) {
+        auto id = store.submit(*submission);
+        if (!id.ok()) return error(res, http_status(id.status()), std::string(id.status().message()));
+        spdlog::info("controller: {} job {} ({}) queued", job_kind_name(submission->kind), *id, submission->name);
+        reply(res, 201, {{"id", *id}, {"state", "queued"}});
+      });
+    });
+    server.Get("/v1/jobs", [this](const httplib::Request& req, httplib::Response& res) {
+      int64_t limit = 100;
+      if (req.has_param("limit")) {
+        const std::string v = req.get_param_value("limit");
+        char* end = nullptr;
+        limit = std::strtoll(v.c_str(), &end, 10);
+        if (v.empty() || *end != '\0' || limit < 1 || limit > 10000)
+          return error(res, 400, "limit must be a number in 1..10000");
+      }
+      with_store(res, [&](JobStore& store) {
+        auto jobs = store.list(limit);
+        if (!jobs.ok()) return error(res, http_status(jobs.status()), std::string(jobs.status().message()));
+        json out = json::array();
+        for (const JobRecord& j : *jobs) out.push_back(job_json(j));
+        reply(res, 200, {{"jobs", out}});
+      });
+    });
+    server.Get(R"(/v1/jobs/([A-Za-z0-9_.-]{1,64}))", [this](const httplib::Request& req, httplib::Response& res) {
+      with_store(res, [&](JobStore& store) {
+        auto job = store.get(req.matches[1]);
+        if (!job.ok()) return error(res, http_status(job.status()), std::string(job.status().message()));
+        reply(res, 200, job_json(*job));
+      });
+    });
+    server.Post(R"(/v1/jobs/([A-Za-z0-9_.-]{1,64})/cancel)", [this](const httplib::Request& req, httplib::Response& res) {
+      with_store(res, [&](JobStore& store) {
+        auto job = store.transition(req.matches[1], JobState::kCancelled, "cancelled by a user");
+        if (!job.ok()) return error(res, http_status(job.status()), std::string(job.status().message()));
+        spdlog::info("controller: job {} cancelled", job->id);
+        reply(res, 200, job_json(*job));
+      });
+    });
+    server.Get(R"(/v1/jobs/([A-Za-z0-9_.-]{1,64})/events)", [this](const httplib::Request& req, httplib::Response& res) {
+      const std::string after = req.has_param("after") ? req.get_param_value("after") : "0";
+      if (after.size() > 64 || after.find_first_not_of("0123456789-") != std::string::npos)
+        return error(res, 400, "after must be an event id (digits-digits) or 0");
+      with_store(res, [&](JobStore& store) {
+        const std::string id = req.matches[1];
+        if (auto job = store.get(id); !job.ok()) return error(res, http_status(job.status()), std::string(job.status().message()));
+        auto events = store.events(id, after, 1000);
+        if (!events.ok()) return error(res, http_status(events.status()), std::string(events.status().message()));
+        json out = json::array();
+        for (const JobEvent& e : *events) out.push_back({{"id", e.id}, {"type", e.type}, {"message", e.message}});
+        reply(res, 200, {{"events", out}});
+      });
+    });
+  }
+};
+
+Controller::Controller(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+absl::StatusOr<std::unique_ptr<Controller>> Controller::start(const ControllerOptions& options) {
+  if (options.token.empty())
+    return absl::InvalidArgumentError("the controller needs a token: pass --token or set INTERLACE_TOKEN "
+                                      "(`openssl rand -hex 16` makes one)");
+  auto probe = RedisClient::connect(options.redis);
+  if (!probe.ok()) return probe.status();
+  auto impl = std::make_unique<Impl>(options);
+  impl->routes();
+  if (options.port == 0) {
+    impl->port = impl->server.bind_to_any_port(options.host);
+    if (impl->port <= 0) return absl::UnavailableError(absl::StrCat("cannot bind ", options.host, " to any port"));
+  } else {
+    if (!impl->server.bind_to_port(options.host, options.port))
+      return absl::UnavailableError(absl::StrCat("cannot listen on ", options.host, ":", options.port,
+                                                 " (in use? pass another with --listen HOST:PORT)"));
+    impl->port = options.port;
+  }
+  Impl* raw = impl.get();
+  impl->thread = std::thread([raw] { raw->server.listen_after_bind(); });
+  return std::unique_ptr<Controller>(new Controller(std::move(impl)));
+}
+
+Controller::~Controller() { stop(); }
+
+int Controller::port() const { return impl_->port; }
+
+void Controller::stop() {
+  impl_->server.stop();
+  if (impl_->thread.joinable()) impl_->thread.join();
+}
+
+void Controller::wait() {
+  if (impl_->thread.joinable()) impl_->thread.join();
+}
+
+}  // namespace interlace::control

@@ -1,0 +1,196 @@
+// The controller's HTTP API against a real redis-server: auth, bad input (each
+// with its status code and message, nothing stored), two stateless replicas
+// on one Redis, a Redis restart under a running controller; and the CLI
+// (`interlace serve controller`, submit, jobs, status, cancel, logs) as
+// separate processes.
+#include "interlace/control/controller.h"
+
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <array>
+#include <cstdio>
+#include <fstream>
+
+#include "support/redis_server.h"
+
+namespace interlace::control {
+namespace {
+
+using nlohmann::json;
+
+constexpr const char* kToken = "test-token-123";
+
+std::unique_ptr<Controller> start_controller(const test::RedisServer& redis) {
+  ControllerOptions o;
+  o.redis = {.host = "127.0.0.1", .port = redis.port()};
+  o.port = 0;
+  o.token = kToken;
+  auto c = Controller::start(o);
+  EXPECT_TRUE(c.ok()) << c.status();
+  return std::move(*c);
+}
+
+struct Reply {
+  int status = 0;
+  json body;
+};
+
+Reply request(int port, const std::string& method, const std::string& path, const std::string& body = "",
+              const std::string& token = kToken) {
+  httplib::Client client("127.0.0.1", port);
+  if (!token.empty()) client.set_bearer_token_auth(token);
+  auto r = method == "POST" ? client.Post(path, body, "application/json") : client.Get(path);
+  if (!r) return {};
+  return {r->status, json::parse(r->body, nullptr, false)};
+}
+
+std::string example_spec() {
+  std::ifstream in(std::string(INTERLACE_SOURCE_DIR) + "/examples/calculator/job.yaml");
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+TEST(Controller, TokensAreRequiredExceptForProbes) {
+  test::RedisServer redis;
+  auto c = start_controller(redis);
+  EXPECT_EQ(request(c->port(), "GET", "/healthz", "", "").status, 200);
+  EXPECT_EQ(request(c->port(), "GET", "/readyz", "", "").status, 200);
+  for (const std::string token : {"", "wrong", "test-token-12", "test-token-1234"}) {
+    const Reply r = request(c->port(), "GET", "/v1/jobs", "", token);
+    EXPECT_EQ(r.status, 401) << "token '" << token << "'";
+    EXPECT_EQ(r.body, json({{"error", "unauthorized"}})) << "a 401 says nothing more";
+  }
+  EXPECT_EQ(request(c->port(), "POST", "/v1/jobs", json({{"spec", example_spec()}}).dump(), "wrong").status, 401);
+  EXPECT_EQ(request(c->port(), "GET", "/v1/jobs").body["jobs"].size(), 0u) << "an unauthorized submit stored a job";
+}
+
+TEST(Controller, BadInputIsRefusedWithWhatWasWrongAndNothingIsStored) {
+  test::RedisServer redis;
+  auto c = start_controller(redis);
+  const int p = c->port();
+  struct Case {
+    std::string body;
+    int status;
+    std::string says;
+  };
+  const std::vector<Case> cases = {
+      {"not json", 400, "not valid JSON"},
+      {"[1,2]", 400, "JSON object"},
+      {json({{"spec", "name: x"}, {"priority", "high"}}).dump(), 400, "unknown field 'priority'"},
+      {json({{"spec", 42}}).dump(), 400, "'spec' must be a string"},
+      {json({{"kind", "serve"}, {"spec", "a: 1"}}).dump(), 400, "unknown job kind 'serve'"},
+      {json({{"name", "x"}}).dump(), 400, "'spec'"},
+      {json({{"spec", "name: x\nsft:\n  steps: -3\n"}}).dump(), 400, "spec:3: sft.steps"},
+      {json({{"spec", "name: [unclosed"}}).dump(), 400, "not valid YAML"},
+      {std::string(2 << 20, 'x'), 413, "larger than"},
+  };
+  for (const Case& k : cases) {
+    const Reply r = request(p, "POST", "/v1/jobs", k.body);
+    EXPECT_EQ(r.status, k.status) << k.body.substr(0, 80);
+    ASSERT_TRUE(r.body.is_object() && r.body.contains("error")) << k.body.substr(0, 80);
+    EXPECT_NE(r.body["error"].get<std::string>().find(k.says), std::string::npos) << r.body["error"];
+  }
+  EXPECT_EQ(request(p, "GET", "/v1/jobs").body["jobs"].size(), 0u) << "a refused submission was stored";
+  EXPECT_EQ(request(p, "GET", "/v1/jobs/job-7").status, 404);
+  EXPECT_EQ(request(p, "POST", "/v1/jobs/job-7/cancel").status, 404);
+  EXPECT_EQ(request(p, "GET", "/v1/jobs/job-7/events").status, 404);
+  EXPECT_EQ(request(p, "GET", "/v1/jobs?limit=0").status, 400);
+  EXPECT_EQ(request(p, "GET", "/v1/jobs?limit=abc").status, 400);
+  EXPECT_EQ(request(p, "GET", "/v1/nothing").status, 404);
+}
+
+// Stateless: a job submitted through one controller is seen and cancelled
+// through another; a restarted Redis (AOF) is ridden out.
+TEST(Controller, ReplicasShareEverythingThroughRedisAndSurviveItsRestart) {
+  test::RedisServer redis;
+  auto a = start_controller(redis);
+  auto b = start_controller(redis);
+  const Reply submitted = request(a->port(), "POST", "/v1/jobs", json({{"spec", example_spec()}}).dump());
+  ASSERT_EQ(submitted.status, 201) << submitted.body;
+  const std::string id = submitted.body["id"];
+  const Reply seen = request(b->port(), "GET", "/v1/jobs/" + id);
+  EXPECT_EQ(seen.status, 200);
+  EXPECT_EQ(seen.body["name"], "calculator-grpo") << "the spec's name is the default";
+  EXPECT_EQ(seen.body["state"], "queued");
+  redis.kill9();
+  EXPECT_EQ(request(a->port(), "GET", "/readyz", "", "").status, 503) << "ready without Redis";
+  redis.start();
+  const Reply cancelled = request(a->port(), "POST", "/v1/jobs/" + id + "/cancel");
+  EXPECT_EQ(cancelled.status, 200) << cancelled.body;
+  EXPECT_EQ(cancelled.body["state"], "cancelled");
+  EXPECT_EQ(request(b->port(), "POST", "/v1/jobs/" + id + "/cancel").status, 409) << "cancelled twice";
+  const Reply events = request(b->port(), "GET", "/v1/jobs/" + id + "/events");
+  ASSERT_EQ(events.status, 200);
+  ASSERT_EQ(events.body["events"].size(), 2u);
+  EXPECT_EQ(events.body["events"][1]["message"], "cancelled: cancelled by a user");
+  EXPECT_EQ(request(a->port(), "GET", "/readyz", "", "").status, 200);
+}
+
+struct CliRun {
+  int code = -1;
+  std::string out;
+};
+CliRun cli(const std::string& args, const std::string& env) {
+  const std::string cmd = env + " " + INTERLACE_BIN + " " + args + " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  CliRun r;
+  std::array<char, 4096> buf{};
+  while (p && std::fgets(buf.data(), buf.size(), p)) r.out += buf.data();
+  if (p) r.code = WEXITSTATUS(::pclose(p));
+  return r;
+}
+
+TEST(Controller, TheCliSubmitsListsFollowsAndCancels) {
+  test::RedisServer redis;
+  const int port = test::free_loopback_port();
+  const std::string listen = "127.0.0.1:" + std::to_string(port);
+  const pid_t server = ::fork();
+  if (server == 0) {
+    ::setenv("INTERLACE_TOKEN", kToken, 1);
+    const std::string r = "127.0.0.1:" + std::to_string(redis.port());
+    ::execl(INTERLACE_BIN, INTERLACE_BIN, "serve", "controller", "--redis", r.c_str(), "--listen", listen.c_str(),
+            static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  for (int i = 0; i < 200 && request(port, "GET", "/healthz", "", "").status != 200; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  const std::string env = std::string("INTERLACE_SERVER=http://") + listen + " INTERLACE_TOKEN=" + kToken;
+  const std::string job = std::string(INTERLACE_SOURCE_DIR) + "/examples/calculator/job.yaml";
+  const CliRun first = cli("submit " + job, env);
+  ASSERT_EQ(first.code, 0) << first.out;
+  EXPECT_NE(first.out.find("job-1\n"), std::string::npos) << first.out;
+  EXPECT_NE(first.out.find("interlace logs job-1 -f"), std::string::npos) << "says what to run next";
+  ASSERT_EQ(cli("submit " + job + " --name second -o json", env).code, 0);
+  const CliRun jobs = cli("jobs -o json", env);
+  ASSERT_EQ(jobs.code, 0) << jobs.out;
+  const json list = json::parse(jobs.out);
+  ASSERT_EQ(list.size(), 2u);
+  EXPECT_EQ(list[0]["name"], "second");
+  const CliRun table = cli("jobs", env);
+  EXPECT_NE(table.out.find("calculator-grpo"), std::string::npos) << table.out;
+  EXPECT_EQ(cli("cancel job-1", env).code, 0);
+  const CliRun status = cli("status job-1 -o json", env);
+  EXPECT_EQ(json::parse(status.out)["state"], "cancelled") << status.out;
+  const CliRun logs = cli("logs job-1 -f", env);  // ends: the job has
+  EXPECT_EQ(logs.code, 0) << logs.out;
+  EXPECT_NE(logs.out.find("[state] cancelled: cancelled by a user"), std::string::npos) << logs.out;
+  const CliRun again = cli("cancel job-1", env);
+  EXPECT_EQ(again.code, 1);
+  EXPECT_NE(again.out.find("is cancelled: it cannot become cancelled"), std::string::npos) << again.out;
+  const CliRun unknown = cli("status job-99", env);
+  EXPECT_EQ(unknown.code, 1);
+  EXPECT_NE(unknown.out.find("no job job-99"), std::string::npos) << unknown.out;
+  const CliRun no_token = cli("jobs", std::string("INTERLACE_SERVER=http://") + listen + " INTERLACE_TOKEN=");
+  EXPECT_EQ(no_token.code, 1);
+  EXPECT_NE(no_token.out.find("INTERLACE_TOKEN"), std::string::npos) << no_token.out;
+  const CliRun nobody = cli("jobs --server http://127.0.0.1:" + std::to_string(test::free_loopback_port()), env);
+  EXPECT_EQ(nobody.code, 1);
+  EXPECT_NE(nobody.out.find("no controller at"), std::string::npos) << nobody.out;
+  ::kill(server, SIGTERM);
+  int st = 0;
+  ::waitpid(server, &st, 0);
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "the controller stops cleanly on SIGTERM";
+}
+
+}  // namespace
+}  // namespace interlace::control
