@@ -20,5 +20,6 @@ void add_rollout_commands(CLI::App& app, Action& action);
 void add_run_commands(CLI::App& app, Action& action);
 // After add_run_commands: adds `serve controller` to its `serve`.
 void add_control_commands(CLI::App& app, Action& action);
+void add_stack_commands(CLI::App& app, Action& action);  // up, down
 
 }  // namespace interlace::cli

@@ -16,6 +16,7 @@
 #include "commands.h"
 #include "interlace/control/controller.h"
 #include "nlohmann/json.hpp"
+#include "stack_file.h"
 
 namespace interlace::cli {
 namespace {
@@ -32,17 +33,25 @@ struct ClientArgs {
 };
 
 void add_client_options(CLI::App* sub, ClientArgs& a) {
-  sub->add_option("--server", a.server, "controller URL (default: $INTERLACE_SERVER, else http://127.0.0.1:8470)");
-  sub->add_option("--token", a.token, "API token (default: $INTERLACE_TOKEN)");
+  sub->add_option("--server", a.server,
+                  "controller URL (default: $INTERLACE_SERVER, else the stack `interlace up` started, else http://127.0.0.1:8470)");
+  sub->add_option("--token", a.token, "API token (default: $INTERLACE_TOKEN, else the local stack's)");
   sub->add_option("-o,--output", a.output, "table or json")->check(CLI::IsMember({"table", "json"}))->capture_default_str();
 }
 
 // One request to the controller; the reply's JSON, or an error that says what to do.
 absl::StatusOr<json> call(const ClientArgs& a, const std::string& method, const std::string& path,
                           const std::string& body = "") {
-  const std::string server = a.server.empty() ? env_or("INTERLACE_SERVER", "http://127.0.0.1:8470") : a.server;
-  const std::string token = a.token.empty() ? env_or("INTERLACE_TOKEN", "") : a.token;
-  if (token.empty()) return absl::InvalidArgumentError("no API token: pass --token or set INTERLACE_TOKEN");
+  std::string server = a.server.empty() ? env_or("INTERLACE_SERVER", "") : a.server;
+  std::string token = a.token.empty() ? env_or("INTERLACE_TOKEN", "") : a.token;
+  if (server.empty()) {
+    // No server named: the stack `interlace up` started here, if there is one.
+    auto stack = read_stack(default_stack_dir());
+    server = stack.ok() ? stack->server : "http://127.0.0.1:8470";
+    if (stack.ok() && token.empty()) token = stack->token;
+  }
+  if (token.empty())
+    return absl::InvalidArgumentError("no API token: pass --token or set INTERLACE_TOKEN (or start a local stack with `interlace up`)");
   httplib::Client client(server);
   if (!client.is_valid()) return absl::InvalidArgumentError("--server '" + server + "' is not a URL (http://HOST:PORT)");
   client.set_connection_timeout(5);
@@ -51,7 +60,7 @@ absl::StatusOr<json> call(const ClientArgs& a, const std::string& method, const 
   httplib::Result r = method == "POST" ? client.Post(path, body, "application/json") : client.Get(path);
   if (!r)
     return absl::UnavailableError("no controller at " + server + " (" + httplib::to_string(r.error()) +
-                                  "): start one with `interlace serve controller --redis HOST:PORT`, or pass --server");
+                                  "): start one with `interlace up` (or `interlace serve controller --redis HOST:PORT`), or pass --server");
   const json j = json::parse(r->body, nullptr, false);
   if (r->status == 401) return absl::PermissionDeniedError("the controller refused the token (check --token / INTERLACE_TOKEN)");
   if (r->status >= 400) {

@@ -49,7 +49,7 @@ int main(int argc, char** argv) {
       "  interlace env demo --env calculator --n 256 --out demos.jsonl\n"
       "  interlace rollout --model /tmp/tiny --env calculator --prompts 8 --group-size 4 --out traj.jsonl\n"
       "  interlace run examples/calculator/job.yaml\n"
-      "  interlace submit examples/calculator/job.yaml --server http://127.0.0.1:8470\n"
+      "  interlace up && interlace submit examples/calculator/job.yaml && interlace jobs\n"
       "  interlace bench decode -o json\n",
       "interlace"};
   app.require_subcommand(1);
@@ -61,6 +61,7 @@ int main(int argc, char** argv) {
   interlace::cli::add_rollout_commands(app, action);
   interlace::cli::add_run_commands(app, action);
   interlace::cli::add_control_commands(app, action);
+  interlace::cli::add_stack_commands(app, action);
   interlace::cli::add_bench_commands(app, action);
   refuse_non_finite_numbers(app);
   try {

@@ -192,5 +192,47 @@ TEST(Controller, TheCliSubmitsListsFollowsAndCancels) {
   EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "the controller stops cleanly on SIGTERM";
 }
 
+// `interlace up` starts redis-server and a controller that outlive it; the
+// control commands find them without --server or a token; `down` stops both,
+// and a second `up` on the same directory still has the job (Redis's AOF).
+// Exists and is not a zombie (nobody may reap what `up` left behind).
+bool running(int pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return false;
+  const size_t paren = line.rfind(')');
+  return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] != 'Z';
+}
+
+TEST(Controller, UpStartsALocalStackTheCommandsUseAndDownStopsIt) {
+  test::TempDir dir;
+  const std::string ports = " --port " + std::to_string(test::free_loopback_port()) + " --redis-port " +
+                            std::to_string(test::free_loopback_port());
+  const std::string env = "INTERLACE_STACK_DIR=" + dir.path() + " INTERLACE_SERVER= INTERLACE_TOKEN=";
+  const CliRun up = cli("up -o json" + ports, env);
+  ASSERT_EQ(up.code, 0) << up.out;
+  const json stack = json::parse(up.out.substr(up.out.find('{')), nullptr, false);
+  ASSERT_TRUE(stack.contains("server") && stack.contains("token")) << up.out;
+  const CliRun submitted = cli("submit " + std::string(INTERLACE_SOURCE_DIR) + "/examples/calculator/job.yaml -o json", env);
+  ASSERT_EQ(submitted.code, 0) << submitted.out;
+  const json info = json::parse(std::ifstream(dir.path() + "/stack.json"));
+  const int controller = info["controller_pid"], redis = info["redis_pid"];
+  EXPECT_TRUE(running(controller));
+  EXPECT_TRUE(running(redis));
+  ASSERT_EQ(cli("down", env).code, 0);
+  EXPECT_FALSE(running(controller)) << "the controller outlived `down`";
+  EXPECT_FALSE(running(redis)) << "redis-server outlived `down`";
+  const CliRun gone = cli("jobs", env);
+  EXPECT_EQ(gone.code, 1) << gone.out;
+  ASSERT_EQ(cli("up" + ports, env).code, 0);
+  const CliRun jobs = cli("jobs -o json", env);
+  EXPECT_EQ(cli("down", env).code, 0);
+  ASSERT_EQ(jobs.code, 0) << jobs.out;
+  const json list = json::parse(jobs.out, nullptr, false);
+  ASSERT_TRUE(list.is_array()) << jobs.out;
+  ASSERT_EQ(list.size(), 1u) << "the job did not survive a down and up";
+  EXPECT_EQ(list[0]["state"], "queued");
+}
+
 }  // namespace
 }  // namespace interlace::control

@@ -238,7 +238,7 @@ absl::StatusOr<std::unique_ptr<Controller>> Controller::start(const ControllerOp
   if (options.token.empty())
     return absl::InvalidArgumentError("the controller needs a token: pass --token or set INTERLACE_TOKEN "
                                       "(`openssl rand -hex 16` makes one)");
-  auto probe = RedisClient::connect(options.redis);
+  auto probe = RedisClient::connect_waiting(options.redis);  // Redis may still be starting
   if (!probe.ok()) return probe.status();
   auto impl = std::make_unique<Impl>(options);
   impl->routes();

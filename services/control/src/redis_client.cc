@@ -75,6 +75,16 @@ absl::StatusOr<std::unique_ptr<RedisClient>> RedisClient::connect(const RedisAdd
   return c;
 }
 
+absl::StatusOr<std::unique_ptr<RedisClient>> RedisClient::connect_waiting(const RedisAddress& address,
+                                                                          RedisOptions options) {
+  std::unique_ptr<RedisClient> c(new RedisClient(address, options));
+  if (absl::Status s = c->open(); !s.ok()) {
+    if (absl::Status w = c->reconnect_with_backoff(std::string(s.message())); !w.ok()) return w;
+    c->reconnects_ = 0;  // it was never connected
+  }
+  return c;
+}
+
 RedisClient::~RedisClient() {
   if (context_) redisFree(context_);
 }

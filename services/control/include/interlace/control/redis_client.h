@@ -48,6 +48,11 @@ class RedisClient {
  public:
   // Fails (Unavailable, naming the address) when nothing answers a PING there.
   static absl::StatusOr<std::unique_ptr<RedisClient>> connect(const RedisAddress& address, RedisOptions options = {});
+  // The same, but a server that is not up yet (starting, loading its AOF) is
+  // waited for, with back-off, for up to options.reconnect_for: what a
+  // service does at its start.
+  static absl::StatusOr<std::unique_ptr<RedisClient>> connect_waiting(const RedisAddress& address,
+                                                                      RedisOptions options = {});
   ~RedisClient();
   RedisClient(const RedisClient&) = delete;
   RedisClient& operator=(const RedisClient&) = delete;

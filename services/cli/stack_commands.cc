@@ -1,0 +1,190 @@
+// interlace up / down: the control plane on this machine, as separate
+// processes that outlive the command: a redis-server (data and AOF under
+// DIR/redis, fsync on every write: an acknowledged submission survives a
+// crash) and a controller, with a fresh token. DIR/stack.json says where they
+// are; the control commands (submit, jobs, ...) fall back to it when neither
+// --server nor INTERLACE_SERVER is given.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include <httplib.h>
+
+#include "cli_util.h"
+#include "commands.h"
+#include "nlohmann/json.hpp"
+#include "stack_file.h"
+
+namespace interlace::cli {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+std::string self_exe() {
+  std::error_code ec;
+  const fs::path p = fs::read_symlink("/proc/self/exe", ec);
+  return ec ? "interlace" : p.string();
+}
+
+std::string random_token() {
+  std::ifstream urandom("/dev/urandom", std::ios::binary);
+  unsigned char bytes[16] = {};
+  urandom.read(reinterpret_cast<char*>(bytes), sizeof bytes);
+  std::string hex;
+  for (unsigned char b : bytes) {
+    const char* digits = "0123456789abcdef";
+    hex += digits[b >> 4];
+    hex += digits[b & 15];
+  }
+  return hex;
+}
+
+// Starts `args` in a session of its own (it outlives this process and a
+// Ctrl-C here), stdout and stderr to `log`; `env` added to the environment.
+pid_t start_detached(const std::vector<std::string>& args, const std::string& log,
+                     const std::vector<std::string>& env = {}) {
+  const pid_t pid = ::fork();
+  if (pid != 0) return pid;
+  ::setsid();
+  const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+  if (fd >= 0) {
+    ::dup2(fd, 1);
+    ::dup2(fd, 2);
+    ::close(fd);
+  }
+  const int null = ::open("/dev/null", O_RDONLY);
+  if (null >= 0) ::dup2(null, 0);
+  for (const std::string& e : env) ::putenv(const_cast<char*>(e.c_str()));
+  std::vector<char*> argv;
+  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  ::execvp(argv[0], argv.data());
+  std::fprintf(stderr, "cannot start %s: %s\n", argv[0], std::strerror(errno));
+  ::_exit(127);
+}
+
+// Running, not a zombie: a process `up` started is reparented when `up`
+// exits, and where PID 1 does not reap (a container's shell), a dead one
+// stays a zombie that kill(pid, 0) still finds.
+bool alive(pid_t pid) {
+  if (pid <= 0 || ::kill(pid, 0) != 0) return false;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  std::getline(stat, line);
+  const size_t paren = line.rfind(')');
+  return paren == std::string::npos || paren + 2 >= line.size() || line[paren + 2] != 'Z';
+}
+
+bool healthy(const std::string& server, const std::string& path) {
+  httplib::Client c(server);
+  c.set_connection_timeout(1);
+  auto r = c.Get(path);
+  return r && r->status == 200;
+}
+
+// Stops `pid` (SIGTERM, then SIGKILL after 10 s) and reaps it if it is ours.
+void stop(pid_t pid) {
+  if (!alive(pid)) return;
+  ::kill(pid, SIGTERM);
+  for (int i = 0; i < 200 && alive(pid); ++i) {
+    ::waitpid(pid, nullptr, WNOHANG);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  if (alive(pid)) ::kill(pid, SIGKILL);
+}
+
+struct UpArgs {
+  std::string dir = default_stack_dir(), output = "table";
+  int port = 8470, redis_port = 6390;
+};
+
+int up(const UpArgs& a) {
+  std::error_code ec;
+  fs::create_directories(fs::path(a.dir) / "redis", ec);
+  if (ec) return fail(a.dir + ": cannot create it: " + ec.message());
+  if (auto existing = read_stack(a.dir); existing.ok() && alive(existing->controller_pid) && alive(existing->redis_pid)) {
+    std::fprintf(stderr, "up: already running (from %s/stack.json)\n", a.dir.c_str());
+    print_stack(*existing, a.output);
+    return 0;
+  }
+  const std::string token = random_token();
+  StackInfo s;
+  s.dir = fs::absolute(a.dir).string();
+  s.server = "http://127.0.0.1:" + std::to_string(a.port);
+  s.redis = "127.0.0.1:" + std::to_string(a.redis_port);
+  s.token = token;
+  s.redis_pid = start_detached({"redis-server", "--port", std::to_string(a.redis_port), "--bind", "127.0.0.1", "--dir",
+                                (fs::path(s.dir) / "redis").string(), "--appendonly", "yes", "--appendfsync", "always",
+                                "--save", "", "--daemonize", "no"},
+                               (fs::path(s.dir) / "redis.log").string());
+  s.controller_pid =
+      start_detached({self_exe(), "serve", "controller", "--redis", s.redis, "--listen", "127.0.0.1:" + std::to_string(a.port)},
+                     (fs::path(s.dir) / "controller.log").string(), {"INTERLACE_TOKEN=" + token});
+  // The controller retries Redis while it loads; ready when both answer.
+  for (int i = 0; i < 300 && !(alive(s.controller_pid) && healthy(s.server, "/readyz")); ++i) {
+    if (!alive(s.redis_pid) || (i > 20 && !alive(s.controller_pid))) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  if (!alive(s.redis_pid) || !alive(s.controller_pid) || !healthy(s.server, "/readyz")) {
+    const bool redis_died = !alive(s.redis_pid);
+    stop(s.controller_pid);
+    stop(s.redis_pid);
+    return fail(std::string(redis_died ? "redis-server" : "the controller") + " did not start; see " + s.dir + "/" +
+                (redis_died ? "redis.log" : "controller.log") + " (a port in use? pass --port / --redis-port)");
+  }
+  if (absl::Status st = write_stack(s); !st.ok()) return fail(st);
+  print_stack(s, a.output);
+  if (a.output != "json")
+    std::fprintf(stderr, "up: the control commands use this stack by default; `interlace down` stops it\n");
+  return 0;
+}
+
+int down(const std::string& dir) {
+  auto s = read_stack(dir);
+  if (!s.ok()) return fail(s.status());
+  stop(s->controller_pid);
+  stop(s->redis_pid);  // SIGTERM: Redis flushes its AOF and exits
+  std::error_code ec;
+  fs::remove(fs::path(dir) / "stack.json", ec);
+  std::fprintf(stderr, "down: stopped the controller (pid %d) and redis-server (pid %d); data kept in %s/redis\n",
+               s->controller_pid, s->redis_pid, dir.c_str());
+  return 0;
+}
+
+}  // namespace
+
+void add_stack_commands(CLI::App& app, Action& action) {
+  auto u = std::make_shared<UpArgs>();
+  CLI::App* up_cmd = app.add_subcommand(
+      "up",
+      "Start the control plane on this machine: redis-server (AOF under DIR/redis) and a\n"
+      "controller, with a fresh token; prints the server URL and the token. The control\n"
+      "commands (submit, jobs, status, cancel, logs) then use it without --server/--token.\n"
+      "Example:\n"
+      "  interlace up && interlace submit examples/calculator/job.yaml && interlace jobs");
+  up_cmd->add_option("--dir", u->dir, "where the stack keeps its data, logs and stack.json")->capture_default_str();
+  up_cmd->add_option("--port", u->port, "the controller's port (loopback)")->capture_default_str()->check(CLI::Range(1, 65535));
+  up_cmd->add_option("--redis-port", u->redis_port, "redis-server's port (loopback)")->capture_default_str()->check(CLI::Range(1, 65535));
+  up_cmd->add_option("-o,--output", u->output, "table or json ({\"server\", \"token\"})")
+      ->check(CLI::IsMember({"table", "json"}))->capture_default_str();
+  up_cmd->callback([u, &action] { action = [u] { return up(*u); }; });
+
+  auto dir = std::make_shared<std::string>(default_stack_dir());
+  CLI::App* down_cmd = app.add_subcommand("down", "Stop what `interlace up` started (its data stays)");
+  down_cmd->add_option("--dir", *dir, "the stack's directory")->capture_default_str();
+  down_cmd->callback([dir, &action] { action = [dir] { return down(*dir); }; });
+}
+
+}  // namespace interlace::cli
