@@ -7,7 +7,9 @@
 
 #include <chrono>
 #include <cstdio>
+#include <atomic>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -15,6 +17,8 @@
 #include "cli_util.h"
 #include "commands.h"
 #include "interlace/control/controller.h"
+#include "interlace/control/job_runner.h"
+#include "yaml-cpp/yaml.h"
 #include "nlohmann/json.hpp"
 #include "stack_file.h"
 
@@ -98,12 +102,39 @@ struct SubmitArgs {
   std::string job, kind = "train", name, request_id;
 };
 
-int submit(const SubmitArgs& a) {
-  std::ifstream in(a.job, std::ios::binary);
-  if (!in) return fail(a.job + ": cannot read it");
+// The spec as text, with a relative model.init / model.path made absolute
+// (relative to the spec's directory): the job runs elsewhere, where the
+// spec's own directory means nothing. Comments are dropped only then.
+absl::StatusOr<std::string> spec_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(path + ": cannot read it");
   std::stringstream text;
   text << in.rdbuf();
-  json body = {{"kind", a.kind}, {"spec", text.str()}};
+  YAML::Node root;
+  try {
+    root = YAML::Load(text.str());
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(path + ":" + std::to_string(e.mark.line + 1) + ": not valid YAML: " + e.msg);
+  }
+  bool changed = false;
+  if (root.IsMap() && root["model"] && root["model"].IsMap())
+    for (const char* key : {"init", "path"}) {
+      YAML::Node v = root["model"][key];
+      if (!v || !v.IsScalar() || v.Scalar().empty() || v.Scalar()[0] == '/') continue;
+      const std::filesystem::path dir = std::filesystem::absolute(path).parent_path();
+      v = (dir / v.Scalar()).lexically_normal().string();
+      changed = true;
+    }
+  if (!changed) return text.str();
+  YAML::Emitter out;
+  out << root;
+  return std::string(out.c_str()) + "\n";
+}
+
+int submit(const SubmitArgs& a) {
+  auto text = spec_text(a.job);
+  if (!text.ok()) return fail(text.status());
+  json body = {{"kind", a.kind}, {"spec", *text}};
   if (!a.name.empty()) body["name"] = a.name;
   if (!a.request_id.empty()) body["request_id"] = a.request_id;
   auto r = call(a.client, "POST", "/v1/jobs", body.dump());
@@ -179,9 +210,56 @@ int serve_controller(const ServeControllerArgs& a) {
   return 0;
 }
 
+std::atomic<bool> g_stop{false};
+
+struct ServeRunnerArgs {
+  std::string redis = "127.0.0.1:6379", dir, name, prefix = "interlace";
+  double poll = 1.0;
+};
+
+std::string default_runner_name() {
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  return std::string("runner@") + host;
+}
+
+int serve_runner(const ServeRunnerArgs& a) {
+  auto redis = control::parse_redis_address(a.redis);
+  if (!redis.ok()) return fail(redis.status());
+  signal(SIGINT, [](int) { g_stop = true; });
+  signal(SIGTERM, [](int) { g_stop = true; });
+  std::error_code ec;
+  const std::string self = std::filesystem::read_symlink("/proc/self/exe", ec).string();
+  const char* home = std::getenv("HOME");
+  control::JobRunnerOptions o;
+  o.redis = *redis;
+  o.prefix = a.prefix;
+  o.name = a.name.empty() ? default_runner_name() : a.name;
+  o.dir = a.dir.empty() ? std::string(home && *home ? home : "/tmp") + "/.interlace/jobs" : a.dir;
+  o.interlace = ec ? "interlace" : self;
+  o.poll_seconds = a.poll;
+  o.stop = [] { return g_stop.load(); };
+  return control::run_jobs(o);
+}
+
 }  // namespace
 
 void add_control_commands(CLI::App& app, Action& action) {
+  auto rn = std::make_shared<ServeRunnerArgs>();
+  CLI::App* runner = app.get_subcommand("serve")->add_subcommand(
+      "runner",
+      "Claim queued train jobs from Redis one at a time and run each whole on this machine,\n"
+      "as `interlace run` does; the job's events and state say how it went. A restarted\n"
+      "runner (same --name) resumes the jobs it held. Example:\n"
+      "  interlace serve runner --redis 127.0.0.1:6379 --dir /var/lib/interlace/jobs");
+  runner->add_option("--redis", rn->redis, "Redis HOST:PORT")->capture_default_str();
+  runner->add_option("--dir", rn->dir, "where jobs run (default: ~/.interlace/jobs)");
+  runner->add_option("--name", rn->name, "owner name of its claims; keep it across restarts (default: runner@HOST)");
+  runner->add_option("--prefix", rn->prefix, "Redis key prefix")->capture_default_str();
+  runner->add_option("--poll", rn->poll, "seconds between looks for work and for a cancel")->capture_default_str()
+      ->check(CLI::Range(0.05, 60.0));
+  runner->callback([rn, &action] { action = [rn] { return serve_runner(*rn); }; });
+
   auto s = std::make_shared<ServeControllerArgs>();
   CLI::App* serve = app.get_subcommand("serve");
   CLI::App* controller = serve->add_subcommand(

@@ -107,7 +107,7 @@ void stop(pid_t pid) {
 
 struct UpArgs {
   std::string dir = default_stack_dir(), output = "table";
-  int port = 8470, redis_port = 6390;
+  int port = 8470, redis_port = 6390, runners = 1;
 };
 
 int up(const UpArgs& a) {
@@ -132,6 +132,11 @@ int up(const UpArgs& a) {
   s.controller_pid =
       start_detached({self_exe(), "serve", "controller", "--redis", s.redis, "--listen", "127.0.0.1:" + std::to_string(a.port)},
                      (fs::path(s.dir) / "controller.log").string(), {"INTERLACE_TOKEN=" + token});
+  for (int i = 0; i < a.runners; ++i)
+    s.runner_pids.push_back(start_detached(
+        {self_exe(), "serve", "runner", "--redis", s.redis, "--dir", (fs::path(s.dir) / "jobs").string(), "--name",
+         "runner-" + std::to_string(i) + "@local"},
+        (fs::path(s.dir) / ("runner-" + std::to_string(i) + ".log")).string()));
   // The controller retries Redis while it loads; ready when both answer.
   for (int i = 0; i < 300 && !(alive(s.controller_pid) && healthy(s.server, "/readyz")); ++i) {
     if (!alive(s.redis_pid) || (i > 20 && !alive(s.controller_pid))) break;
@@ -139,6 +144,7 @@ int up(const UpArgs& a) {
   }
   if (!alive(s.redis_pid) || !alive(s.controller_pid) || !healthy(s.server, "/readyz")) {
     const bool redis_died = !alive(s.redis_pid);
+    for (int pid : s.runner_pids) stop(pid);
     stop(s.controller_pid);
     stop(s.redis_pid);
     return fail(std::string(redis_died ? "redis-server" : "the controller") + " did not start; see " + s.dir + "/" +
@@ -154,12 +160,13 @@ int up(const UpArgs& a) {
 int down(const std::string& dir) {
   auto s = read_stack(dir);
   if (!s.ok()) return fail(s.status());
+  for (int pid : s->runner_pids) stop(pid);  // a running job stays running, resumed by the next `up`
   stop(s->controller_pid);
   stop(s->redis_pid);  // SIGTERM: Redis flushes its AOF and exits
   std::error_code ec;
   fs::remove(fs::path(dir) / "stack.json", ec);
-  std::fprintf(stderr, "down: stopped the controller (pid %d) and redis-server (pid %d); data kept in %s/redis\n",
-               s->controller_pid, s->redis_pid, dir.c_str());
+  std::fprintf(stderr, "down: stopped %zu runner(s), the controller (pid %d) and redis-server (pid %d); data kept in %s\n",
+               s->runner_pids.size(), s->controller_pid, s->redis_pid, dir.c_str());
   return 0;
 }
 
@@ -169,14 +176,17 @@ void add_stack_commands(CLI::App& app, Action& action) {
   auto u = std::make_shared<UpArgs>();
   CLI::App* up_cmd = app.add_subcommand(
       "up",
-      "Start the control plane on this machine: redis-server (AOF under DIR/redis) and a\n"
-      "controller, with a fresh token; prints the server URL and the token. The control\n"
+      "Start the control plane on this machine: redis-server (AOF under DIR/redis), a\n"
+      "controller with a fresh token, and job runners (submitted train jobs run in\n"
+      "DIR/jobs/); prints the server URL and the token. The control\n"
       "commands (submit, jobs, status, cancel, logs) then use it without --server/--token.\n"
       "Example:\n"
       "  interlace up && interlace submit examples/calculator/job.yaml && interlace jobs");
   up_cmd->add_option("--dir", u->dir, "where the stack keeps its data, logs and stack.json")->capture_default_str();
   up_cmd->add_option("--port", u->port, "the controller's port (loopback)")->capture_default_str()->check(CLI::Range(1, 65535));
   up_cmd->add_option("--redis-port", u->redis_port, "redis-server's port (loopback)")->capture_default_str()->check(CLI::Range(1, 65535));
+  up_cmd->add_option("--runners", u->runners, "job runners (`serve runner`): train jobs run one at a time on each")
+      ->capture_default_str()->check(CLI::Range(0, 64));
   up_cmd->add_option("-o,--output", u->output, "table or json ({\"server\", \"token\"})")
       ->check(CLI::IsMember({"table", "json"}))->capture_default_str();
   up_cmd->callback([u, &action] { action = [u] { return up(*u); }; });

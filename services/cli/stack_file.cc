@@ -30,6 +30,9 @@ absl::StatusOr<StackInfo> read_stack(const std::string& dir) {
   s.token = j.value("token", "");
   s.controller_pid = j.value("controller_pid", 0);
   s.redis_pid = j.value("redis_pid", 0);
+  if (j.contains("runner_pids") && j["runner_pids"].is_array())
+    for (const auto& p : j["runner_pids"])
+      if (p.is_number_integer()) s.runner_pids.push_back(p.get<int>());
   if (s.server.empty() || s.token.empty()) return absl::DataLossError(path + ": no server or token in it");
   return s;
 }
@@ -44,7 +47,8 @@ absl::Status write_stack(const StackInfo& s) {
                            {"redis", s.redis},
                            {"token", s.token},
                            {"controller_pid", s.controller_pid},
-                           {"redis_pid", s.redis_pid}})
+                           {"redis_pid", s.redis_pid},
+                           {"runner_pids", s.runner_pids}})
                .dump(2)
         << "\n";
     if (!out) return absl::InternalError("cannot write " + tmp);

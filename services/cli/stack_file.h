@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -13,6 +14,7 @@ namespace interlace::cli {
 struct StackInfo {
   std::string dir, server, redis, token;
   int controller_pid = 0, redis_pid = 0;
+  std::vector<int> runner_pids;
 };
 
 // $INTERLACE_STACK_DIR, else ~/.interlace/stack.

@@ -209,7 +209,7 @@ TEST(Controller, UpStartsALocalStackTheCommandsUseAndDownStopsIt) {
   const std::string ports = " --port " + std::to_string(test::free_loopback_port()) + " --redis-port " +
                             std::to_string(test::free_loopback_port());
   const std::string env = "INTERLACE_STACK_DIR=" + dir.path() + " INTERLACE_SERVER= INTERLACE_TOKEN=";
-  const CliRun up = cli("up -o json" + ports, env);
+  const CliRun up = cli("up --runners 0 -o json" + ports, env);
   ASSERT_EQ(up.code, 0) << up.out;
   const json stack = json::parse(up.out.substr(up.out.find('{')), nullptr, false);
   ASSERT_TRUE(stack.contains("server") && stack.contains("token")) << up.out;
@@ -224,7 +224,7 @@ TEST(Controller, UpStartsALocalStackTheCommandsUseAndDownStopsIt) {
   EXPECT_FALSE(running(redis)) << "redis-server outlived `down`";
   const CliRun gone = cli("jobs", env);
   EXPECT_EQ(gone.code, 1) << gone.out;
-  ASSERT_EQ(cli("up" + ports, env).code, 0);
+  ASSERT_EQ(cli("up --runners 0" + ports, env).code, 0);
   const CliRun jobs = cli("jobs -o json", env);
   EXPECT_EQ(cli("down", env).code, 0);
   ASSERT_EQ(jobs.code, 0) << jobs.out;
@@ -232,6 +232,59 @@ TEST(Controller, UpStartsALocalStackTheCommandsUseAndDownStopsIt) {
   ASSERT_TRUE(list.is_array()) << jobs.out;
   ASSERT_EQ(list.size(), 1u) << "the job did not survive a down and up";
   EXPECT_EQ(list[0]["state"], "queued");
+}
+
+// Submitted through a stack `interlace up` started (with one runner), a small
+// train job runs to its end (succeeded, its result in the events); a long one
+// is cancelled while it runs and its runner stops it within seconds; a job
+// whose services fail ends failed with the reason.
+TEST(Controller, AJobSubmittedToTheLocalStackRunsAndACancelledOneStops) {
+  test::TempDir dir;
+  const std::string ports = " --port " + std::to_string(test::free_loopback_port()) + " --redis-port " +
+                            std::to_string(test::free_loopback_port());
+  const std::string env = "INTERLACE_STACK_DIR=" + dir.path() + " INTERLACE_SERVER= INTERLACE_TOKEN=";
+  ASSERT_EQ(cli("up --runners 1" + ports, env).code, 0);
+  auto job_file = [&](const std::string& name, int sft_steps) {
+    const std::string path = dir.path() + "/" + name + ".yaml";
+    std::ofstream(path) << "name: " << name << "\nenv: \"calculator:max_number=5,short_prompt=1\"\n"
+                        << "model: {init: ../../../" << INTERLACE_SOURCE_DIR << "/examples/models/tiny-hybrid.json}\n"
+                        << "sft: {demos: 16, steps: " << sft_steps << ", batch_size: 2}\n"
+                        << "algorithm: {steps: 1, groups_per_step: 2, group_size: 2}\n"
+                        << "rollout: {max_turns: 1, max_turn_tokens: 8}\neval: {prompts: 4, samples: 0}\n";
+    return path;
+  };
+  // The model path is relative (to the spec's directory): submit makes it absolute.
+  const CliRun small = cli("submit " + job_file("small", 2), env);
+  ASSERT_EQ(small.code, 0) << small.out;
+  const CliRun followed = cli("logs job-1 -f", env);  // returns when the job has ended
+  EXPECT_EQ(followed.code, 0) << followed.out;
+  EXPECT_NE(followed.out.find("[runner] starting on runner-0@local"), std::string::npos) << followed.out;
+  EXPECT_NE(followed.out.find("[result] held-out reward"), std::string::npos) << followed.out;
+  EXPECT_NE(followed.out.find("[state] succeeded"), std::string::npos) << followed.out;
+
+  ASSERT_EQ(cli("submit " + job_file("long", 100000), env).code, 0);
+  for (int i = 0; i < 300; ++i) {
+    const CliRun st = cli("status job-2 -o json", env);
+    if (st.code == 0 && json::parse(st.out, nullptr, false).value("state", "") == "running") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(cli("cancel job-2", env).code, 0);
+  const auto cancelled_at = std::chrono::steady_clock::now();
+  bool stopped = false;
+  while (!stopped && std::chrono::steady_clock::now() - cancelled_at < std::chrono::seconds(30)) {
+    stopped = cli("logs job-2", env).out.find("stopped: the job was cancelled") != std::string::npos;
+    if (!stopped) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  EXPECT_TRUE(stopped) << "the runner did not stop a cancelled job within 30 s";
+  // The runner is free again: a job it cannot run fails, with the reason.
+  const std::string broken = dir.path() + "/broken.yaml";
+  std::ofstream(broken) << "name: broken\nmodel: {init: /nonexistent/model.json}\n";
+  ASSERT_EQ(cli("submit " + broken, env).code, 0);
+  const CliRun failed = cli("logs job-3 -f", env);
+  EXPECT_EQ(failed.code, 1) << "logs -f exits 1 when the job fails: " << failed.out;
+  EXPECT_NE(failed.out.find("[state] failed: "), std::string::npos) << failed.out;
+  EXPECT_NE(failed.out.find("/nonexistent/model.json"), std::string::npos) << failed.out;
+  EXPECT_EQ(cli("down", env).code, 0);
 }
 
 }  // namespace

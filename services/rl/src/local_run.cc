@@ -43,7 +43,8 @@ absl::StatusOr<std::string> prepare_model(const JobSpec& spec, const LocalRunOpt
     std::fprintf(stderr, "run: SFT warm-up on %lld %s demonstrations, %lld steps\n",
                  static_cast<long long>(spec.sft_demos), spec.env.c_str(), static_cast<long long>(spec.sft_steps));
   if (run_process({o.interlace, "env", "demo", "--env", spec.env, "--n", std::to_string(spec.sft_demos), "--seed",
-                   std::to_string(spec.seed + 1000003), "--model", model, "--out", demos}) != 0)
+                   std::to_string(spec.seed + 1000003), "--model", model, "--out", demos},
+                  o.interrupted) != 0)
     return absl::InternalError("SFT warm-up: writing demonstrations failed (see above)");
   std::vector<std::string> sft = {o.interlace, "train", "sft", "--model", model, "--data", demos, "--out", sft_dir,
                                   "--steps", std::to_string(spec.sft_steps), "--batch-size",
@@ -51,7 +52,9 @@ absl::StatusOr<std::string> prepare_model(const JobSpec& spec, const LocalRunOpt
                                   "--warmup-steps", std::to_string(spec.sft_warmup_steps), "--schedule", "cosine",
                                   "--seed", std::to_string(spec.seed)};
   if (o.quiet) sft.push_back("--quiet");
-  if (run_process(sft) != 0) return absl::InternalError("SFT warm-up failed (see above)");
+  if (const int rc = run_process(sft, o.interrupted); rc != 0)
+    return rc == 130 ? absl::CancelledError("interrupted during the SFT warm-up")
+                     : absl::InternalError("SFT warm-up failed (see above)");
   return sft_dir;
 }
 

@@ -75,13 +75,30 @@ pid_t spawn_process(const std::vector<std::string>& args) {
   return rc == 0 ? pid : -1;
 }
 
-int run_process(const std::vector<std::string>& args) {
+int run_process(const std::vector<std::string>& args, const std::function<bool()>& interrupted) {
   const pid_t pid = spawn_process(args);
   if (pid < 0) return 127;
   int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  if (!interrupted) {
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   }
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  for (;;) {
+    const pid_t r = waitpid(pid, &status, WNOHANG);
+    if (r == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    if (r < 0 && errno != EINTR) return 127;
+    if (interrupted()) {
+      kill(pid, SIGTERM);
+      for (int i = 0; i < 50 && waitpid(pid, &status, WNOHANG) == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      if (waitpid(pid, &status, WNOHANG) == 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+      }
+      return 130;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
 }
 
 int supervise(const std::vector<SupervisedProcess>& processes, const SupervisorOptions& o) {

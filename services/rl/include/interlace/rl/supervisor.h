@@ -46,7 +46,9 @@ std::chrono::steady_clock::duration restart_delay(int quick_deaths);
 // JSON document there, which the children's progress lines once broke).
 pid_t spawn_process(const std::vector<std::string>& args);
 // Runs a process to completion: its exit code, 128 + signal if killed, 127 if
-// it could not be started.
-int run_process(const std::vector<std::string>& args);
+// it could not be started. With `interrupted` (polled every 100 ms), the
+// process is stopped when it says so (SIGTERM, SIGKILL after 5 s) and 130 is
+// returned: a cancelled job must not wait for its SFT warm-up to end.
+int run_process(const std::vector<std::string>& args, const std::function<bool()>& interrupted = {});
 
 }  // namespace interlace::rl

@@ -1,0 +1,33 @@
+// A job runner: the control plane's first way of running a submitted train
+// job. It claims queued train jobs from the job store one at a time (the
+// claim is atomic: two runners never take one job) and runs each whole on
+// this machine, as `interlace run` does (SFT warm-up, learner and workers as
+// local processes, evaluation), in DIR/JOB_ID/; the job's event stream gets
+// its progress and result, and its state becomes succeeded or failed. A job
+// cancelled while it runs is stopped within a poll interval. A restarted
+// runner first resumes the jobs it held (same name) from their checkpoints.
+// Later (issue 18), learners and workers become roles of their own, and
+// workers are assigned to jobs by the controller.
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include "interlace/control/redis_client.h"
+
+namespace interlace::control {
+
+struct JobRunnerOptions {
+  RedisAddress redis;
+  std::string prefix = "interlace";
+  std::string name;          // the owner name claims carry; the same after a restart
+  std::string dir;           // where jobs run (DIR/JOB_ID/job.yaml, DIR/JOB_ID/run/)
+  std::string interlace;     // the interlace executable (its services)
+  double poll_seconds = 1.0;  // how often to look for work and for a cancel
+  std::function<bool()> stop;  // polled; true ends the loop (a running job is interrupted, stays running, and is resumed next time)
+};
+
+// Runs until stop() says so: 0, or 1 when Redis could not be reached.
+int run_jobs(const JobRunnerOptions& options);
+
+}  // namespace interlace::control
