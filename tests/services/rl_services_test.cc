@@ -215,7 +215,7 @@ class RlJob : public ::testing::Test {
   // Runs `interlace run DIR/job.yaml` in the background, output to `log`,
   // and waits until the learner has bound its ports (endpoints.json).
   void start_job(const std::string& log) {
-    pid_ = spawn_shell(std::string(INTERLACE_BIN) + " run " + (dir_ / "job.yaml").string() + " --run-dir " +
+    pid_ = spawn_shell("exec " + std::string(INTERLACE_BIN) + " run " + (dir_ / "job.yaml").string() + " --run-dir " +
                        run_dir() + " > " + log + " 2>&1");
     auto bound = [&] {
       const json e = json::parse(read_text(run_dir() + "/endpoints.json"), nullptr, false);
