@@ -3,7 +3,7 @@
 # SFT warm-up of the tiny hybrid model (3 lightning : 1 softmax layers, twice;
 # MoE) on calculator demonstrations, held-out evaluation, GRPO with a learner
 # and a rollout worker talking over ZeroMQ, evaluation again, and a report.
-# The job takes about 8 minutes on 2 cores (after the build). Extra arguments
+# The job takes about 10 minutes on 2 cores (after the build). Extra arguments
 # go to `interlace run`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
