@@ -120,7 +120,7 @@ void add_bench_service_commands(CLI::App& bench, std::shared_ptr<Common> common,
     action = [common, w] { return run(bench::run_bench_weight_sync(*common, *w)); };
   });
   auto as = std::make_shared<bench::AsyncArgs>();
-  as->interlace = std::filesystem::read_symlink("/proc/self/exe").string();
+  as->interlace = self_exe();
   CLI::App* ay = bench.add_subcommand("async", "The same RL job synchronous and asynchronous: end-to-end throughput");
   add_output(ay, *common);
   ay->add_option("--job", as->job, "job spec to run both ways (without a staleness section: the benchmark adds it)");

@@ -1,6 +1,7 @@
 #include "cli_util.h"
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
@@ -8,6 +9,12 @@
 #include "nlohmann/json.hpp"
 
 namespace interlace::cli {
+
+std::string self_exe() {
+  std::error_code ec;
+  const std::filesystem::path p = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? "interlace" : p.string();
+}
 
 int fail(const std::string& message) {
   std::fprintf(stderr, "error: %s\n", message.c_str());

@@ -14,6 +14,9 @@ namespace interlace::cli {
 int fail(const std::string& message);
 int fail(const absl::Status& status);
 
+// This program's path (/proc/self/exe), for the services it starts; "interlace" if unknown.
+std::string self_exe();
+
 // Reads a JSONL file of {"tokens": [...]} lines (blank lines skipped), every id in
 // [0, vocab). The whole file is validated before anything is returned, so bad
 // input costs no compute; errors name FILE:LINE and the offending entry.

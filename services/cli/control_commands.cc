@@ -228,15 +228,13 @@ int serve_runner(const ServeRunnerArgs& a) {
   if (!redis.ok()) return fail(redis.status());
   signal(SIGINT, [](int) { g_stop = true; });
   signal(SIGTERM, [](int) { g_stop = true; });
-  std::error_code ec;
-  const std::string self = std::filesystem::read_symlink("/proc/self/exe", ec).string();
   const char* home = std::getenv("HOME");
   control::JobRunnerOptions o;
   o.redis = *redis;
   o.prefix = a.prefix;
   o.name = a.name.empty() ? default_runner_name() : a.name;
   o.dir = a.dir.empty() ? std::string(home && *home ? home : "/tmp") + "/.interlace/jobs" : a.dir;
-  o.interlace = ec ? "interlace" : self;
+  o.interlace = self_exe();
   o.poll_seconds = a.poll;
   o.stop = [] { return g_stop.load(); };
   return control::run_jobs(o);

@@ -25,12 +25,6 @@ namespace fs = std::filesystem;
 
 std::atomic<bool> g_interrupted{false};
 
-std::string self_exe() {
-  std::error_code ec;
-  const fs::path p = fs::read_symlink("/proc/self/exe", ec);
-  return ec ? "interlace" : p.string();
-}
-
 struct RunArgs {
   std::string job, run_dir;
   bool resume = false, quiet = false, warmup_only = false;

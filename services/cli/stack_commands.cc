@@ -32,12 +32,6 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-std::string self_exe() {
-  std::error_code ec;
-  const fs::path p = fs::read_symlink("/proc/self/exe", ec);
-  return ec ? "interlace" : p.string();
-}
-
 std::string random_token() {
   std::ifstream urandom("/dev/urandom", std::ios::binary);
   unsigned char bytes[16] = {};

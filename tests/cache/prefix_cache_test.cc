@@ -43,6 +43,28 @@ rollout::RequestOutput generate(rollout::Engine& e, const std::vector<int32_t>& 
   return {};
 }
 
+// Runs `prompts` together in one engine (with `cache`, or none), request i
+// sampled with seed i at `temperature`; outputs in submission order, and the
+// engine's counters.
+std::pair<std::vector<rollout::RequestOutput>, rollout::EngineStats> run_together(
+    const std::shared_ptr<model::Model>& m, PrefixCache* cache, const std::vector<std::vector<int32_t>>& prompts,
+    float temperature, int max_new_tokens) {
+  rollout::Engine e(m, 0, {.max_running = 8, .prefill_chunk = 64});
+  if (cache) e.set_cache(cache);
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    rollout::Request r;
+    r.prompt = prompts[i];
+    r.sampling.seed = i;
+    r.sampling.temperature = temperature;
+    r.sampling.max_new_tokens = max_new_tokens;
+    e.submit(r);
+  }
+  e.run();
+  auto out = e.take_finished();
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
+  return {out, e.stats()};
+}
+
 struct Case {
   std::string name;
   nlohmann::json json;
@@ -211,21 +233,8 @@ TEST(PrefixCache, EvictionBookkeepingMatchesTheTrees) {
 TEST(PrefixCache, SamplingGroupPrefillsItsPromptOnce) {
   auto m = make_model(testing::minimax_json(), "strict");
   const auto prompt = tokens(30, 5, m->vocab_size());
-  auto run_group = [&](PrefixCache* cache) {
-    rollout::Engine e(m, 0, {.max_running = 8, .prefill_chunk = 8});
-    if (cache) e.set_cache(cache);
-    for (int g = 0; g < 4; ++g) {
-      rollout::Request r;
-      r.prompt = prompt;
-      r.sampling.seed = g;
-      r.sampling.max_new_tokens = 5;
-      e.submit(r);
-    }
-    e.run();
-    auto out = e.take_finished();
-    std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
-    return std::pair{out, e.stats()};
-  };
+  const std::vector<std::vector<int32_t>> group(4, prompt);
+  auto run_group = [&](PrefixCache* cache) { return run_together(m, cache, group, 1.0f, 5); };
   PrefixCache cache(*m, {.block_size = 4});
   const auto [out, stats] = run_group(&cache);
   ASSERT_EQ(out.size(), 4u);
@@ -258,21 +267,7 @@ TEST(PrefixCache, TasksBehindOneSystemPromptPrefillItOnce) {
       prompts.push_back(p);
       own += static_cast<int64_t>(question.size());
     }
-    auto run_tasks = [&](PrefixCache* cache) {
-      rollout::Engine e(m, 0, {.max_running = 8, .prefill_chunk = 64});
-      if (cache) e.set_cache(cache);
-      for (const auto& p : prompts) {
-        rollout::Request r;
-        r.prompt = p;
-        r.sampling.temperature = 0;
-        r.sampling.max_new_tokens = 3;
-        e.submit(r);
-      }
-      e.run();
-      auto out = e.take_finished();
-      std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
-      return std::pair{out, e.stats()};
-    };
+    auto run_tasks = [&](PrefixCache* cache) { return run_together(m, cache, prompts, 0.0f, 3); };
     PrefixCache cache(*m, {.block_size = 4});
     const auto [out, stats] = run_tasks(&cache);
     ASSERT_EQ(out.size(), prompts.size()) << name;

@@ -25,6 +25,7 @@
 #include <thread>
 #include <zmq.hpp>
 
+#include "support/ports.h"
 #include "interlace/transport/curve.h"
 #include "interlace/transport/messages.h"
 #include "interlace/transport/trajectory_codec.h"
@@ -109,18 +110,6 @@ double rss_mb(pid_t pid) {
   return 0;
 }
 
-int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  ::inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
-  socklen_t len = sizeof addr;
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
 // A trajectory that passes every content check (tokens in the tiny model's
 // vocabulary, a prompt and two generated tokens, finite log-probs, version 0).
 interlace::transport::TrajectoryMessage well_formed_trajectory(const std::string& job, int64_t group, uint32_t attempt) {
@@ -195,7 +184,7 @@ class RlJob : public ::testing::Test {
   // A real Prometheus (the one CMake found) on a free port, scraping every
   // second the targets the test writes to targets.json; returns its port.
   int start_prometheus() {
-    const int port = free_port();
+    const int port = interlace::test::free_loopback_port();
     std::ofstream(dir_ / "prometheus.yml")
         << "global: {scrape_interval: 1s}\nscrape_configs:\n  - job_name: interlace\n    file_sd_configs:\n"
            "      - files: ['"
