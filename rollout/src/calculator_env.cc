@@ -1,5 +1,6 @@
 // calculator: arithmetic word problems with a `calc` tool. Reward 1 for the
 // exact final answer ("Answer: N"), else 0.
+#include <optional>
 #include <random>
 
 #include "absl/strings/str_cat.h"
@@ -17,11 +18,27 @@ struct Problem {
 // Options: max_number=N draws every number from [1 or 2, N] instead of the
 // default ranges (smaller numbers: fewer digits to copy, an easier task for a
 // small model); short_prompt=1 uses a one-line system prompt (fewer tokens
-// per episode).
+// per episode); demo_guess=P makes P% of the gold demonstrations imperfect:
+// they skip the tool and answer a wrong guess. SFT on them imitates that habit
+// P% of the time when sampling (greedy decoding still takes the majority, the
+// tool), which leaves RL something real to remove: the main job's headroom
+// comes from this rate, not from where an under-trained warm-up happens to
+// stop (issue 17).
 struct CalculatorOptions {
   int64_t max_number = 0;  // 0: a in [2,30], b in [2,20], c in [1,40]
   int64_t short_prompt = 0;
+  int64_t demo_guess = 0;  // percent of demonstrations that guess without the tool
 };
+
+// Whether episode `seed`'s demonstration guesses, and the (wrong) guess: drawn
+// from a stream of its own so the problem is the same whatever the rate.
+std::optional<int64_t> demo_guess(uint64_t seed, int64_t percent, int64_t answer) {
+  if (percent == 0) return std::nullopt;
+  std::mt19937_64 rng(seed ^ 0x9e3779b97f4a7c15ull);
+  if (std::uniform_int_distribution<int64_t>(0, 99)(rng) >= percent) return std::nullopt;
+  const int64_t off = std::uniform_int_distribution<int64_t>(1, 3)(rng);
+  return std::uniform_int_distribution<int>(0, 1)(rng) ? answer + off : answer - off;
+}
 
 Problem make_problem(uint64_t seed, const CalculatorOptions& o) {
   std::mt19937_64 rng(seed);
@@ -56,7 +73,8 @@ constexpr char kShortSystem[] = "Use calc for arithmetic. End with 'Answer: N'."
 
 class CalculatorEpisode final : public Episode {
  public:
-  CalculatorEpisode(uint64_t seed, const CalculatorOptions& o) : p_(make_problem(seed, o)), short_(o.short_prompt) {}
+  CalculatorEpisode(uint64_t seed, const CalculatorOptions& o)
+      : p_(make_problem(seed, o)), short_(o.short_prompt), guess_(demo_guess(seed, o.demo_guess, p_.answer)) {}
 
   std::vector<model::Message> prompt() const override {
     return {env_util::msg(model::Role::kSystem, short_ ? kShortSystem : kSystem),
@@ -94,6 +112,7 @@ class CalculatorEpisode final : public Episode {
   double reward() const override { return reward_; }
 
   std::vector<model::Message> demonstration() const override {
+    if (guess_) return {env_util::msg(model::Role::kAssistant, absl::StrCat("Answer: ", *guess_), "I know this one.")};
     model::Message call = env_util::msg(model::Role::kAssistant, "", absl::StrCat("Compute ", p_.expression, " with calc."));
     call.tool_calls.push_back({"calc", {{"expression", p_.expression}}});
     return {call,
@@ -104,6 +123,7 @@ class CalculatorEpisode final : public Episode {
  private:
   Problem p_;
   bool short_ = false;
+  std::optional<int64_t> guess_;  // the demonstration's wrong guess, if it guesses
   double reward_ = 0;
 };
 
@@ -124,7 +144,8 @@ class CalculatorEnv final : public Environment {
 absl::StatusOr<std::unique_ptr<Environment>> make_calculator(const std::map<std::string, std::string>& options) {
   CalculatorOptions o;
   if (absl::Status s = env_util::parse_options(
-          "calculator", options, {{"max_number", {&o.max_number, 2, 1000000}}, {"short_prompt", {&o.short_prompt, 0, 1}}});
+          "calculator", options, {{"max_number", {&o.max_number, 2, 1000000}}, {"short_prompt", {&o.short_prompt, 0, 1}},
+                                   {"demo_guess", {&o.demo_guess, 0, 100}}});
       !s.ok())
     return s;
   return std::make_unique<CalculatorEnv>(o);

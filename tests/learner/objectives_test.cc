@@ -149,6 +149,30 @@ TEST(PolicyObjective, KlPenaltyK3AndItsGradient) {
   EXPECT_NEAR(st.loss, 0.5 * k3 / 3, 1e-6);
 }
 
+// A token the policy made far less likely than the reference (d = log(ref/pi)
+// above 3) pulls with the bounded slope e^3 - 1, not e^d; the value goes on
+// along the tangent, so it stays the integral of that pull.
+TEST(PolicyObjective, KlPullIsBoundedWhereThePolicyLeftTheReferenceFarBehind) {
+  ObjectiveConfig c;
+  c.kl_coef = 0.5;
+  PolicySample s = hand_sample(0.0);
+  s.old_logprobs.clear();
+  // kCurrent's probabilities at tokens 1..3 are 0.6, 0.28, 0.3; the reference
+  // makes them e^10, e^3 and e^2.9 times likelier (log-ratios 10, 3, 2.9).
+  const double d[] = {10.0, 3.0, 2.9};
+  const double pi[] = {0.6, 0.28, 0.3};
+  s.ref_logprobs = {NAN};
+  for (int i = 0; i < 3; ++i) s.ref_logprobs.push_back(static_cast<float>(std::log(pi[i]) + d[i]));
+  ObjectiveStats st;
+  auto k = policy_coefficients(c, s, kCurrent, {1, 3}, &st);
+  const double slope = std::exp(3.0) - 1;
+  EXPECT_NEAR(k[1], 0.5 * slope / 3, 1e-4);
+  EXPECT_NEAR(k[2], 0.5 * slope / 3, 1e-4);
+  EXPECT_NEAR(k[3], 0.5 * (std::exp(2.9) - 1) / 3, 1e-4);
+  auto k3 = [](double x) { return std::exp(x) - x - 1; };
+  EXPECT_NEAR(st.kl, (k3(3.0) + slope * 7 + k3(3.0) + k3(2.9)) / 3, 1e-3);
+}
+
 TEST(RolloutCorrection, TisTruncatesAndMisMasksAndBothReportTheFraction) {
   ObjectiveConfig c;
   c.eps_low = c.eps_high = 10;  // no PPO clipping in the way

@@ -39,6 +39,33 @@ TEST(Environments, RegistryAndOptionErrors) {
   EXPECT_FALSE(make_environment("calculator:x=1").ok());
   EXPECT_FALSE(make_environment("calculator:max_number=1").ok());
   EXPECT_FALSE(make_environment("calculator:short_prompt=2").ok());
+  EXPECT_FALSE(make_environment("calculator:demo_guess=101").ok());
+}
+
+// demo_guess=P: about P% of demonstrations answer at once with a wrong guess
+// (reward 0), the rest are the usual tool-using ones; the problems themselves
+// do not change with the rate.
+TEST(Environments, CalculatorDemoGuessMakesThatShareOfDemonstrationsWrong) {
+  auto plain = *make_environment("calculator:max_number=5,short_prompt=1");
+  auto noisy = *make_environment("calculator:max_number=5,short_prompt=1,demo_guess=30");
+  int guesses = 0;
+  const int n = 2000;
+  for (uint64_t seed = 0; seed < n; ++seed) {
+    auto a = plain->episode(seed), b = noisy->episode(seed);
+    ASSERT_EQ(a->prompt(), b->prompt());
+    const auto demo = b->demonstration();
+    EnvReply r = b->on_assistant(demo.back());
+    ASSERT_TRUE(r.done);
+    if (demo.size() == 1) {
+      ++guesses;
+      EXPECT_TRUE(demo[0].tool_calls.empty());
+      EXPECT_EQ(b->reward(), 0.0) << "seed " << seed << ": a guess must be wrong";
+    } else {
+      EXPECT_EQ(demo, a->demonstration());
+      EXPECT_EQ(b->reward(), 1.0);
+    }
+  }
+  EXPECT_NEAR(guesses, 0.3 * n, 4 * std::sqrt(0.3 * 0.7 * n));  // binomial, 4 standard deviations
 }
 
 // Playing an episode's own demonstration earns full reward, and the replies the
