@@ -14,6 +14,7 @@
 #include <sstream>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "cli_util.h"
 #include "commands.h"
 #include "interlace/control/controller.h"
@@ -43,34 +44,51 @@ void add_client_options(CLI::App* sub, ClientArgs& a) {
   sub->add_option("-o,--output", a.output, "table or json")->check(CLI::IsMember({"table", "json"}))->capture_default_str();
 }
 
+// Where the controller is and the token for it: flags, then the environment,
+// then the stack `interlace up` started here, if there is one.
+struct Endpoint {
+  std::string server, token;
+};
+absl::StatusOr<Endpoint> endpoint(const ClientArgs& a) {
+  Endpoint e{a.server.empty() ? env_or("INTERLACE_SERVER", "") : a.server, a.token.empty() ? env_or("INTERLACE_TOKEN", "") : a.token};
+  if (e.server.empty()) {
+    auto stack = read_stack(default_stack_dir());
+    e.server = stack.ok() ? stack->server : "http://127.0.0.1:8470";
+    if (stack.ok() && e.token.empty()) e.token = stack->token;
+  }
+  if (e.token.empty())
+    return absl::InvalidArgumentError("no API token: pass --token or set INTERLACE_TOKEN (or start a local stack with `interlace up`)");
+  return e;
+}
+
+absl::Status unreachable(const std::string& server, httplib::Error error) {
+  return absl::UnavailableError("no controller at " + server + " (" + httplib::to_string(error) +
+                                "): start one with `interlace up` (or `interlace serve controller --redis HOST:PORT`), or pass --server");
+}
+
+// A 4xx/5xx reply as an error with the controller's message.
+absl::Status refused(int status, const std::string& body) {
+  if (status == 401) return absl::PermissionDeniedError("the controller refused the token (check --token / INTERLACE_TOKEN)");
+  const json j = json::parse(body, nullptr, false);
+  const std::string what = !j.is_discarded() && j.contains("error") ? j["error"].get<std::string>() : body;
+  return absl::Status(status == 404 ? absl::StatusCode::kNotFound : absl::StatusCode::kFailedPrecondition, what);
+}
+
 // One request to the controller; the reply's JSON, or an error that says what to do.
 absl::StatusOr<json> call(const ClientArgs& a, const std::string& method, const std::string& path,
                           const std::string& body = "") {
-  std::string server = a.server.empty() ? env_or("INTERLACE_SERVER", "") : a.server;
-  std::string token = a.token.empty() ? env_or("INTERLACE_TOKEN", "") : a.token;
-  if (server.empty()) {
-    // No server named: the stack `interlace up` started here, if there is one.
-    auto stack = read_stack(default_stack_dir());
-    server = stack.ok() ? stack->server : "http://127.0.0.1:8470";
-    if (stack.ok() && token.empty()) token = stack->token;
-  }
-  if (token.empty())
-    return absl::InvalidArgumentError("no API token: pass --token or set INTERLACE_TOKEN (or start a local stack with `interlace up`)");
+  auto e = endpoint(a);
+  if (!e.ok()) return e.status();
+  const std::string& server = e->server;
   httplib::Client client(server);
   if (!client.is_valid()) return absl::InvalidArgumentError("--server '" + server + "' is not a URL (http://HOST:PORT)");
   client.set_connection_timeout(5);
   client.set_read_timeout(30);
-  client.set_bearer_token_auth(token);
+  client.set_bearer_token_auth(e->token);
   httplib::Result r = method == "POST" ? client.Post(path, body, "application/json") : client.Get(path);
-  if (!r)
-    return absl::UnavailableError("no controller at " + server + " (" + httplib::to_string(r.error()) +
-                                  "): start one with `interlace up` (or `interlace serve controller --redis HOST:PORT`), or pass --server");
+  if (!r) return unreachable(server, r.error());
+  if (r->status >= 400) return refused(r->status, r->body);
   const json j = json::parse(r->body, nullptr, false);
-  if (r->status == 401) return absl::PermissionDeniedError("the controller refused the token (check --token / INTERLACE_TOKEN)");
-  if (r->status >= 400) {
-    const std::string what = !j.is_discarded() && j.contains("error") ? j["error"].get<std::string>() : r->body;
-    return absl::Status(r->status == 404 ? absl::StatusCode::kNotFound : absl::StatusCode::kFailedPrecondition, what);
-  }
   if (j.is_discarded()) return absl::DataLossError("the controller's reply is not JSON: " + r->body.substr(0, 200));
   return j;
 }
@@ -100,6 +118,7 @@ bool final_state(const std::string& s) { return s == "succeeded" || s == "failed
 struct SubmitArgs {
   ClientArgs client;
   std::string job, kind = "train", name, request_id;
+  bool wait = false;
 };
 
 // The spec as text, with a relative model.init / model.path made absolute
@@ -117,19 +136,24 @@ absl::StatusOr<std::string> spec_text(const std::string& path) {
     return absl::InvalidArgumentError(path + ":" + std::to_string(e.mark.line + 1) + ": not valid YAML: " + e.msg);
   }
   bool changed = false;
+  auto make_absolute = [&](YAML::Node v) {
+    if (!v || !v.IsScalar() || v.Scalar().empty() || v.Scalar()[0] == '/') return;
+    const std::filesystem::path dir = std::filesystem::absolute(path).parent_path();
+    v = (dir / v.Scalar()).lexically_normal().string();
+    changed = true;
+  };
   if (root.IsMap() && root["model"] && root["model"].IsMap())
-    for (const char* key : {"init", "path"}) {
-      YAML::Node v = root["model"][key];
-      if (!v || !v.IsScalar() || v.Scalar().empty() || v.Scalar()[0] == '/') continue;
-      const std::filesystem::path dir = std::filesystem::absolute(path).parent_path();
-      v = (dir / v.Scalar()).lexically_normal().string();
-      changed = true;
-    }
+    for (const char* key : {"init", "path"}) make_absolute(root["model"][key]);  // a train job's
+  else if (root.IsMap() && root["model"])
+    make_absolute(root["model"]);  // a rollout job's model directory
   if (!changed) return text.str();
   YAML::Emitter out;
   out << root;
   return std::string(out.c_str()) + "\n";
 }
+
+// Follows a job's events until it ends (`logs -f`): 1 if it failed.
+int wait_for(const ClientArgs& client, const std::string& id);
 
 int submit(const SubmitArgs& a) {
   auto text = spec_text(a.job);
@@ -144,9 +168,11 @@ int submit(const SubmitArgs& a) {
   } else {
     const std::string id = (*r)["id"];
     std::printf("%s\n", id.c_str());
-    std::fprintf(stderr, "queued; follow it with `interlace logs %s -f`, or `interlace status %s`\n", id.c_str(), id.c_str());
+    if (!a.wait)
+      std::fprintf(stderr, "queued; follow it with `interlace logs %s -f`, or `interlace status %s`\n", id.c_str(), id.c_str());
   }
-  return 0;
+  std::fflush(stdout);
+  return a.wait ? wait_for(a.client, (*r)["id"]) : 0;
 }
 
 struct JobArgs {
@@ -175,6 +201,59 @@ int logs(const JobArgs& a) {
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
   }
 }
+
+struct ResultsArgs {
+  ClientArgs client;
+  std::string id, out;
+};
+
+// Downloads a job's results to --out (through a .partial file: an interrupted
+// download never looks like a whole one).
+int results(const ResultsArgs& a) {
+  auto e = endpoint(a.client);
+  if (!e.ok()) return fail(e.status());
+  httplib::Client client(e->server);
+  if (!client.is_valid()) return fail("--server '" + e->server + "' is not a URL (http://HOST:PORT)");
+  client.set_connection_timeout(5);
+  client.set_read_timeout(300);
+  client.set_bearer_token_auth(e->token);
+  const std::string partial = a.out + ".partial";
+  std::ofstream file;
+  std::string error_body;
+  int status = 0;
+  int64_t bytes = 0;
+  auto r = client.Get(
+      "/v1/jobs/" + a.id + "/results",
+      [&](const httplib::Response& res) {
+        status = res.status;
+        if (status == 200) file.open(partial, std::ios::binary | std::ios::trunc);
+        return status != 200 || file.good();
+      },
+      [&](const char* data, size_t n) {
+        if (status != 200) {
+          if (error_body.size() < 65536) error_body.append(data, n);
+          return true;
+        }
+        file.write(data, static_cast<std::streamsize>(n));
+        bytes += static_cast<int64_t>(n);
+        return file.good();
+      });
+  if (!r) {
+    std::remove(partial.c_str());
+    if (status == 200) return fail(absl::StrCat("cannot write ", partial, ", or the download broke off after ", bytes, " bytes"));
+    return fail(unreachable(e->server, r.error()));
+  }
+  if (status != 200) return fail(absl::Status(refused(status, error_body).code(), a.id + ": " + std::string(refused(status, error_body).message())));
+  file.close();
+  if (!file || std::rename(partial.c_str(), a.out.c_str()) != 0) return fail("cannot write " + a.out);
+  if (a.client.output == "json")
+    std::printf("%s\n", json({{"id", a.id}, {"out", a.out}, {"bytes", bytes}}).dump().c_str());
+  else
+    std::fprintf(stderr, "%s: %lld bytes written to %s\n", a.id.c_str(), static_cast<long long>(bytes), a.out.c_str());
+  return 0;
+}
+
+int wait_for(const ClientArgs& client, const std::string& id) { return logs({.client = client, .id = id, .follow = true}); }
 
 struct ServeControllerArgs {
   std::string redis = "127.0.0.1:6379", listen = "127.0.0.1:8470", token, prefix = "interlace";
@@ -246,9 +325,10 @@ void add_control_commands(CLI::App& app, Action& action) {
   auto rn = std::make_shared<ServeRunnerArgs>();
   CLI::App* runner = app.get_subcommand("serve")->add_subcommand(
       "runner",
-      "Claim queued train jobs from Redis one at a time and run each whole on this machine,\n"
-      "as `interlace run` does; the job's events and state say how it went. A restarted\n"
-      "runner (same --name) resumes the jobs it held. Example:\n"
+      "Claim queued jobs from Redis one at a time (train jobs first) and run each whole on\n"
+      "this machine: a train job as `interlace run` does, a rollout job as `interlace rollout`;\n"
+      "the job's events and state say how it went, its results are kept in --dir. A\n"
+      "restarted runner (same --name) resumes the jobs it held. Example:\n"
       "  interlace serve runner --redis 127.0.0.1:6379 --dir /var/lib/interlace/jobs");
   runner->add_option("--redis", rn->redis, "Redis HOST:PORT")->capture_default_str();
   runner->add_option("--dir", rn->dir, "where jobs run (default: ~/.interlace/jobs)");
@@ -275,13 +355,16 @@ void add_control_commands(CLI::App& app, Action& action) {
   auto sub = std::make_shared<SubmitArgs>();
   CLI::App* submit_cmd = app.add_subcommand(
       "submit",
-      "Queue a job with the controller; prints its id.\n"
-      "Example:\n"
-      "  interlace submit examples/calculator/job.yaml --server http://127.0.0.1:8470");
+      "Queue a job with the controller; prints its id. A train job is a job spec as\n"
+      "`interlace run` takes; a rollout job names a model (or a train job's final model),\n"
+      "an environment and how many episodes (see docs/control-plane.md). Examples:\n"
+      "  interlace submit examples/calculator/job.yaml --wait\n"
+      "  interlace submit examples/calculator/rollout.yaml --kind rollout");
   submit_cmd->add_option("job", sub->job, "job spec (YAML)")->required()->check(CLI::ExistingFile);
   submit_cmd->add_option("--kind", sub->kind, "train or rollout")->check(CLI::IsMember({"train", "rollout"}))->capture_default_str();
   submit_cmd->add_option("--name", sub->name, "job name (default: the spec's name)");
   submit_cmd->add_option("--request-id", sub->request_id, "resubmitting the same id returns the same job (safe retries)");
+  submit_cmd->add_flag("--wait", sub->wait, "follow the job's events until it ends; exit 1 if it fails");
   add_client_options(submit_cmd, sub->client);
   submit_cmd->callback([sub, &action] { action = [sub] { return submit(*sub); }; });
 
@@ -320,6 +403,18 @@ void add_control_commands(CLI::App& app, Action& action) {
       };
     });
   }
+
+  auto res = std::make_shared<ResultsArgs>();
+  CLI::App* results_cmd = app.add_subcommand(
+      "results",
+      "Download a finished job's results: a rollout job's trajectories (JSONL, one per line,\n"
+      "as `interlace rollout` writes them), a train job's final model (a tar of its directory).\n"
+      "Example:\n"
+      "  interlace results job-4 --out trajectories.jsonl");
+  results_cmd->add_option("id", res->id, "job id")->required();
+  results_cmd->add_option("--out", res->out, "file to write")->required();
+  add_client_options(results_cmd, res->client);
+  results_cmd->callback([res, &action] { action = [res] { return results(*res); }; });
 
   auto l = std::make_shared<JobArgs>();
   CLI::App* logs_cmd = app.add_subcommand("logs", "A job's events and log lines; -f follows until it ends");

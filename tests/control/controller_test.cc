@@ -82,6 +82,12 @@ TEST(Controller, BadInputIsRefusedWithWhatWasWrongAndNothingIsStored) {
       {json({{"name", "x"}}).dump(), 400, "'spec'"},
       {json({{"spec", "name: x\nsft:\n  steps: -3\n"}}).dump(), 400, "spec:3: sft.steps"},
       {json({{"spec", "name: [unclosed"}}).dump(), 400, "not valid YAML"},
+      {json({{"kind", "rollout"}, {"spec", "env: calculator\nprompts: 4\n"}}).dump(), 400, "exactly one of 'model: DIR'"},
+      {json({{"kind", "rollout"}, {"spec", "model: /m\nfrom_job: job-1\n"}}).dump(), 400, "exactly one of"},
+      {json({{"kind", "rollout"}, {"spec", "model: /m\nprompts: 0\n"}}).dump(), 400, "spec:2: prompts"},
+      {json({{"kind", "rollout"}, {"spec", "model: /m\nenv: nowhere\n"}}).dump(), 400, "spec:2: env"},
+      {json({{"kind", "rollout"}, {"spec", "model: /m\nalgorithm: grpo\n"}}).dump(), 400, "spec:2: algorithm: unknown key"},
+      {json({{"kind", "rollout"}, {"spec", "from_job: ../../etc\n"}}).dump(), 400, "expected a job id"},
       {std::string(2 << 20, 'x'), 413, "larger than"},
   };
   for (const Case& k : cases) {
@@ -91,9 +97,17 @@ TEST(Controller, BadInputIsRefusedWithWhatWasWrongAndNothingIsStored) {
     EXPECT_NE(r.body["error"].get<std::string>().find(k.says), std::string::npos) << r.body["error"];
   }
   EXPECT_EQ(request(p, "GET", "/v1/jobs").body["jobs"].size(), 0u) << "a refused submission was stored";
+  EXPECT_EQ(request(p, "GET", "/v1/jobs/job-1/results").status, 404);
   EXPECT_EQ(request(p, "GET", "/v1/jobs/job-7").status, 404);
   EXPECT_EQ(request(p, "POST", "/v1/jobs/job-7/cancel").status, 404);
   EXPECT_EQ(request(p, "GET", "/v1/jobs/job-7/events").status, 404);
+  EXPECT_EQ(request(p, "GET", "/v1/jobs/job-7/results").status, 404);
+  const Reply queued = request(p, "POST", "/v1/jobs", json({{"kind", "rollout"}, {"spec", "model: /m\n"}}).dump());
+  ASSERT_EQ(queued.status, 201) << queued.body;
+  const Reply none = request(p, "GET", "/v1/jobs/" + queued.body["id"].get<std::string>() + "/results");
+  EXPECT_EQ(none.status, 404);
+  EXPECT_NE(none.body.value("error", "").find("has no results yet (it is queued)"), std::string::npos) << none.body;
+  EXPECT_EQ(request(p, "POST", "/v1/jobs/" + queued.body["id"].get<std::string>() + "/cancel").status, 200);
   EXPECT_EQ(request(p, "GET", "/v1/jobs?limit=0").status, 400);
   EXPECT_EQ(request(p, "GET", "/v1/jobs?limit=abc").status, 400);
   EXPECT_EQ(request(p, "GET", "/v1/nothing").status, 404);
@@ -130,8 +144,8 @@ struct CliRun {
   int code = -1;
   std::string out;
 };
-CliRun cli(const std::string& args, const std::string& env) {
-  const std::string cmd = env + " " + INTERLACE_BIN + " " + args + " 2>&1";
+CliRun cli_shell(const std::string& cmd_line) {
+  const std::string cmd = cmd_line + " 2>&1";
   FILE* p = ::popen(cmd.c_str(), "r");
   CliRun r;
   std::array<char, 4096> buf{};
@@ -139,6 +153,7 @@ CliRun cli(const std::string& args, const std::string& env) {
   if (p) r.code = WEXITSTATUS(::pclose(p));
   return r;
 }
+CliRun cli(const std::string& args, const std::string& env) { return cli_shell(env + " " + INTERLACE_BIN + " " + args); }
 
 TEST(Controller, TheCliSubmitsListsFollowsAndCancels) {
   test::RedisServer redis;
@@ -235,7 +250,9 @@ TEST(Controller, UpStartsALocalStackTheCommandsUseAndDownStopsIt) {
 }
 
 // Submitted through a stack `interlace up` started (with one runner), a small
-// train job runs to its end (succeeded, its result in the events); a long one
+// train job runs to its end (succeeded, its result in the events, its final
+// model downloadable); a rollout job with that model runs and its
+// trajectories download; a long train job
 // is cancelled while it runs and its runner stops it within seconds; a job
 // whose services fail ends failed with the reason.
 TEST(Controller, AJobSubmittedToTheLocalStackRunsAndACancelledOneStops) {
@@ -261,18 +278,45 @@ TEST(Controller, AJobSubmittedToTheLocalStackRunsAndACancelledOneStops) {
   EXPECT_NE(followed.out.find("[runner] starting on runner-0@local"), std::string::npos) << followed.out;
   EXPECT_NE(followed.out.find("[result] held-out reward"), std::string::npos) << followed.out;
   EXPECT_NE(followed.out.find("[state] succeeded"), std::string::npos) << followed.out;
+  // Its results: the final model, as a tar.
+  const std::string tar = dir.path() + "/model.tar";
+  const CliRun model = cli("results job-1 --out " + tar, env);
+  ASSERT_EQ(model.code, 0) << model.out;
+  const CliRun listed = cli_shell("tar -tf " + tar);
+  EXPECT_NE(listed.out.find("final-model/config.json"), std::string::npos) << listed.out;
+  // A rollout job with that model (from_job), waited on; its trajectories downloaded.
+  const std::string rollout = dir.path() + "/rollout.yaml";
+  std::ofstream(rollout) << "name: eval\nfrom_job: job-1\nenv: \"calculator:max_number=5,short_prompt=1\"\n"
+                         << "prompts: 3\ngroup_size: 2\nmax_turns: 1\nmax_new_tokens: 8\neval: true\n";
+  const CliRun waited = cli("submit " + rollout + " --kind rollout --wait", env);
+  ASSERT_EQ(waited.code, 0) << waited.out;
+  EXPECT_NE(waited.out.find("[result] 6 trajectories, mean reward"), std::string::npos) << waited.out;
+  const std::string traj = dir.path() + "/traj.jsonl";
+  ASSERT_EQ(cli("results job-2 --out " + traj, env).code, 0);
+  std::ifstream in(traj);
+  int lines = 0;
+  for (std::string line; std::getline(in, line); ++lines) {
+    const json t = json::parse(line, nullptr, false);
+    ASSERT_TRUE(t.is_object() && t.contains("tokens") && t.contains("reward")) << line.substr(0, 200);
+  }
+  EXPECT_EQ(lines, 6) << "3 prompts x 2 samples";
+  // A rollout job whose train job did not succeed fails, saying why.
+  std::ofstream(rollout) << "from_job: job-2\nprompts: 1\n";
+  const CliRun wrong = cli("submit " + rollout + " --kind rollout --wait", env);
+  EXPECT_EQ(wrong.code, 1) << wrong.out;
+  EXPECT_NE(wrong.out.find("job-2 is a rollout job"), std::string::npos) << wrong.out;
 
   ASSERT_EQ(cli("submit " + job_file("long", 100000), env).code, 0);
   for (int i = 0; i < 300; ++i) {
-    const CliRun st = cli("status job-2 -o json", env);
+    const CliRun st = cli("status job-4 -o json", env);
     if (st.code == 0 && json::parse(st.out, nullptr, false).value("state", "") == "running") break;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  ASSERT_EQ(cli("cancel job-2", env).code, 0);
+  ASSERT_EQ(cli("cancel job-4", env).code, 0);
   const auto cancelled_at = std::chrono::steady_clock::now();
   bool stopped = false;
   while (!stopped && std::chrono::steady_clock::now() - cancelled_at < std::chrono::seconds(30)) {
-    stopped = cli("logs job-2", env).out.find("stopped: the job was cancelled") != std::string::npos;
+    stopped = cli("logs job-4", env).out.find("stopped: the job was cancelled") != std::string::npos;
     if (!stopped) std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
   EXPECT_TRUE(stopped) << "the runner did not stop a cancelled job within 30 s";
@@ -280,7 +324,7 @@ TEST(Controller, AJobSubmittedToTheLocalStackRunsAndACancelledOneStops) {
   const std::string broken = dir.path() + "/broken.yaml";
   std::ofstream(broken) << "name: broken\nmodel: {init: /nonexistent/model.json}\n";
   ASSERT_EQ(cli("submit " + broken, env).code, 0);
-  const CliRun failed = cli("logs job-3 -f", env);
+  const CliRun failed = cli("logs job-5 -f", env);
   EXPECT_EQ(failed.code, 1) << "logs -f exits 1 when the job fails: " << failed.out;
   EXPECT_NE(failed.out.find("[state] failed: "), std::string::npos) << failed.out;
   EXPECT_NE(failed.out.find("/nonexistent/model.json"), std::string::npos) << failed.out;

@@ -2,11 +2,15 @@
 
 #include <httplib.h>
 
+#include <filesystem>
+#include <fstream>
+#include <memory>
 #include <mutex>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "interlace/rl/job_spec.h"
+#include "interlace/rl/rollout_job_spec.h"
 #include "spdlog/spdlog.h"
 
 namespace interlace::control {
@@ -103,6 +107,10 @@ absl::StatusOr<Submission> parse_submission(const std::string& body) {
     auto spec = rl::parse_job_spec(s.spec, "spec");
     if (!spec.ok()) return absl::InvalidArgumentError(std::string(spec.status().message()));
     if (s.name.empty()) s.name = spec->name;
+  } else {
+    auto spec = rl::parse_rollout_job_spec(s.spec, "spec");
+    if (!spec.ok()) return absl::InvalidArgumentError(std::string(spec.status().message()));
+    if (s.name.empty()) s.name = spec->name;
   }
   return s;
 }
@@ -119,7 +127,8 @@ json job_json(const JobRecord& job) {
           {"created_ms", job.created_ms},
           {"started_ms", job.started_ms},
           {"finished_ms", job.finished_ms},
-          {"updated_ms", job.updated_ms}};
+          {"updated_ms", job.updated_ms},
+          {"has_results", !job.results.empty()}};
 }
 
 struct Controller::Impl {
@@ -213,6 +222,34 @@ struct Controller::Impl {
         if (!job.ok()) return error(res, http_status(job.status()), std::string(job.status().message()));
         spdlog::info("controller: job {} cancelled", job->id);
         reply(res, 200, job_json(*job));
+      });
+    });
+    // The results file, streamed: it may be far larger than a reply body.
+    server.Get(R"(/v1/jobs/([A-Za-z0-9_.-]{1,64})/results)", [this](const httplib::Request& req, httplib::Response& res) {
+      with_store(res, [&](JobStore& store) {
+        auto job = store.get(req.matches[1]);
+        if (!job.ok()) return error(res, http_status(job.status()), std::string(job.status().message()));
+        if (job->results.empty())
+          return error(res, 404, absl::StrCat("job ", job->id, " has no results", job->state == JobState::kSucceeded ? "" : " yet",
+                                              " (it is ", job_state_name(job->state), ")"));
+        std::error_code ec;
+        const auto size = std::filesystem::file_size(job->results, ec);
+        if (ec || !std::filesystem::is_regular_file(job->results))
+          return error(res, 410, absl::StrCat("job ", job->id, "'s results (", job->results,
+                                              ") are not on this controller's disk; a controller serves results from the "
+                                              "runners' shared directory"));
+        auto file = std::make_shared<std::ifstream>(job->results, std::ios::binary);
+        res.set_header("Content-Disposition", absl::StrCat("attachment; filename=\"",
+                                                           std::filesystem::path(job->results).filename().string(), "\""));
+        res.set_content_provider(size, "application/octet-stream",
+                                 [file](size_t offset, size_t length, httplib::DataSink& sink) {
+                                   std::vector<char> buf(std::min<size_t>(length, 1 << 20));
+                                   file->seekg(static_cast<std::streamoff>(offset));
+                                   file->read(buf.data(), static_cast<std::streamsize>(buf.size()));
+                                   const auto got = file->gcount();
+                                   if (got <= 0) return false;
+                                   return sink.write(buf.data(), static_cast<size_t>(got));
+                                 });
       });
     });
     server.Get(R"(/v1/jobs/([A-Za-z0-9_.-]{1,64})/events)", [this](const httplib::Request& req, httplib::Response& res) {

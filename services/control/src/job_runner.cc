@@ -4,11 +4,14 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "interlace/control/job_store.h"
 #include "interlace/rl/local_run.h"
+#include "interlace/rl/rollout_job_spec.h"
+#include "interlace/rl/supervisor.h"
 #include "spdlog/spdlog.h"
 
 namespace interlace::control {
@@ -21,18 +24,88 @@ std::string reward_text(const nlohmann::json& summary, const char* key) {
   return summary.contains(key) && summary[key].is_number() ? absl::StrCat(summary[key].get<double>()) : "-";
 }
 
+// How a job's run ended, whatever its kind.
+struct Outcome {
+  std::string failure;  // "" when it succeeded
+  std::string results;  // the results file, if any
+  std::string summary;  // one line for the job's events
+};
+
+Outcome run_train(const JobRunnerOptions& o, const fs::path& home, bool resume, const std::function<bool()>& interrupted) {
+  const fs::path run_dir = home / "run";
+  auto result = rl::run_local_job({.job = (home / "job.yaml").string(),
+                                   .run_dir = run_dir.string(),
+                                   .interlace = o.interlace,
+                                   .resume = resume,
+                                   .quiet = true,
+                                   .interrupted = interrupted});
+  if (!result.ok()) return {.failure = std::string(result.status().message())};
+  if (result->exit_code != 0)
+    return {.failure = absl::StrCat("the job's services ended with exit code ", result->exit_code, " (see ", run_dir.string(), ")")};
+  Outcome out;
+  const nlohmann::json& s = result->summary;
+  out.summary = absl::StrCat("held-out reward ", reward_text(s, "eval_reward_before"), " -> ",
+                             reward_text(s, "eval_reward_after"), " (greedy); summary in ", (run_dir / "summary.json").string());
+  // The final model, as one file `interlace results` can fetch.
+  const fs::path tar = home / "final-model.tar";
+  if (rl::run_process({"/bin/tar", "-cf", tar.string(), "-C", run_dir.string(), "final-model"}) == 0)
+    out.results = tar.string();
+  else
+    spdlog::warn("runner {}: could not pack {}: the job has no results to download", o.name, (run_dir / "final-model").string());
+  return out;
+}
+
+// Trajectories in `path`: how many, and their mean reward.
+std::string trajectories_summary(const fs::path& path) {
+  std::ifstream in(path);
+  std::string line;
+  int64_t n = 0;
+  double reward = 0;
+  while (std::getline(in, line)) {
+    const auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded()) continue;
+    ++n;
+    if (j.contains("reward") && j["reward"].is_number()) reward += j["reward"].get<double>();
+  }
+  return absl::StrCat(n, " trajectories, mean reward ", n ? reward / n : 0.0);
+}
+
+Outcome run_rollout(JobStore& store, const JobRecord& job, const JobRunnerOptions& o, const fs::path& home,
+                    const std::function<bool()>& interrupted) {
+  auto spec = rl::parse_rollout_job_spec(job.spec, "spec");
+  if (!spec.ok()) return {.failure = std::string(spec.status().message())};
+  std::string model = spec->model;
+  if (!spec->from_job.empty()) {
+    auto from = store.get(spec->from_job);
+    if (!from.ok()) return {.failure = absl::StrCat("from_job: ", from.status().message())};
+    if (from->kind != JobKind::kTrain || from->state != JobState::kSucceeded)
+      return {.failure = absl::StrCat("from_job: ", from->id, " is a ", job_kind_name(from->kind), " job that is ",
+                                      job_state_name(from->state), "; it must be a train job that succeeded")};
+    model = (fs::path(o.dir) / from->id / "run" / "final-model").string();
+    if (!fs::exists(model))
+      return {.failure = absl::StrCat("from_job: ", from->id, "'s final model is not at ", model,
+                                      " (was it run by a runner with another --dir?)")};
+  }
+  const fs::path out = home / "trajectories.jsonl", partial = home / "trajectories.jsonl.partial";
+  const int code = rl::run_process(rl::rollout_command(*spec, o.interlace, model, partial.string()), interrupted);
+  if (code != 0) return {.failure = absl::StrCat("`interlace rollout` ended with exit code ", code, " (its output is in the runner's log)")};
+  std::error_code ec;
+  fs::rename(partial, out, ec);
+  if (ec) return {.failure = absl::StrCat("cannot move the trajectories to ", out.string(), ": ", ec.message())};
+  return {.results = out.string(), .summary = trajectories_summary(out)};
+}
+
 // Runs one claimed job to its end; false when the runner was told to stop
 // (the job stays running under this runner's name, to be resumed).
 bool run_one(JobStore& store, const JobRecord& job, const JobRunnerOptions& o) {
   const fs::path home = fs::path(o.dir) / job.id;
-  const fs::path spec = home / "job.yaml", run_dir = home / "run";
   std::error_code ec;
   fs::create_directories(home, ec);
-  if (!fs::exists(spec)) std::ofstream(spec) << job.spec;
-  const bool resume = fs::exists(run_dir);
+  if (!fs::exists(home / "job.yaml")) std::ofstream(home / "job.yaml") << job.spec;
+  const bool resume = job.kind == JobKind::kTrain && fs::exists(home / "run");
   (void)store.append_event(job.id, "runner", absl::StrCat(resume ? "resuming" : "starting", " on ", o.name, " in ",
-                                                          run_dir.string()));
-  spdlog::info("runner {}: {} job {} ({})", o.name, resume ? "resuming" : "starting", job.id, job.name);
+                                                          home.string()));
+  spdlog::info("runner {}: {} {} job {} ({})", o.name, resume ? "resuming" : "starting", job_kind_name(job.kind), job.id, job.name);
   bool cancelled = false, stopped = false;
   auto last_check = Clock::now();
   auto interrupted = [&] {
@@ -43,12 +116,8 @@ bool run_one(JobStore& store, const JobRecord& job, const JobRunnerOptions& o) {
     cancelled = now.ok() && now->state == JobState::kCancelled;
     return cancelled;
   };
-  auto result = rl::run_local_job({.job = spec.string(),
-                                   .run_dir = run_dir.string(),
-                                   .interlace = o.interlace,
-                                   .resume = resume,
-                                   .quiet = true,
-                                   .interrupted = interrupted});
+  const Outcome outcome = job.kind == JobKind::kTrain ? run_train(o, home, resume, interrupted)
+                                                      : run_rollout(store, job, o, home, interrupted);
   if (stopped) {
     (void)store.append_event(job.id, "runner", absl::StrCat("runner ", o.name, " stopped; the job resumes when it restarts"));
     return false;
@@ -58,22 +127,17 @@ bool run_one(JobStore& store, const JobRecord& job, const JobRunnerOptions& o) {
     spdlog::info("runner {}: job {} cancelled, stopped", o.name, job.id);
     return true;
   }
-  std::string failure;
-  if (!result.ok()) failure = std::string(result.status().message());
-  else if (result->exit_code != 0) failure = absl::StrCat("the job's services ended with exit code ", result->exit_code,
-                                                          " (see ", run_dir.string(), ")");
-  if (!failure.empty()) {
-    auto t = store.transition(job.id, JobState::kFailed, failure, o.name);
-    spdlog::warn("runner {}: job {} failed: {}", o.name, job.id, failure);
+  if (!outcome.failure.empty()) {
+    auto t = store.transition(job.id, JobState::kFailed, outcome.failure, o.name);
+    spdlog::warn("runner {}: job {} failed: {}", o.name, job.id, outcome.failure);
     if (!t.ok()) spdlog::warn("runner {}: could not record it: {}", o.name, std::string(t.status().message()));
     return true;
   }
-  const nlohmann::json& s = result->summary;
   (void)store.append_event(job.id, "result",
-                           absl::StrCat("held-out reward ", reward_text(s, "eval_reward_before"), " -> ",
-                                        reward_text(s, "eval_reward_after"), " (greedy); summary in ",
-                                        (run_dir / "summary.json").string()));
-  auto t = store.transition(job.id, JobState::kSucceeded, "", o.name);
+                           outcome.results.empty() ? outcome.summary
+                                                   : absl::StrCat(outcome.summary, "; `interlace results ", job.id,
+                                                                  " --out FILE` downloads ", fs::path(outcome.results).filename().string()));
+  auto t = store.transition(job.id, JobState::kSucceeded, "", o.name, outcome.results);
   if (!t.ok()) spdlog::warn("runner {}: job {} finished but could not be marked: {}", o.name, job.id, std::string(t.status().message()));
   spdlog::info("runner {}: job {} succeeded", o.name, job.id);
   return true;
@@ -94,11 +158,13 @@ int run_jobs(const JobRunnerOptions& o) {
   auto jobs = store.list(10000);
   if (jobs.ok())
     for (const JobRecord& j : *jobs)
-      if (j.state == JobState::kRunning && j.owner == o.name && j.kind == JobKind::kTrain)
+      if (j.state == JobState::kRunning && j.owner == o.name)
         if (!run_one(store, j, o)) return 0;
-  spdlog::info("runner {}: waiting for train jobs (Redis {})", o.name, o.redis.to_string());
+  spdlog::info("runner {}: waiting for train and rollout jobs (Redis {})", o.name, o.redis.to_string());
   while (!(o.stop && o.stop())) {
+    // Train jobs first: they are the long ones a user waits on.
     auto job = store.claim(JobKind::kTrain, o.name);
+    if (job.ok() && !job->has_value()) job = store.claim(JobKind::kRollout, o.name);
     if (!job.ok()) {
       spdlog::warn("runner {}: {}", o.name, std::string(job.status().message()));
     } else if (job->has_value()) {

@@ -68,10 +68,10 @@ end
   return s;
 }
 
-// ARGV: prefix id to reason owner
+// ARGV: prefix id to reason owner results
 const std::string& transition_script() {
   static const std::string s = with_prelude(R"(
-local prefix, id, to, reason, owner = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local prefix, id, to, reason, owner, results = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local key = prefix .. ':job:' .. id
 local state = redis.call('HGET', key, 'state')
 if not state then return redis.error_reply('NOTFOUND no job ' .. id) end
@@ -86,6 +86,7 @@ end
 if state == 'queued' then redis.call('LREM', prefix .. ':queue:' .. redis.call('HGET', key, 'kind'), 0, id) end
 local now = now_ms()
 redis.call('HSET', key, 'state', to, 'reason', reason, 'finished_ms', now, 'updated_ms', now)
+if results ~= '' then redis.call('HSET', key, 'results', results) end
 local msg = to
 if reason ~= '' then msg = to .. ': ' .. reason end
 event(prefix, id, 'state', msg)
@@ -118,6 +119,7 @@ absl::StatusOr<JobRecord> to_record(const RedisReply& hash, const std::string& i
     else if (k == "spec") r.spec = v;
     else if (k == "owner") r.owner = v;
     else if (k == "reason") r.reason = v;
+    else if (k == "results") r.results = v;
     else if (k == "created_ms") r.created_ms = to_int(v);
     else if (k == "started_ms") r.started_ms = to_int(v);
     else if (k == "finished_ms") r.finished_ms = to_int(v);
@@ -189,11 +191,12 @@ absl::StatusOr<std::optional<JobRecord>> JobStore::claim(JobKind kind, const std
 }
 
 absl::StatusOr<JobRecord> JobStore::transition(const std::string& id, JobState to, const std::string& reason,
-                                               const std::string& owner) {
+                                               const std::string& owner, const std::string& results) {
   if (to == JobState::kQueued || to == JobState::kRunning)
     return absl::InvalidArgumentError(absl::StrCat("a job becomes ", job_state_name(to), " by submit or claim only"));
   if (reason.size() > kMaxEventBytes) return absl::InvalidArgumentError("the reason is longer than 16 KiB");
-  auto r = redis_.eval(transition_script(), {}, {prefix_, id, job_state_name(to), reason, owner});
+  if (results.size() > 4096) return absl::InvalidArgumentError("the results path is longer than 4 KiB");
+  auto r = redis_.eval(transition_script(), {}, {prefix_, id, job_state_name(to), reason, owner, results});
   if (!r.ok()) return script_error(r.status());
   return get(id);
 }

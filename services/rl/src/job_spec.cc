@@ -13,101 +13,11 @@
 #include "interlace/model/precision.h"
 #include "interlace/rollout/environment.h"
 #include "interlace/transport/nccl_weights.h"
+#include "spec_section.h"
 
 namespace interlace::rl {
 namespace {
-
-std::string where(const std::string& source, const std::string& key, const YAML::Node& node) {
-  const YAML::Mark m = node.Mark();
-  if (m.line >= 0) return absl::StrCat(source, ":", m.line + 1, ": ", key);
-  return absl::StrCat(source, ": ", key);
-}
-
-// Reads one section: each known key has a setter; anything else is an error.
-class Section {
- public:
-  Section(const std::string& source, const std::string& path, const YAML::Node& node)
-      : source_(source), path_(path), node_(node) {}
-
-  template <typename T>
-  Section& num(const std::string& key, T& out, double lo, double hi) {
-    known_.insert(key);
-    if (!status_.ok() || !node_[key]) return *this;
-    const YAML::Node v = node_[key];
-    T x{};
-    // Written so that NaN fails too (every comparison with NaN is false).
-    if (!v.IsScalar() || !YAML::convert<T>::decode(v, x) || !(double(x) >= lo && double(x) <= hi)) {
-      status_ = absl::InvalidArgumentError(absl::StrCat(where(source_, full(key), v), ": '", v.IsScalar() ? v.Scalar() : "(not a scalar)",
-                                                        "' is not allowed; expected a finite number in [", lo, ", ", hi, "]"));
-      return *this;
-    }
-    out = x;
-    return *this;
-  }
-  Section& boolean(const std::string& key, bool& out) {
-    known_.insert(key);
-    if (!status_.ok() || !node_[key]) return *this;
-    const YAML::Node v = node_[key];
-    if (!v.IsScalar() || !YAML::convert<bool>::decode(v, out))
-      status_ = absl::InvalidArgumentError(absl::StrCat(where(source_, full(key), v), ": expected true or false"));
-    return *this;
-  }
-  // A string, optionally one of `allowed`, optionally checked by `check`.
-  Section& text(const std::string& key, std::string& out, const std::vector<std::string>& allowed = {},
-                const std::function<absl::Status(const std::string&)>& check = {}) {
-    known_.insert(key);
-    if (!status_.ok() || !node_[key]) return *this;
-    const YAML::Node v = node_[key];
-    if (!v.IsScalar()) {
-      status_ = absl::InvalidArgumentError(absl::StrCat(where(source_, full(key), v), ": expected a string"));
-      return *this;
-    }
-    const std::string s = v.Scalar();
-    if (!allowed.empty() && std::find(allowed.begin(), allowed.end(), s) == allowed.end()) {
-      status_ = absl::InvalidArgumentError(absl::StrCat(where(source_, full(key), v), ": '", s,
-                                                        "' is not allowed; choose one of: ", absl::StrJoin(allowed, ", ")));
-      return *this;
-    }
-    if (check) {
-      if (absl::Status c = check(s); !c.ok()) {
-        status_ = absl::InvalidArgumentError(absl::StrCat(where(source_, full(key), v), ": ", c.message()));
-        return *this;
-      }
-    }
-    out = s;
-    return *this;
-  }
-  Section& section(const std::string& key, const std::function<void(Section&)>& read) {
-    known_.insert(key);
-    if (!status_.ok() || !node_[key]) return *this;
-    const YAML::Node v = node_[key];
-    if (!v.IsMap()) {
-      status_ = absl::InvalidArgumentError(absl::StrCat(where(source_, full(key), v), ": expected a mapping of keys"));
-      return *this;
-    }
-    Section inner(source_, full(key), v);
-    read(inner);
-    status_ = inner.finish();
-    return *this;
-  }
-  absl::Status finish() {
-    if (!status_.ok()) return status_;
-    for (const auto& kv : node_) {
-      const std::string key = kv.first.Scalar();
-      if (!known_.count(key))
-        return absl::InvalidArgumentError(absl::StrCat(where(source_, full(key), kv.first), ": unknown key; allowed here: ",
-                                                       absl::StrJoin(known_, ", ")));
-    }
-    return absl::OkStatus();
-  }
-
- private:
-  std::string full(const std::string& key) const { return path_.empty() ? key : path_ + "." + key; }
-  std::string source_, path_;
-  YAML::Node node_;
-  std::set<std::string> known_;
-  absl::Status status_;
-};
+using spec::Section;
 
 absl::Status check_precision(const std::string& s) { return model::parse_precision(s).status(); }
 absl::Status check_env(const std::string& s) { return rollout::make_environment(s).status(); }
@@ -122,13 +32,9 @@ absl::Status check_weights_transport(const std::string& s) {
 }  // namespace
 
 absl::StatusOr<JobSpec> parse_job_spec(const std::string& text, const std::string& source) {
-  YAML::Node root;
-  try {
-    root = YAML::Load(text);
-  } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(source, ":", e.mark.line + 1, ": not valid YAML: ", e.msg));
-  }
-  if (!root.IsMap()) return absl::InvalidArgumentError(absl::StrCat(source, ": expected a mapping of keys at the top"));
+  auto loaded = spec::load_mapping(text, source);
+  if (!loaded.ok()) return loaded.status();
+  const YAML::Node& root = *loaded;
   JobSpec j;
   std::string loss = "", advantage = "grpo", aggregation = "token-mean", correction = "none", schedule = "constant";
   std::string mode = "async", stale_policy = "drop", weights_transport = "zeromq";

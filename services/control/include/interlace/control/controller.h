@@ -12,6 +12,8 @@
 //   GET  /v1/jobs/ID                 job
 //   POST /v1/jobs/ID/cancel          job (409 if it has ended)
 //   GET  /v1/jobs/ID/events?after=E&count=N   {"events": [{"id", "type", "message"}...]}
+//   GET  /v1/jobs/ID/results         the results file (rollout: trajectories JSONL;
+//                                    train: the final model as a tar); 404 until there are any
 //
 // Bad input (malformed JSON, unknown fields, a spec the job-spec parser
 // refuses, an oversized body, an unknown id) gets a 4xx with {"error": what

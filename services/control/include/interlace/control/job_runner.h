@@ -1,9 +1,12 @@
-// A job runner: the control plane's first way of running a submitted train
-// job. It claims queued train jobs from the job store one at a time (the
-// claim is atomic: two runners never take one job) and runs each whole on
-// this machine, as `interlace run` does (SFT warm-up, learner and workers as
-// local processes, evaluation), in DIR/JOB_ID/; the job's event stream gets
-// its progress and result, and its state becomes succeeded or failed. A job
+// A job runner: the control plane's first way of running a submitted job. It
+// claims queued jobs from the job store one at a time, train jobs first (the
+// claim is atomic: two runners never take one job), and runs each whole on
+// this machine in DIR/JOB_ID/: a train job as `interlace run` does (SFT
+// warm-up, learner and workers as local processes, evaluation; its results
+// are the final model as a tar), a rollout job as `interlace rollout` (its
+// results are the trajectories). The job's event stream gets its progress
+// and result, and its state becomes succeeded (with the results file) or
+// failed. A job
 // cancelled while it runs is stopped within a poll interval. A restarted
 // runner first resumes the jobs it held (same name) from their checkpoints.
 // Later (issue 18), learners and workers become roles of their own, and

@@ -8,6 +8,7 @@
 //   PREFIX:job_seq            the last job number
 //   PREFIX:job:ID             hash: id kind name spec state owner reason
 //                             created_ms started_ms finished_ms updated_ms
+//                             results (a finished job's results file)
 //   PREFIX:jobs               sorted set of every job id, by number
 //   PREFIX:queue:KIND         list: queued ids in submission order (FIFO)
 //   PREFIX:events:ID          stream of the job's events, capped
@@ -39,6 +40,9 @@ bool is_final(JobState s);
 
 struct JobRecord {
   std::string id, name, spec, owner, reason;
+  // A succeeded job's results: a file on the runners' disk (a rollout job's
+  // trajectories, a train job's final model as a tar), "" if none.
+  std::string results;
   JobKind kind = JobKind::kTrain;
   JobState state = JobState::kQueued;
   int64_t created_ms = 0, started_ms = 0, finished_ms = 0, updated_ms = 0;  // 0: not yet
@@ -75,9 +79,9 @@ class JobStore {
   // running -> succeeded | failed | cancelled, queued -> cancelled. With
   // `owner`, only while that owner holds the job (a learner that lost its job
   // cannot finish it). FailedPrecondition names the state the job is in;
-  // NotFound for an unknown id.
+  // NotFound for an unknown id. `results` is recorded with the new state.
   absl::StatusOr<JobRecord> transition(const std::string& id, JobState to, const std::string& reason,
-                                       const std::string& owner = "");
+                                       const std::string& owner = "", const std::string& results = "");
   absl::StatusOr<JobRecord> get(const std::string& id);
   // Newest first, at most `limit`.
   absl::StatusOr<std::vector<JobRecord>> list(int64_t limit = 100);
