@@ -80,11 +80,17 @@ row = {"seed": seed, "threads": threads, "wall_seconds": wall,
        "sft_sampled": mean_reward(os.path.join(d, "run", "eval-before-sampled.jsonl"))}
 try:
     s = json.load(open(os.path.join(d, "run", "summary.json")))
-    row.update({"rl_greedy": s.get("eval_reward_after"), "rl_sampled": s.get("eval_sampled_reward_after"),
+    row.update({"sft_steps": s.get("sft_steps_taken"), "rl_seconds": s.get("rl_seconds"),
+                "rl_greedy": s.get("eval_reward_after"), "rl_sampled": s.get("eval_sampled_reward_after"),
                 "greedy_change": s.get("eval_change"), "sampled_change": s.get("eval_sampled_change"),
                 "warnings": s.get("warnings", [])})
 except (OSError, ValueError):
     pass
+if row.get("sft_steps") is None:  # --sft-only: the warm-up summary has it
+    try:
+        row["sft_steps"] = json.load(open(os.path.join(d, "run", "warmup-summary.json"))).get("sft_steps_taken")
+    except (OSError, ValueError):
+        pass
 print(json.dumps(row))
 PY
 )
@@ -99,7 +105,14 @@ cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.start
 def stats(key):
     v = sorted(r[key] for r in rows if isinstance(r.get(key), (int, float)))
     return {"median": v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2, "min": v[0], "max": v[-1]} if v else None
-summary = {k: stats(k) for k in ("sft_greedy", "sft_sampled", "rl_greedy", "rl_sampled", "wall_seconds")}
+summary = {k: stats(k) for k in ("sft_greedy", "sft_sampled", "sft_steps", "rl_greedy", "rl_sampled", "wall_seconds")}
+# The issue-17 targets: SFT greedy >= 0.8 in every run; the sampled change
+# after RL positive in every run and above two standard errors in 8 of 10.
+changes = [r["sampled_change"] for r in rows if isinstance(r.get("sampled_change"), dict)]
+summary["sft_greedy_at_least_0.8"] = sum(1 for r in rows if (r.get("sft_greedy") or 0) >= 0.8)
+summary["sampled_change_positive"] = sum(1 for c in changes if c["mean"] > 0)
+summary["sampled_change_above_2se"] = sum(1 for c in changes if c["mean"] > 2 * c["standard_error"])
+summary["runs"] = len(rows)
 json.dump({"machine": cpu, "runs": rows, "summary": summary}, open(sys.argv[1], "w"), indent=2)
 print(json.dumps(summary, indent=2))
 PY

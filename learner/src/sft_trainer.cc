@@ -1,6 +1,7 @@
 #include "interlace/learner/sft_trainer.h"
 
 #include <chrono>
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 
@@ -39,7 +40,8 @@ absl::StatusOr<SftResult> train_sft(const SftOptions& o, const SftCallbacks& cal
   SftResult result;
   SftProgress p{.steps = o.steps, .first_step = state.step};
   p.loss = NAN;  // no step run (a resume at the last step)
-  while (state.step < o.steps) {
+  const int64_t last = o.stop_at > 0 ? std::min(o.stop_at, o.steps) : o.steps;
+  while (state.step < last) {
     std::vector<const SftExample*> batch;
     for (int64_t i : sampler.next()) batch.push_back(&(*data)[i]);
     model::NamedTensors grads = (*model)->zero_grads();
@@ -57,7 +59,7 @@ absl::StatusOr<SftResult> train_sft(const SftOptions& o, const SftCallbacks& cal
     p.tokens += stats.tokens;
     p.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     if (callbacks.stepped) callbacks.stepped(p);
-    if (o.checkpoint_every > 0 && (state.step % o.checkpoint_every == 0 || state.step == o.steps)) {
+    if (o.checkpoint_every > 0 && (state.step % o.checkpoint_every == 0 || state.step == last)) {
       state.extra["sampler"] = sampler.state();
       const std::string dir = (std::filesystem::path(o.out) / "checkpoints" / absl::StrCat("step-", state.step)).string();
       if (absl::Status s = save_checkpoint(dir, **model, optimizer, state, source); !s.ok()) return s;

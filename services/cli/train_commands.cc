@@ -21,7 +21,7 @@ namespace {
 
 struct SftArgs {
   std::string model, data, out, optimizer = "adamw", schedule = "constant", precision = "fp32", resume;
-  int64_t steps = 100, batch_size = 0, warmup_steps = 0, checkpoint_every = 0;
+  int64_t steps = 100, batch_size = 0, warmup_steps = 0, checkpoint_every = 0, stop_at = 0;
   double lr = 1e-3, weight_decay = 0.0, max_grad_norm = 1.0, beta1 = 0.9, beta2 = 0.95, eps = 1e-8;
   uint64_t seed = 0;
   bool quiet = false;
@@ -48,7 +48,8 @@ int run_sft(const SftArgs& a) {
                         .steps = a.steps,
                         .batch_size = a.batch_size,
                         .seed = a.seed,
-                        .checkpoint_every = a.checkpoint_every};
+                        .checkpoint_every = a.checkpoint_every,
+                        .stop_at = a.stop_at};
   {
     auto kind = learner::parse_optimizer_kind(a.optimizer);
     if (!kind.ok()) return fail(absl::StrCat("--optimizer: ", kind.status().message()));
@@ -136,6 +137,10 @@ void add_train_commands(CLI::App& app, Action& action) {
   sft->add_option("--checkpoint-every", a->checkpoint_every,
                   "write OUT/checkpoints/step-N (model, optimizer, data order) every N steps; 0: never")
       ->capture_default_str();
+  sft->add_option("--stop-at", a->stop_at,
+                  "stop after this step, the schedule still spanning --steps (with --checkpoint-every, a checkpoint "
+                  "is written there for --resume); 0: at --steps")
+      ->check(CLI::NonNegativeNumber);
   sft->add_option("--resume", a->resume, "continue from a checkpoint directory written by --checkpoint-every");
   sft->add_flag("--quiet", a->quiet, "no progress output");
   sft->callback([&action, a] { action = [a] { return run_sft(*a); }; });

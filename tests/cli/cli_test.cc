@@ -386,6 +386,32 @@ eval: {prompts: 4, samples: 0}
   const nlohmann::json doc = nlohmann::json::parse(j.out, nullptr, /*allow_exceptions=*/false);
   ASSERT_FALSE(doc.is_discarded()) << "stdout is not one JSON document:\n" << j.out;
   EXPECT_EQ(doc["eval_episodes_before"], 4);
+
+  // A checked warm-up trains in pieces of check_every steps and plays the
+  // validation tasks after each; this model never reaches the level, so it
+  // takes every step (2, 4, then the last 1) and says so.
+  std::string checked_spec((std::istreambuf_iterator<char>(std::ifstream(job).rdbuf())), {});
+  const std::string from = "sft: {demos: 16, steps: 2,";
+  checked_spec.replace(checked_spec.find(from), from.size(), "sft: {demos: 16, steps: 5, check_every: 2,");
+  const std::string checked_job = write("checked.yaml", checked_spec);
+  const std::string checked_dir = (dir_ / "checked-run").string();
+  const CliRun c = run("run " + checked_job + " --run-dir " + checked_dir + " --warmup-only --quiet");
+  ASSERT_EQ(c.code, 0) << c.out;
+  const nlohmann::json cs = nlohmann::json::parse(std::ifstream(fs::path(checked_dir) / "warmup-summary.json"));
+  ASSERT_EQ(cs["sft_checks"].size(), 3u) << cs.dump(2);
+  EXPECT_EQ(cs["sft_checks"][0]["step"], 2);
+  EXPECT_EQ(cs["sft_checks"][1]["step"], 4);
+  EXPECT_EQ(cs["sft_checks"][2]["step"], 5);
+  EXPECT_EQ(cs["sft_checks"][2]["validation_greedy_reward"], 0.0);
+  EXPECT_EQ(cs["sft_steps_taken"], 5);
+  EXPECT_TRUE(fs::exists(fs::path(checked_dir) / "sft-model" / "config.json"));
+  EXPECT_FALSE(fs::exists(fs::path(checked_dir) / "sft-work")) << "the pieces' work directory was left behind";
+  EXPECT_FALSE(fs::exists(fs::path(checked_dir) / "sft-model" / "checkpoints")) << "checkpoints were left in the model";
+  // check_every needs a level to stop at.
+  checked_spec.replace(checked_spec.find("expect_greedy_reward: 0.9"), 25, "expect_greedy_reward: 0");
+  const CliRun bad = run("run " + write("checked-bad.yaml", checked_spec) + " --warmup-only --quiet");
+  EXPECT_EQ(bad.code, 1) << bad.out;
+  EXPECT_NE(bad.out.find("sft.check_every"), std::string::npos) << bad.out;
 }
 
 // `interlace bench cache`: on a small multi-turn workload the cache never

@@ -164,8 +164,9 @@ TEST(BatchSampler, EveryEpochIsAPermutationAndStateReplays) {
 }
 
 // The SFT loop (train_sft, what `interlace train sft` and the job's warm-up
-// run): a run resumed from its step-2 checkpoint ends with exactly the weights
-// of the uninterrupted run, and every step is reported.
+// run): a run resumed from its step-2 checkpoint, or trained in two pieces
+// (stop_at, then resume), ends with exactly the weights of the uninterrupted
+// run, and every step is reported.
 TEST(SftTrainer, ResumingTakesExactlyTheUninterruptedSteps) {
   const uint64_t seed = testing::fresh_seed();
   SCOPED_TRACE("INTERLACE_TEST_SEED=" + std::to_string(seed));
@@ -225,6 +226,23 @@ TEST(SftTrainer, ResumingTakesExactlyTheUninterruptedSteps) {
     ASSERT_EQ(t.numel(), r.numel());
     for (int64_t i = 0; i < t.numel(); ++i) ASSERT_EQ(t.f32()[i], r.f32()[i]) << name << "[" << i << "]";
   }
+  // In pieces, as `interlace run`'s checked warm-up trains: stop after step 3
+  // (a checkpoint there, though 3 is no multiple of 2), resume to the end.
+  SftOptions piece = o;
+  piece.out = (d.path() / "pieces").string();
+  piece.stop_at = 3;
+  auto first = train_sft(piece);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->steps, 3);
+  piece.stop_at = 0;
+  piece.resume = (d.path() / "pieces" / "checkpoints" / "step-3").string();
+  auto rest = train_sft(piece);
+  ASSERT_TRUE(rest.ok()) << rest.status();
+  EXPECT_EQ(rest->final_loss, straight->final_loss);
+  auto c = load_training_model(piece.out);
+  ASSERT_TRUE(c.ok());
+  for (const auto& [name, t] : (*a)->weights())
+    for (int64_t i = 0; i < t.numel(); ++i) ASSERT_EQ(t.f32()[i], (*c)->weights().at(name).f32()[i]) << name;
   // A checkpoint refuses an optimizer of another kind.
   OptimizerConfig sgd;
   sgd.kind = OptimizerKind::kSgd;

@@ -56,7 +56,8 @@ absl::StatusOr<JobSpec> parse_job_spec(const std::string& text, const std::strin
                      .num("batch_size", j.sft_batch_size, 1, 1e5)
                      .num("warmup_steps", j.sft_warmup_steps, 0, 1e7)
                      .num("lr", j.sft_lr, 0, 10)
-                     .num("expect_greedy_reward", j.sft_expect_greedy_reward, 0, 1);
+                     .num("expect_greedy_reward", j.sft_expect_greedy_reward, 0, 1)
+                     .num("check_every", j.sft_check_every, 0, 1e7);
                })
       .section("algorithm",
                [&](Section& s) {
@@ -123,6 +124,10 @@ absl::StatusOr<JobSpec> parse_job_spec(const std::string& text, const std::strin
     return absl::InvalidArgumentError(
         absl::StrCat(source, ": model: give exactly one of 'path' (a model directory) or 'init' (a config JSON, e.g. "
                              "examples/models/tiny-hybrid.json)"));
+  if (j.sft_check_every > 0 && (j.sft_expect_greedy_reward <= 0 || j.eval_prompts <= 0))
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": sft.check_every: a checked warm-up stops at sft.expect_greedy_reward on eval.prompts "
+                             "validation tasks; set both above 0, or check_every to 0"));
   // The name ends up in paths and on the wire: a safe set, no "." or "..".
   const bool safe_name = !j.name.empty() && j.name.size() <= 64 && j.name[0] != '.' &&
                          j.name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") ==
@@ -190,7 +195,7 @@ nlohmann::json job_spec_json(const JobSpec& j) {
           {"sft",
            {{"enabled", j.sft}, {"demos", j.sft_demos}, {"steps", j.sft_steps}, {"batch_size", j.sft_batch_size},
             {"warmup_steps", j.sft_warmup_steps}, {"lr", j.sft_lr},
-            {"expect_greedy_reward", j.sft_expect_greedy_reward}}},
+            {"expect_greedy_reward", j.sft_expect_greedy_reward}, {"check_every", j.sft_check_every}}},
           {"algorithm",
            {{"name", j.algorithm}, {"loss", name_of(j.objective.loss)},
             {"advantage", name_of(j.advantage.estimator)}, {"aggregation", name_of(j.objective.aggregation)},

@@ -15,6 +15,7 @@
 #include "interlace/rl/report.h"
 #include "interlace/rl/run_layout.h"
 #include "interlace/rl/run_summary.h"
+#include "interlace/rl/sft_warmup.h"
 #include "interlace/rl/supervisor.h"
 #include "interlace/transport/curve.h"
 
@@ -36,26 +37,15 @@ absl::StatusOr<std::string> prepare_model(const JobSpec& spec, const LocalRunOpt
     }
   }
   if (!spec.sft) return model;
-  const std::string sft_dir = run_path(run_dir, "sft-model");
-  if (fs::exists(fs::path(sft_dir) / "config.json")) return sft_dir;
-  const std::string demos = run_path(run_dir, "sft-demos.jsonl");
-  if (!o.quiet)
-    std::fprintf(stderr, "run: SFT warm-up on %lld %s demonstrations, %lld steps\n",
-                 static_cast<long long>(spec.sft_demos), spec.env.c_str(), static_cast<long long>(spec.sft_steps));
-  if (run_process({o.interlace, "env", "demo", "--env", spec.env, "--n", std::to_string(spec.sft_demos), "--seed",
-                   std::to_string(spec.seed + 1000003), "--model", model, "--out", demos},
-                  o.interrupted) != 0)
-    return absl::InternalError("SFT warm-up: writing demonstrations failed (see above)");
-  std::vector<std::string> sft = {o.interlace, "train", "sft", "--model", model, "--data", demos, "--out", sft_dir,
-                                  "--steps", std::to_string(spec.sft_steps), "--batch-size",
-                                  std::to_string(spec.sft_batch_size), "--lr", absl::StrCat(spec.sft_lr),
-                                  "--warmup-steps", std::to_string(spec.sft_warmup_steps), "--schedule", "cosine",
-                                  "--seed", std::to_string(spec.seed)};
-  if (o.quiet) sft.push_back("--quiet");
-  if (const int rc = run_process(sft, o.interrupted); rc != 0)
-    return rc == 130 ? absl::CancelledError("interrupted during the SFT warm-up")
-                     : absl::InternalError("SFT warm-up failed (see above)");
-  return sft_dir;
+  return run_sft_warmup(spec, {.interlace = o.interlace, .quiet = o.quiet, .interrupted = o.interrupted}, model, run_dir);
+}
+
+// A checked warm-up's checks (sft-checks.jsonl) and the steps it took.
+void add_warmup_checks(nlohmann::json& summary, const std::string& run_dir) {
+  const auto checks = read_jsonl(run_path(run_dir, "sft-checks.jsonl"));
+  if (checks.empty()) return;
+  summary["sft_checks"] = checks;
+  summary["sft_steps_taken"] = checks.back().value("step", 0);
 }
 
 // Starts the learner and the workers and keeps them alive until the learner
@@ -116,6 +106,7 @@ absl::StatusOr<LocalRunResult> run_local_job(const LocalRunOptions& o) {
     figures.total_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     LocalRunResult result;
     result.summary = run_summary(spec, figures);
+    add_warmup_checks(result.summary, run_dir);
     result.summary["warmup_only"] = true;
     result.summary["start_model"] = initial_dir;
     (void)core::write_file(run_path(run_dir, "warmup-summary.json"), result.summary.dump(2) + "\n");
@@ -146,6 +137,7 @@ absl::StatusOr<LocalRunResult> run_local_job(const LocalRunOptions& o) {
   figures.run_dir = run_dir;
   figures.total_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   result.summary = run_summary(spec, figures);
+  add_warmup_checks(result.summary, run_dir);
   (void)core::write_file(run_path(run_dir, "summary.json"), result.summary.dump(2) + "\n");
   (void)core::write_file(run_path(run_dir, "report.html"),
                          render_report(absl::StrCat("Interlace run: ", spec.name), result.summary, figures.metrics_rows));

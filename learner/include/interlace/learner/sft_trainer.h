@@ -26,6 +26,11 @@ struct SftOptions {
   int64_t batch_size = 0;        // 0: the whole file each step
   uint64_t seed = 0;             // of the batch order
   int64_t checkpoint_every = 0;  // 0: none (the final model is always written)
+  // Stop after this step (0: `steps`); the learning-rate schedule still spans
+  // `steps`, and with checkpoint_every a checkpoint is written here, so a
+  // --resume carries on as if it had never stopped. `interlace run` trains
+  // its warm-up in such pieces and checks the model between them.
+  int64_t stop_at = 0;
 };
 
 struct SftStarted {

@@ -37,6 +37,14 @@ struct JobSpec {
   // The held-out greedy reward the warmed-up model should reach for the RL
   // part to work from (0: not checked); below it the run says so plainly.
   double sft_expect_greedy_reward = 0;
+  // Checked warm-up (0: off): every check_every steps the model plays
+  // eval_prompts validation tasks greedily (training-distribution tasks with
+  // a seed of their own, not the held-out ones), and the warm-up stops once it
+  // solves expect_greedy_reward of them; `steps` is then the most it may take
+  // (the cosine schedule spans it). Copying is learnt in a sharp transition
+  // whose step is a draw: this gives a late draw the steps it needs and an
+  // early one no more than it needs (issue 17).
+  int64_t sft_check_every = 0;
   // algorithm
   std::string algorithm = "grpo";  // grpo | cispo | gspo | ppo
   learner::ObjectiveConfig objective;
