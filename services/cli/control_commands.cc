@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "cli_util.h"
 #include "commands.h"
 #include "interlace/control/controller.h"
@@ -105,12 +106,27 @@ std::string age(int64_t since_ms) {
 }
 
 void print_jobs(const json& jobs) {
-  std::printf("%-12s %-24s %-8s %-10s %-16s %s\n", "ID", "NAME", "KIND", "STATE", "OWNER", "AGE");
-  for (const json& j : jobs)
-    std::printf("%-12s %-24s %-8s %-10s %-16s %s\n", j["id"].get<std::string>().c_str(),
+  std::printf("%-12s %-24s %-8s %-10s %-6s %-7s %-16s %s\n", "ID", "NAME", "KIND", "STATE", "STEP", "REWARD", "OWNER", "AGE");
+  for (const json& j : jobs) {
+    const int64_t step = j.value("step", int64_t{0});
+    const json reward = j.value("reward", json(nullptr));
+    std::printf("%-12s %-24s %-8s %-10s %-6s %-7s %-16s %s\n", j["id"].get<std::string>().c_str(),
                 j["name"].get<std::string>().substr(0, 24).c_str(), j["kind"].get<std::string>().c_str(),
-                j["state"].get<std::string>().c_str(), j["owner"].get<std::string>().empty() ? "-" : j["owner"].get<std::string>().c_str(),
+                j["state"].get<std::string>().c_str(), step > 0 ? std::to_string(step).c_str() : "-",
+                reward.is_number() ? absl::StrFormat("%.3f", reward.get<double>()).c_str() : "-",
+                j["owner"].get<std::string>().empty() ? "-" : j["owner"].get<std::string>().c_str(),
                 age(j["created_ms"].get<int64_t>()).c_str());
+  }
+}
+
+void print_workers(const json& workers) {
+  std::printf("%-24s %-8s %-16s %-8s %-6s %-12s %s\n", "NAME", "KIND", "HOST", "PID", "STATE", "JOB", "UP");
+  for (const json& w : workers)
+    std::printf("%-24s %-8s %-16s %-8lld %-6s %-12s %s\n", w["name"].get<std::string>().substr(0, 24).c_str(),
+                w["kind"].get<std::string>().c_str(), w["host"].get<std::string>().substr(0, 16).c_str(),
+                static_cast<long long>(w["pid"].get<int64_t>()), w["state"].get<std::string>().c_str(),
+                w["job"].get<std::string>().empty() ? "-" : w["job"].get<std::string>().c_str(),
+                age(w["started_ms"].get<int64_t>()).c_str());
 }
 
 bool final_state(const std::string& s) { return s == "succeeded" || s == "failed" || s == "cancelled"; }
@@ -403,6 +419,22 @@ void add_control_commands(CLI::App& app, Action& action) {
       };
     });
   }
+
+  auto wl = std::make_shared<ClientArgs>();
+  CLI::App* workers = app.add_subcommand(
+      "workers", "List the job runners whose heartbeat is live (a killed one drops out within 10 s)");
+  add_client_options(workers, *wl);
+  workers->callback([wl, &action] {
+    action = [wl] {
+      auto r = call(*wl, "GET", "/v1/workers");
+      if (!r.ok()) return fail(r.status());
+      if (wl->output == "json")
+        std::printf("%s\n", (*r)["workers"].dump(2).c_str());
+      else
+        print_workers((*r)["workers"]);
+      return 0;
+    };
+  });
 
   auto res = std::make_shared<ResultsArgs>();
   CLI::App* results_cmd = app.add_subcommand(

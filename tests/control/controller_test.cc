@@ -312,6 +312,17 @@ TEST(Controller, AJobSubmittedToTheLocalStackRunsAndACancelledOneStops) {
     if (st.code == 0 && json::parse(st.out, nullptr, false).value("state", "") == "running") break;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
+  // The runner's heartbeat says it is busy with it (within a beat of the claim).
+  bool busy = false;
+  for (int i = 0; i < 50 && !busy; ++i) {
+    const CliRun w = cli("workers -o json", env);
+    const json list = json::parse(w.out, nullptr, false);
+    busy = w.code == 0 && list.is_array() && list.size() == 1 && list[0]["name"] == "runner-0@local" &&
+           list[0]["state"] == "busy" && list[0]["job"] == "job-4";
+    if (!busy) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(busy) << cli("workers -o json", env).out;
+  EXPECT_NE(cli("workers", env).out.find("runner-0@local"), std::string::npos);
   ASSERT_EQ(cli("cancel job-4", env).code, 0);
   const auto cancelled_at = std::chrono::steady_clock::now();
   bool stopped = false;

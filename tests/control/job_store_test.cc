@@ -8,9 +8,11 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <set>
 #include <thread>
 
+#include "interlace/control/worker_registry.h"
 #include "support/redis_server.h"
 
 namespace interlace::control {
@@ -214,6 +216,57 @@ TEST(RedisClient, NoServerIsAClearErrorAndAddressesAreChecked) {
   EXPECT_FALSE(parse_redis_address("localhost").ok());
   EXPECT_FALSE(parse_redis_address("h:99999").ok());
   EXPECT_FALSE(parse_redis_address("h:12x").ok());
+}
+
+// A running job's progress is reported by its owner only, and read back;
+// finishing it records the results file.
+TEST(JobStore, ProgressComesFromTheOwnerAndResultsWithTheEnd) {
+  test::RedisServer server;
+  auto redis = client(server);
+  JobStore store(*redis, "t");
+  auto id = store.submit(train("p"));
+  ASSERT_TRUE(id.ok());
+  EXPECT_TRUE(absl::IsFailedPrecondition(store.set_progress(*id, "a", 1, 0.5))) << "queued: nobody's progress";
+  ASSERT_EQ(claim_id(store, JobKind::kTrain, "a"), *id);
+  EXPECT_TRUE(absl::IsFailedPrecondition(store.set_progress(*id, "b", 3, 0.5))) << "b does not hold it";
+  ASSERT_TRUE(store.set_progress(*id, "a", 7, 0.625).ok());
+  auto job = store.get(*id);
+  ASSERT_TRUE(job.ok());
+  EXPECT_EQ(job->step, 7);
+  EXPECT_DOUBLE_EQ(job->reward, 0.625);
+  EXPECT_TRUE(std::isnan(JobRecord{}.reward)) << "no reward before any report";
+  auto done = store.transition(*id, JobState::kSucceeded, "", "a", "/jobs/" + *id + "/final-model.tar");
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(done->results, "/jobs/" + *id + "/final-model.tar");
+  EXPECT_TRUE(absl::IsFailedPrecondition(store.set_progress(*id, "a", 8, 0.7))) << "finished: no more progress";
+}
+
+// Runners heartbeat into the registry; an entry not renewed lapses by
+// itself (a kill -9 needs no cleanup), and leave() removes one at once.
+TEST(WorkerRegistry, EntriesLiveWhileRenewedAndLapseWithoutIt) {
+  test::RedisServer server;
+  auto redis = client(server);
+  WorkerRegistry registry(*redis, "t");
+  ASSERT_TRUE(registry.heartbeat({.name = "r1", .host = "h", .pid = 11, .state = "busy", .job = "job-3"}, 60000).ok());
+  ASSERT_TRUE(registry.heartbeat({.name = "r2", .host = "h", .pid = 12}, 300).ok());
+  auto both = registry.list();
+  ASSERT_TRUE(both.ok());
+  ASSERT_EQ(both->size(), 2u);
+  EXPECT_EQ((*both)[0].name, "r1");
+  EXPECT_EQ((*both)[0].job, "job-3");
+  EXPECT_EQ((*both)[0].state, "busy");
+  EXPECT_EQ((*both)[1].pid, 12);
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  auto one = registry.list();
+  ASSERT_TRUE(one.ok());
+  ASSERT_EQ(one->size(), 1u) << "r2's entry outlived its TTL";
+  EXPECT_EQ((*one)[0].name, "r1");
+  auto members = redis->command({"SMEMBERS", "t:workers"});
+  ASSERT_TRUE(members.ok());
+  EXPECT_EQ(members->elements.size(), 1u) << "a lapsed name stays in the set";
+  ASSERT_TRUE(registry.leave("r1").ok());
+  EXPECT_TRUE(registry.list()->empty());
+  EXPECT_FALSE(registry.heartbeat({.name = ""}, 1000).ok());
 }
 
 }  // namespace

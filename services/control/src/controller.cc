@@ -2,6 +2,7 @@
 
 #include <httplib.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -9,6 +10,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "interlace/control/worker_registry.h"
 #include "interlace/rl/job_spec.h"
 #include "interlace/rl/rollout_job_spec.h"
 #include "spdlog/spdlog.h"
@@ -128,7 +130,9 @@ json job_json(const JobRecord& job) {
           {"started_ms", job.started_ms},
           {"finished_ms", job.finished_ms},
           {"updated_ms", job.updated_ms},
-          {"has_results", !job.results.empty()}};
+          {"has_results", !job.results.empty()},
+          {"step", job.step},
+          {"reward", std::isfinite(job.reward) ? json(job.reward) : json(nullptr)}};
 }
 
 struct Controller::Impl {
@@ -223,6 +227,17 @@ struct Controller::Impl {
         spdlog::info("controller: job {} cancelled", job->id);
         reply(res, 200, job_json(*job));
       });
+    });
+    server.Get("/v1/workers", [this](const httplib::Request&, httplib::Response& res) {
+      auto lease = pool.take();
+      if (!lease.ok()) return error(res, 503, std::string(lease.status().message()));
+      auto workers = WorkerRegistry(*lease->client, options.prefix).list();
+      if (!workers.ok()) return error(res, http_status(workers.status()), std::string(workers.status().message()));
+      json out = json::array();
+      for (const WorkerEntry& w : *workers)
+        out.push_back({{"name", w.name}, {"kind", w.kind}, {"host", w.host}, {"pid", w.pid}, {"state", w.state},
+                       {"job", w.job}, {"started_ms", w.started_ms}, {"seen_ms", w.seen_ms}});
+      reply(res, 200, {{"workers", out}});
     });
     // The results file, streamed: it may be far larger than a reply body.
     server.Get(R"(/v1/jobs/([A-Za-z0-9_.-]{1,64})/results)", [this](const httplib::Request& req, httplib::Response& res) {

@@ -1,14 +1,20 @@
 #include "interlace/control/job_runner.h"
 
+#include <unistd.h>
+
 #include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "interlace/control/job_store.h"
+#include "interlace/control/worker_registry.h"
 #include "interlace/rl/local_run.h"
 #include "interlace/rl/rollout_job_spec.h"
 #include "interlace/rl/supervisor.h"
@@ -95,6 +101,22 @@ Outcome run_rollout(JobStore& store, const JobRecord& job, const JobRunnerOption
   return {.results = out.string(), .summary = trajectories_summary(out)};
 }
 
+// A train job's latest RL step and its mean reward, from the learner's
+// metrics.jsonl (one line per step), into the job's record.
+void report_progress(JobStore& store, const JobRecord& job, const std::string& owner, const fs::path& metrics,
+                     int64_t& reported_step) {
+  std::ifstream in(metrics);
+  std::string line, last;
+  while (std::getline(in, line))
+    if (!line.empty()) last = line;
+  if (last.empty()) return;
+  const auto j = nlohmann::json::parse(last, nullptr, false);
+  if (!j.is_object() || !j.contains("step") || !j["step"].is_number_integer()) return;
+  const double reward = j.contains("reward") && j["reward"].is_number() ? j["reward"].get<double>() : NAN;
+  const int64_t step = j["step"].get<int64_t>();
+  if (step != reported_step && store.set_progress(job.id, owner, step, reward).ok()) reported_step = step;
+}
+
 // Runs one claimed job to its end; false when the runner was told to stop
 // (the job stays running under this runner's name, to be resumed).
 bool run_one(JobStore& store, const JobRecord& job, const JobRunnerOptions& o) {
@@ -107,6 +129,7 @@ bool run_one(JobStore& store, const JobRecord& job, const JobRunnerOptions& o) {
                                                           home.string()));
   spdlog::info("runner {}: {} {} job {} ({})", o.name, resume ? "resuming" : "starting", job_kind_name(job.kind), job.id, job.name);
   bool cancelled = false, stopped = false;
+  int64_t reported_step = 0;
   auto last_check = Clock::now();
   auto interrupted = [&] {
     if (o.stop && o.stop()) return stopped = true;
@@ -114,6 +137,7 @@ bool run_one(JobStore& store, const JobRecord& job, const JobRunnerOptions& o) {
     last_check = Clock::now();
     auto now = store.get(job.id);
     cancelled = now.ok() && now->state == JobState::kCancelled;
+    if (!cancelled && job.kind == JobKind::kTrain) report_progress(store, job, o.name, home / "run" / "metrics.jsonl", reported_step);
     return cancelled;
   };
   const Outcome outcome = job.kind == JobKind::kTrain ? run_train(o, home, resume, interrupted)
@@ -143,6 +167,70 @@ bool run_one(JobStore& store, const JobRecord& job, const JobRunnerOptions& o) {
   return true;
 }
 
+// Keeps this runner's entry in the worker registry alive, on a connection of
+// its own (a RedisClient serves one thread), until destroyed; then removes it.
+class Heartbeat {
+ public:
+  Heartbeat(const JobRunnerOptions& o) : o_(o), thread_([this] { loop(); }) {}
+  ~Heartbeat() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      done_ = true;
+    }
+    wake_.notify_all();
+    thread_.join();
+  }
+  void set_job(const std::string& job) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      job_ = job;
+    }
+    wake_.notify_all();  // say so now, not at the next beat
+  }
+
+ private:
+  void loop() {
+    RedisOptions ro;
+    ro.reconnect_for = std::chrono::milliseconds(2000);  // a missed beat is fine; the next one retries
+    std::unique_ptr<RedisClient> redis;
+    WorkerEntry e{.name = o_.name, .host = host_name(), .pid = ::getpid(), .started_ms = now_ms()};
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!done_) {
+      e.job = job_;
+      e.state = job_.empty() ? "idle" : "busy";
+      e.seen_ms = now_ms();
+      lock.unlock();
+      if (!redis) {
+        auto r = RedisClient::connect(o_.redis, ro);
+        if (r.ok()) redis = std::move(*r);
+      }
+      if (redis) {
+        if (absl::Status s = WorkerRegistry(*redis, o_.prefix).heartbeat(e, kTtlMs); !s.ok())
+          spdlog::warn("runner {}: heartbeat: {}", o_.name, std::string(s.message()));
+      }
+      lock.lock();
+      wake_.wait_for(lock, std::chrono::milliseconds(kEveryMs), [&] { return done_ || e.job != job_; });
+    }
+    lock.unlock();
+    if (redis) (void)WorkerRegistry(*redis, o_.prefix).leave(o_.name);
+  }
+  static std::string host_name() {
+    char host[256] = {};
+    ::gethostname(host, sizeof host - 1);
+    return host;
+  }
+  static int64_t now_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  }
+  static constexpr int64_t kEveryMs = 2000, kTtlMs = 10000;  // five missed beats: gone
+  const JobRunnerOptions& o_;
+  std::mutex mu_;
+  std::condition_variable wake_;
+  bool done_ = false;
+  std::string job_;
+  std::thread thread_;
+};
+
 }  // namespace
 
 int run_jobs(const JobRunnerOptions& o) {
@@ -154,12 +242,19 @@ int run_jobs(const JobRunnerOptions& o) {
     return 1;
   }
   JobStore store(**redis, o.prefix);
+  Heartbeat heartbeat(o);
+  auto run = [&](const JobRecord& job) {
+    heartbeat.set_job(job.id);
+    const bool went_on = run_one(store, job, o);
+    heartbeat.set_job("");
+    return went_on;
+  };
   // First what this runner held when it stopped or died.
   auto jobs = store.list(10000);
   if (jobs.ok())
     for (const JobRecord& j : *jobs)
       if (j.state == JobState::kRunning && j.owner == o.name)
-        if (!run_one(store, j, o)) return 0;
+        if (!run(j)) return 0;
   spdlog::info("runner {}: waiting for train and rollout jobs (Redis {})", o.name, o.redis.to_string());
   while (!(o.stop && o.stop())) {
     // Train jobs first: they are the long ones a user waits on.
@@ -168,7 +263,7 @@ int run_jobs(const JobRunnerOptions& o) {
     if (!job.ok()) {
       spdlog::warn("runner {}: {}", o.name, std::string(job.status().message()));
     } else if (job->has_value()) {
-      if (!run_one(store, **job, o)) return 0;
+      if (!run(**job)) return 0;
       continue;
     }
     std::this_thread::sleep_for(std::chrono::duration<double>(o.poll_seconds));

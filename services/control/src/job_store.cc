@@ -1,6 +1,8 @@
 #include "interlace/control/job_store.h"
 
 #include <charconv>
+#include <cmath>
+#include <cstdlib>
 
 #include "absl/strings/str_cat.h"
 
@@ -95,6 +97,20 @@ return id
   return s;
 }
 
+// ARGV: prefix id owner step reward. Only the job's owner, while it runs.
+const std::string& progress_script() {
+  static const std::string s = with_prelude(R"(
+local prefix, id, owner, step, reward = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local key = prefix .. ':job:' .. id
+if redis.call('HGET', key, 'state') ~= 'running' or redis.call('HGET', key, 'owner') ~= owner then
+  return redis.error_reply('STATE job ' .. id .. ' is not running under ' .. owner)
+end
+redis.call('HSET', key, 'step', step, 'reward', reward, 'updated_ms', now_ms())
+return id
+)");
+  return s;
+}
+
 absl::Status script_error(const absl::Status& s) {
   const std::string m(s.message());
   if (const size_t at = m.find("NOTFOUND "); at != std::string::npos) return absl::NotFoundError(m.substr(at + 9));
@@ -120,6 +136,8 @@ absl::StatusOr<JobRecord> to_record(const RedisReply& hash, const std::string& i
     else if (k == "owner") r.owner = v;
     else if (k == "reason") r.reason = v;
     else if (k == "results") r.results = v;
+    else if (k == "step") r.step = to_int(v);
+    else if (k == "reward") r.reward = v.empty() ? NAN : std::strtod(v.c_str(), nullptr);
     else if (k == "created_ms") r.created_ms = to_int(v);
     else if (k == "started_ms") r.started_ms = to_int(v);
     else if (k == "finished_ms") r.finished_ms = to_int(v);
@@ -199,6 +217,12 @@ absl::StatusOr<JobRecord> JobStore::transition(const std::string& id, JobState t
   auto r = redis_.eval(transition_script(), {}, {prefix_, id, job_state_name(to), reason, owner, results});
   if (!r.ok()) return script_error(r.status());
   return get(id);
+}
+
+absl::Status JobStore::set_progress(const std::string& id, const std::string& owner, int64_t step, double reward) {
+  auto r = redis_.eval(progress_script(), {},
+                       {prefix_, id, owner, std::to_string(step), std::isfinite(reward) ? absl::StrCat(reward) : ""});
+  return r.ok() ? absl::OkStatus() : script_error(r.status());
 }
 
 absl::StatusOr<JobRecord> JobStore::get(const std::string& id) {

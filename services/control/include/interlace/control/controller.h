@@ -12,6 +12,8 @@
 //   GET  /v1/jobs/ID                 job
 //   POST /v1/jobs/ID/cancel          job (409 if it has ended)
 //   GET  /v1/jobs/ID/events?after=E&count=N   {"events": [{"id", "type", "message"}...]}
+//   GET  /v1/workers                 {"workers": [{"name", "kind", "host", "pid", "state", "job",
+//                                     "started_ms", "seen_ms"}...]}: the runners whose heartbeat is live
 //   GET  /v1/jobs/ID/results         the results file (rollout: trajectories JSONL;
 //                                    train: the final model as a tar); 404 until there are any
 //

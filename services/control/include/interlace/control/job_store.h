@@ -9,6 +9,7 @@
 //   PREFIX:job:ID             hash: id kind name spec state owner reason
 //                             created_ms started_ms finished_ms updated_ms
 //                             results (a finished job's results file)
+//                             step reward (a running job's progress)
 //   PREFIX:jobs               sorted set of every job id, by number
 //   PREFIX:queue:KIND         list: queued ids in submission order (FIFO)
 //   PREFIX:events:ID          stream of the job's events, capped
@@ -19,6 +20,7 @@
 // server (or a primary with replicas), not on Redis Cluster.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -43,6 +45,10 @@ struct JobRecord {
   // A succeeded job's results: a file on the runners' disk (a rollout job's
   // trajectories, a train job's final model as a tar), "" if none.
   std::string results;
+  // A running train job's progress, as its runner last reported it: the RL
+  // step and that step's mean reward (NaN: none yet).
+  int64_t step = 0;
+  double reward = NAN;
   JobKind kind = JobKind::kTrain;
   JobState state = JobState::kQueued;
   int64_t created_ms = 0, started_ms = 0, finished_ms = 0, updated_ms = 0;  // 0: not yet
@@ -82,6 +88,9 @@ class JobStore {
   // NotFound for an unknown id. `results` is recorded with the new state.
   absl::StatusOr<JobRecord> transition(const std::string& id, JobState to, const std::string& reason,
                                        const std::string& owner = "", const std::string& results = "");
+  // The owner's report of a running job's progress (FailedPrecondition when
+  // the job is not running under `owner`).
+  absl::Status set_progress(const std::string& id, const std::string& owner, int64_t step, double reward);
   absl::StatusOr<JobRecord> get(const std::string& id);
   // Newest first, at most `limit`.
   absl::StatusOr<std::vector<JobRecord>> list(int64_t limit = 100);
