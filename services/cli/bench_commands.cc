@@ -119,6 +119,21 @@ void add_bench_service_commands(CLI::App& bench, std::shared_ptr<Common> common,
     common->command_line = absl::StrCat(command_line_of(*ws), " -o ", common->output);
     action = [common, w] { return run(bench::run_bench_weight_sync(*common, *w)); };
   });
+  auto ctl = std::make_shared<bench::ControlBenchArgs>();
+  ctl->interlace = self_exe();
+  CLI::App* cb = bench.add_subcommand(
+      "control", "The control plane as processes (redis-server, controller, runner): API latency under\n"
+                 "concurrent clients, and submit to first trajectory with a runner free");
+  add_output(cb, *common);
+  cb->add_option("--clients", ctl->clients, "concurrent HTTP clients")->capture_default_str()->check(CLI::Range(1, 1000));
+  cb->add_option("--requests", ctl->requests, "jobs each client submits, reads and cancels")->capture_default_str()
+      ->check(CLI::Range(1, 100000));
+  cb->add_option("--reps", ctl->reps, "rollout jobs timed to their first trajectory")->capture_default_str()
+      ->check(CLI::Range(1, 100));
+  cb->callback([&action, common, ctl, cb] {
+    common->command_line = absl::StrCat(command_line_of(*cb), " -o ", common->output);
+    action = [common, ctl] { return run(bench::run_bench_control(*common, *ctl)); };
+  });
   auto as = std::make_shared<bench::AsyncArgs>();
   as->interlace = self_exe();
   CLI::App* ay = bench.add_subcommand("async", "The same RL job synchronous and asynchronous: end-to-end throughput");

@@ -1,6 +1,7 @@
 #include "interlace/control/controller.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <cmath>
 #include <filesystem>
@@ -135,12 +136,16 @@ json job_json(const JobRecord& job) {
           {"reward", std::isfinite(job.reward) ? json(job.reward) : json(nullptr)}};
 }
 
+constexpr size_t kHttpThreads = 128;
+constexpr int kListenBacklog = 1024;
+
 struct Controller::Impl {
   ControllerOptions options;
   RedisPool pool;
   httplib::Server server;
   std::thread thread;
   int port = 0;
+  int listen_fd = -1;
 
   // A request waits at most a few seconds for a Redis that went away (then
   // 503): a client retries, and /readyz tells Kubernetes meanwhile.
@@ -161,6 +166,19 @@ struct Controller::Impl {
   }
 
   void routes() {
+    // A kept-alive connection holds one of these threads while its client is
+    // idle: with cpp-httplib's default (the core count, at least 8) a burst of
+    // 20 clients waited a second for a free one (bench control's p99).
+    server.new_task_queue = [] { return new httplib::ThreadPool(kHttpThreads); };
+    server.set_keep_alive_timeout(2);
+    // Debian's cpp-httplib (0.11) listens with a backlog of 5: a burst of new
+    // connections overflowed it and each dropped SYN cost its client a 1 s
+    // retransmit. The listening socket is seen here, before bind, and given a
+    // real backlog after (listen() again on Linux only changes the backlog).
+    server.set_socket_options([this](int fd) {
+      httplib::default_socket_options(fd);
+      listen_fd = fd;
+    });
     server.set_payload_max_length(kMaxSpecBytes + (64 << 10));
     server.set_read_timeout(10);
     server.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
@@ -303,6 +321,7 @@ absl::StatusOr<std::unique_ptr<Controller>> Controller::start(const ControllerOp
                                                  " (in use? pass another with --listen HOST:PORT)"));
     impl->port = options.port;
   }
+  if (impl->listen_fd >= 0) ::listen(impl->listen_fd, kListenBacklog);
   Impl* raw = impl.get();
   impl->thread = std::thread([raw] { raw->server.listen_after_bind(); });
   return std::unique_ptr<Controller>(new Controller(std::move(impl)));

@@ -86,4 +86,14 @@ struct AsyncArgs {
 };
 absl::Status run_bench_async(const Common& c, const AsyncArgs& a);
 
+// The control plane (redis-server, a controller, a runner, as processes):
+// submit/status/cancel latency under concurrent clients, and submit to the
+// first trajectory of a rollout job with a runner free.
+struct ControlBenchArgs {
+  std::string interlace;  // the interlace executable (controller and runner)
+  int64_t clients = 100, requests = 10;  // concurrent clients, jobs each
+  int reps = 3;                          // rollout jobs timed to their first trajectory
+};
+absl::Status run_bench_control(const Common& c, const ControlBenchArgs& a);
+
 }  // namespace interlace::bench
