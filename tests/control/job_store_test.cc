@@ -269,5 +269,33 @@ TEST(WorkerRegistry, EntriesLiveWhileRenewedAndLapseWithoutIt) {
   EXPECT_FALSE(registry.heartbeat({.name = ""}, 1000).ok());
 }
 
+// A running job whose owner's registry entry lapsed goes back to the front
+// of its queue (once); one whose owner still heartbeats stays where it is.
+TEST(JobStore, JobsOfRunnersThatStoppedHeartbeatingAreQueuedAgain) {
+  test::RedisServer server;
+  auto redis = client(server);
+  JobStore store(*redis, "t");
+  WorkerRegistry registry(*redis, "t");
+  const std::string a = *store.submit(train("a")), b = *store.submit(train("b")), c = *store.submit(train("c"));
+  ASSERT_EQ(claim_id(store, JobKind::kTrain, "dead"), a);
+  ASSERT_EQ(claim_id(store, JobKind::kTrain, "alive"), b);
+  ASSERT_TRUE(registry.heartbeat({.name = "alive"}, 60000).ok());
+  auto requeued = store.requeue_orphans();
+  ASSERT_TRUE(requeued.ok()) << requeued.status();
+  EXPECT_EQ(*requeued, std::vector<std::string>{a});
+  EXPECT_TRUE(store.requeue_orphans()->empty()) << "requeued twice";
+  EXPECT_EQ(store.get(a)->state, JobState::kQueued);
+  EXPECT_EQ(store.get(a)->owner, "");
+  EXPECT_EQ(store.get(b)->state, JobState::kRunning);
+  EXPECT_EQ(*store.queue(JobKind::kTrain), (std::vector<std::string>{a, c})) << "it goes before jobs never started";
+  auto events = store.events(a);
+  ASSERT_TRUE(events.ok());
+  EXPECT_EQ(events->back().message, "queued again: its runner dead stopped heartbeating");
+  // The dead runner, back, cannot finish what it lost; the new owner can.
+  EXPECT_TRUE(absl::IsFailedPrecondition(store.transition(a, JobState::kSucceeded, "", "dead").status()));
+  ASSERT_EQ(claim_id(store, JobKind::kTrain, "other"), a);
+  EXPECT_TRUE(store.transition(a, JobState::kSucceeded, "", "other").ok());
+}
+
 }  // namespace
 }  // namespace interlace::control

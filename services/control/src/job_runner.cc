@@ -128,7 +128,7 @@ bool run_one(JobStore& store, const JobRecord& job, const JobRunnerOptions& o) {
   (void)store.append_event(job.id, "runner", absl::StrCat(resume ? "resuming" : "starting", " on ", o.name, " in ",
                                                           home.string()));
   spdlog::info("runner {}: {} {} job {} ({})", o.name, resume ? "resuming" : "starting", job_kind_name(job.kind), job.id, job.name);
-  bool cancelled = false, stopped = false;
+  bool cancelled = false, stopped = false, lost = false;
   int64_t reported_step = 0;
   auto last_check = Clock::now();
   auto interrupted = [&] {
@@ -137,14 +137,23 @@ bool run_one(JobStore& store, const JobRecord& job, const JobRunnerOptions& o) {
     last_check = Clock::now();
     auto now = store.get(job.id);
     cancelled = now.ok() && now->state == JobState::kCancelled;
-    if (!cancelled && job.kind == JobKind::kTrain) report_progress(store, job, o.name, home / "run" / "metrics.jsonl", reported_step);
-    return cancelled;
+    // Requeued while this runner could not heartbeat (requeue_orphans): the
+    // job is someone else's now; stop without touching its state.
+    lost = now.ok() && !cancelled && (now->state != JobState::kRunning || now->owner != o.name);
+    if (!cancelled && !lost && job.kind == JobKind::kTrain)
+      report_progress(store, job, o.name, home / "run" / "metrics.jsonl", reported_step);
+    return cancelled || lost;
   };
   const Outcome outcome = job.kind == JobKind::kTrain ? run_train(o, home, resume, interrupted)
                                                       : run_rollout(store, job, o, home, interrupted);
   if (stopped) {
     (void)store.append_event(job.id, "runner", absl::StrCat("runner ", o.name, " stopped; the job resumes when it restarts"));
     return false;
+  }
+  if (lost) {
+    (void)store.append_event(job.id, "runner", absl::StrCat("runner ", o.name, " stopped: the job was taken from it (requeued)"));
+    spdlog::warn("runner {}: job {} was requeued while it ran here (missed heartbeats?); stopped", o.name, job.id);
+    return true;
   }
   if (cancelled) {
     (void)store.append_event(job.id, "runner", "stopped: the job was cancelled");
@@ -256,7 +265,15 @@ int run_jobs(const JobRunnerOptions& o) {
       if (j.state == JobState::kRunning && j.owner == o.name)
         if (!run(j)) return 0;
   spdlog::info("runner {}: waiting for train and rollout jobs (Redis {})", o.name, o.redis.to_string());
+  auto last_orphan_check = Clock::time_point();
   while (!(o.stop && o.stop())) {
+    // Jobs of runners that stopped heartbeating go back to the queue (any
+    // idle runner does this; the script makes it happen once per job).
+    if (Clock::now() - last_orphan_check > std::chrono::seconds(5)) {
+      last_orphan_check = Clock::now();
+      if (auto requeued = store.requeue_orphans(); requeued.ok())
+        for (const std::string& id : *requeued) spdlog::warn("runner {}: job {} lost its runner; queued again", o.name, id);
+    }
     // Train jobs first: they are the long ones a user waits on.
     auto job = store.claim(JobKind::kTrain, o.name);
     if (job.ok() && !job->has_value()) job = store.claim(JobKind::kRollout, o.name);

@@ -62,6 +62,7 @@ while true do
   if redis.call('HGET', key, 'state') == 'queued' then
     local now = now_ms()
     redis.call('HSET', key, 'state', 'running', 'owner', owner, 'started_ms', now, 'updated_ms', now)
+    redis.call('SADD', prefix .. ':running', id)
     event(prefix, id, 'state', 'running (' .. owner .. ')')
     return id
   end
@@ -86,6 +87,7 @@ if owner ~= '' and redis.call('HGET', key, 'owner') ~= owner then
   return redis.error_reply('STATE job ' .. id .. ' is not held by ' .. owner)
 end
 if state == 'queued' then redis.call('LREM', prefix .. ':queue:' .. redis.call('HGET', key, 'kind'), 0, id) end
+redis.call('SREM', prefix .. ':running', id)
 local now = now_ms()
 redis.call('HSET', key, 'state', to, 'reason', reason, 'finished_ms', now, 'updated_ms', now)
 if results ~= '' then redis.call('HSET', key, 'results', results) end
@@ -107,6 +109,24 @@ if redis.call('HGET', key, 'state') ~= 'running' or redis.call('HGET', key, 'own
 end
 redis.call('HSET', key, 'step', step, 'reward', reward, 'updated_ms', now_ms())
 return id
+)");
+  return s;
+}
+
+// ARGV: prefix id owner. Back to the front of its queue, if it still runs
+// under `owner` and owner's registry entry (worker_registry.h) has lapsed.
+const std::string& requeue_script() {
+  static const std::string s = with_prelude(R"(
+local prefix, id, owner = ARGV[1], ARGV[2], ARGV[3]
+local key = prefix .. ':job:' .. id
+if redis.call('HGET', key, 'state') ~= 'running' or redis.call('HGET', key, 'owner') ~= owner then return 0 end
+if redis.call('EXISTS', prefix .. ':worker:' .. owner) == 1 then return 0 end
+local now = now_ms()
+redis.call('HSET', key, 'state', 'queued', 'owner', '', 'updated_ms', now)
+redis.call('SREM', prefix .. ':running', id)
+redis.call('LPUSH', prefix .. ':queue:' .. redis.call('HGET', key, 'kind'), id)
+event(prefix, id, 'state', 'queued again: its runner ' .. owner .. ' stopped heartbeating')
+return 1
 )");
   return s;
 }
@@ -223,6 +243,24 @@ absl::Status JobStore::set_progress(const std::string& id, const std::string& ow
   auto r = redis_.eval(progress_script(), {},
                        {prefix_, id, owner, std::to_string(step), std::isfinite(reward) ? absl::StrCat(reward) : ""});
   return r.ok() ? absl::OkStatus() : script_error(r.status());
+}
+
+absl::StatusOr<std::vector<std::string>> JobStore::requeue_orphans() {
+  auto ids = redis_.command({"SMEMBERS", key("running")});
+  if (!ids.ok()) return ids.status();
+  std::vector<std::string> requeued;
+  for (const RedisReply& id : ids->elements) {
+    auto job = get(id.str);
+    if (absl::IsNotFound(job.status())) {
+      (void)redis_.command({"SREM", key("running"), id.str});
+      continue;
+    }
+    if (!job.ok()) return job.status();
+    auto r = redis_.eval(requeue_script(), {}, {prefix_, job->id, job->owner});
+    if (!r.ok()) return script_error(r.status());
+    if (r->integer == 1) requeued.push_back(job->id);
+  }
+  return requeued;
 }
 
 absl::StatusOr<JobRecord> JobStore::get(const std::string& id) {

@@ -6,11 +6,14 @@
 // are the final model as a tar), a rollout job as `interlace rollout` (its
 // results are the trajectories). The job's event stream gets its progress
 // and result, and its state becomes succeeded (with the results file) or
-// failed. A job
-// cancelled while it runs is stopped within a poll interval. A restarted
-// runner first resumes the jobs it held (same name) from their checkpoints.
-// Later (issue 18), learners and workers become roles of their own, and
-// workers are assigned to jobs by the controller.
+// failed. A job cancelled while it runs is stopped within a poll interval.
+// Each runner heartbeats into the worker registry; the jobs of a runner whose
+// heartbeat lapsed (killed, its machine gone) are queued again by an idle
+// runner and resumed from their directory by whoever claims them (runners
+// sharing one --dir: a train job resumes from its checkpoint). A restarted
+// runner (same name) first resumes the jobs it still holds. Not yet (issue
+// 18): learners and workers as roles of their own, assigned to jobs by the
+// controller.
 #pragma once
 
 #include <functional>

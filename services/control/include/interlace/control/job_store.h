@@ -12,6 +12,7 @@
 //                             step reward (a running job's progress)
 //   PREFIX:jobs               sorted set of every job id, by number
 //   PREFIX:queue:KIND         list: queued ids in submission order (FIFO)
+//   PREFIX:running            set: ids of running jobs
 //   PREFIX:events:ID          stream of the job's events, capped
 //   PREFIX:submit:REQUEST     a submission's request id -> job id, for a day
 //                             (a client resending after a lost reply gets the
@@ -91,6 +92,11 @@ class JobStore {
   // The owner's report of a running job's progress (FailedPrecondition when
   // the job is not running under `owner`).
   absl::Status set_progress(const std::string& id, const std::string& owner, int64_t step, double reward);
+  // Running jobs whose owner no longer heartbeats (its registry entry,
+  // worker_registry.h, lapsed: a runner killed, its machine gone) go back to
+  // the front of their queue, for any runner to take and resume; returns
+  // their ids. Atomic per job: a runner that beats again in between keeps it.
+  absl::StatusOr<std::vector<std::string>> requeue_orphans();
   absl::StatusOr<JobRecord> get(const std::string& id);
   // Newest first, at most `limit`.
   absl::StatusOr<std::vector<JobRecord>> list(int64_t limit = 100);

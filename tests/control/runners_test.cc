@@ -1,0 +1,185 @@
+// Runners and controllers as separate processes on one real redis-server, the
+// way a deployment runs them: two controllers and two runners, ten jobs
+// submitted at once through both, each runs exactly once; a runner killed
+// with its whole process group (what a container's death is) loses nothing:
+// its job is queued again when its heartbeat lapses and the other runner
+// finishes it.
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <thread>
+
+#include "interlace/control/job_store.h"
+#include "nlohmann/json.hpp"
+#include "support/redis_server.h"
+
+namespace interlace::control {
+namespace {
+
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+constexpr const char* kToken = "runners-test-token";
+
+// A child in a process group of its own (so the group can be killed whole).
+pid_t start(const std::vector<std::string>& args) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::setpgid(0, 0);
+    std::vector<char*> argv;
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  ::setpgid(pid, pid);
+  return pid;
+}
+
+void kill_group(pid_t pid, int sig) {
+  ::kill(-pid, sig);
+  ::waitpid(pid, nullptr, 0);
+}
+
+struct Stack {
+  test::RedisServer redis;
+  test::TempDir dir;
+  std::vector<int> controller_ports;
+  std::vector<pid_t> pids;
+  std::string redis_address() const { return "127.0.0.1:" + std::to_string(redis.port()); }
+
+  void controller() {
+    const int port = test::free_loopback_port();
+    pids.push_back(start({INTERLACE_BIN, "serve", "controller", "--redis", redis_address(), "--listen",
+                          "127.0.0.1:" + std::to_string(port), "--token", kToken}));
+    httplib::Client c("127.0.0.1", port);
+    for (int i = 0; i < 300 && !c.Get("/healthz"); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    controller_ports.push_back(port);
+  }
+  pid_t runner(const std::string& name) {
+    pids.push_back(start({INTERLACE_BIN, "serve", "runner", "--redis", redis_address(), "--dir", dir.path() + "/jobs",
+                          "--name", name, "--poll", "0.2"}));
+    return pids.back();
+  }
+  ~Stack() {
+    for (pid_t p : pids) kill_group(p, SIGKILL);
+  }
+
+  json call(int i, const std::string& method, const std::string& path, const json& body = nullptr) {
+    httplib::Client c("127.0.0.1", controller_ports[i % controller_ports.size()]);
+    c.set_bearer_token_auth(kToken);
+    auto r = method == "POST" ? c.Post(path, body.is_null() ? "" : body.dump(), "application/json") : c.Get(path);
+    return r ? json::parse(r->body, nullptr, false) : json();
+  }
+  std::string model() {
+    const std::string out = dir.path() + "/model";
+    const std::string cmd = std::string(INTERLACE_BIN) + " model init --config " + INTERLACE_SOURCE_DIR +
+                            "/examples/models/tiny-hybrid.json --out " + out + " > /dev/null 2>&1";
+    EXPECT_EQ(std::system(cmd.c_str()), 0);
+    return out;
+  }
+  // Waits until every job has ended; false after `seconds`.
+  bool all_ended(const std::vector<std::string>& ids, double seconds) {
+    const auto t0 = Clock::now();
+    while (std::chrono::duration<double>(Clock::now() - t0).count() < seconds) {
+      bool ended = true;
+      for (const auto& id : ids) {
+        const std::string s = call(0, "GET", "/v1/jobs/" + id).value("state", "");
+        ended = ended && (s == "succeeded" || s == "failed" || s == "cancelled");
+      }
+      if (ended) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    return false;
+  }
+  std::vector<std::string> event_messages(const std::string& id) {
+    std::vector<std::string> out;
+    for (const json& e : call(0, "GET", "/v1/jobs/" + id + "/events").value("events", json::array()))
+      out.push_back(e["type"].get<std::string>() + ": " + e["message"].get<std::string>());
+    return out;
+  }
+};
+
+std::string rollout_spec(const std::string& model, int prompts, int group, int tokens) {
+  return "model: " + model + "\nenv: \"calculator:max_number=5,short_prompt=1\"\nprompts: " + std::to_string(prompts) +
+         "\ngroup_size: " + std::to_string(group) + "\nmax_turns: 1\nmax_new_tokens: " + std::to_string(tokens) + "\n";
+}
+
+int count_prefix(const std::vector<std::string>& lines, const std::string& prefix) {
+  int n = 0;
+  for (const auto& l : lines) n += l.rfind(prefix, 0) == 0;
+  return n;
+}
+
+TEST(Runners, TenJobsThroughTwoControllersAndTwoRunnersEachRunExactlyOnce) {
+  Stack s;
+  s.controller();
+  s.controller();
+  const std::string model = s.model();
+  s.runner("r1");
+  s.runner("r2");
+  std::vector<std::string> ids(10);
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 10; ++i)
+    clients.emplace_back([&, i] {
+      ids[i] = s.call(i, "POST", "/v1/jobs", {{"kind", "rollout"}, {"spec", rollout_spec(model, 2, 2, 8)}}).value("id", "");
+    });
+  for (auto& t : clients) t.join();
+  for (const auto& id : ids) ASSERT_FALSE(id.empty()) << "a submission failed";
+  ASSERT_TRUE(s.all_ended(ids, 120)) << "not every job ended within 120 s";
+  std::set<std::string> owners;
+  for (const auto& id : ids) {
+    const json job = s.call(1, "GET", "/v1/jobs/" + id);
+    EXPECT_EQ(job["state"], "succeeded") << job.dump();
+    owners.insert(job["owner"]);
+    const auto events = s.event_messages(id);
+    EXPECT_EQ(count_prefix(events, "runner: starting on"), 1) << id << " ran other than once";
+    std::ifstream in(s.dir.path() + "/jobs/" + id + "/trajectories.jsonl");
+    int lines = 0;
+    for (std::string l; std::getline(in, l);) ++lines;
+    EXPECT_EQ(lines, 4) << id;
+  }
+  EXPECT_EQ(owners.size(), 2u) << "one runner did all ten";
+  const json workers = s.call(0, "GET", "/v1/workers");
+  EXPECT_EQ(workers["workers"].size(), 2u) << workers.dump();
+}
+
+TEST(Runners, AJobWhoseRunnerIsKilledIsQueuedAgainAndFinishedByAnother) {
+  Stack s;
+  s.controller();
+  const std::string model = s.model();
+  const pid_t first = s.runner("r1");
+  // Long enough to be killed in the middle (hundreds of episodes of 64 tokens).
+  const std::string id =
+      s.call(0, "POST", "/v1/jobs", {{"kind", "rollout"}, {"spec", rollout_spec(model, 64, 8, 64)}}).value("id", "");
+  ASSERT_FALSE(id.empty());
+  bool running = false;
+  for (int i = 0; i < 300 && !running; ++i) {
+    running = s.call(0, "GET", "/v1/jobs/" + id).value("state", "") == "running";
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(running);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  kill_group(first, SIGKILL);  // the runner and its `interlace rollout`, as a container dies
+  s.runner("r2");
+  ASSERT_TRUE(s.all_ended({id}, 180)) << "the job was not finished by the other runner";
+  const json job = s.call(0, "GET", "/v1/jobs/" + id);
+  EXPECT_EQ(job["state"], "succeeded") << job.dump();
+  EXPECT_EQ(job["owner"], "r2");
+  const auto events = s.event_messages(id);
+  std::string all;
+  for (const auto& e : events) all += e + "\n";
+  EXPECT_EQ(count_prefix(events, "state: queued again: its runner r1 stopped heartbeating"), 1) << all;
+  EXPECT_EQ(count_prefix(events, "runner: starting on r2"), 1) << all;
+  std::ifstream in(s.dir.path() + "/jobs/" + id + "/trajectories.jsonl");
+  int lines = 0;
+  for (std::string l; std::getline(in, l);) ++lines;
+  EXPECT_EQ(lines, 512) << "64 tasks x 8 samples, each once";
+}
+
+}  // namespace
+}  // namespace interlace::control
