@@ -271,6 +271,39 @@ int results(const ResultsArgs& a) {
 
 int wait_for(const ClientArgs& client, const std::string& id) { return logs({.client = client, .id = id, .follow = true}); }
 
+struct TopArgs {
+  ClientArgs client;
+  double interval = 2.0;
+  bool once = false;
+};
+
+// Jobs and runners, redrawn in place (ANSI clear) until interrupted.
+int run_top(const TopArgs& a) {
+  for (;;) {
+    auto jobs = call(a.client, "GET", "/v1/jobs?limit=20");
+    if (!jobs.ok()) return fail(jobs.status());
+    auto workers = call(a.client, "GET", "/v1/workers");
+    if (!workers.ok()) return fail(workers.status());
+    if (a.client.output == "json") {
+      std::printf("%s\n", json({{"jobs", (*jobs)["jobs"]}, {"workers", (*workers)["workers"]}}).dump().c_str());
+    } else {
+      if (!a.once) std::printf("\033[H\033[2J");
+      int64_t running = 0, queued = 0, busy = 0;
+      for (const json& j : (*jobs)["jobs"]) running += j["state"] == "running", queued += j["state"] == "queued";
+      for (const json& w : (*workers)["workers"]) busy += w["state"] == "busy";
+      std::printf("interlace top: %lld running, %lld queued (of the newest 20); %zu runners, %lld busy\n\n",
+                  static_cast<long long>(running), static_cast<long long>(queued), (*workers)["workers"].size(),
+                  static_cast<long long>(busy));
+      print_jobs((*jobs)["jobs"]);
+      std::printf("\n");
+      print_workers((*workers)["workers"]);
+    }
+    std::fflush(stdout);
+    if (a.once) return 0;
+    std::this_thread::sleep_for(std::chrono::duration<double>(a.interval));
+  }
+}
+
 struct ServeControllerArgs {
   std::string redis = "127.0.0.1:6379", listen = "127.0.0.1:8470", token, prefix = "interlace";
 };
@@ -435,6 +468,15 @@ void add_control_commands(CLI::App& app, Action& action) {
       return 0;
     };
   });
+
+  auto tp = std::make_shared<TopArgs>();
+  CLI::App* top = app.add_subcommand(
+      "top", "A live view of the control plane: jobs (state, RL step, reward) and runners, redrawn\n"
+             "every --interval seconds until Ctrl-C (--once: draw once and exit)");
+  add_client_options(top, tp->client);
+  top->add_option("--interval", tp->interval, "seconds between redraws")->capture_default_str()->check(CLI::Range(0.2, 3600.0));
+  top->add_flag("--once", tp->once, "draw once and exit (for scripts)");
+  top->callback([tp, &action] { action = [tp] { return run_top(*tp); }; });
 
   auto res = std::make_shared<ResultsArgs>();
   CLI::App* results_cmd = app.add_subcommand(

@@ -323,6 +323,10 @@ TEST(Controller, AJobSubmittedToTheLocalStackRunsAndACancelledOneStops) {
   }
   EXPECT_TRUE(busy) << cli("workers -o json", env).out;
   EXPECT_NE(cli("workers", env).out.find("runner-0@local"), std::string::npos);
+  const CliRun top = cli("top --once", env);
+  EXPECT_EQ(top.code, 0) << top.out;
+  EXPECT_NE(top.out.find("interlace top: 1 running, 0 queued (of the newest 20); 1 runners, 1 busy"), std::string::npos)
+      << top.out;
   ASSERT_EQ(cli("cancel job-4", env).code, 0);
   const auto cancelled_at = std::chrono::steady_clock::now();
   bool stopped = false;
