@@ -311,6 +311,7 @@ struct ServeControllerArgs {
 int serve_controller(const ServeControllerArgs& a) {
   auto redis = control::parse_redis_address(a.redis);
   if (!redis.ok()) return fail(redis.status());
+  *redis = control::with_password_from_env(*redis);
   const size_t colon = a.listen.rfind(':');
   if (colon == std::string::npos) return fail("--listen '" + a.listen + "': expected HOST:PORT");
   control::ControllerOptions o;
@@ -354,6 +355,7 @@ std::string default_runner_name() {
 int serve_runner(const ServeRunnerArgs& a) {
   auto redis = control::parse_redis_address(a.redis);
   if (!redis.ok()) return fail(redis.status());
+  *redis = control::with_password_from_env(*redis);
   signal(SIGINT, [](int) { g_stop = true; });
   signal(SIGTERM, [](int) { g_stop = true; });
   const char* home = std::getenv("HOME");
@@ -379,7 +381,8 @@ void add_control_commands(CLI::App& app, Action& action) {
       "the job's events and state say how it went, its results are kept in --dir. A\n"
       "restarted runner (same --name) resumes the jobs it held. Example:\n"
       "  interlace serve runner --redis 127.0.0.1:6379 --dir /var/lib/interlace/jobs");
-  runner->add_option("--redis", rn->redis, "Redis HOST:PORT")->capture_default_str();
+  runner->add_option("--redis", rn->redis, "Redis HOST:PORT (its password, if any: $INTERLACE_REDIS_PASSWORD)")
+      ->capture_default_str();
   runner->add_option("--dir", rn->dir, "where jobs run (default: ~/.interlace/jobs)");
   runner->add_option("--name", rn->name, "owner name of its claims; keep it across restarts (default: runner@HOST)");
   runner->add_option("--prefix", rn->prefix, "Redis key prefix")->capture_default_str();
@@ -395,7 +398,8 @@ void add_control_commands(CLI::App& app, Action& action) {
       "Example:\n"
       "  redis-server --port 6379 --appendonly yes &\n"
       "  INTERLACE_TOKEN=$(openssl rand -hex 16) interlace serve controller --redis 127.0.0.1:6379");
-  controller->add_option("--redis", s->redis, "Redis HOST:PORT")->capture_default_str();
+  controller->add_option("--redis", s->redis, "Redis HOST:PORT (its password, if any: $INTERLACE_REDIS_PASSWORD)")
+      ->capture_default_str();
   controller->add_option("--listen", s->listen, "HOST:PORT to serve on (port 0: any free one, printed)")->capture_default_str();
   controller->add_option("--token", s->token, "the API token clients must send (default: $INTERLACE_TOKEN)");
   controller->add_option("--prefix", s->prefix, "Redis key prefix (one deployment per prefix)")->capture_default_str();

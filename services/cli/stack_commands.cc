@@ -1,7 +1,8 @@
 // interlace up / down: the control plane on this machine, as separate
 // processes that outlive the command: a redis-server (data and AOF under
 // DIR/redis, fsync on every write: an acknowledged submission survives a
-// crash) and a controller, with a fresh token. DIR/stack.json says where they
+// crash; a fresh password in DIR/redis/redis.conf), a controller with a fresh
+// token, and job runners. DIR/stack.json says where they
 // are; the control commands (submit, jobs, ...) fall back to it when neither
 // --server nor INTERLACE_SERVER is given.
 #include <fcntl.h>
@@ -119,18 +120,30 @@ int up(const UpArgs& a) {
   s.server = "http://127.0.0.1:" + std::to_string(a.port);
   s.redis = "127.0.0.1:" + std::to_string(a.redis_port);
   s.token = token;
-  s.redis_pid = start_detached({"redis-server", "--port", std::to_string(a.redis_port), "--bind", "127.0.0.1", "--dir",
-                                (fs::path(s.dir) / "redis").string(), "--appendonly", "yes", "--appendfsync", "always",
-                                "--save", "", "--daemonize", "no"},
+  // Redis asks for a password too (anyone on this machine can reach
+  // loopback): in a 0600 config file, not on the command line where `ps`
+  // shows it; the services get it in their environment.
+  const std::string redis_password = random_token();
+  const fs::path redis_conf = fs::path(s.dir) / "redis" / "redis.conf";
+  {
+    std::ofstream conf(redis_conf, std::ios::trunc);
+    conf << "requirepass " << redis_password << "\n";
+    if (!conf) return fail("cannot write " + redis_conf.string());
+  }
+  fs::permissions(redis_conf, fs::perms::owner_read | fs::perms::owner_write, ec);
+  s.redis_pid = start_detached({"redis-server", redis_conf.string(), "--port", std::to_string(a.redis_port), "--bind",
+                                "127.0.0.1", "--dir", (fs::path(s.dir) / "redis").string(), "--appendonly", "yes",
+                                "--appendfsync", "always", "--save", "", "--daemonize", "no"},
                                (fs::path(s.dir) / "redis.log").string());
+  const std::string password_env = "INTERLACE_REDIS_PASSWORD=" + redis_password;
   s.controller_pid =
       start_detached({self_exe(), "serve", "controller", "--redis", s.redis, "--listen", "127.0.0.1:" + std::to_string(a.port)},
-                     (fs::path(s.dir) / "controller.log").string(), {"INTERLACE_TOKEN=" + token});
+                     (fs::path(s.dir) / "controller.log").string(), {"INTERLACE_TOKEN=" + token, password_env});
   for (int i = 0; i < a.runners; ++i)
     s.runner_pids.push_back(start_detached(
         {self_exe(), "serve", "runner", "--redis", s.redis, "--dir", (fs::path(s.dir) / "jobs").string(), "--name",
          "runner-" + std::to_string(i) + "@local"},
-        (fs::path(s.dir) / ("runner-" + std::to_string(i) + ".log")).string()));
+        (fs::path(s.dir) / ("runner-" + std::to_string(i) + ".log")).string(), {password_env}));
   // The controller retries Redis while it loads; ready when both answer.
   for (int i = 0; i < 300 && !(alive(s.controller_pid) && healthy(s.server, "/readyz")); ++i) {
     if (!alive(s.redis_pid) || (i > 20 && !alive(s.controller_pid))) break;

@@ -234,6 +234,10 @@ TEST(Controller, UpStartsALocalStackTheCommandsUseAndDownStopsIt) {
   const int controller = info["controller_pid"], redis = info["redis_pid"];
   EXPECT_TRUE(running(controller));
   EXPECT_TRUE(running(redis));
+  // Its Redis wants the password the services were given; a stranger on this machine gets nothing.
+  auto stranger = RedisClient::connect(*parse_redis_address(info["redis"].get<std::string>()));
+  EXPECT_TRUE(absl::IsPermissionDenied(stranger.status())) << stranger.status();
+  EXPECT_NE(std::string(stranger.status().message()).find("INTERLACE_REDIS_PASSWORD"), std::string::npos);
   ASSERT_EQ(cli("down", env).code, 0);
   EXPECT_FALSE(running(controller)) << "the controller outlived `down`";
   EXPECT_FALSE(running(redis)) << "redis-server outlived `down`";

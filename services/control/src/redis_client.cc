@@ -1,5 +1,7 @@
 #include "interlace/control/redis_client.h"
 
+#include <cstdlib>
+
 #include <hiredis/hiredis.h>
 
 #include <algorithm>
@@ -79,6 +81,7 @@ absl::StatusOr<std::unique_ptr<RedisClient>> RedisClient::connect_waiting(const 
                                                                           RedisOptions options) {
   std::unique_ptr<RedisClient> c(new RedisClient(address, options));
   if (absl::Status s = c->open(); !s.ok()) {
+    if (absl::IsPermissionDenied(s)) return s;  // waiting will not fix a password
     if (absl::Status w = c->reconnect_with_backoff(std::string(s.message())); !w.ok()) return w;
     c->reconnects_ = 0;  // it was never connected
   }
@@ -87,6 +90,12 @@ absl::StatusOr<std::unique_ptr<RedisClient>> RedisClient::connect_waiting(const 
 
 RedisClient::~RedisClient() {
   if (context_) redisFree(context_);
+}
+
+RedisAddress with_password_from_env(RedisAddress address) {
+  const char* pw = std::getenv("INTERLACE_REDIS_PASSWORD");
+  if (pw && *pw) address.password = pw;
+  return address;
 }
 
 absl::Status RedisClient::open() {
@@ -102,11 +111,24 @@ absl::Status RedisClient::open() {
   }
   redisSetTimeout(context_, to_timeval(options_.timeout));
   redisEnableKeepAlive(context_);
+  if (!address_.password.empty()) {
+    auto auth = try_command({"AUTH", address_.password});
+    if (!auth.ok()) {
+      redisFree(context_);
+      context_ = nullptr;
+      if (absl::IsUnavailable(auth.status())) return auth.status();
+      return absl::PermissionDeniedError(absl::StrCat("Redis at ", address_.to_string(), " refused the password ",
+                                                      "($INTERLACE_REDIS_PASSWORD): ", auth.status().message()));
+    }
+  }
   // Connected is not answering: a server still loading its AOF says LOADING.
   auto pong = try_command({"PING"});
   if (!pong.ok()) {
     redisFree(context_);
     context_ = nullptr;
+    if (std::string(pong.status().message()).find("NOAUTH") != std::string::npos)
+      return absl::PermissionDeniedError(absl::StrCat("Redis at ", address_.to_string(),
+                                                      " needs a password: set INTERLACE_REDIS_PASSWORD"));
     return absl::UnavailableError(absl::StrCat("Redis at ", address_.to_string(), " does not answer PING: ",
                                                pong.status().message()));
   }
@@ -126,6 +148,7 @@ absl::Status RedisClient::reconnect_with_backoff(const std::string& why) {
       spdlog::info("redis {}: reconnected after {} attempt(s)", address_.to_string(), attempt);
       return last;
     }
+    if (absl::IsPermissionDenied(last)) return last;
     if (std::chrono::steady_clock::now() + backoff > deadline) break;
     std::this_thread::sleep_for(backoff);
     backoff = std::min(backoff * 2, std::chrono::milliseconds(2000));

@@ -23,8 +23,15 @@ namespace interlace::control {
 struct RedisAddress {
   std::string host = "127.0.0.1";
   int port = 6379;
+  // Sent with AUTH on every (re)connect when set; never printed. Services
+  // take it from $INTERLACE_REDIS_PASSWORD (redis_password_from_env), not a
+  // flag, so it stays out of `ps`.
+  std::string password;
   std::string to_string() const { return host + ":" + std::to_string(port); }
 };
+
+// `address` with the password from $INTERLACE_REDIS_PASSWORD, if set.
+RedisAddress with_password_from_env(RedisAddress address);
 
 // "HOST:PORT" or "redis://HOST:PORT".
 absl::StatusOr<RedisAddress> parse_redis_address(std::string_view text);
