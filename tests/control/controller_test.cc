@@ -64,6 +64,32 @@ TEST(Controller, TokensAreRequiredExceptForProbes) {
   EXPECT_EQ(request(c->port(), "GET", "/v1/jobs").body["jobs"].size(), 0u) << "an unauthorized submit stored a job";
 }
 
+// /metrics needs no token (Prometheus scrapes it) and counts requests by
+// route (ids folded into "ID") and code, and the jobs queued and running.
+TEST(Controller, MetricsCountRequestsByRouteAndJobsByState) {
+  test::RedisServer redis;
+  auto c = start_controller(redis);
+  const Reply a = request(c->port(), "POST", "/v1/jobs", json({{"spec", example_spec()}}).dump());
+  ASSERT_EQ(a.status, 201);
+  ASSERT_EQ(request(c->port(), "POST", "/v1/jobs", json({{"spec", example_spec()}}).dump()).status, 201);
+  ASSERT_EQ(request(c->port(), "POST", "/v1/jobs/" + a.body["id"].get<std::string>() + "/cancel").status, 200);
+  EXPECT_EQ(request(c->port(), "GET", "/v1/jobs/job-99").status, 404);
+  EXPECT_EQ(request(c->port(), "GET", "/v1/jobs", "", "wrong").status, 401);
+  httplib::Client client("127.0.0.1", c->port());
+  auto r = client.Get("/metrics");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200);
+  for (const std::string line : {"interlace_controller_requests_total{route=\"/v1/jobs\",code=\"201\"} 2",
+                                 "interlace_controller_requests_total{route=\"/v1/jobs/ID/cancel\",code=\"200\"} 1",
+                                 "interlace_controller_requests_total{route=\"/v1/jobs/ID\",code=\"404\"} 1",
+                                 "interlace_controller_requests_total{route=\"/v1/jobs\",code=\"401\"} 1",
+                                 "interlace_controller_jobs{state=\"queued\"} 1",
+                                 "interlace_controller_jobs{state=\"running\"} 0",
+                                 "interlace_controller_redis_up 1"})
+    EXPECT_NE(r->body.find(line + "\n"), std::string::npos) << line << " not in\n" << r->body;
+  EXPECT_EQ(r->body.find("job-1"), std::string::npos) << "a job id became a label";
+}
+
 TEST(Controller, BadInputIsRefusedWithWhatWasWrongAndNothingIsStored) {
   test::RedisServer redis;
   auto c = start_controller(redis);

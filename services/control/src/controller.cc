@@ -8,10 +8,12 @@
 #include <fstream>
 #include <memory>
 #include <mutex>
+#include <regex>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "interlace/control/worker_registry.h"
+#include "interlace/metrics/registry.h"
 #include "interlace/rl/job_spec.h"
 #include "interlace/rl/rollout_job_spec.h"
 #include "spdlog/spdlog.h"
@@ -139,8 +141,25 @@ json job_json(const JobRecord& job) {
 constexpr size_t kHttpThreads = 128;
 constexpr int kListenBacklog = 1024;
 
+// A request's route as a bounded label value (ids never become labels).
+std::string route_label(const std::string& path) {
+  static const std::vector<std::pair<std::regex, std::string>> routes = {
+      {std::regex("/v1/jobs"), "/v1/jobs"},
+      {std::regex("/v1/jobs/[^/]+"), "/v1/jobs/ID"},
+      {std::regex("/v1/jobs/[^/]+/(cancel|events|results)"), ""},
+      {std::regex("/v1/workers|/healthz|/readyz|/metrics"), ""}};
+  for (const auto& [pattern, label] : routes) {
+    std::smatch m;
+    if (!std::regex_match(path, m, pattern)) continue;
+    if (!label.empty()) return label;
+    return m.size() > 1 && m[1].matched ? "/v1/jobs/ID/" + m[1].str() : path;
+  }
+  return "other";
+}
+
 struct Controller::Impl {
   ControllerOptions options;
+  metrics::Registry metrics;
   RedisPool pool;
   httplib::Server server;
   std::thread thread;
@@ -156,11 +175,19 @@ struct Controller::Impl {
     return r;
   }
 
+  void redis_down() {
+    metrics.gauge("interlace_controller_redis_up", "1 when Redis answered this scrape").set(0);
+    metrics.counter("interlace_controller_redis_errors_total", "requests that found Redis unreachable").inc();
+  }
+
   // Runs `body` with a job store on a pooled connection; Redis errors become 503.
   template <class F>
   void with_store(httplib::Response& res, F body) {
     auto lease = pool.take();
-    if (!lease.ok()) return error(res, 503, std::string(lease.status().message()));
+    if (!lease.ok()) {
+      redis_down();
+      return error(res, 503, std::string(lease.status().message()));
+    }
     JobStore store(*lease->client, options.prefix);
     body(store);
   }
@@ -182,7 +209,8 @@ struct Controller::Impl {
     server.set_payload_max_length(kMaxSpecBytes + (64 << 10));
     server.set_read_timeout(10);
     server.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-      if (req.path == "/healthz" || req.path == "/readyz") return httplib::Server::HandlerResponse::Unhandled;
+      if (req.path == "/healthz" || req.path == "/readyz" || req.path == "/metrics")
+        return httplib::Server::HandlerResponse::Unhandled;
       const std::string auth = req.get_header_value("Authorization");
       if (auth.rfind("Bearer ", 0) != 0 || !same_token(auth.substr(7), options.token)) {
         error(res, 401, "unauthorized");
@@ -196,7 +224,37 @@ struct Controller::Impl {
                                : res.status == 404 ? "no such route (see GET /v1/jobs)"
                                                    : "bad request");
     });
+    // Every answered request, by route and status code (bounded labels).
+    server.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
+      metrics.counter("interlace_controller_requests_total", "API requests answered, by route and status code",
+                      {{"route", route_label(req.path)}, {"code", std::to_string(res.status)}})
+          .inc();
+    });
     server.Get("/healthz", [](const httplib::Request&, httplib::Response& res) { reply(res, 200, {{"ok", true}}); });
+    // Prometheus text, without a token (as /healthz): counts only, no job contents.
+    server.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+      if (auto lease = pool.take(); lease.ok()) {
+        JobStore store(*lease->client, options.prefix);
+        auto counts = store.counts();
+        auto workers = WorkerRegistry(*lease->client, options.prefix).list();
+        if (counts.ok() && workers.ok()) {
+          for (const auto& [state, n] : *counts)
+            metrics.gauge("interlace_controller_jobs", "jobs queued and running, now", {{"state", state}}).set(double(n));
+          int64_t busy = 0;
+          for (const WorkerEntry& w : *workers) busy += w.state == "busy";
+          metrics.gauge("interlace_controller_workers", "runners with a live heartbeat, by state", {{"state", "busy"}})
+              .set(double(busy));
+          metrics.gauge("interlace_controller_workers", "runners with a live heartbeat, by state", {{"state", "idle"}})
+              .set(double(workers->size()) - double(busy));
+          metrics.gauge("interlace_controller_redis_up", "1 when Redis answered this scrape").set(1);
+        } else {
+          redis_down();
+        }
+      } else {
+        redis_down();
+      }
+      res.set_content(metrics.render(), "text/plain; version=0.0.4");
+    });
     server.Get("/readyz", [this](const httplib::Request&, httplib::Response& res) {
       auto lease = pool.take();
       if (!lease.ok()) return error(res, 503, std::string(lease.status().message()));

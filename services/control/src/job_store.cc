@@ -263,6 +263,19 @@ absl::StatusOr<std::vector<std::string>> JobStore::requeue_orphans() {
   return requeued;
 }
 
+absl::StatusOr<std::vector<std::pair<std::string, int64_t>>> JobStore::counts() {
+  std::vector<std::pair<std::string, int64_t>> out;
+  int64_t queued = 0;
+  for (JobKind kind : {JobKind::kTrain, JobKind::kRollout}) {
+    auto n = redis_.command({"LLEN", key(absl::StrCat("queue:", job_kind_name(kind)))});
+    if (!n.ok()) return n.status();
+    queued += n->integer;
+  }
+  auto running = redis_.command({"SCARD", key("running")});
+  if (!running.ok()) return running.status();
+  return std::vector<std::pair<std::string, int64_t>>{{"queued", queued}, {"running", running->integer}};
+}
+
 absl::StatusOr<JobRecord> JobStore::get(const std::string& id) {
   auto r = redis_.command({"HGETALL", key("job:" + id)});
   if (!r.ok()) return r.status();

@@ -1,11 +1,13 @@
 // The controller: the control plane's HTTP/JSON API (cpp-httplib, Debian's
 // libcpp-httplib-dev) over the job store. Stateless: everything it knows is
 // in Redis, so any number of replicas can answer and a restarted one carries
-// on. Every route but /healthz and /readyz needs `Authorization: Bearer
+// on. Every route but /healthz, /readyz and /metrics needs `Authorization: Bearer
 // TOKEN`; a missing or wrong token gets 401 with no detail.
 //
 //   GET  /healthz                    200 while the process serves
 //   GET  /readyz                     200 when Redis answers, else 503
+//   GET  /metrics                    Prometheus text (no token): requests by route and code,
+//                                    jobs queued/running, runners busy/idle, Redis up and errors
 //   POST /v1/jobs                    {"kind": "train"|"rollout", "name", "spec": YAML text,
 //                                     "request_id"} -> 201 {"id", "state"}
 //   GET  /v1/jobs?limit=N            {"jobs": [job...]}, newest first

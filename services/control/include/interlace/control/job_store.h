@@ -97,6 +97,8 @@ class JobStore {
   // the front of their queue, for any runner to take and resume; returns
   // their ids. Atomic per job: a runner that beats again in between keeps it.
   absl::StatusOr<std::vector<std::string>> requeue_orphans();
+  // How many jobs are queued and running now (two reads, no scan).
+  absl::StatusOr<std::vector<std::pair<std::string, int64_t>>> counts();
   absl::StatusOr<JobRecord> get(const std::string& id);
   // Newest first, at most `limit`.
   absl::StatusOr<std::vector<JobRecord>> list(int64_t limit = 100);
