@@ -13,6 +13,8 @@
 #include "interlace/rl/job_spec.h"
 #include "interlace/rl/learner_service.h"
 #include "interlace/rl/local_run.h"
+#include "interlace/rl/report.h"
+#include "interlace/core/file_util.h"
 #include "interlace/rl/run_layout.h"
 #include "interlace/rl/run_summary.h"
 #include "interlace/rl/worker_service.h"
@@ -66,9 +68,42 @@ absl::StatusOr<std::pair<rl::JobSpec, rl::Endpoints>> load_run(const std::string
   return std::make_pair(*spec, *endpoints);
 }
 
+struct ReportArgs {
+  std::vector<std::string> runs;
+  std::string out;
+};
+
+// One run's report, or several overlaid; runs still going are read as they are.
+int report(const ReportArgs& a) {
+  std::vector<rl::ReportRun> runs;
+  for (const std::string& dir : a.runs) {
+    auto run = rl::load_report_run(dir);
+    if (!run.ok()) return fail(run.status());
+    runs.push_back(std::move(*run));
+  }
+  const std::string out = a.out.empty() ? (fs::path(runs[0].dir) / "report.html").string() : a.out;
+  const std::string html = rl::render_report(runs, fs::absolute(out).parent_path().string());
+  if (absl::Status s = core::write_file(out, html); !s.ok()) return fail(s);
+  std::fprintf(stderr, "report of %zu run(s) written to %s\n", runs.size(), out.c_str());
+  return 0;
+}
+
 }  // namespace
 
 void add_run_commands(CLI::App& app, Action& action) {
+  auto rep = std::make_shared<ReportArgs>();
+  CLI::App* report_cmd = app.add_subcommand(
+      "report",
+      "Render a run's HTML report (one self-contained file): the held-out result first, time by\n"
+      "phase, figures with units, plots over RL steps. Several run directories overlay: the same\n"
+      "series per run in one chart and their figures side by side. A run still going is\n"
+      "reported from what it has written so far. Examples:\n"
+      "  interlace report runs/calculator-grpo                  # writes runs/calculator-grpo/report.html\n"
+      "  interlace report runs/a runs/b --out compare.html");
+  report_cmd->add_option("runs", rep->runs, "run directories")->required()->check(CLI::ExistingDirectory);
+  report_cmd->add_option("--out", rep->out, "HTML file to write (default: the first run's report.html)");
+  report_cmd->callback([rep, &action] { action = [rep] { return report(*rep); }; });
+
   auto r = std::make_shared<RunArgs>();
   CLI::App* run = app.add_subcommand(
       "run",

@@ -407,6 +407,13 @@ eval: {prompts: 4, samples: 0}
   EXPECT_TRUE(fs::exists(fs::path(checked_dir) / "sft-model" / "config.json"));
   EXPECT_FALSE(fs::exists(fs::path(checked_dir) / "sft-work")) << "the pieces' work directory was left behind";
   EXPECT_FALSE(fs::exists(fs::path(checked_dir) / "sft-model" / "checkpoints")) << "checkpoints were left in the model";
+  // `interlace report` reads what the run left (here: a warm-up only).
+  const CliRun rep = run("report " + checked_dir + " --out " + (dir_ / "checked-report.html").string());
+  ASSERT_EQ(rep.code, 0) << rep.out;
+  std::string page((std::istreambuf_iterator<char>(std::ifstream(dir_ / "checked-report.html").rdbuf())), {});
+  EXPECT_NE(page.find("No held-out change to report (a warm-up-only run)"), std::string::npos) << page.substr(0, 2000);
+  EXPECT_NE(page.find("<title>SFT warm-up: "), std::string::npos) << "no time by phase";
+  EXPECT_EQ(run("report " + (dir_ / "no-such-run").string()).code, 2);
   // check_every needs a level to stop at.
   checked_spec.replace(checked_spec.find("expect_greedy_reward: 0.9"), 25, "expect_greedy_reward: 0");
   const CliRun bad = run("run " + write("checked-bad.yaml", checked_spec) + " --warmup-only --quiet");

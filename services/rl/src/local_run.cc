@@ -26,7 +26,18 @@ namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
 // Prepares the model the RL job starts from; returns its directory.
-absl::StatusOr<std::string> prepare_model(const JobSpec& spec, const LocalRunOptions& o, const std::string& run_dir) {
+// Seconds per phase of the run, in order, for the summary and the report.
+struct Phases {
+  nlohmann::json rows = nlohmann::json::array();
+  Clock::time_point since = Clock::now();
+  void end(const char* phase) {
+    rows.push_back({{"phase", phase}, {"seconds", std::chrono::duration<double>(Clock::now() - since).count()}});
+    since = Clock::now();
+  }
+};
+
+absl::StatusOr<std::string> prepare_model(const JobSpec& spec, const LocalRunOptions& o, const std::string& run_dir,
+                                          Phases& phases) {
   std::string model = spec.model_dir;
   if (!spec.model_init.empty()) {
     model = run_path(run_dir, "init-model");
@@ -36,6 +47,7 @@ absl::StatusOr<std::string> prepare_model(const JobSpec& spec, const LocalRunOpt
           model::init_model_dir({.config_path = spec.model_init, .out_dir = model, .seed = spec.model_seed}));
     }
   }
+  phases.end("model init");
   if (!spec.sft) return model;
   return run_sft_warmup(spec, {.interlace = o.interlace, .quiet = o.quiet, .interrupted = o.interrupted}, model, run_dir);
 }
@@ -94,11 +106,14 @@ absl::StatusOr<LocalRunResult> run_local_job(const LocalRunOptions& o) {
   if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot copy the job spec into ", run_dir, ": ", ec.message()));
   INTERLACE_RETURN_IF_ERROR(core::write_file(run_path(run_dir, "config.json"), job_spec_json(spec).dump(2) + "\n"));
   const auto t0 = Clock::now();
+  Phases phases;
 
-  INTERLACE_ASSIGN_OR_RETURN(const std::string initial, prepare_model(spec, o, run_dir));
+  INTERLACE_ASSIGN_OR_RETURN(const std::string initial, prepare_model(spec, o, run_dir, phases));
+  phases.end("SFT warm-up");
   const std::string initial_dir = fs::absolute(initial).string();
   RunFigures figures;
   figures.before = evaluate_model(spec, o.interlace, initial_dir, run_dir, "eval-before", "starting", o.quiet);
+  phases.end("evaluation before");
   if (auto shortfall = warmup_shortfall(spec, figures.before))
     std::fprintf(stderr, "run: warning: %s\n", shortfall->c_str());
   if (o.warmup_only) {
@@ -107,6 +122,7 @@ absl::StatusOr<LocalRunResult> run_local_job(const LocalRunOptions& o) {
     LocalRunResult result;
     result.summary = run_summary(spec, figures);
     add_warmup_checks(result.summary, run_dir);
+    result.summary["phase_seconds"] = phases.rows;
     result.summary["warmup_only"] = true;
     result.summary["start_model"] = initial_dir;
     (void)core::write_file(run_path(run_dir, "warmup-summary.json"), result.summary.dump(2) + "\n");
@@ -125,22 +141,26 @@ absl::StatusOr<LocalRunResult> run_local_job(const LocalRunOptions& o) {
     INTERLACE_RETURN_IF_ERROR(make_run_keys(run_dir, spec.workers));
     INTERLACE_RETURN_IF_ERROR(write_endpoints(run_dir, endpoints));
   }
+  phases.since = Clock::now();
   const auto rl_start = Clock::now();
   LocalRunResult result;
   result.exit_code = run_services(o, spec, run_dir);
   if (result.exit_code != 0) return result;
   figures.rl_seconds = std::chrono::duration<double>(Clock::now() - rl_start).count();
+  phases.end("RL");
 
   figures.final_model = run_path(run_dir, "final-model");
   figures.after = evaluate_model(spec, o.interlace, figures.final_model, run_dir, "eval-after", "final", o.quiet);
+  phases.end("evaluation after");
   figures.metrics_rows = read_jsonl(run_path(run_dir, "metrics.jsonl"));
   figures.run_dir = run_dir;
   figures.total_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   result.summary = run_summary(spec, figures);
   add_warmup_checks(result.summary, run_dir);
+  result.summary["phase_seconds"] = phases.rows;
   (void)core::write_file(run_path(run_dir, "summary.json"), result.summary.dump(2) + "\n");
-  (void)core::write_file(run_path(run_dir, "report.html"),
-                         render_report(absl::StrCat("Interlace run: ", spec.name), result.summary, figures.metrics_rows));
+  if (auto run = load_report_run(run_dir); run.ok())
+    (void)core::write_file(run_path(run_dir, "report.html"), render_report({*run}));
   return result;
 }
 
