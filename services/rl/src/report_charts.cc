@@ -147,7 +147,10 @@ std::string line_chart(const std::string& title, const std::string& y_title, con
 }
 
 std::string change_chart(const std::string& title, const std::vector<Change>& changes) {
-  constexpr double W = 470, L = 150, R = 20, T = 30, Row = 26;
+  constexpr double R = 20, T = 30, Row = 26;
+  size_t longest = 0;
+  for (const Change& c : changes) longest = std::max(longest, c.label.size());
+  const double L = std::clamp(6.5 * double(longest) + 16, 90.0, 360.0), W = L + 330;  // room for the labels
   const double H = T + Row * double(changes.size()) + 34;
   double lo = 0, hi = 0;
   for (const Change& c : changes)
