@@ -49,7 +49,7 @@ TEST(WeightPublisher, APublicationsChunksReassembleToTheWeights) {
   auto payload = assembler.finish();
   ASSERT_TRUE(payload.ok()) << payload.status();
   EXPECT_EQ(*payload, safetensors_of(w));
-  EXPECT_EQ(registry.gauge("interlace_weights_version", "").get(), 7.0);
+  EXPECT_EQ(registry.gauge("interlace_weights_version_published", "").get(), 7.0);
 
   const uint64_t first_id = publisher.weights_id();
   ASSERT_TRUE(publisher.publish(w, 8).ok());
@@ -97,7 +97,7 @@ TEST(WeightPublisher, AWorkersFetchOverZeroMqGetsTheWeightsAndIsCounted) {
   EXPECT_EQ(fetched->bytes, safetensors_of(w));
   size_t frame_bytes = 0;
   for (const auto& f : publisher.chunk_frames()) frame_bytes += f.size();
-  EXPECT_EQ(registry.counter("interlace_weight_sync_bytes_total", "").get(), double(frame_bytes));
+  EXPECT_EQ(registry.counter("interlace_weight_publish_bytes_total", "").get(), double(frame_bytes));
 }
 
 }  // namespace

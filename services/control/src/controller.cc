@@ -224,8 +224,10 @@ struct Controller::Impl {
                                : res.status == 404 ? "no such route (see GET /v1/jobs)"
                                                    : "bad request");
     });
-    // Every answered request, by route and status code (bounded labels).
-    server.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
+    // Every answered request, by route and status code (bounded labels);
+    // counted before the reply is written (the logger runs after: a client
+    // could read /metrics before its own request was counted).
+    server.set_post_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
       metrics.counter("interlace_controller_requests_total", "API requests answered, by route and status code",
                       {{"route", route_label(req.path)}, {"code", std::to_string(res.status)}})
           .inc();

@@ -92,7 +92,7 @@ class Learner {
                                              "spool rewrites keeping only untrained trajectories")),
         connections_refused_(registry_.counter("interlace_connections_refused_total",
                                                "connection attempts refused by the ZAP handler (no admitted CURVE key)")),
-        rejects_(registry_, "learner") {}
+        rejects_(registry_, "learner", {"trajectories", "tasks", "weights"}) {}
 
   int run();
 

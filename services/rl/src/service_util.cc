@@ -6,6 +6,12 @@
 
 namespace interlace::rl {
 
+FrameRejects::FrameRejects(metrics::Registry& registry, std::string service, const std::vector<std::string>& ports)
+    : registry_(registry), service_(std::move(service)) {
+  for (const std::string& port : ports)
+    registry_.counter("interlace_frames_rejected_total", "frames that failed to decode or check, dropped", {{"port", port}});
+}
+
 void FrameRejects::reject(const std::string& port, const std::string& why) {
   registry_.counter("interlace_frames_rejected_total", "frames that failed to decode or check, dropped",
                     {{"port", port}})

@@ -14,10 +14,12 @@ namespace interlace::rl {
 using Clock = std::chrono::steady_clock;
 
 WeightPublisher::WeightPublisher(metrics::Registry& r, WeightsTransport transport)
-    : version_gauge_(r.gauge("interlace_weights_version", "weights version published")),
-      bytes_(r.counter("interlace_weight_sync_bytes_total",
+    // The worker's interlace_weights_version / interlace_weight_sync_* are what
+    // it uses and fetched; the learner's are what it published and sent.
+    : version_gauge_(r.gauge("interlace_weights_version_published", "weights version published")),
+      bytes_(r.counter("interlace_weight_publish_bytes_total",
                        "weight bytes sent to workers (ZeroMQ chunks and NCCL broadcasts)")),
-      seconds_(r.counter("interlace_weight_sync_seconds_total", "seconds spent serialising and sending weights")),
+      seconds_(r.counter("interlace_weight_publish_seconds_total", "seconds spent serialising and sending weights")),
       nccl_offers_(r.counter("interlace_weight_sync_nccl_offers_total",
                              "weight requests answered with an NCCL broadcast (weights.transport nccl)")),
       nccl_sent_(r.counter("interlace_weight_sync_nccl_broadcasts_total", "NCCL weight broadcasts", {{"result", "sent"}})),

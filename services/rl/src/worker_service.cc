@@ -34,7 +34,7 @@
 namespace interlace::rl {
 namespace {
 
-// One help text for every reason of interlace_cache_evictions.
+// One help text for every reason of interlace_cache_evictions_total.
 constexpr char kEvictionsHelp[] =
     "prefix-cache entries evicted, by reason (the byte budget, a count cap, an old weights version's tree)";
 
@@ -69,13 +69,14 @@ class Worker {
                                        "NCCL weight transfers that failed; the update was then fetched over ZeroMQ")),
         version_gauge_(registry_.gauge("interlace_weights_version", "weights version in use")),
         unacked_gauge_(registry_.gauge("interlace_trajectories_unacked", "trajectories sent, not yet acknowledged")),
-        cache_hit_(registry_.gauge("interlace_cache_hit_tokens", "prompt tokens served from the prefix cache")),
-        cache_query_(registry_.gauge("interlace_cache_query_tokens", "prompt tokens looked up in the prefix cache")),
+        // Cumulative over the worker's life: counters (rate() copes with a restart's reset).
+        cache_hit_(registry_.counter("interlace_cache_hit_tokens_total", "prompt tokens served from the prefix cache")),
+        cache_query_(registry_.counter("interlace_cache_query_tokens_total", "prompt tokens looked up in the prefix cache")),
         cache_bytes_(registry_.gauge("interlace_cache_bytes", "bytes the prefix cache holds (KV blocks and states)")),
-        evicted_bytes_(registry_.gauge("interlace_cache_evictions", kEvictionsHelp, {{"reason", "byte_budget"}})),
-        evicted_count_(registry_.gauge("interlace_cache_evictions", kEvictionsHelp, {{"reason", "count_cap"}})),
-        dropped_version_(registry_.gauge("interlace_cache_evictions", kEvictionsHelp, {{"reason", "old_version"}})),
-        rejects_(registry_, name_) {}
+        evicted_bytes_(registry_.counter("interlace_cache_evictions_total", kEvictionsHelp, {{"reason", "byte_budget"}})),
+        evicted_count_(registry_.counter("interlace_cache_evictions_total", kEvictionsHelp, {{"reason", "count_cap"}})),
+        dropped_version_(registry_.counter("interlace_cache_evictions_total", kEvictionsHelp, {{"reason", "old_version"}})),
+        rejects_(registry_, name_, {"acks", "grants"}) {}
 
   int run();
 

@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 #include <zmq.hpp>
 
 #include "interlace/metrics/registry.h"
@@ -16,9 +17,11 @@ namespace interlace::rl {
 
 // interlace_frames_rejected_total{port}, and one log line per port per second
 // at most (with how many were dropped since the last line and the last reason).
+// Every port's series exists from the start at 0: a series that appears only
+// with the first reject is invisible to rate() and to alerts until then.
 class FrameRejects {
  public:
-  FrameRejects(metrics::Registry& registry, std::string service) : registry_(registry), service_(std::move(service)) {}
+  FrameRejects(metrics::Registry& registry, std::string service, const std::vector<std::string>& ports);
   void reject(const std::string& port, const std::string& why);
 
  private:
