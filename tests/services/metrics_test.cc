@@ -93,5 +93,16 @@ TEST(Metrics, IdleConnectionsDoNotDelayAScrape) {
   for (int fd : idle) ::close(fd);
 }
 
+// interlace_build_info says which build a series came from.
+TEST(Registry, BuildInfoNamesVersionCommitAndWhatWasBuiltIn) {
+  Registry r;
+  register_build_info(r, /*nccl=*/true);
+  const std::string text = r.render();
+  EXPECT_NE(text.find("# TYPE interlace_build_info gauge"), std::string::npos) << text;
+  EXPECT_NE(text.find("interlace_build_info{version=\"0.1.0\",commit=\""), std::string::npos) << text;
+  EXPECT_NE(text.find(",nccl=\"true\"} 1\n"), std::string::npos) << text;
+  EXPECT_EQ(text.find("commit=\"\""), std::string::npos) << "an empty commit label";
+}
+
 }  // namespace
 }  // namespace interlace::metrics

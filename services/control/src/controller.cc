@@ -193,6 +193,7 @@ struct Controller::Impl {
   }
 
   void routes() {
+    metrics::register_build_info(metrics, /*nccl=*/false);  // the controller moves no weights
     // A kept-alive connection holds one of these threads while its client is
     // idle: with cpp-httplib's default (the core count, at least 8) a burst of
     // 20 clients waited a second for a free one (bench control's p99).

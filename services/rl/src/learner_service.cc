@@ -24,6 +24,7 @@
 #include "interlace/learner/checkpoint.h"
 #include "interlace/metrics/http_server.h"
 #include "interlace/metrics/registry.h"
+#include "interlace/transport/nccl_weights.h"
 #include "interlace/model/precision.h"
 #include "interlace/rl/rl_step.h"
 #include "interlace/rl/run_log.h"
@@ -92,7 +93,9 @@ class Learner {
                                              "spool rewrites keeping only untrained trajectories")),
         connections_refused_(registry_.counter("interlace_connections_refused_total",
                                                "connection attempts refused by the ZAP handler (no admitted CURVE key)")),
-        rejects_(registry_, "learner", {"trajectories", "tasks", "weights"}) {}
+        rejects_(registry_, "learner", {"trajectories", "tasks", "weights"}) {
+    metrics::register_build_info(registry_, transport::nccl::built_with_nccl());
+  }
 
   int run();
 

@@ -64,8 +64,9 @@ class Worker {
         sync_failed_(registry_.counter("interlace_weight_sync_failures_total",
                                        "weight fetches rejected (corrupt or partial); old weights kept")),
         chunks_rejected_(registry_.counter("interlace_weight_chunks_rejected_total", "weight chunks that failed a check")),
-        nccl_received_(registry_.counter("interlace_weight_sync_nccl_total", "weight updates that came by NCCL")),
-        nccl_failed_(registry_.counter("interlace_weight_sync_nccl_failures_total",
+        // Only builds with NCCL export its counters (elsewhere they would read as "NCCL never worked").
+        nccl_received_(nccl_registry().counter("interlace_weight_sync_nccl_total", "weight updates that came by NCCL")),
+        nccl_failed_(nccl_registry().counter("interlace_weight_sync_nccl_failures_total",
                                        "NCCL weight transfers that failed; the update was then fetched over ZeroMQ")),
         version_gauge_(registry_.gauge("interlace_weights_version", "weights version in use")),
         unacked_gauge_(registry_.gauge("interlace_trajectories_unacked", "trajectories sent, not yet acknowledged")),
@@ -76,7 +77,9 @@ class Worker {
         evicted_bytes_(registry_.counter("interlace_cache_evictions_total", kEvictionsHelp, {{"reason", "byte_budget"}})),
         evicted_count_(registry_.counter("interlace_cache_evictions_total", kEvictionsHelp, {{"reason", "count_cap"}})),
         dropped_version_(registry_.counter("interlace_cache_evictions_total", kEvictionsHelp, {{"reason", "old_version"}})),
-        rejects_(registry_, name_, {"acks", "grants"}) {}
+        rejects_(registry_, name_, {"acks", "grants"}) {
+    metrics::register_build_info(registry_, transport::nccl::built_with_nccl());
+  }
 
   int run();
 
@@ -97,6 +100,8 @@ class Worker {
   std::string name_;
   uint64_t incarnation_;
   metrics::Registry registry_;
+  metrics::Registry unexported_;  // values no /metrics shows (NCCL's, in builds without it)
+  metrics::Registry& nccl_registry() { return transport::nccl::built_with_nccl() ? registry_ : unexported_; }
   metrics::Value &sent_, &resent_, &acked_, &refused_, &generated_, &sync_bytes_, &sync_seconds_, &sync_failed_,
       &chunks_rejected_, &nccl_received_, &nccl_failed_, &version_gauge_, &unacked_gauge_, &cache_hit_, &cache_query_,
       &cache_bytes_, &evicted_bytes_, &evicted_count_, &dropped_version_;

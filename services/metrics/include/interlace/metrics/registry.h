@@ -44,4 +44,9 @@ class Registry {
   std::map<std::string, Family> families_;
 };
 
+// interlace_build_info{version, commit, cuda, nccl} 1: what build a series
+// came from (commit as of CMake's configure step). `nccl`: whether this build
+// sends weights by NCCL (the services know; the metrics library does not).
+void register_build_info(Registry& registry, bool nccl);
+
 }  // namespace interlace::metrics
