@@ -227,7 +227,14 @@ class RlJob : public ::testing::Test {
   }
   // Waits up to 300 s for the job to end (its status in status_); false if it did not.
   bool wait_job_end() {
+    // A liveness bound, not a speed test: ThreadSanitizer's build runs steps
+    // several times slower, and a CI machine shared with other work slower
+    // still (30 steps took over 300 s there once).
+#ifdef __SANITIZE_THREAD__
+    const auto until = Clock::now() + std::chrono::seconds(900);
+#else
     const auto until = Clock::now() + std::chrono::seconds(300);
+#endif
     while (pid_ > 0 && Clock::now() < until) {
       if (waitpid(pid_, &status_, WNOHANG) == pid_) pid_ = -1;
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
