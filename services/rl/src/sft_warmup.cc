@@ -95,10 +95,17 @@ absl::StatusOr<std::string> run_sft_warmup(const JobSpec& spec, const WarmupOpti
     if (absl::Status s = train(base); !s.ok()) return s;
     return sft_dir;
   }
+  // A resumed run: the newest piece may have been checked already and passed.
+  auto passed = [&](int64_t step) {
+    for (const auto& row : read_jsonl(run_path(run_dir, "sft-checks.jsonl")))
+      if (row.value("step", int64_t{-1}) == step && row.value("validation_greedy_reward", 0.0) >= spec.sft_expect_greedy_reward)
+        return true;
+    return false;
+  };
   std::ofstream checks(run_path(run_dir, "sft-checks.jsonl"), std::ios::app);
   for (;;) {
     const auto [done, checkpoint] = last_checkpoint(work);
-    if (done >= spec.sft_steps) break;
+    if (done >= spec.sft_steps || (done > 0 && passed(done))) break;
     const int64_t stop_at = std::min(spec.sft_steps, (done / spec.sft_check_every + 1) * spec.sft_check_every);
     std::vector<std::string> args = base;
     for (const char* a : {"--stop-at", "--checkpoint-every"}) args.push_back(a), args.push_back(std::to_string(stop_at));
