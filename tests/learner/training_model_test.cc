@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -133,7 +134,11 @@ TEST_P(LogprobsMatch, TrainingForwardEqualsInferencePrefill) {
   for (auto& t : tokens) t = static_cast<int32_t>(rng() % static_cast<uint64_t>(config.vocab_size));
   auto a = tm.logprobs(tokens);
   auto b = (*m)->score(tokens, model::ScorePath::kPrefill);
-  for (size_t t = 1; t < tokens.size(); ++t) EXPECT_NEAR(a[t], b[t], 2e-5) << arch.name << " token " << t << " seed " << seed;
+  // fp32 sums in another order: the error grows with the log-prob's size (seed
+  // 724535817 gave 4.3e-5 at -8.04 against an absolute 2e-5); a wrong factor
+  // or mask is off by far more.
+  for (size_t t = 1; t < tokens.size(); ++t)
+    EXPECT_NEAR(a[t], b[t], 2e-5 * std::max(1.0, std::abs(double(b[t])) / 2)) << arch.name << " token " << t << " seed " << seed;
 }
 
 INSTANTIATE_TEST_SUITE_P(Architectures, LogprobsMatch,
