@@ -20,6 +20,7 @@
 #include "commands.h"
 #include "interlace/control/controller.h"
 #include "interlace/control/job_runner.h"
+#include "interlace/control/worker_registry.h"
 #include "yaml-cpp/yaml.h"
 #include "nlohmann/json.hpp"
 #include "stack_file.h"
@@ -346,11 +347,7 @@ struct ServeRunnerArgs {
   double poll = 1.0;
 };
 
-std::string default_runner_name() {
-  char host[256] = {};
-  ::gethostname(host, sizeof host - 1);
-  return std::string("runner@") + host;
-}
+std::string default_runner_name() { return "runner@" + control::this_host(); }
 
 int serve_runner(const ServeRunnerArgs& a) {
   auto redis = control::parse_redis_address(a.redis);

@@ -13,6 +13,10 @@
 
 namespace interlace::bench {
 
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 

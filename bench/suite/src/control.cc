@@ -33,8 +33,6 @@ using nlohmann::json;
 
 constexpr const char* kToken = "bench-control-token";
 
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-
 // `name` on $PATH (posix_spawn wants a path).
 std::string on_path(const std::string& name) {
   const char* path = std::getenv("PATH");

@@ -16,6 +16,7 @@
 #include "interlace/control/job_store.h"
 #include "interlace/control/worker_registry.h"
 #include "interlace/rl/local_run.h"
+#include "interlace/rl/run_layout.h"
 #include "interlace/rl/rollout_job_spec.h"
 #include "interlace/rl/supervisor.h"
 #include "spdlog/spdlog.h"
@@ -63,17 +64,10 @@ Outcome run_train(const JobRunnerOptions& o, const fs::path& home, bool resume, 
 
 // Trajectories in `path`: how many, and their mean reward.
 std::string trajectories_summary(const fs::path& path) {
-  std::ifstream in(path);
-  std::string line;
-  int64_t n = 0;
+  const auto rows = rl::read_jsonl(path.string());
   double reward = 0;
-  while (std::getline(in, line)) {
-    const auto j = nlohmann::json::parse(line, nullptr, false);
-    if (j.is_discarded()) continue;
-    ++n;
-    if (j.contains("reward") && j["reward"].is_number()) reward += j["reward"].get<double>();
-  }
-  return absl::StrCat(n, " trajectories, mean reward ", n ? reward / n : 0.0);
+  for (const auto& j : rows) reward += j.value("reward", 0.0);
+  return absl::StrCat(rows.size(), " trajectories, mean reward ", rows.empty() ? 0.0 : reward / double(rows.size()));
 }
 
 Outcome run_rollout(JobStore& store, const JobRecord& job, const JobRunnerOptions& o, const fs::path& home,
@@ -202,7 +196,7 @@ class Heartbeat {
     RedisOptions ro;
     ro.reconnect_for = std::chrono::milliseconds(2000);  // a missed beat is fine; the next one retries
     std::unique_ptr<RedisClient> redis;
-    WorkerEntry e{.name = o_.name, .host = host_name(), .pid = ::getpid(), .started_ms = now_ms()};
+    WorkerEntry e{.name = o_.name, .host = this_host(), .pid = ::getpid(), .started_ms = now_ms()};
     std::unique_lock<std::mutex> lock(mu_);
     while (!done_) {
       e.job = job_;
@@ -222,11 +216,6 @@ class Heartbeat {
     }
     lock.unlock();
     if (redis) (void)WorkerRegistry(*redis, o_.prefix).leave(o_.name);
-  }
-  static std::string host_name() {
-    char host[256] = {};
-    ::gethostname(host, sizeof host - 1);
-    return host;
   }
   static int64_t now_ms() {
     return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();

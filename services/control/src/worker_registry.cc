@@ -1,5 +1,7 @@
 #include "interlace/control/worker_registry.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
@@ -9,6 +11,12 @@
 namespace interlace::control {
 
 using nlohmann::json;
+
+std::string this_host() {
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  return host;
+}
 
 absl::Status WorkerRegistry::heartbeat(const WorkerEntry& e, int64_t ttl_ms) {
   if (e.name.empty() || e.name.size() > kMaxNameBytes) return absl::InvalidArgumentError("a worker needs a name of 1..128 bytes");

@@ -2,6 +2,7 @@
 // command attached, locating example model configs.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -18,6 +19,8 @@ struct Common {
   std::string command_line;
 };
 
+// Seconds since t0 on the steady clock.
+double seconds_since(std::chrono::steady_clock::time_point t0);
 // Median seconds of `reps` runs of fn (after one warm-up run).
 double time_median(const std::function<void()>& fn, int reps);
 std::vector<float> random_vector(size_t n, uint64_t seed, float sd = 1.0f);

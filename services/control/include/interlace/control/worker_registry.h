@@ -27,6 +27,9 @@ struct WorkerEntry {
   int64_t seen_ms = 0;         // when this entry was written (its clock)
 };
 
+// This machine's host name (what an entry's `host` says).
+std::string this_host();
+
 class WorkerRegistry {
  public:
   explicit WorkerRegistry(RedisClient& redis, std::string prefix = "interlace")
