@@ -77,7 +77,5 @@ int main(int argc, char** argv) {
   put(out / "job_spec_fuzz", "small",
       "name: x\nmodel: {init: m.json}\nalgorithm: {name: grpo, steps: 3, lr: 1e-4}\n"
       "rollout: {workers: 2, temperature: 0.7}\nstaleness: {mode: async, eta: 1}\n");
-  put(out / "http_request_fuzz", "get", "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n");
-  put(out / "http_request_fuzz", "post", "POST /x HTTP/1.0\r\n\r\n");
   return 0;
 }

@@ -79,10 +79,10 @@ TEST(Controller, MetricsCountRequestsByRouteAndJobsByState) {
   auto r = client.Get("/metrics");
   ASSERT_TRUE(r);
   ASSERT_EQ(r->status, 200);
-  for (const std::string line : {"interlace_controller_requests_total{route=\"/v1/jobs\",code=\"201\"} 2",
-                                 "interlace_controller_requests_total{route=\"/v1/jobs/ID/cancel\",code=\"200\"} 1",
-                                 "interlace_controller_requests_total{route=\"/v1/jobs/ID\",code=\"404\"} 1",
-                                 "interlace_controller_requests_total{route=\"/v1/jobs\",code=\"401\"} 1",
+  for (const std::string line : {"interlace_controller_requests_total{code=\"201\",route=\"/v1/jobs\"} 2",
+                                 "interlace_controller_requests_total{code=\"200\",route=\"/v1/jobs/ID/cancel\"} 1",
+                                 "interlace_controller_requests_total{code=\"404\",route=\"/v1/jobs/ID\"} 1",
+                                 "interlace_controller_requests_total{code=\"401\",route=\"/v1/jobs\"} 1",
                                  "interlace_controller_jobs{state=\"queued\"} 1",
                                  "interlace_controller_jobs{state=\"running\"} 0",
                                  "interlace_controller_redis_up 1"})

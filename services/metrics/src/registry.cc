@@ -1,72 +1,72 @@
 #include "interlace/metrics/registry.h"
 
-#include <cmath>
-#include <cstdio>
+#include "prometheus/text_serializer.h"
 
 namespace interlace::metrics {
 namespace {
 
-std::string escape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '\\' || c == '"') out += '\\';
-    if (c == '\n') {
-      out += "\\n";
-      continue;
-    }
-    out += c;
-  }
-  return out;
-}
+prometheus::Labels to_map(const Labels& labels) { return prometheus::Labels(labels.begin(), labels.end()); }
 
-std::string render_labels(const Labels& labels) {
-  if (labels.empty()) return "";
-  std::string s = "{";
-  for (size_t i = 0; i < labels.size(); ++i) {
-    if (i) s += ",";
-    s += labels[i].first + "=\"" + escape(labels[i].second) + "\"";
-  }
-  return s + "}";
-}
-
-std::string number(double v) {
-  if (std::isnan(v)) return "NaN";
-  if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.17g", v);
-  return buf;
+std::string key(const std::string& name, const Labels& labels) {
+  std::string k = name;
+  for (const auto& [l, v] : to_map(labels)) k += "\x1f" + l + "=" + v;  // sorted, unambiguous
+  return k;
 }
 
 }  // namespace
 
-Value& Registry::get(const std::string& name, const std::string& help, const char* type, const Labels& labels) {
-  std::lock_guard<std::mutex> lock(mu_);
-  Family& f = families_[name];
-  if (f.type.empty()) {
-    f.help = help;
-    f.type = type;
+void Value::add(double x) {
+  if (counter_) {
+    counter_->Increment(x);
+  } else {
+    gauge_->Increment(x);
   }
-  auto& slot = f.series[render_labels(labels)];
-  if (!slot) slot = std::make_unique<Value>();
+}
+
+void Value::set(double x) {
+  if (gauge_) {
+    gauge_->Set(x);
+    return;
+  }
+  std::lock_guard<std::mutex> lock(set_mu_);
+  if (const double d = x - counter_->Value(); d > 0) counter_->Increment(d);
+}
+
+Registry::Registry() : registry_(std::make_shared<prometheus::Registry>()) {}
+
+// prometheus-cpp's registry merges families registered again under one name
+// (InsertBehavior::Merge), and a family's Add returns the existing series
+// for labels it has: both are idempotent, so only our Value handles need a map.
+Value& Registry::counter(const std::string& name, const std::string& help, const Labels& labels) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto& slot = values_[key(name, labels)];
+  if (!slot)
+    slot = std::make_unique<Value>(
+        prometheus::BuildCounter().Name(name).Help(help).Register(*registry_).Add(to_map(labels)));
   return *slot;
 }
 
-Value& Registry::counter(const std::string& name, const std::string& help, const Labels& labels) {
-  return get(name, help, "counter", labels);
-}
-
 Value& Registry::gauge(const std::string& name, const std::string& help, const Labels& labels) {
-  return get(name, help, "gauge", labels);
+  std::lock_guard<std::mutex> lock(mu_);
+  auto& slot = values_[key(name, labels)];
+  if (!slot)
+    slot = std::make_unique<Value>(
+        prometheus::BuildGauge().Name(name).Help(help).Register(*registry_).Add(to_map(labels)));
+  return *slot;
 }
 
-std::string Registry::render() const {
+prometheus::Histogram& Registry::histogram(const std::string& name, const std::string& help,
+                                           const std::vector<double>& buckets, const Labels& labels) {
   std::lock_guard<std::mutex> lock(mu_);
-  std::string out;
-  for (const auto& [name, f] : families_) {
-    out += "# HELP " + name + " " + f.help + "\n# TYPE " + name + " " + f.type + "\n";
-    for (const auto& [labels, v] : f.series) out += name + labels + " " + number(v->get()) + "\n";
-  }
-  return out;
+  return prometheus::BuildHistogram().Name(name).Help(help).Register(*registry_).Add(to_map(labels), buckets);
+}
+
+std::string Registry::render() const { return prometheus::TextSerializer().Serialize(registry_->Collect()); }
+
+const std::vector<double>& seconds_buckets() {
+  static const std::vector<double> b = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                        1,     2.5,    5,     10,   25,    60,   120, 300, 600};
+  return b;
 }
 
 }  // namespace interlace::metrics

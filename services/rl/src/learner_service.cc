@@ -22,7 +22,6 @@
 #include "interlace/core/file_util.h"
 #include "interlace/core/status.h"
 #include "interlace/learner/checkpoint.h"
-#include "interlace/metrics/http_server.h"
 #include "interlace/metrics/registry.h"
 #include "interlace/transport/nccl_weights.h"
 #include "interlace/model/precision.h"
@@ -562,7 +561,7 @@ int Learner::run() {
     spdlog::error("learner: {}", std::string(s.message()));
     return 1;
   }
-  auto http = metrics::HttpServer::start(registry_, o_.endpoints.host, o_.endpoints.learner_metrics);
+  auto http = metrics::MetricsExposer::start(registry_, o_.endpoints.host, o_.endpoints.learner_metrics);
   if (!http.ok()) {
     spdlog::error("learner: {}", std::string(http.status().message()));
     return 1;

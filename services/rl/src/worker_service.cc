@@ -12,7 +12,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "interlace/cache/prefix_cache.h"
-#include "interlace/metrics/http_server.h"
 #include "interlace/metrics/registry.h"
 #include "interlace/model/chat_template.h"
 #include "interlace/model/config.h"
@@ -374,9 +373,9 @@ int Worker::run() {
     spdlog::error("{}: {}", name_, std::string(tmpl.status().message()));
     return 1;
   }
-  std::unique_ptr<metrics::HttpServer> http;
+  std::unique_ptr<metrics::MetricsExposer> http;
   if (o_.index < static_cast<int>(o_.endpoints.worker_metrics.size())) {
-    auto h = metrics::HttpServer::start(registry_, o_.endpoints.host, o_.endpoints.worker_metrics[o_.index]);
+    auto h = metrics::MetricsExposer::start(registry_, o_.endpoints.host, o_.endpoints.worker_metrics[o_.index]);
     if (!h.ok()) {
       spdlog::error("{}: {}", name_, std::string(h.status().message()));
       return 1;
