@@ -23,6 +23,7 @@
 #include "interlace/core/status.h"
 #include "interlace/learner/checkpoint.h"
 #include "interlace/metrics/registry.h"
+#include "interlace/rl/learner_metrics.h"
 #include "interlace/transport/nccl_weights.h"
 #include "interlace/model/precision.h"
 #include "interlace/rl/rl_step.h"
@@ -125,6 +126,7 @@ class Learner {
       &trained_, &steps_, &tasks_issued_, &tasks_reissued_, &reward_, &loss_, &dlogp_, &k3_, &pearson_, &staleness_,
       &spool_bytes_, &spool_compactions_, &connections_refused_;
   FrameRejects rejects_;
+  LearnerStepMetrics step_metrics_{registry_};
   WeightPublisher weights_out_{registry_, spec_.weights_transport};
 
   std::unique_ptr<learner::TrainingModel> model_, ref_model_;
@@ -424,6 +426,7 @@ absl::Status Learner::finish_step(const RlStepResult& r) {
   k3_.set(r.mismatch.mismatch_k3_kl);
   pearson_.set(r.mismatch.prob_pearson);
   staleness_.set(staleness);
+  step_metrics_.record(r, std::chrono::duration<double>(Clock::now() - step_started_).count());
   uint64_t hit = 0, query = 0;
   for (const auto& [name, hb] : heartbeats_) hit += hb.cache_hit_tokens, query += hb.cache_query_tokens;
   const auto now = Clock::now();

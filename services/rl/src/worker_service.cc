@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "interlace/cache/prefix_cache.h"
 #include "interlace/metrics/registry.h"
+#include "interlace/rl/engine_metrics.h"
 #include "interlace/model/chat_template.h"
 #include "interlace/model/config.h"
 #include "interlace/model/model.h"
@@ -105,6 +106,7 @@ class Worker {
       &chunks_rejected_, &nccl_received_, &nccl_failed_, &version_gauge_, &unacked_gauge_, &cache_hit_, &cache_query_,
       &cache_bytes_, &evicted_bytes_, &evicted_count_, &dropped_version_;
   FrameRejects rejects_;
+  EngineMetrics engine_metrics_{registry_};
 
   zmq::context_t ctx_{1};
   zmq::socket_t traj_, tasks_, weights_;
@@ -183,6 +185,7 @@ void Worker::send_heartbeat() {
   if (stack_.engine) {  // what a router or the controller can balance on
     hb.running = static_cast<uint32_t>(stack_.engine->running());
     hb.waiting = static_cast<uint32_t>(stack_.engine->waiting());
+    engine_metrics_.update(*stack_.engine);
   }
   const int64_t target = std::max<int64_t>(1, spec_.max_running / std::max<int64_t>(1, spec_.group_size));
   const int64_t want = target - static_cast<int64_t>(queued_.size()) - running_groups_;
