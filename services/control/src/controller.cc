@@ -175,9 +175,13 @@ struct Controller::Impl {
     return r;
   }
 
+  metrics::Value& redis_up() { return metrics.gauge("interlace_controller_redis_up", "1 when Redis answered this scrape"); }
+  metrics::Value& redis_errors() {
+    return metrics.counter("interlace_controller_redis_errors_total", "requests that found Redis unreachable");
+  }
   void redis_down() {
-    metrics.gauge("interlace_controller_redis_up", "1 when Redis answered this scrape").set(0);
-    metrics.counter("interlace_controller_redis_errors_total", "requests that found Redis unreachable").inc();
+    redis_up().set(0);
+    redis_errors().inc();
   }
 
   // Runs `body` with a job store on a pooled connection; Redis errors become 503.
@@ -194,6 +198,7 @@ struct Controller::Impl {
 
   void routes() {
     metrics::register_build_info(metrics, /*nccl=*/false);  // the controller moves no weights
+    redis_errors();  // at 0 from the start: rate() and the alert rule see the first error
     // A kept-alive connection holds one of these threads while its client is
     // idle: with cpp-httplib's default (the core count, at least 8) a burst of
     // 20 clients waited a second for a free one (bench control's p99).
@@ -249,7 +254,7 @@ struct Controller::Impl {
               .set(double(busy));
           metrics.gauge("interlace_controller_workers", "runners with a live heartbeat, by state", {{"state", "idle"}})
               .set(double(workers->size()) - double(busy));
-          metrics.gauge("interlace_controller_redis_up", "1 when Redis answered this scrape").set(1);
+          redis_up().set(1);
         } else {
           redis_down();
         }

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# metrics_exported.sh INTERLACE: every metric a dashboard panel or an alert
+# rule queries is exported by running services, so dashboards cannot rot.
+# Starts a local control plane (`interlace up`: redis-server + controller)
+# and a small RL job (learner + one worker), scrapes the controller's, the
+# learner's and the worker's /metrics while they run, and compares the
+# sample names with every interlace_* name in dashboards/grafana/*.json and
+# dashboards/rules/interlace.rules.yaml.
+set -euo pipefail
+bin=$1
+root=$(cd "$(dirname "$0")/../.." && pwd)
+work=$(mktemp -d)
+job_pid=""
+cleanup() {
+  # Ctrl-C's signal: `interlace run` stops its learner and worker and exits.
+  if [[ -n $job_pid ]]; then kill -INT "$job_pid" 2>/dev/null || true; wait "$job_pid" 2>/dev/null || true; fi
+  "$bin" down --dir "$work/stack" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+ports=($(/usr/bin/python3 -c '
+import socket
+s = [socket.socket() for _ in range(2)]
+for x in s: x.bind(("127.0.0.1", 0))
+print(*[x.getsockname()[1] for x in s])'))
+HOME=$work "$bin" up --dir "$work/stack" --port "${ports[0]}" --redis-port "${ports[1]}" --runners 0 >"$work/up.log" 2>&1 ||
+  { echo "FAIL: interlace up:"; cat "$work/up.log"; exit 1; }
+cat >"$work/job.yaml" <<YAML
+name: metrics-exported
+env: calculator
+model: {init: $root/examples/models/tiny-hybrid.json}
+algorithm: {name: grpo, steps: 40, groups_per_step: 2, group_size: 2}
+rollout: {workers: 1, max_turns: 1, max_turn_tokens: 8}
+eval: {prompts: 0}
+YAML
+"$bin" run "$work/job.yaml" --run-dir "$work/run" --quiet >"$work/run.log" 2>&1 &
+job_pid=$!
+/usr/bin/python3 - "$root" "$work" "${ports[0]}" <<'PY'
+import glob, json, re, sys, time, urllib.request
+root, work, controller = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+def scrape(port):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            return r.read().decode()
+    except OSError:
+        return None
+
+def names(text):
+    return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
+
+exported = {}
+deadline = time.time() + 600
+targets = {"controller": controller}
+while time.time() < deadline and len(exported) < 3:
+    try:
+        e = json.load(open(f"{work}/run/endpoints.json"))
+        targets["learner"] = e["learner_metrics"]
+        targets["worker-0"] = e["worker_metrics"][0]
+    except (OSError, ValueError, KeyError, IndexError):
+        pass
+    for service, port in targets.items():
+        if service not in exported and (text := scrape(port)) is not None:
+            exported[service] = names(text)
+    time.sleep(0.2)
+missing_services = {"controller", "learner", "worker-0"} - exported.keys()
+if missing_services:
+    print(f"FAIL: could not scrape {sorted(missing_services)}; run log:\n" + open(f"{work}/run.log").read())
+    sys.exit(1)
+every = set().union(*exported.values())
+queried = {}
+for path in glob.glob(f"{root}/dashboards/grafana/*.json") + [f"{root}/dashboards/rules/interlace.rules.yaml"]:
+    for name in re.findall(r"\binterlace_[a-z0-9_]+", open(path).read()):
+        queried.setdefault(name, set()).add(path.rsplit("/", 1)[1])
+missing = {n: sorted(w) for n, w in queried.items() if n not in every}
+for n, where in sorted(missing.items()):
+    print(f"FAIL: {n} is queried by {', '.join(where)} but no service exports it")
+print(f"{len(queried)} metric names queried; exported: " +
+      ", ".join(f"{s} {len(n)}" for s, n in sorted(exported.items())))
+sys.exit(1 if missing else 0)
+PY
+echo "every queried metric is exported: ok"
