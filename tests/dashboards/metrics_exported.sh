@@ -4,8 +4,9 @@
 # Starts a local control plane (`interlace up`: redis-server + controller)
 # and a small RL job (learner + one worker), scrapes the controller's, the
 # learner's and the worker's /metrics while they run, and compares the
-# sample names with every interlace_* name in dashboards/grafana/*.json and
-# dashboards/rules/interlace.rules.yaml.
+# sample names with every interlace_* name in dashboards/grafana/*.json,
+# dashboards/rules/interlace.rules.yaml and the README's metrics table (and
+# the other way round: every exported interlace_* family is in that table).
 set -euo pipefail
 bin=$1
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -72,9 +73,20 @@ queried = {}
 for path in glob.glob(f"{root}/dashboards/grafana/*.json") + [f"{root}/dashboards/rules/interlace.rules.yaml"]:
     for name in re.findall(r"\binterlace_[a-z0-9_]+", open(path).read()):
         queried.setdefault(name, set()).add(path.rsplit("/", 1)[1])
+families = {re.sub(r"_(bucket|sum|count)$", "", n) for n in every if n.startswith("interlace_")}
+every |= families  # a histogram is named by its family in the README
+documented = set(re.findall(r"^\| `(interlace_[a-z0-9_]+)`", open(f"{root}/README.md").read(), re.M))
+for name in documented:
+    # NCCL's counters exist only in builds with NCCL (the README says so).
+    if "_nccl" not in name:
+        queried.setdefault(name, set()).add("README.md")
 missing = {n: sorted(w) for n, w in queried.items() if n not in every}
 for n, where in sorted(missing.items()):
-    print(f"FAIL: {n} is queried by {', '.join(where)} but no service exports it")
+    print(f"FAIL: {n} is named by {', '.join(where)} but no service exports it")
+undocumented = sorted(n for n in families if n not in documented)
+for n in undocumented:
+    print(f"FAIL: {n} is exported but not in the README's metrics table")
+missing = missing or undocumented
 print(f"{len(queried)} metric names queried; exported: " +
       ", ".join(f"{s} {len(n)}" for s, n in sorted(exported.items())))
 sys.exit(1 if missing else 0)
