@@ -32,6 +32,7 @@ struct RunArgs {
   bool resume = false, quiet = false, warmup_only = false;
   std::string output = "table";
   int max_restarts = 10;
+  int metrics_port = 0;
 };
 
 int run_job(const RunArgs& a) {
@@ -44,6 +45,7 @@ int run_job(const RunArgs& a) {
                                    .quiet = a.quiet,
                                    .warmup_only = a.warmup_only,
                                    .max_restarts = a.max_restarts,
+                                   .metrics_port = a.metrics_port,
                                    .interrupted = [] { return g_interrupted.load(); }});
   if (!result.ok()) return fail(result.status());
   if (result->exit_code != 0) return result->exit_code;
@@ -122,6 +124,10 @@ void add_run_commands(CLI::App& app, Action& action) {
                 "stop after the SFT warm-up and the held-out evaluation of the starting model (no RL);\n"
                 "writes RUN_DIR/warmup-summary.json");
   run->add_option("--max-restarts", r->max_restarts, "restarts allowed per service")->capture_default_str();
+  run->add_option("--metrics-port", r->metrics_port,
+                  "serve the learner's /metrics on PORT and worker N's on PORT+1+N (default: free ports);\n"
+                  "either way RUN_DIR/prometheus-targets.json lists them for Prometheus' file_sd")
+      ->check(CLI::Range(1, 65535));
   run->add_option("-o,--output", r->output, "table or json")->check(CLI::IsMember({"table", "json"}))->capture_default_str();
   run->callback([r, &action] { action = [r] { return run_job(*r); }; });
 

@@ -7,6 +7,9 @@
 # sample names with every interlace_* name in dashboards/grafana/*.json,
 # dashboards/rules/interlace.rules.yaml and the README's metrics table (and
 # the other way round: every exported interlace_* family is in that table).
+# The job runs with fixed metrics ports (--metrics-port), lists them in
+# RUN/prometheus-targets.json, and keeps each service's last metrics in
+# RUN/metrics/SERVICE.prom after it exits.
 set -euo pipefail
 bin=$1
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -19,11 +22,20 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+# Two free ports for the stack, then two consecutive ones for the job.
 ports=($(/usr/bin/python3 -c '
-import socket
+import random, socket
 s = [socket.socket() for _ in range(2)]
 for x in s: x.bind(("127.0.0.1", 0))
-print(*[x.getsockname()[1] for x in s])'))
+while True:
+    first = random.randint(20000, 60000)
+    try:
+        pair = [socket.socket(), socket.socket()]
+        for i, x in enumerate(pair): x.bind(("127.0.0.1", first + i))
+        break
+    except OSError:
+        pass
+print(*[x.getsockname()[1] for x in s], first)'))
 HOME=$work "$bin" up --dir "$work/stack" --port "${ports[0]}" --redis-port "${ports[1]}" --runners 0 >"$work/up.log" 2>&1 ||
   { echo "FAIL: interlace up:"; cat "$work/up.log"; exit 1; }
 cat >"$work/job.yaml" <<YAML
@@ -34,11 +46,11 @@ algorithm: {name: grpo, steps: 40, groups_per_step: 2, group_size: 2}
 rollout: {workers: 1, max_turns: 1, max_turn_tokens: 8}
 eval: {prompts: 0}
 YAML
-"$bin" run "$work/job.yaml" --run-dir "$work/run" --quiet >"$work/run.log" 2>&1 &
+"$bin" run "$work/job.yaml" --run-dir "$work/run" --quiet --metrics-port "${ports[2]}" >"$work/run.log" 2>&1 &
 job_pid=$!
-/usr/bin/python3 - "$root" "$work" "${ports[0]}" <<'PY'
+/usr/bin/python3 - "$root" "$work" "${ports[0]}" "${ports[2]}" <<'PY'
 import glob, json, re, sys, time, urllib.request
-root, work, controller = sys.argv[1], sys.argv[2], int(sys.argv[3])
+root, work, controller, first = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 
 def scrape(port):
     try:
@@ -55,9 +67,8 @@ deadline = time.time() + 600
 targets = {"controller": controller}
 while time.time() < deadline and len(exported) < 3:
     try:
-        e = json.load(open(f"{work}/run/endpoints.json"))
-        targets["learner"] = e["learner_metrics"]
-        targets["worker-0"] = e["worker_metrics"][0]
+        for t in json.load(open(f"{work}/run/prometheus-targets.json")):
+            targets[t["labels"]["service"]] = int(t["targets"][0].rsplit(":", 1)[1])
     except (OSError, ValueError, KeyError, IndexError):
         pass
     for service, port in targets.items():
@@ -67,6 +78,9 @@ while time.time() < deadline and len(exported) < 3:
 missing_services = {"controller", "learner", "worker-0"} - exported.keys()
 if missing_services:
     print(f"FAIL: could not scrape {sorted(missing_services)}; run log:\n" + open(f"{work}/run.log").read())
+    sys.exit(1)
+if targets.get("learner") != first or targets.get("worker-0") != first + 1:
+    print(f"FAIL: prometheus-targets.json lists {targets}, not --metrics-port {first} and {first + 1}")
     sys.exit(1)
 every = set().union(*exported.values())
 queried = {}
@@ -91,4 +105,15 @@ print(f"{len(queried)} metric names queried; exported: " +
       ", ".join(f"{s} {len(n)}" for s, n in sorted(exported.items())))
 sys.exit(1 if missing else 0)
 PY
-echo "every queried metric is exported: ok"
+wait "$job_pid" || { echo "FAIL: the job failed:"; tail -20 "$work/run.log"; exit 1; }
+job_pid=""
+# The last metrics of each service, kept after it exited.
+for service in learner worker-0; do
+  f=$work/run/metrics/$service.prom
+  [[ -s $f ]] || { echo "FAIL: $f was not written"; ls -R "$work/run"; exit 1; }
+done
+grep -qx "interlace_learner_steps_total 40" "$work/run/metrics/learner.prom" ||
+  { echo "FAIL: learner.prom does not hold the 40 steps:"; grep steps_total "$work/run/metrics/learner.prom"; exit 1; }
+grep -q "^interlace_trajectories_acked_total [1-9]" "$work/run/metrics/worker-0.prom" ||
+  { echo "FAIL: worker-0.prom has no acknowledged trajectories"; exit 1; }
+echo "every queried metric is exported; targets file and last metrics kept: ok"

@@ -643,6 +643,7 @@ int Learner::run() {
     drop_stale_groups();
     if (static_cast<int64_t>(inbox_->complete_groups().size()) >= spec_.groups_per_step) start_step();
   }
+  save_final_metrics(registry_, o_.run_dir, "learner");
   return 0;
 }
 

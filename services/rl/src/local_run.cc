@@ -134,13 +134,15 @@ absl::StatusOr<LocalRunResult> run_local_job(const LocalRunOptions& o) {
     endpoints = *old;
   } else {
     // The learner binds its ZeroMQ ports itself and writes them here (0: not yet).
-    INTERLACE_ASSIGN_OR_RETURN(auto ports, pick_free_ports(endpoints.host, 1 + static_cast<int>(spec.workers)));
+    INTERLACE_ASSIGN_OR_RETURN(
+        auto ports, pick_free_ports(endpoints.host, 1 + static_cast<int>(spec.workers), o.metrics_port));
     endpoints.learner_metrics = ports[0];
     endpoints.worker_metrics.assign(ports.begin() + 1, ports.end());
     endpoints.initial_model = initial_dir;
     INTERLACE_RETURN_IF_ERROR(make_run_keys(run_dir, spec.workers));
     INTERLACE_RETURN_IF_ERROR(write_endpoints(run_dir, endpoints));
   }
+  INTERLACE_RETURN_IF_ERROR(write_prometheus_targets(run_dir, endpoints));
   phases.since = Clock::now();
   const auto rl_start = Clock::now();
   LocalRunResult result;

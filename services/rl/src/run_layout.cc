@@ -76,18 +76,24 @@ absl::StatusOr<Endpoints> read_endpoints(const std::string& run_dir) {
   }
 }
 
-absl::StatusOr<std::vector<int>> pick_free_ports(const std::string& host, int n) {
+absl::StatusOr<std::vector<int>> pick_free_ports(const std::string& host, int n, int first) {
   std::vector<int> fds, ports;
   absl::Status error;
+  if (first > 0 && first + n - 1 > 65535)
+    return absl::InvalidArgumentError(absl::StrCat("ports ", first, "..", first + n - 1, " go past 65535"));
   for (int i = 0; i < n && error.ok(); ++i) {
     int fd = ::socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(first > 0 ? first + i : 0));
     ::inet_pton(AF_INET, host.c_str(), &addr.sin_addr);
     socklen_t len = sizeof addr;
     if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
         ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-      error = absl::UnavailableError(absl::StrCat("cannot find a free port on ", host, ": ", std::strerror(errno)));
+      error = first > 0 ? absl::UnavailableError(absl::StrCat("port ", first + i, " on ", host, " is taken (",
+                                                              std::strerror(errno), "); pick another --metrics-port"))
+                        : absl::UnavailableError(absl::StrCat("cannot find a free port on ", host, ": ",
+                                                              std::strerror(errno)));
     } else {
       ports.push_back(ntohs(addr.sin_port));
     }
@@ -96,6 +102,16 @@ absl::StatusOr<std::vector<int>> pick_free_ports(const std::string& host, int n)
   for (int fd : fds) ::close(fd);
   if (!error.ok()) return error;
   return ports;
+}
+
+absl::Status write_prometheus_targets(const std::string& run_dir, const Endpoints& e) {
+  auto target = [&](int port, const std::string& service) {
+    return nlohmann::json{{"targets", {absl::StrCat(e.host, ":", port)}}, {"labels", {{"service", service}}}};
+  };
+  nlohmann::json list = nlohmann::json::array({target(e.learner_metrics, "learner")});
+  for (size_t i = 0; i < e.worker_metrics.size(); ++i)
+    list.push_back(target(e.worker_metrics[i], absl::StrCat("worker-", i)));
+  return core::write_file(run_path(run_dir, "prometheus-targets.json"), list.dump(2) + "\n");
 }
 
 }  // namespace interlace::rl

@@ -1,7 +1,10 @@
 #include "interlace/rl/service_util.h"
 
 #include <atomic>
+#include <filesystem>
 
+#include "interlace/core/file_util.h"
+#include "interlace/rl/run_layout.h"
 #include "spdlog/spdlog.h"
 
 namespace interlace::rl {
@@ -68,6 +71,14 @@ zmq::socket_t make_socket(zmq::context_t& ctx, zmq::socket_type type, int64_t ma
   // named itself worker-0 took over that worker's connection); the learner
   // knows a peer by its CURVE key's name instead.
   return s;
+}
+
+void save_final_metrics(const metrics::Registry& registry, const std::string& run_dir, const std::string& service) {
+  std::error_code ec;
+  std::filesystem::create_directories(run_path(run_dir, "metrics"), ec);
+  const std::string path = run_path(run_dir, "metrics/" + service + ".prom");
+  if (absl::Status s = core::write_file(path, registry.render()); !s.ok())
+    spdlog::warn("{}: could not keep its last metrics: {}", service, std::string(s.message()));
 }
 
 }  // namespace interlace::rl

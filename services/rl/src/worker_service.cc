@@ -479,6 +479,8 @@ int Worker::run() {
                  stack_.cache ? absl::StrCat("; prefix cache evicted ", stack_.cache->counters().state_evictions,
                                              " states and ", stack_.cache->counters().kv_evictions, " KV blocks")
                         : "");
+  if (stack_.engine) engine_metrics_.update(*stack_.engine);
+  save_final_metrics(registry_, o_.run_dir, name_);
   stack_ = {};  // its agent loop refers to this function's chat template
   return 0;
 }

@@ -26,6 +26,7 @@ struct LocalRunOptions {
   // no services, no RL; the summary holds the evaluation before RL only.
   bool warmup_only = false;
   int max_restarts = 10;                 // per service
+  int metrics_port = 0;                  // > 0: the learner's /metrics port, workers' the next ones
   std::function<bool()> interrupted;     // polled; true stops the services (exit 130)
 };
 

@@ -27,8 +27,13 @@ struct Endpoints {
 
 absl::Status write_endpoints(const std::string& run_dir, const Endpoints& e);
 absl::StatusOr<Endpoints> read_endpoints(const std::string& run_dir);
-// `n` ports that were free a moment ago on host (bind to port 0, then close).
-absl::StatusOr<std::vector<int>> pick_free_ports(const std::string& host, int n);
+// `n` ports that were free a moment ago on host (bind to port 0, then close);
+// with `first` > 0, the ports first .. first + n - 1, each checked free.
+absl::StatusOr<std::vector<int>> pick_free_ports(const std::string& host, int n, int first = 0);
+// RUN/prometheus-targets.json: the learner's and workers' /metrics as a
+// Prometheus file_sd target list (label `service`: learner, worker-N). Point a
+// file_sd_configs entry at it (refresh_interval 5s or less for short jobs).
+absl::Status write_prometheus_targets(const std::string& run_dir, const Endpoints& e);
 
 // Paths inside a run directory.
 std::string run_path(const std::string& run_dir, const std::string& name);

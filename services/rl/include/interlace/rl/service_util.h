@@ -47,4 +47,9 @@ bool send_routed_shared(zmq::socket_t& router, const zmq::message_t& identity, s
 // the connection of a peer that exceeds it, before allocating).
 zmq::socket_t make_socket(zmq::context_t& ctx, zmq::socket_type type, int64_t max_message_bytes);
 
+// A service's last metrics, kept after it exits: RUN/metrics/SERVICE.prom in
+// the text format (a short job's worker can end before Prometheus ever
+// scrapes it; node_exporter's textfile collector can serve these files).
+void save_final_metrics(const metrics::Registry& registry, const std::string& run_dir, const std::string& service);
+
 }  // namespace interlace::rl
