@@ -343,7 +343,7 @@ int serve_controller(const ServeControllerArgs& a) {
 std::atomic<bool> g_stop{false};
 
 struct ServeRunnerArgs {
-  std::string redis = "127.0.0.1:6379", dir, name, prefix = "interlace";
+  std::string redis = "127.0.0.1:6379", dir, name, prefix = "interlace", health;
   double poll = 1.0;
 };
 
@@ -363,6 +363,13 @@ int serve_runner(const ServeRunnerArgs& a) {
   o.dir = a.dir.empty() ? std::string(home && *home ? home : "/tmp") + "/.interlace/jobs" : a.dir;
   o.interlace = self_exe();
   o.poll_seconds = a.poll;
+  if (!a.health.empty()) {
+    const size_t colon = a.health.rfind(':');
+    const int port = colon == std::string::npos ? 0 : std::atoi(a.health.c_str() + colon + 1);
+    if (port <= 0 || port > 65535) return fail("--health '" + a.health + "': expected HOST:PORT, e.g. 0.0.0.0:8471");
+    o.health_host = a.health.substr(0, colon);
+    o.health_port = port;
+  }
   o.stop = [] { return g_stop.load(); };
   return control::run_jobs(o);
 }
@@ -383,6 +390,9 @@ void add_control_commands(CLI::App& app, Action& action) {
   runner->add_option("--dir", rn->dir, "where jobs run (default: ~/.interlace/jobs)");
   runner->add_option("--name", rn->name, "owner name of its claims; keep it across restarts (default: runner@HOST)");
   runner->add_option("--prefix", rn->prefix, "Redis key prefix")->capture_default_str();
+  runner->add_option("--health", rn->health,
+                     "HOST:PORT for GET /healthz (200 while heartbeats reach Redis, else 503) and /metrics\n"
+                     "(default: none; Kubernetes probes use it)");
   runner->add_option("--poll", rn->poll, "seconds between looks for work and for a cancel")->capture_default_str()
       ->check(CLI::Range(0.05, 60.0));
   runner->callback([rn, &action] { action = [rn] { return serve_runner(*rn); }; });

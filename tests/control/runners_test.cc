@@ -181,5 +181,40 @@ TEST(Runners, AJobWhoseRunnerIsKilledIsQueuedAgainAndFinishedByAnother) {
   EXPECT_EQ(lines, 512) << "64 tasks x 8 samples, each once";
 }
 
+// A runner started with --health answers Kubernetes' probes: /healthz is 200
+// while its heartbeats reach Redis and 503 once Redis is gone; /metrics has
+// its series at 0 before any job.
+TEST(Runners, HealthEndpointFollowsTheHeartbeatAndMetricsAreThereFromTheStart) {
+  Stack stack;
+  const int port = test::free_loopback_port();
+  stack.pids.push_back(start({INTERLACE_BIN, "serve", "runner", "--redis", stack.redis_address(), "--dir",
+                              stack.dir.path() + "/jobs", "--name", "probed", "--health",
+                              "127.0.0.1:" + std::to_string(port)}));
+  httplib::Client c("127.0.0.1", port);
+  std::string body;
+  auto health = [&] {  // the status, 0 when nothing answered
+    auto r = c.Get("/healthz");
+    body = r ? r->body : "";
+    return r ? r->status : 0;
+  };
+  int status = 0;
+  for (int i = 0; i < 300 && (status = health()) != 200; ++i)  // up, and its first beat
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(status, 200) << body;
+  auto m = c.Get("/metrics");
+  ASSERT_TRUE(m);
+  for (const char* line : {"interlace_runner_busy 0\n", "interlace_runner_jobs_total{kind=\"train\"} 0\n",
+                           "interlace_runner_jobs_total{kind=\"rollout\"} 0\n"})
+    EXPECT_NE(m->body.find(line), std::string::npos) << line << " not in\n" << m->body;
+  stack.redis.kill9();
+  const auto until = Clock::now() + std::chrono::seconds(30);
+  do {
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    status = health();
+  } while (status == 200 && Clock::now() < until);
+  EXPECT_EQ(status, 503) << "not 503 30 s after Redis died (0: the endpoint went away)";
+  EXPECT_NE(body.find("no heartbeat into Redis"), std::string::npos) << body;
+}
+
 }  // namespace
 }  // namespace interlace::control

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # metrics_exported.sh INTERLACE: every metric a dashboard panel or an alert
 # rule queries is exported by running services, so dashboards cannot rot.
-# Starts a local control plane (`interlace up`: redis-server + controller)
+# Starts a control plane (redis-server, a controller, a runner with --health)
 # and a small RL job (learner + one worker), scrapes the controller's, the
-# learner's and the worker's /metrics while they run, and compares the
+# runner's, the learner's and the worker's /metrics while they run, and compares the
 # sample names with every interlace_* name in dashboards/grafana/*.json,
 # dashboards/rules/interlace.rules.yaml and the README's metrics table (and
 # the other way round: every exported interlace_* family is in that table).
@@ -15,17 +15,18 @@ bin=$1
 root=$(cd "$(dirname "$0")/../.." && pwd)
 work=$(mktemp -d)
 job_pid=""
+pids=()
 cleanup() {
   # Ctrl-C's signal: `interlace run` stops its learner and worker and exits.
   if [[ -n $job_pid ]]; then kill -INT "$job_pid" 2>/dev/null || true; wait "$job_pid" 2>/dev/null || true; fi
-  "$bin" down --dir "$work/stack" >/dev/null 2>&1 || true
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
-# Two free ports for the stack, then two consecutive ones for the job.
+# Three free ports for the control plane, then two consecutive ones for the job.
 ports=($(/usr/bin/python3 -c '
 import random, socket
-s = [socket.socket() for _ in range(2)]
+s = [socket.socket() for _ in range(3)]
 for x in s: x.bind(("127.0.0.1", 0))
 while True:
     first = random.randint(20000, 60000)
@@ -36,8 +37,15 @@ while True:
     except OSError:
         pass
 print(*[x.getsockname()[1] for x in s], first)'))
-HOME=$work "$bin" up --dir "$work/stack" --port "${ports[0]}" --redis-port "${ports[1]}" --runners 0 >"$work/up.log" 2>&1 ||
-  { echo "FAIL: interlace up:"; cat "$work/up.log"; exit 1; }
+redis_server=$(command -v redis-server || true)
+[[ -n $redis_server ]] || { echo "FAIL: redis-server not found (scripts/install-deps.sh installs it)"; exit 1; }
+"$redis_server" --port "${ports[1]}" --bind 127.0.0.1 --save "" --appendonly no >"$work/redis.log" 2>&1 &
+pids+=($!)
+"$bin" serve controller --redis "127.0.0.1:${ports[1]}" --listen "127.0.0.1:${ports[0]}" --token t >"$work/controller.log" 2>&1 &
+pids+=($!)
+"$bin" serve runner --redis "127.0.0.1:${ports[1]}" --dir "$work/jobs" --health "127.0.0.1:${ports[2]}" \
+  >"$work/runner.log" 2>&1 &
+pids+=($!)
 cat >"$work/job.yaml" <<YAML
 name: metrics-exported
 env: calculator
@@ -46,11 +54,11 @@ algorithm: {name: grpo, steps: 40, groups_per_step: 2, group_size: 2}
 rollout: {workers: 1, max_turns: 1, max_turn_tokens: 8}
 eval: {prompts: 0}
 YAML
-"$bin" run "$work/job.yaml" --run-dir "$work/run" --quiet --metrics-port "${ports[2]}" >"$work/run.log" 2>&1 &
+"$bin" run "$work/job.yaml" --run-dir "$work/run" --quiet --metrics-port "${ports[3]}" >"$work/run.log" 2>&1 &
 job_pid=$!
-/usr/bin/python3 - "$root" "$work" "${ports[0]}" "${ports[2]}" <<'PY'
+/usr/bin/python3 - "$root" "$work" "${ports[0]}" "${ports[3]}" "${ports[2]}" <<'PY'
 import glob, json, re, sys, time, urllib.request
-root, work, controller, first = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+root, work, controller, first, runner = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 
 def scrape(port):
     try:
@@ -64,8 +72,8 @@ def names(text):
 
 exported = {}
 deadline = time.time() + 600
-targets = {"controller": controller}
-while time.time() < deadline and len(exported) < 3:
+targets = {"controller": controller, "runner": runner}
+while time.time() < deadline and len(exported) < 4:
     try:
         for t in json.load(open(f"{work}/run/prometheus-targets.json")):
             targets[t["labels"]["service"]] = int(t["targets"][0].rsplit(":", 1)[1])
@@ -75,7 +83,7 @@ while time.time() < deadline and len(exported) < 3:
         if service not in exported and (text := scrape(port)) is not None:
             exported[service] = names(text)
     time.sleep(0.2)
-missing_services = {"controller", "learner", "worker-0"} - exported.keys()
+missing_services = {"controller", "runner", "learner", "worker-0"} - exported.keys()
 if missing_services:
     print(f"FAIL: could not scrape {sorted(missing_services)}; run log:\n" + open(f"{work}/run.log").read())
     sys.exit(1)

@@ -233,10 +233,16 @@ struct Controller::Impl {
     // Every answered request, by route and status code (bounded labels);
     // counted before the reply is written (the logger runs after: a client
     // could read /metrics before its own request was counted).
-    server.set_post_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-      metrics.counter("interlace_controller_requests_total", "API requests answered, by route and status code",
-                      {{"route", route_label(req.path)}, {"code", std::to_string(res.status)}})
-          .inc();
+    auto requests = [this](const std::string& route, int code) -> metrics::Value& {
+      return metrics.counter("interlace_controller_requests_total", "API requests answered, by route and status code",
+                             {{"route", route}, {"code", std::to_string(code)}});
+    };
+    // The API's routes at 0 from the start (other route/code pairs appear with their first request).
+    for (const char* route : {"/v1/jobs", "/v1/jobs/ID", "/v1/jobs/ID/cancel", "/v1/jobs/ID/events",
+                              "/v1/jobs/ID/results", "/v1/workers"})
+      requests(route, 200);
+    server.set_post_routing_handler([requests](const httplib::Request& req, httplib::Response& res) {
+      requests(route_label(req.path), res.status).inc();
     });
     server.Get("/healthz", [](const httplib::Request&, httplib::Response& res) { reply(res, 200, {{"ok", true}}); });
     // Prometheus text, without a token (as /healthz): counts only, no job contents.

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -13,8 +14,10 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "httplib.h"
 #include "interlace/control/job_store.h"
 #include "interlace/control/worker_registry.h"
+#include "interlace/metrics/registry.h"
 #include "interlace/rl/local_run.h"
 #include "interlace/rl/run_layout.h"
 #include "interlace/rl/rollout_job_spec.h"
@@ -210,6 +213,8 @@ class Heartbeat {
       if (redis) {
         if (absl::Status s = WorkerRegistry(*redis, o_.prefix).heartbeat(e, kTtlMs); !s.ok())
           spdlog::warn("runner {}: heartbeat: {}", o_.name, std::string(s.message()));
+        else
+          last_beat_ms_ = now_ms();
       }
       lock.lock();
       wake_.wait_for(lock, std::chrono::milliseconds(kEveryMs), [&] { return done_ || e.job != job_; });
@@ -217,15 +222,53 @@ class Heartbeat {
     lock.unlock();
     if (redis) (void)WorkerRegistry(*redis, o_.prefix).leave(o_.name);
   }
+
+ public:
+  // Whether the last heartbeat reached Redis within the registry's TTL.
+  bool fresh() const { return now_ms() - last_beat_ms_.load() < kTtlMs; }
   static int64_t now_ms() {
     return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
   }
+
+ private:
   static constexpr int64_t kEveryMs = 2000, kTtlMs = 10000;  // five missed beats: gone
+  std::atomic<int64_t> last_beat_ms_{0};
   const JobRunnerOptions& o_;
   std::mutex mu_;
   std::condition_variable wake_;
   bool done_ = false;
   std::string job_;
+  std::thread thread_;
+};
+
+// GET /healthz and /metrics for probes and Prometheus (JobRunnerOptions).
+class HealthEndpoint {
+ public:
+  HealthEndpoint(const Heartbeat& heartbeat, metrics::Registry& registry) {
+    server_.Get("/healthz", [&heartbeat](const httplib::Request&, httplib::Response& res) {
+      const bool ok = heartbeat.fresh();
+      res.status = ok ? 200 : 503;
+      res.set_content(ok ? "{\"ok\":true}" : "{\"ok\":false,\"error\":\"no heartbeat into Redis for 10 s\"}",
+                      "application/json");
+    });
+    server_.Get("/metrics", [&registry](const httplib::Request&, httplib::Response& res) {
+      res.set_content(registry.render(), "text/plain; version=0.0.4");
+    });
+  }
+  absl::Status start(const std::string& host, int port) {
+    if (!server_.bind_to_port(host, port))
+      return absl::UnavailableError(absl::StrCat("runner: cannot serve /healthz on ", host, ":", port,
+                                                 " (taken, or not an address of this machine)"));
+    thread_ = std::thread([this] { server_.listen_after_bind(); });
+    return absl::OkStatus();
+  }
+  ~HealthEndpoint() {
+    server_.stop();
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  httplib::Server server_;
   std::thread thread_;
 };
 
@@ -241,9 +284,28 @@ int run_jobs(const JobRunnerOptions& o) {
   }
   JobStore store(**redis, o.prefix);
   Heartbeat heartbeat(o);
+  metrics::Registry registry;
+  metrics::register_build_info(registry, /*nccl=*/false);  // the runner's own process moves no weights
+  metrics::Value& busy = registry.gauge("interlace_runner_busy", "1 while this runner runs a job");
+  auto jobs_run = [&](const char* kind) -> metrics::Value& {
+    return registry.counter("interlace_runner_jobs_total", "jobs this runner started (or resumed), by kind",
+                            {{"kind", kind}});
+  };
+  jobs_run("train"), jobs_run("rollout");  // at 0 from the start
+  std::unique_ptr<HealthEndpoint> endpoint;
+  if (o.health_port > 0) {
+    endpoint = std::make_unique<HealthEndpoint>(heartbeat, registry);
+    if (absl::Status s = endpoint->start(o.health_host, o.health_port); !s.ok()) {
+      spdlog::error("{}", std::string(s.message()));
+      return 1;
+    }
+  }
   auto run = [&](const JobRecord& job) {
     heartbeat.set_job(job.id);
+    busy.set(1);
+    jobs_run(job.kind == JobKind::kTrain ? "train" : "rollout").inc();
     const bool went_on = run_one(store, job, o);
+    busy.set(0);
     heartbeat.set_job("");
     return went_on;
   };

@@ -30,6 +30,12 @@ struct JobRunnerOptions {
   std::string dir;           // where jobs run (DIR/JOB_ID/job.yaml, DIR/JOB_ID/run/)
   std::string interlace;     // the interlace executable (its services)
   double poll_seconds = 1.0;  // how often to look for work and for a cancel
+  // When set, HOST and PORT of an HTTP endpoint for probes and Prometheus:
+  // GET /healthz is 200 while the runner's last heartbeat into Redis is under
+  // 10 s old (503 otherwise: Kubernetes restarts a runner cut off from
+  // Redis), GET /metrics has interlace_runner_* and interlace_build_info.
+  std::string health_host;
+  int health_port = 0;
   std::function<bool()> stop;  // polled; true ends the loop (a running job is interrupted, stays running, and is resumed next time)
 };
 
