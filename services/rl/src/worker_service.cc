@@ -107,6 +107,10 @@ class Worker {
       &cache_bytes_, &evicted_bytes_, &evicted_count_, &dropped_version_;
   FrameRejects rejects_;
   EngineMetrics engine_metrics_{registry_};
+  prometheus::Histogram& episode_seconds_ = registry_.histogram(
+      "interlace_episode_duration_seconds",
+      "time from an episode's batch starting to its trajectory being sent (every turn and tool call)",
+      metrics::seconds_buckets());
 
   zmq::context_t ctx_{1};
   zmq::socket_t traj_, tasks_, weights_;
@@ -458,9 +462,13 @@ int Worker::run() {
     std::map<int64_t, size_t> by_group;
     for (size_t i = 0; i < batch.size(); ++i) by_group[batch[i].group] = i;
     running_groups_ = static_cast<int64_t>(batch.size());
+    const auto batch_start = Clock::now();
     stack_.loop->run(
         std::move(episodes),
-        [&](const rollout::Trajectory& t) { send_trajectory(t, batch[by_group.at(t.group)]); },
+        [&](const rollout::Trajectory& t) {
+          episode_seconds_.Observe(std::chrono::duration<double>(Clock::now() - batch_start).count());
+          send_trajectory(t, batch[by_group.at(t.group)]);
+        },
         [&] {
           pump();
           ensure_weights();  // a swap takes effect at the engine's next step
