@@ -14,14 +14,7 @@ if ! command -v kubectl >/dev/null; then
   echo "SKIP: kubectl not found (it renders the kustomizations; install it to run this check)"
   exit 77
 fi
-command -v node >/dev/null || { echo "FAIL: node not found (Node.js runs the schema validation)"; exit 1; }
-mkdir -p "$work"
-cp "$here/package.json" "$here/package-lock.json" "$here/validate.mjs" "$here/policy.mjs" "$work/"
-if ! cmp -s "$here/package-lock.json" "$work/node_modules/.package-lock.json.installed" 2>/dev/null; then
-  (cd "$work" && npm ci --no-audit --no-fund --loglevel=error) ||
-    { echo "FAIL: npm ci in $work (the npm registry must be reachable once)"; exit 1; }
-  cp "$here/package-lock.json" "$work/node_modules/.package-lock.json.installed"
-fi
+"$here/npm_tools.sh" "$work"
 rendered=()
 for overlay in "$root"/deploy/overlays/*/; do
   name=$(basename "$overlay")
