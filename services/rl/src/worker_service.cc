@@ -107,6 +107,17 @@ class Worker {
       &cache_bytes_, &evicted_bytes_, &evicted_count_, &dropped_version_;
   FrameRejects rejects_;
   EngineMetrics engine_metrics_{registry_};
+  // What the prefix cache holds by layer kind, and how full its byte budget is.
+  // (Hits are not split by kind: a hit restores the softmax layers' KV and
+  // the lightning layers' state for the same tokens.)
+  metrics::Value& cache_kv_bytes_ = registry_.gauge("interlace_cache_held_bytes",
+                                                    "bytes the prefix cache holds, by layer kind",
+                                                    {{"kind", "softmax_kv"}});
+  metrics::Value& cache_state_bytes_ = registry_.gauge("interlace_cache_held_bytes",
+                                                       "bytes the prefix cache holds, by layer kind",
+                                                       {{"kind", "lightning_state"}});
+  metrics::Value& cache_usage_ = registry_.gauge("interlace_cache_usage_ratio",
+                                                 "bytes the prefix cache holds over its byte budget (0..1)");
   prometheus::Histogram& episode_seconds_ = registry_.histogram(
       "interlace_episode_duration_seconds",
       "time from an episode's batch starting to its trajectory being sent (every turn and tool call)",
@@ -202,6 +213,9 @@ void Worker::send_heartbeat() {
     cache_hit_.set(double(c.hit_tokens));
     cache_query_.set(double(c.query_tokens));
     cache_bytes_.set(double(c.bytes()));
+    cache_kv_bytes_.set(double(c.kv_bytes));
+    cache_state_bytes_.set(double(c.state_bytes));
+    if (stack_.cache->max_bytes() > 0) cache_usage_.set(double(c.bytes()) / double(stack_.cache->max_bytes()));
     evicted_bytes_.set(double(c.evicted_for_bytes));
     evicted_count_.set(double(c.evicted_for_count));
     dropped_version_.set(double(c.dropped_old_version));
