@@ -37,22 +37,24 @@ Registry::Registry() : registry_(std::make_shared<prometheus::Registry>()) {}
 // prometheus-cpp's registry merges families registered again under one name
 // (InsertBehavior::Merge), and a family's Add returns the existing series
 // for labels it has: both are idempotent, so only our Value handles need a map.
-Value& Registry::counter(const std::string& name, const std::string& help, const Labels& labels) {
+template <typename Series>
+Value& Registry::series(const std::string& name, const Labels& labels, Series&& add) {
   std::lock_guard<std::mutex> lock(mu_);
   auto& slot = values_[key(name, labels)];
-  if (!slot)
-    slot = std::make_unique<Value>(
-        prometheus::BuildCounter().Name(name).Help(help).Register(*registry_).Add(to_map(labels)));
+  if (!slot) slot = std::make_unique<Value>(add());
   return *slot;
 }
 
+Value& Registry::counter(const std::string& name, const std::string& help, const Labels& labels) {
+  return series(name, labels, [&]() -> prometheus::Counter& {
+    return prometheus::BuildCounter().Name(name).Help(help).Register(*registry_).Add(to_map(labels));
+  });
+}
+
 Value& Registry::gauge(const std::string& name, const std::string& help, const Labels& labels) {
-  std::lock_guard<std::mutex> lock(mu_);
-  auto& slot = values_[key(name, labels)];
-  if (!slot)
-    slot = std::make_unique<Value>(
-        prometheus::BuildGauge().Name(name).Help(help).Register(*registry_).Add(to_map(labels)));
-  return *slot;
+  return series(name, labels, [&]() -> prometheus::Gauge& {
+    return prometheus::BuildGauge().Name(name).Help(help).Register(*registry_).Add(to_map(labels));
+  });
 }
 
 prometheus::Histogram& Registry::histogram(const std::string& name, const std::string& help,

@@ -56,6 +56,9 @@ class Registry {
   std::shared_ptr<prometheus::Registry> collectable() const { return registry_; }
 
  private:
+  // The handle for name + labels, made by `add` (returns the prometheus-cpp series) the first time.
+  template <typename Series>
+  Value& series(const std::string& name, const Labels& labels, Series&& add);
   std::shared_ptr<prometheus::Registry> registry_;
   std::mutex mu_;
   std::map<std::string, std::unique_ptr<Value>> values_;  // name + labels -> series
