@@ -23,25 +23,31 @@ struct Problem {
 // P% of the time when sampling (greedy decoding still takes the majority, the
 // tool), which leaves RL something real to remove: the main job's headroom
 // comes from this rate, not from where an under-trained warm-up happens to
-// stop (issue 17).
+// stop (issue 17); guess_uniform=1 draws those guesses independently of the
+// answer (see demo_guess below).
 struct CalculatorOptions {
   int64_t max_number = 0;  // 0: a in [2,30], b in [2,20], c in [1,40]
   int64_t short_prompt = 0;
   int64_t demo_guess = 0;  // percent of demonstrations that guess without the tool
+  int64_t guess_uniform = 0;  // 1: those guesses are uniform in [1, 40], not near the answer
 };
 
 // Whether episode `seed`'s demonstration guesses, and the (wrong) guess: drawn
 // from a stream of its own so the problem is the same whatever the rate.
-// The guess is uniform in [1, 40] whatever the problem. Guesses near the
-// answer (answer +- 1..3, as first built) taught the model to estimate
-// "Answer: N" from the question, and that habit leaked into tool-using
-// episodes: in the warm-ups that stalled at 0.75-0.77 greedy, nearly every
-// failure called the tool with the right expression and then answered its own
+// Near (the default): answer +- 1..3. guess_uniform=1: uniform in [1, 40]
+// whatever the problem. Near guesses teach the model to estimate "Answer: N"
+// from the question, and that habit leaks into tool-using episodes: in the
+// main job's warm-ups that stalled at 0.75-0.77 greedy, nearly every failure
+// called the tool with the right expression and then answered its own
 // estimate instead of the tool's result (issue 17's notes).
-std::optional<int64_t> demo_guess(uint64_t seed, int64_t percent, int64_t answer) {
+std::optional<int64_t> demo_guess(uint64_t seed, int64_t percent, int64_t answer, bool uniform) {
   if (percent == 0) return std::nullopt;
   std::mt19937_64 rng(seed ^ 0x9e3779b97f4a7c15ull);
   if (std::uniform_int_distribution<int64_t>(0, 99)(rng) >= percent) return std::nullopt;
+  if (!uniform) {
+    const int64_t off = std::uniform_int_distribution<int64_t>(1, 3)(rng);
+    return std::uniform_int_distribution<int>(0, 1)(rng) ? answer + off : answer - off;
+  }
   for (;;)
     if (const int64_t g = std::uniform_int_distribution<int64_t>(1, 40)(rng); g != answer) return g;
 }
@@ -80,7 +86,7 @@ constexpr char kShortSystem[] = "Use calc for arithmetic. End with 'Answer: N'."
 class CalculatorEpisode final : public Episode {
  public:
   CalculatorEpisode(uint64_t seed, const CalculatorOptions& o)
-      : p_(make_problem(seed, o)), short_(o.short_prompt), guess_(demo_guess(seed, o.demo_guess, p_.answer)) {}
+      : p_(make_problem(seed, o)), short_(o.short_prompt), guess_(demo_guess(seed, o.demo_guess, p_.answer, o.guess_uniform != 0)) {}
 
   std::vector<model::Message> prompt() const override {
     return {env_util::msg(model::Role::kSystem, short_ ? kShortSystem : kSystem),
@@ -151,7 +157,7 @@ absl::StatusOr<std::unique_ptr<Environment>> make_calculator(const std::map<std:
   CalculatorOptions o;
   if (absl::Status s = env_util::parse_options(
           "calculator", options, {{"max_number", {&o.max_number, 2, 1000000}}, {"short_prompt", {&o.short_prompt, 0, 1}},
-                                   {"demo_guess", {&o.demo_guess, 0, 100}}});
+                                   {"demo_guess", {&o.demo_guess, 0, 100}}, {"guess_uniform", {&o.guess_uniform, 0, 1}}});
       !s.ok())
     return s;
   return std::make_unique<CalculatorEnv>(o);

@@ -40,47 +40,56 @@ TEST(Environments, RegistryAndOptionErrors) {
   EXPECT_FALSE(make_environment("calculator:max_number=1").ok());
   EXPECT_FALSE(make_environment("calculator:short_prompt=2").ok());
   EXPECT_FALSE(make_environment("calculator:demo_guess=101").ok());
+  EXPECT_FALSE(make_environment("calculator:guess_uniform=2").ok());
 }
 
 // demo_guess=P: about P% of demonstrations answer at once with a wrong guess
 // (reward 0), the rest are the usual tool-using ones; the problems themselves
-// do not change with the rate. The guesses do not follow the answer (guesses
-// near it taught the model to answer from the question instead of the tool).
+// do not change with the rate. By default a guess is near the answer; with
+// guess_uniform=1 the guesses do not follow the answer.
 TEST(Environments, CalculatorDemoGuessMakesThatShareOfDemonstrationsWrong) {
   auto plain = *make_environment("calculator:max_number=5,short_prompt=1");
-  auto noisy = *make_environment("calculator:max_number=5,short_prompt=1,demo_guess=30");
-  int guesses = 0;
-  const int n = 2000;
-  std::vector<double> guessed, answers;
-  for (uint64_t seed = 0; seed < n; ++seed) {
-    auto a = plain->episode(seed), b = noisy->episode(seed);
-    ASSERT_EQ(a->prompt(), b->prompt());
-    const auto demo = b->demonstration();
-    EnvReply r = b->on_assistant(demo.back());
-    ASSERT_TRUE(r.done);
-    if (demo.size() == 1) {
-      ++guesses;
-      EXPECT_TRUE(demo[0].tool_calls.empty());
-      EXPECT_EQ(b->reward(), 0.0) << "seed " << seed << ": a guess must be wrong";
-      guessed.push_back(std::stod(demo[0].content.substr(demo[0].content.find(':') + 1)));
-      answers.push_back(std::stod(a->demonstration().back().content.substr(8)));  // "Answer: N"
+  for (const bool uniform : {false, true}) {
+    auto noisy = *make_environment(std::string("calculator:max_number=5,short_prompt=1,demo_guess=30") +
+                                   (uniform ? ",guess_uniform=1" : ""));
+    int guesses = 0;
+    const int n = 2000;
+    std::vector<double> guessed, answers;
+    for (uint64_t seed = 0; seed < n; ++seed) {
+      auto a = plain->episode(seed), b = noisy->episode(seed);
+      ASSERT_EQ(a->prompt(), b->prompt());
+      const auto demo = b->demonstration();
+      EnvReply r = b->on_assistant(demo.back());
+      ASSERT_TRUE(r.done);
+      if (demo.size() == 1) {
+        ++guesses;
+        EXPECT_TRUE(demo[0].tool_calls.empty());
+        EXPECT_EQ(b->reward(), 0.0) << "seed " << seed << ": a guess must be wrong";
+        guessed.push_back(std::stod(demo[0].content.substr(demo[0].content.find(':') + 1)));
+        answers.push_back(std::stod(a->demonstration().back().content.substr(8)));  // "Answer: N"
+      } else {
+        EXPECT_EQ(demo, a->demonstration());
+        EXPECT_EQ(b->reward(), 1.0);
+      }
+    }
+    EXPECT_NEAR(guesses, 0.3 * n, 4 * std::sqrt(0.3 * 0.7 * n));  // binomial, 4 standard deviations
+    // Pearson correlation of guess and answer (0.04 standard error at ~600 guesses).
+    const double k = double(guessed.size());
+    double mg = 0, ma = 0;
+    for (size_t i = 0; i < guessed.size(); ++i) mg += guessed[i] / k, ma += answers[i] / k;
+    double sgg = 0, saa = 0, sga = 0;
+    for (size_t i = 0; i < guessed.size(); ++i) {
+      sgg += (guessed[i] - mg) * (guessed[i] - mg);
+      saa += (answers[i] - ma) * (answers[i] - ma);
+      sga += (guessed[i] - mg) * (answers[i] - ma);
+    }
+    const double r = sga / std::sqrt(sgg * saa);
+    if (uniform) {
+      EXPECT_LT(std::abs(r), 0.2) << "uniform guesses follow the answers";
     } else {
-      EXPECT_EQ(demo, a->demonstration());
-      EXPECT_EQ(b->reward(), 1.0);
+      EXPECT_GT(r, 0.8) << "near guesses do not follow the answers";
     }
   }
-  EXPECT_NEAR(guesses, 0.3 * n, 4 * std::sqrt(0.3 * 0.7 * n));  // binomial, 4 standard deviations
-  // Pearson correlation of guess and answer: ~0 (0.04 standard error at ~600 guesses).
-  const double k = double(guessed.size());
-  double mg = 0, ma = 0;
-  for (size_t i = 0; i < guessed.size(); ++i) mg += guessed[i] / k, ma += answers[i] / k;
-  double sgg = 0, saa = 0, sga = 0;
-  for (size_t i = 0; i < guessed.size(); ++i) {
-    sgg += (guessed[i] - mg) * (guessed[i] - mg);
-    saa += (answers[i] - ma) * (answers[i] - ma);
-    sga += (guessed[i] - mg) * (answers[i] - ma);
-  }
-  EXPECT_LT(std::abs(sga / std::sqrt(sgg * saa)), 0.2) << "the guesses follow the answers";
 }
 
 // Playing an episode's own demonstration earns full reward, and the replies the
