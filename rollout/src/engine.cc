@@ -28,6 +28,7 @@ int64_t Engine::submit(Request request) {
   s->id = next_id_++;
   s->out.id = s->id;
   s->out.prompt_tokens = static_cast<int64_t>(request.prompt.size());
+  s->submitted = std::chrono::steady_clock::now();
   s->rng.seed(request.sampling.seed);
   bool valid = !request.prompt.empty();
   for (int32_t t : request.prompt) valid = valid && t >= 0 && t < model_->vocab_size();
@@ -238,6 +239,13 @@ bool Engine::step() {
     // The raw log-prob by the model's own kernel, as the learner computes it
     // (under the strict profile the two then agree bit for bit).
     model_->backend().log_softmax_gather(&logits[i * V], &t.token, 1, V, &t.raw_logprob);
+    if (latency_.first_token || latency_.inter_token) {
+      const auto now = std::chrono::steady_clock::now();
+      const auto& since = s.out.tokens.empty() ? s.submitted : s.last_token;
+      const auto& hook = s.out.tokens.empty() ? latency_.first_token : latency_.inter_token;
+      if (hook) hook(std::chrono::duration<double>(now - since).count());
+      s.last_token = now;
+    }
     s.out.tokens.push_back(t.token);
     s.out.sampled_logprobs.push_back(t.sampled_logprob);
     s.out.raw_logprobs.push_back(t.raw_logprob);

@@ -208,6 +208,32 @@ TEST(Engine, AbortAndBadRequests) {
   EXPECT_TRUE(e.idle());
 }
 
+// Latency hooks: one time-to-first-token per request that produced a token,
+// one inter-token gap per later token; a request queued behind the batch
+// waits longer for its first token than one admitted at once.
+TEST(Engine, LatencyHooksSeeEveryTokenOnce) {
+  auto m = make_model(testing::minimax_json(), 4, "fp32");
+  Engine e(m, 0, {.max_running = 1});
+  std::vector<double> first, gaps;
+  e.set_latency_hooks({.first_token = [&](double s) { first.push_back(s); },
+                       .inter_token = [&](double s) { gaps.push_back(s); }});
+  Request r;
+  r.prompt = {5, 6, 7};
+  r.sampling.max_new_tokens = 6;
+  e.submit(r);
+  e.submit(r);  // waits for the only slot
+  Request empty;
+  e.submit(empty);  // refused: no token, no latency
+  e.run();
+  size_t tokens = 0;
+  for (const RequestOutput& o : e.take_finished()) tokens += o.tokens.size();
+  ASSERT_EQ(first.size(), 2u);
+  EXPECT_EQ(first.size() + gaps.size(), tokens);
+  for (double s : first) EXPECT_GE(s, 0.0);
+  for (double s : gaps) EXPECT_GE(s, 0.0);
+  EXPECT_GT(first[1], first[0]) << "the queued request's first token came as soon as the first one's";
+}
+
 TEST(Engine, WeightSwapBetweenStepsRecordsVersionsPerToken) {
   auto v0 = make_model(testing::minimax_json(), 4, "strict");
   auto v1 = make_model(testing::minimax_json(), 5, "strict");

@@ -118,6 +118,13 @@ class Worker {
                                                        {{"kind", "lightning_state"}});
   metrics::Value& cache_usage_ = registry_.gauge("interlace_cache_usage_ratio",
                                                  "bytes the prefix cache holds over its byte budget (0..1)");
+  prometheus::Histogram& first_token_seconds_ = registry_.histogram(
+      "interlace_time_to_first_token_seconds",
+      "from a request's submission to the engine to its first token (queueing and prefill; one request per turn)",
+      metrics::seconds_buckets());
+  prometheus::Histogram& inter_token_seconds_ = registry_.histogram(
+      "interlace_inter_token_latency_seconds", "between a request's consecutive tokens (decode steps)",
+      metrics::seconds_buckets());
   prometheus::Histogram& episode_seconds_ = registry_.histogram(
       "interlace_episode_duration_seconds",
       "time from an episode's batch starting to its trajectory being sent (every turn and tool call)",
@@ -437,6 +444,8 @@ int Worker::run() {
                             : std::nullopt,
        .limits = {.max_turns = spec_.max_turns, .max_turn_tokens = spec_.max_turn_tokens,
                   .max_episode_tokens = spec_.max_episode_tokens}});
+  stack_.engine->set_latency_hooks({.first_token = [this](double s) { first_token_seconds_.Observe(s); },
+                                    .inter_token = [this](double s) { inter_token_seconds_.Observe(s); }});
   while (!job_done_) {
     pump();
     ensure_weights();

@@ -7,8 +7,10 @@
 // weights version that produced it.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <random>
@@ -53,6 +55,15 @@ struct EngineStats {
   int64_t generation_checkpoints = 0;  // finished sequences whose prompt + answer went into the cache
 };
 
+// Called with each request's latencies, in seconds, when set (Engine::
+// set_latency_hooks): first_token from submit() to its first sampled token
+// (queueing and prefill included), inter_token between its later tokens.
+// The worker turns them into Prometheus histograms; the engine knows nothing
+// of metrics.
+struct LatencyHooks {
+  std::function<void(double)> first_token, inter_token;
+};
+
 class Engine {
  public:
   // `tokenizer` is needed only for stop strings.
@@ -74,6 +85,7 @@ class Engine {
   // boundary). Requests whose prompt another running request is still
   // prefilling wait for it, so a sampling group prefills its prompt once.
   void set_cache(cache::PrefixCache* cache) { cache_ = cache; }
+  void set_latency_hooks(LatencyHooks hooks) { latency_ = std::move(hooks); }
 
   // One scheduling step; false when there was nothing to run.
   bool step();
@@ -104,6 +116,7 @@ class Engine {
     std::vector<float> ready_logits;
     std::mt19937_64 rng;
     RequestOutput out;
+    std::chrono::steady_clock::time_point submitted, last_token;  // for LatencyHooks
   };
   void checkpoint_generation(const Sequence& s);
   // Whether `waiting` should stay queued until a running request has prefilled
@@ -117,6 +130,7 @@ class Engine {
   EngineConfig config_;
   const model::Tokenizer* tokenizer_;
   cache::PrefixCache* cache_ = nullptr;
+  LatencyHooks latency_;
   int64_t next_id_ = 0;
   std::deque<std::unique_ptr<Sequence>> waiting_;
   std::vector<std::unique_ptr<Sequence>> running_;
