@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # main-job-sweep.sh [--sft-only] [--seeds "0 1 2 3 4"] [--threads "1 2"] [--job FILE] [--out FILE] [--bin FILE]
+# main-job-sweep.sh --merge OUT SWEEP.json...   (one table from sweeps run side by side)
 #
 # Runs the main job (examples/calculator/job.yaml) once per job seed and
 # OpenMP thread count, and writes one JSON table with, per run: the SFT
@@ -16,6 +17,41 @@
 # keeps an hour-long sweep on one build while you rebuild.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# summarize OUT ROW_JSON...: the table with its medians, ranges and the
+# issue-17 counts, written to OUT and printed.
+summarize() {
+/usr/bin/python3 - "$@" <<'PY'
+import json, platform, sys
+rows = [json.loads(r) for r in sys.argv[2:]]
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
+def stats(key):
+    v = sorted(r[key] for r in rows if isinstance(r.get(key), (int, float)))
+    return {"median": v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2, "min": v[0], "max": v[-1]} if v else None
+summary = {k: stats(k) for k in ("sft_greedy", "sft_sampled", "sft_steps", "rl_greedy", "rl_sampled", "wall_seconds")}
+# The issue-17 targets: SFT greedy >= 0.8 in every run; the sampled change
+# after RL positive in every run and above two standard errors in 8 of 10.
+changes = [r["sampled_change"] for r in rows if isinstance(r.get("sampled_change"), dict)]
+summary["sft_greedy_at_least_0.8"] = sum(1 for r in rows if (r.get("sft_greedy") or 0) >= 0.8)
+summary["sampled_change_positive"] = sum(1 for c in changes if c["mean"] > 0)
+summary["sampled_change_above_2se"] = sum(1 for c in changes if c["mean"] > 2 * c["standard_error"])
+summary["runs"] = len(rows)
+json.dump({"machine": cpu, "runs": rows, "summary": summary}, open(sys.argv[1], "w"), indent=2)
+print(json.dumps(summary, indent=2))
+PY
+}
+if [[ ${1:-} == --merge ]]; then  # --merge OUT SWEEP.json...: one table from several sweeps' runs
+  shift
+  out=${1:?--merge OUT SWEEP.json ...}
+  shift
+  (($#)) || { echo "main-job-sweep: --merge needs the sweep files to merge" >&2; exit 2; }
+  mapfile -t rows < <(/usr/bin/python3 -c '
+import json, sys
+for f in sys.argv[1:]:
+    for r in json.load(open(f))["runs"]:
+        print(json.dumps(r))' "$@")
+  summarize "$out" "${rows[@]}"
+  exit 0
+fi
 seeds="0 1 2 3 4" threads="1 2" job=examples/calculator/job.yaml out="" sft_only=0 bin=build/bin/interlace
 while (($#)); do
   case $1 in
@@ -25,7 +61,7 @@ while (($#)); do
     --job) job=$2; shift ;;
     --out) out=$2; shift ;;
     --bin) bin=$2; shift ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "main-job-sweep: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -98,22 +134,5 @@ PY
     rows+=("$row")
   done
 done
-/usr/bin/python3 - "$out" "${rows[@]}" <<'PY'
-import json, platform, sys
-rows = [json.loads(r) for r in sys.argv[2:]]
-cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
-def stats(key):
-    v = sorted(r[key] for r in rows if isinstance(r.get(key), (int, float)))
-    return {"median": v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2, "min": v[0], "max": v[-1]} if v else None
-summary = {k: stats(k) for k in ("sft_greedy", "sft_sampled", "sft_steps", "rl_greedy", "rl_sampled", "wall_seconds")}
-# The issue-17 targets: SFT greedy >= 0.8 in every run; the sampled change
-# after RL positive in every run and above two standard errors in 8 of 10.
-changes = [r["sampled_change"] for r in rows if isinstance(r.get("sampled_change"), dict)]
-summary["sft_greedy_at_least_0.8"] = sum(1 for r in rows if (r.get("sft_greedy") or 0) >= 0.8)
-summary["sampled_change_positive"] = sum(1 for c in changes if c["mean"] > 0)
-summary["sampled_change_above_2se"] = sum(1 for c in changes if c["mean"] > 2 * c["standard_error"])
-summary["runs"] = len(rows)
-json.dump({"machine": cpu, "runs": rows, "summary": summary}, open(sys.argv[1], "w"), indent=2)
-print(json.dumps(summary, indent=2))
-PY
+summarize "$out" "${rows[@]}"
 echo "main-job-sweep: table in $out" >&2

@@ -38,6 +38,8 @@ print(*[x.getsockname()[1] for x in s])'))
 mkdir -p "$run/data/redis-data" "$run/data/interlace-runner-jobs"
 chmod 777 "$run/data/redis-data" "$run/data/interlace-runner-jobs"  # the pods' users (999, 10001) write there
 (cd "$work" && node podman_play.mjs "$run/local.yaml" "$run/data" "${ports[@]}") >"$run/play.yaml"
+# Pods an interrupted earlier run left behind (podman names them DEPLOYMENT-pod-0) would block this one.
+podman pod rm -f redis-pod-0 interlace-controller-pod-0 interlace-runner-pod-0 >/dev/null 2>&1 || true
 podman kube play --network host "$run/play.yaml" >"$run/play.log" 2>&1 ||
   { echo "FAIL: podman kube play:"; cat "$run/play.log"; exit 1; }
 healthy() { /usr/bin/python3 -c '
