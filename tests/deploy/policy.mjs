@@ -30,8 +30,7 @@ for (const file of process.argv.slice(2)) {
       if (!(sc.capabilities?.drop ?? []).includes("ALL")) fail(w, `container ${c.name} keeps capabilities`);
       if (sc.privileged) fail(w, `container ${c.name} is privileged`);
     }
-    const labels = pod.metadata?.labels ?? w.spec.template.metadata?.labels ?? {};
-    const podLabels = w.spec.template.metadata?.labels ?? labels;
+    const podLabels = w.spec.template.metadata?.labels ?? {};
     const budget = objects.find((o) => o.kind === "PodDisruptionBudget" &&
       Object.entries(o.spec.selector.matchLabels ?? {}).every(([k, v]) => podLabels[k] === v));
     if (!budget) fail(w, "no PodDisruptionBudget selects its pods");

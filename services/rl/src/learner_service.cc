@@ -426,10 +426,11 @@ absl::Status Learner::finish_step(const RlStepResult& r) {
   k3_.set(r.mismatch.mismatch_k3_kl);
   pearson_.set(r.mismatch.prob_pearson);
   staleness_.set(staleness);
-  step_metrics_.record(r, std::chrono::duration<double>(Clock::now() - step_started_).count());
   uint64_t hit = 0, query = 0;
   for (const auto& [name, hb] : heartbeats_) hit += hb.cache_hit_tokens, query += hb.cache_query_tokens;
   const auto now = Clock::now();
+  const double train_seconds = std::chrono::duration<double>(now - step_started_).count();
+  step_metrics_.record(r, train_seconds);
   const double since = std::chrono::duration<double>(now - last_step_).count();
   const double tokens_per_second = since > 0 ? double(r.tokens) / since : 0.0;
   log_->metrics({{"step", state_.step},
@@ -451,7 +452,7 @@ absl::Status Learner::finish_step(const RlStepResult& r) {
                  {"staleness_max", r.lag_max},
                  {"mismatch", learner::to_json(r.mismatch)},
                  {"cache_hit_rate", query ? double(hit) / double(query) : 0.0},
-                 {"train_seconds", std::chrono::duration<double>(now - step_started_).count()},
+                 {"train_seconds", train_seconds},
                  {"step_seconds", since},
                  {"elapsed_seconds", std::chrono::duration<double>(now - start_).count()},
                  {"duplicates", duplicates_.get()}});
