@@ -28,7 +28,7 @@ TEST(JobSpec, ReadsKeysAndKeepsDefaults) {
 name: calc
 env: calculator
 model: {init: examples/models/tiny-hybrid.json, seed: 3}
-sft: {steps: 50}
+sft: {steps: 50, schedule: constant}
 algorithm: {name: cispo, eps_high: 4.0, steps: 7, group_size: 4, rollout_correction: tis}
 staleness: {mode: sync, eta: 2, policy: downweight}
 eval: {samples: 2}
@@ -43,6 +43,8 @@ eval: {samples: 2}
   EXPECT_EQ(j->groups_per_step, 8);  // default
   EXPECT_TRUE(j->sft);
   EXPECT_EQ(j->sft_steps, 50);
+  EXPECT_EQ(job_spec_json(*j)["sft"]["schedule"], "constant");
+  EXPECT_EQ(job_spec_json(*parse_job_spec("model: {init: x.json}\nsft: {}", "job.yaml"))["sft"]["schedule"], "cosine");
   EXPECT_EQ(j->mode, StalenessMode::kSync);
   EXPECT_EQ(j->stale_policy, StalePolicy::kDownweight);
   EXPECT_EQ(job_spec_json(*j)["staleness"]["mode"], "sync");
@@ -72,6 +74,8 @@ TEST(JobSpec, ErrorsNameTheKeyAndWhatIsAllowed) {
   EXPECT_NE(error_of(model + "staleness: {eta: -1}").find("staleness.eta"), std::string::npos);
   EXPECT_NE(error_of(model + "env: chess").find("env: "), std::string::npos);
   EXPECT_NE(error_of(model + "rollout: {precision: fp7}").find("rollout.precision"), std::string::npos);
+  EXPECT_NE(error_of(model + "sft: {schedule: linear}").find("sft.schedule: 'linear' is not allowed; choose one of: constant"),
+            std::string::npos);
   EXPECT_NE(error_of(model + "sft: 3").find("sft: expected a mapping"), std::string::npos);
   EXPECT_NE(error_of("name: x\n").find("exactly one of 'path'"), std::string::npos);
   EXPECT_NE(error_of(model + "name: [unclosed").find("not valid YAML"), std::string::npos);

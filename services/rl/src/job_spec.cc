@@ -56,6 +56,7 @@ absl::StatusOr<JobSpec> parse_job_spec(const std::string& text, const std::strin
                      .num("batch_size", j.sft_batch_size, 1, 1e5)
                      .num("warmup_steps", j.sft_warmup_steps, 0, 1e7)
                      .num("lr", j.sft_lr, 0, 10)
+                     .text("schedule", j.sft_schedule, {"constant", "cosine"})
                      .num("expect_greedy_reward", j.sft_expect_greedy_reward, 0, 1)
                      .num("check_every", j.sft_check_every, 0, 1e7);
                })
@@ -194,7 +195,7 @@ nlohmann::json job_spec_json(const JobSpec& j) {
           {"model", {{"path", j.model_dir}, {"init", j.model_init}, {"seed", j.model_seed}}},
           {"sft",
            {{"enabled", j.sft}, {"demos", j.sft_demos}, {"steps", j.sft_steps}, {"batch_size", j.sft_batch_size},
-            {"warmup_steps", j.sft_warmup_steps}, {"lr", j.sft_lr},
+            {"warmup_steps", j.sft_warmup_steps}, {"lr", j.sft_lr}, {"schedule", j.sft_schedule},
             {"expect_greedy_reward", j.sft_expect_greedy_reward}, {"check_every", j.sft_check_every}}},
           {"algorithm",
            {{"name", j.algorithm}, {"loss", name_of(j.objective.loss)},

@@ -82,7 +82,7 @@ absl::StatusOr<std::string> run_sft_warmup(const JobSpec& spec, const WarmupOpti
   std::vector<std::string> base = {o.interlace, "train", "sft", "--model", model, "--data", demos, "--out", work.string(),
                                    "--steps", std::to_string(spec.sft_steps), "--batch-size",
                                    std::to_string(spec.sft_batch_size), "--lr", absl::StrCat(spec.sft_lr),
-                                   "--warmup-steps", std::to_string(spec.sft_warmup_steps), "--schedule", "cosine",
+                                   "--warmup-steps", std::to_string(spec.sft_warmup_steps), "--schedule", spec.sft_schedule,
                                    "--seed", std::to_string(spec.seed)};
   if (o.quiet) base.push_back("--quiet");
   auto train = [&](std::vector<std::string> args) -> absl::Status {

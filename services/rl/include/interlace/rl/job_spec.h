@@ -34,6 +34,8 @@ struct JobSpec {
   bool sft = false;
   int64_t sft_demos = 512, sft_steps = 100, sft_batch_size = 16, sft_warmup_steps = 10;
   double sft_lr = 3e-3;
+  // After the warm-up steps: "cosine" (to 0 at sft_steps) or "constant".
+  std::string sft_schedule = "cosine";
   // The held-out greedy reward the warmed-up model should reach for the RL
   // part to work from (0: not checked); below it the run says so plainly.
   double sft_expect_greedy_reward = 0;
