@@ -4,6 +4,7 @@
 
 #include <functional>
 #include <memory>
+#include <string>
 
 #include "CLI/CLI.hpp"
 
@@ -21,5 +22,15 @@ void add_run_commands(CLI::App& app, Action& action);
 // After add_run_commands: adds `serve controller` to its `serve`.
 void add_control_commands(CLI::App& app, Action& action);
 void add_stack_commands(CLI::App& app, Action& action);  // up, down
+
+// `interlace serve learner|worker --redis HOST:PORT`: the control plane's
+// long-lived roles (pool learner, pool worker), as opposed to one run's
+// services (`--run-dir`).
+struct PoolRoleArgs {
+  std::string redis, dir, name, prefix = "interlace", health;
+  double poll = 1.0;
+};
+void add_pool_role_options(CLI::App* command, PoolRoleArgs& args);
+int serve_pool_role(const std::string& role, const PoolRoleArgs& args);
 
 }  // namespace interlace::cli

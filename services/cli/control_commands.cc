@@ -20,6 +20,7 @@
 #include "commands.h"
 #include "interlace/control/controller.h"
 #include "interlace/control/job_runner.h"
+#include "interlace/control/pool_worker.h"
 #include "interlace/control/worker_registry.h"
 #include "yaml-cpp/yaml.h"
 #include "nlohmann/json.hpp"
@@ -107,27 +108,37 @@ std::string age(int64_t since_ms) {
 }
 
 void print_jobs(const json& jobs) {
-  std::printf("%-12s %-24s %-8s %-10s %-6s %-7s %-16s %s\n", "ID", "NAME", "KIND", "STATE", "STEP", "REWARD", "OWNER", "AGE");
+  std::printf("%-12s %-24s %-8s %-10s %-6s %-7s %-7s %-16s %s\n", "ID", "NAME", "KIND", "STATE", "STEP", "REWARD",
+              "WORKERS", "OWNER", "AGE");
   for (const json& j : jobs) {
     const int64_t step = j.value("step", int64_t{0});
     const json reward = j.value("reward", json(nullptr));
-    std::printf("%-12s %-24s %-8s %-10s %-6s %-7s %-16s %s\n", j["id"].get<std::string>().c_str(),
+    const int64_t want = j.value("workers_want", int64_t{0});
+    // A pool learner's job: given/wanted; a runner's job runs its own workers.
+    const std::string workers = want > 0 ? absl::StrCat(j.value("workers", int64_t{0}), "/", want) : "-";
+    std::printf("%-12s %-24s %-8s %-10s %-6s %-7s %-7s %-16s %s\n", j["id"].get<std::string>().c_str(),
                 j["name"].get<std::string>().substr(0, 24).c_str(), j["kind"].get<std::string>().c_str(),
                 j["state"].get<std::string>().c_str(), step > 0 ? std::to_string(step).c_str() : "-",
-                reward.is_number() ? absl::StrFormat("%.3f", reward.get<double>()).c_str() : "-",
+                reward.is_number() ? absl::StrFormat("%.3f", reward.get<double>()).c_str() : "-", workers.c_str(),
                 j["owner"].get<std::string>().empty() ? "-" : j["owner"].get<std::string>().c_str(),
                 age(j["created_ms"].get<int64_t>()).c_str());
   }
 }
 
 void print_workers(const json& workers) {
-  std::printf("%-24s %-8s %-16s %-8s %-6s %-12s %s\n", "NAME", "KIND", "HOST", "PID", "STATE", "JOB", "UP");
-  for (const json& w : workers)
-    std::printf("%-24s %-8s %-16s %-8lld %-6s %-12s %s\n", w["name"].get<std::string>().substr(0, 24).c_str(),
+  std::printf("%-24s %-8s %-16s %-8s %-6s %-12s %-9s %-6s %s\n", "NAME", "KIND", "HOST", "PID", "STATE", "JOB",
+              "RUN/WAIT", "CACHE", "UP");
+  for (const json& w : workers) {
+    // A pool worker's load while it runs a job (-1: not known).
+    const int64_t running = w.value("running", int64_t{-1}), waiting = w.value("waiting", int64_t{-1});
+    const double cache = w.value("cache_usage", -1.0);
+    std::printf("%-24s %-8s %-16s %-8lld %-6s %-12s %-9s %-6s %s\n", w["name"].get<std::string>().substr(0, 24).c_str(),
                 w["kind"].get<std::string>().c_str(), w["host"].get<std::string>().substr(0, 16).c_str(),
                 static_cast<long long>(w["pid"].get<int64_t>()), w["state"].get<std::string>().c_str(),
                 w["job"].get<std::string>().empty() ? "-" : w["job"].get<std::string>().c_str(),
-                age(w["started_ms"].get<int64_t>()).c_str());
+                running >= 0 ? absl::StrCat(running, "/", waiting).c_str() : "-",
+                cache >= 0 ? absl::StrFormat("%.0f%%", 100 * cache).c_str() : "-", age(w["started_ms"].get<int64_t>()).c_str());
+  }
 }
 
 bool final_state(const std::string& s) { return s == "succeeded" || s == "failed" || s == "cancelled"; }
@@ -349,32 +360,91 @@ struct ServeRunnerArgs {
 
 std::string default_runner_name() { return "runner@" + control::this_host(); }
 
-int serve_runner(const ServeRunnerArgs& a) {
-  auto redis = control::parse_redis_address(a.redis);
-  if (!redis.ok()) return fail(redis.status());
-  *redis = control::with_password_from_env(*redis);
+// What a runner, pool learner and pool worker share: Redis, a name, a
+// directory, a health endpoint. Errors are bad usage (exit 2) or failures.
+struct RoleSetup {
+  control::RedisAddress redis;
+  std::string dir, health_host;
+  int health_port = 0;
+};
+
+absl::StatusOr<RoleSetup> role_setup(const std::string& redis_text, const std::string& dir, const std::string& health) {
+  auto redis = control::parse_redis_address(redis_text);
+  if (!redis.ok()) return redis.status();
+  RoleSetup r;
+  r.redis = control::with_password_from_env(*redis);
+  const char* home = std::getenv("HOME");
+  r.dir = dir.empty() ? std::string(home && *home ? home : "/tmp") + "/.interlace/jobs" : dir;
+  if (!health.empty()) {
+    const size_t colon = health.rfind(':');
+    const int port = colon == std::string::npos ? 0 : std::atoi(health.c_str() + colon + 1);
+    if (port <= 0 || port > 65535)
+      return absl::InvalidArgumentError("--health '" + health + "': expected HOST:PORT, e.g. 0.0.0.0:8471");
+    r.health_host = health.substr(0, colon);
+    r.health_port = port;
+  }
   signal(SIGINT, [](int) { g_stop = true; });
   signal(SIGTERM, [](int) { g_stop = true; });
-  const char* home = std::getenv("HOME");
+  return r;
+}
+
+int serve_runner(const ServeRunnerArgs& a) {
+  auto setup = role_setup(a.redis, a.dir, a.health);
+  if (!setup.ok()) return fail(setup.status());
   control::JobRunnerOptions o;
-  o.redis = *redis;
+  o.redis = setup->redis;
   o.prefix = a.prefix;
   o.name = a.name.empty() ? default_runner_name() : a.name;
-  o.dir = a.dir.empty() ? std::string(home && *home ? home : "/tmp") + "/.interlace/jobs" : a.dir;
+  o.dir = setup->dir;
   o.interlace = self_exe();
   o.poll_seconds = a.poll;
-  if (!a.health.empty()) {
-    const size_t colon = a.health.rfind(':');
-    const int port = colon == std::string::npos ? 0 : std::atoi(a.health.c_str() + colon + 1);
-    if (port <= 0 || port > 65535) return fail("--health '" + a.health + "': expected HOST:PORT, e.g. 0.0.0.0:8471");
-    o.health_host = a.health.substr(0, colon);
-    o.health_port = port;
-  }
+  o.health_host = setup->health_host;
+  o.health_port = setup->health_port;
   o.stop = [] { return g_stop.load(); };
   return control::run_jobs(o);
 }
 
 }  // namespace
+
+void add_pool_role_options(CLI::App* command, PoolRoleArgs& a) {
+  command->add_option("--redis", a.redis, "the control plane's Redis HOST:PORT (password: $INTERLACE_REDIS_PASSWORD)");
+  command->add_option("--dir", a.dir, "with --redis: where jobs run, shared by learners and workers (default: ~/.interlace/jobs)");
+  command->add_option("--name", a.name, "with --redis: its name in the registry; keep it across restarts (default: ROLE@HOST);\n"
+                      "a worker with --run-dir: its name toward the learner (default: worker-INDEX)");
+  command->add_option("--prefix", a.prefix, "with --redis: Redis key prefix")->capture_default_str();
+  command->add_option("--health", a.health, "with --redis: HOST:PORT for GET /healthz and /metrics (default: none)");
+  command->add_option("--poll", a.poll, "with --redis: seconds between looks for work and for a cancel")
+      ->capture_default_str()
+      ->check(CLI::Range(0.05, 60.0));
+}
+
+int serve_pool_role(const std::string& role, const PoolRoleArgs& a) {
+  auto setup = role_setup(a.redis, a.dir, a.health);
+  if (!setup.ok()) return fail(setup.status());
+  const std::string name = a.name.empty() ? role + "@" + control::this_host() : a.name;
+  if (role == "worker")
+    return control::run_pool_worker({.redis = setup->redis,
+                                     .prefix = a.prefix,
+                                     .name = name,
+                                     .dir = setup->dir,
+                                     .interlace = self_exe(),
+                                     .poll_seconds = std::min(a.poll, 0.5),
+                                     .health_host = setup->health_host,
+                                     .health_port = setup->health_port,
+                                     .stop = [] { return g_stop.load(); }});
+  control::JobRunnerOptions o;
+  o.role = control::RunnerRole::kLearner;
+  o.redis = setup->redis;
+  o.prefix = a.prefix;
+  o.name = name;
+  o.dir = setup->dir;
+  o.interlace = self_exe();
+  o.poll_seconds = a.poll;
+  o.health_host = setup->health_host;
+  o.health_port = setup->health_port;
+  o.stop = [] { return g_stop.load(); };
+  return control::run_jobs(o);
+}
 
 void add_control_commands(CLI::App& app, Action& action) {
   auto rn = std::make_shared<ServeRunnerArgs>();

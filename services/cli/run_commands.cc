@@ -7,7 +7,9 @@
 #include <atomic>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 
+#include "absl/strings/str_cat.h"
 #include "cli_util.h"
 #include "commands.h"
 #include "interlace/rl/job_spec.h"
@@ -57,10 +59,22 @@ int run_job(const RunArgs& a) {
 }
 
 struct ServeArgs {
-  std::string run_dir;
+  std::string run_dir, load_file;
   int index = 0;
   bool quiet = false;
+  PoolRoleArgs pool;
 };
+
+// Exactly one of --run-dir (one run's service) and --redis (a pool role).
+std::optional<int> serve_mode_error(const ServeArgs& s, const char* role) {
+  if (s.run_dir.empty() == s.pool.redis.empty()) {
+    fail(absl::StrCat("serve ", role, ": pass --run-dir RUN (a service of one run, what `interlace run` ",
+                             "starts) or --redis HOST:PORT (a long-lived ", role, " of the control plane), not ",
+                      s.run_dir.empty() ? "neither" : "both"));
+    return 2;
+  }
+  return std::nullopt;
+}
 
 absl::StatusOr<std::pair<rl::JobSpec, rl::Endpoints>> load_run(const std::string& run_dir) {
   auto spec = rl::load_job_spec(rl::run_path(run_dir, "job.yaml"));
@@ -132,26 +146,57 @@ void add_run_commands(CLI::App& app, Action& action) {
   run->callback([r, &action] { action = [r] { return run_job(*r); }; });
 
   auto s = std::make_shared<ServeArgs>();
-  CLI::App* serve = app.add_subcommand("serve", "Run one service of a run directory (what `interlace run` starts)");
+  CLI::App* serve = app.add_subcommand(
+      "serve", "Run one service: of a run directory (what `interlace run` starts), or a long-lived role of the\n"
+               "control plane (controller, runner, and with --redis: learner, worker)");
   serve->require_subcommand(1);
-  CLI::App* learner = serve->add_subcommand("learner", "The learner service: trains on trajectories, publishes weights");
-  learner->add_option("--run-dir", s->run_dir, "a run directory prepared by `interlace run`")->required();
+  CLI::App* learner = serve->add_subcommand(
+      "learner",
+      "The learner service: trains on trajectories, publishes weights. With --run-dir, the learner of\n"
+      "one run. With --redis, a pool learner: claims queued train jobs one at a time, asks the\n"
+      "controller for the job's rollout.workers pool workers (starting once rollout.min_workers are\n"
+      "given), runs the job in DIR/JOB_ID/ and gives the workers back at its end; a restarted one\n"
+      "(same --name) resumes its job from the last checkpoint. Examples:\n"
+      "  interlace serve learner --run-dir runs/calculator-grpo\n"
+      "  interlace serve learner --redis 127.0.0.1:6379 --dir /var/lib/interlace/jobs --name learner-0");
+  learner->add_option("--run-dir", s->run_dir, "a run directory prepared by `interlace run`");
   learner->add_flag("--quiet", s->quiet, "no progress output");
+  add_pool_role_options(learner, s->pool);
   learner->callback([s, &action] {
     action = [s] {
+      if (auto e = serve_mode_error(*s, "learner")) return *e;
+      if (!s->pool.redis.empty()) return serve_pool_role("learner", s->pool);
       auto run = load_run(s->run_dir);
       if (!run.ok()) return fail(run.status());
       return rl::run_learner({.run_dir = s->run_dir, .spec = run->first, .endpoints = run->second, .quiet = s->quiet});
     };
   });
-  CLI::App* worker = serve->add_subcommand("worker", "A rollout worker: runs episodes, streams trajectories");
-  worker->add_option("--run-dir", s->run_dir, "a run directory prepared by `interlace run`")->required();
+  CLI::App* worker = serve->add_subcommand(
+      "worker",
+      "A rollout worker: runs episodes, streams trajectories to the learner. With --run-dir, a\n"
+      "worker of one run. With --redis, a pool worker: registers in Redis with its load, runs the\n"
+      "rollout of whatever train job the controller assigns it (on DIR/JOB_ID/run, shared with\n"
+      "the learners), and is free again when the job ends or is cancelled. Examples:\n"
+      "  interlace serve worker --run-dir runs/calculator-grpo --index 1\n"
+      "  interlace serve worker --redis 127.0.0.1:6379 --dir /var/lib/interlace/jobs --name worker-0");
+  worker->add_option("--run-dir", s->run_dir, "a run directory prepared by `interlace run`");
   worker->add_option("--index", s->index, "worker number (its name is worker-N)")->capture_default_str();
+  worker->add_option("--load-file", s->load_file, "with --run-dir: write its load (JSON) there about once a second");
+  worker->add_flag("--quiet", s->quiet, "no progress output");
+  add_pool_role_options(worker, s->pool);
   worker->callback([s, &action] {
     action = [s] {
+      if (auto e = serve_mode_error(*s, "worker")) return *e;
+      if (!s->pool.redis.empty()) return serve_pool_role("worker", s->pool);
       auto run = load_run(s->run_dir);
       if (!run.ok()) return fail(run.status());
-      return rl::run_worker({.run_dir = s->run_dir, .spec = run->first, .endpoints = run->second, .index = s->index});
+      return rl::run_worker({.run_dir = s->run_dir,
+                             .spec = run->first,
+                             .endpoints = run->second,
+                             .index = s->index,
+                             .name = s->pool.name,  // --name: toward the learner, instead of worker-N
+                             .load_file = s->load_file,
+                             .quiet = s->quiet});
     };
   });
 }

@@ -102,7 +102,7 @@ void stop(pid_t pid) {
 
 struct UpArgs {
   std::string dir = default_stack_dir(), output = "table";
-  int port = 8470, redis_port = 6390, runners = 1;
+  int port = 8470, redis_port = 6390, runners = 1, learners = 0, workers = 0;
 };
 
 int up(const UpArgs& a) {
@@ -144,6 +144,14 @@ int up(const UpArgs& a) {
         {self_exe(), "serve", "runner", "--redis", s.redis, "--dir", (fs::path(s.dir) / "jobs").string(), "--name",
          "runner-" + std::to_string(i) + "@local"},
         (fs::path(s.dir) / ("runner-" + std::to_string(i) + ".log")).string(), {password_env}));
+  // Pool learners and workers share DIR/jobs (stack.json lists their pids with the runners').
+  for (const auto& [role, n] : {std::pair<std::string, int>{"learner", a.learners}, {"worker", a.workers}})
+    for (int i = 0; i < n; ++i) {
+      const std::string name = role + "-" + std::to_string(i);
+      s.runner_pids.push_back(start_detached({self_exe(), "serve", role, "--redis", s.redis, "--dir",
+                                              (fs::path(s.dir) / "jobs").string(), "--name", name + "@local"},
+                                             (fs::path(s.dir) / (name + ".log")).string(), {password_env}));
+    }
   // The controller retries Redis while it loads; ready when both answer.
   for (int i = 0; i < 300 && !(alive(s.controller_pid) && healthy(s.server, "/readyz")); ++i) {
     if (!alive(s.redis_pid) || (i > 20 && !alive(s.controller_pid))) break;
@@ -172,7 +180,7 @@ int down(const std::string& dir) {
   stop(s->redis_pid);  // SIGTERM: Redis flushes its AOF and exits
   std::error_code ec;
   fs::remove(fs::path(dir) / "stack.json", ec);
-  std::fprintf(stderr, "down: stopped %zu runner(s), the controller (pid %d) and redis-server (pid %d); data kept in %s\n",
+  std::fprintf(stderr, "down: stopped %zu runner, learner and worker process(es), the controller (pid %d) and redis-server (pid %d); data kept in %s\n",
                s->runner_pids.size(), s->controller_pid, s->redis_pid, dir.c_str());
   return 0;
 }
@@ -184,16 +192,22 @@ void add_stack_commands(CLI::App& app, Action& action) {
   CLI::App* up_cmd = app.add_subcommand(
       "up",
       "Start the control plane on this machine: redis-server (AOF under DIR/redis), a\n"
-      "controller with a fresh token, and job runners (submitted train jobs run in\n"
-      "DIR/jobs/); prints the server URL and the token. The control\n"
-      "commands (submit, jobs, status, cancel, logs) then use it without --server/--token.\n"
-      "Example:\n"
-      "  interlace up && interlace submit examples/calculator/job.yaml && interlace jobs");
+      "controller with a fresh token, and job runners (each runs a submitted job whole, with\n"
+      "its own rollout workers), or pool learners and pool workers (a learner claims a train\n"
+      "job and the controller gives it workers from the pool); jobs run in DIR/jobs/. Prints\n"
+      "the server URL and the token. The control commands (submit, jobs, status, cancel,\n"
+      "logs) then use it without --server/--token. Examples:\n"
+      "  interlace up && interlace submit examples/calculator/job.yaml && interlace jobs\n"
+      "  interlace up --runners 0 --learners 1 --workers 2");
   up_cmd->add_option("--dir", u->dir, "where the stack keeps its data, logs and stack.json")->capture_default_str();
   up_cmd->add_option("--port", u->port, "the controller's port (loopback)")->capture_default_str()->check(CLI::Range(1, 65535));
   up_cmd->add_option("--redis-port", u->redis_port, "redis-server's port (loopback)")->capture_default_str()->check(CLI::Range(1, 65535));
   up_cmd->add_option("--runners", u->runners, "job runners (`serve runner`): train jobs run one at a time on each")
       ->capture_default_str()->check(CLI::Range(0, 64));
+  up_cmd->add_option("--learners", u->learners, "pool learners (`serve learner --redis`): claim train jobs")
+      ->capture_default_str()->check(CLI::Range(0, 64));
+  up_cmd->add_option("--workers", u->workers, "pool workers (`serve worker --redis`): run the rollout of assigned jobs")
+      ->capture_default_str()->check(CLI::Range(0, 256));
   up_cmd->add_option("-o,--output", u->output, "table or json ({\"server\", \"token\"})")
       ->check(CLI::IsMember({"table", "json"}))->capture_default_str();
   up_cmd->callback([u, &action] { action = [u] { return up(*u); }; });

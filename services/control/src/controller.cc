@@ -10,8 +10,11 @@
 #include <mutex>
 #include <regex>
 #include <thread>
+#include <algorithm>
+#include <condition_variable>
 
 #include "absl/strings/str_cat.h"
+#include "interlace/control/worker_pool.h"
 #include "interlace/control/worker_registry.h"
 #include "interlace/metrics/registry.h"
 #include "interlace/rl/job_spec.h"
@@ -135,6 +138,8 @@ json job_json(const JobRecord& job) {
           {"updated_ms", job.updated_ms},
           {"has_results", !job.results.empty()},
           {"step", job.step},
+          {"workers_want", job.workers_want},
+          {"workers", job.workers},
           {"reward", std::isfinite(job.reward) ? json(job.reward) : json(nullptr)}};
 }
 
@@ -163,6 +168,12 @@ struct Controller::Impl {
   RedisPool pool;
   httplib::Server server;
   std::thread thread;
+  // The scheduling pass (worker_pool.h) twice a second: pool workers to the
+  // jobs that want them. Every replica runs it; the script is atomic.
+  std::thread scheduler;
+  std::mutex scheduler_mu;
+  std::condition_variable scheduler_wake;
+  bool stopping = false;
   int port = 0;
   int listen_fd = -1;
 
@@ -194,6 +205,27 @@ struct Controller::Impl {
     }
     JobStore store(*lease->client, options.prefix);
     body(store);
+  }
+
+  void schedule_loop() {
+    std::unique_lock<std::mutex> lock(scheduler_mu);
+    while (!scheduler_wake.wait_for(lock, std::chrono::milliseconds(500), [&] { return stopping; })) {
+      lock.unlock();
+      if (auto lease = pool.take(); lease.ok()) {
+        auto changes = WorkerPool(*lease->client, options.prefix).schedule();
+        if (!changes.ok()) {
+          spdlog::warn("controller: scheduling workers: {}", std::string(changes.status().message()));
+        } else {
+          for (const Assignment& a : *changes) {
+            if (a.assigned) spdlog::info("controller: worker {} assigned to job {}", a.worker, a.job);
+            else spdlog::info("controller: worker {} taken back from job {}: {}", a.worker, a.job, a.reason);
+          }
+          metrics.counter("interlace_controller_assignments_total", "pool workers given to jobs").add(
+              double(std::count_if(changes->begin(), changes->end(), [](const Assignment& a) { return a.assigned; })));
+        }
+      }
+      lock.lock();
+    }
   }
 
   void routes() {
@@ -326,7 +358,8 @@ struct Controller::Impl {
       json out = json::array();
       for (const WorkerEntry& w : *workers)
         out.push_back({{"name", w.name}, {"kind", w.kind}, {"host", w.host}, {"pid", w.pid}, {"state", w.state},
-                       {"job", w.job}, {"started_ms", w.started_ms}, {"seen_ms", w.seen_ms}});
+                       {"job", w.job}, {"started_ms", w.started_ms}, {"seen_ms", w.seen_ms},
+                       {"running", w.running}, {"waiting", w.waiting}, {"cache_usage", w.cache_usage}});
       reply(res, 200, {{"workers", out}});
     });
     // The results file, streamed: it may be far larger than a reply body.
@@ -396,6 +429,7 @@ absl::StatusOr<std::unique_ptr<Controller>> Controller::start(const ControllerOp
   if (impl->listen_fd >= 0) ::listen(impl->listen_fd, kListenBacklog);
   Impl* raw = impl.get();
   impl->thread = std::thread([raw] { raw->server.listen_after_bind(); });
+  impl->scheduler = std::thread([raw] { raw->schedule_loop(); });
   return std::unique_ptr<Controller>(new Controller(std::move(impl)));
 }
 
@@ -404,6 +438,12 @@ Controller::~Controller() { stop(); }
 int Controller::port() const { return impl_->port; }
 
 void Controller::stop() {
+  {
+    std::lock_guard<std::mutex> lock(impl_->scheduler_mu);
+    impl_->stopping = true;
+  }
+  impl_->scheduler_wake.notify_all();
+  if (impl_->scheduler.joinable()) impl_->scheduler.join();
   impl_->server.stop();
   if (impl_->thread.joinable()) impl_->thread.join();
 }

@@ -16,6 +16,8 @@
 #include "absl/strings/str_cat.h"
 #include "httplib.h"
 #include "interlace/control/job_store.h"
+#include "interlace/control/presence.h"
+#include "interlace/control/worker_pool.h"
 #include "interlace/control/worker_registry.h"
 #include "interlace/metrics/registry.h"
 #include "interlace/rl/local_run.h"
@@ -41,14 +43,45 @@ struct Outcome {
   std::string summary;  // one line for the job's events
 };
 
-Outcome run_train(const JobRunnerOptions& o, const fs::path& home, bool resume, const std::function<bool()>& interrupted) {
+// A pool learner's job: the workers it wants, then a wait for the fewest it
+// can start with (false: interrupted while waiting).
+bool get_workers(JobStore& store, WorkerPool& pool, const JobRecord& job, const JobRunnerOptions& o,
+                 const rl::JobSpec& spec, const std::function<bool()>& interrupted) {
+  const int64_t want = std::max<int64_t>(1, spec.workers);
+  const int64_t min = std::clamp<int64_t>(spec.min_workers, 1, want);
+  if (absl::Status s = pool.want_workers(job.id, o.name, want, min); !s.ok()) {
+    spdlog::warn("learner {}: job {}: asking for workers: {}", o.name, job.id, std::string(s.message()));
+    return false;
+  }
+  for (bool said = false;; said = true) {
+    auto have = pool.assigned(job.id);
+    if (have.ok() && static_cast<int64_t>(have->size()) >= min) {
+      (void)store.append_event(job.id, "workers", absl::StrCat("starting the learner with ", have->size(), " worker(s)"));
+      return true;
+    }
+    if (!said)
+      (void)store.append_event(job.id, "workers", absl::StrCat("waiting for ", min, " worker(s) from the pool"));
+    if (interrupted()) return false;
+    std::this_thread::sleep_for(std::chrono::duration<double>(o.poll_seconds));
+  }
+}
+
+Outcome run_train(const JobRunnerOptions& o, JobStore& store, WorkerPool& pool, const JobRecord& job,
+                  const fs::path& home, bool resume, const std::function<bool()>& interrupted) {
   const fs::path run_dir = home / "run";
-  auto result = rl::run_local_job({.job = (home / "job.yaml").string(),
-                                   .run_dir = run_dir.string(),
-                                   .interlace = o.interlace,
-                                   .resume = resume,
-                                   .quiet = true,
-                                   .interrupted = interrupted});
+  const bool pool_workers = o.role == RunnerRole::kLearner;
+  rl::LocalRunOptions lo{.job = (home / "job.yaml").string(),
+                         .run_dir = run_dir.string(),
+                         .interlace = o.interlace,
+                         .resume = resume,
+                         .quiet = true,
+                         .interrupted = interrupted,
+                         .external_workers = pool_workers};
+  if (pool_workers) {
+    lo.before_services = [&](const rl::JobSpec& spec) { return get_workers(store, pool, job, o, spec, interrupted); };
+    lo.after_services = [&] { (void)pool.want_workers(job.id, o.name, 0, 0); };
+  }
+  auto result = rl::run_local_job(lo);
   if (!result.ok()) return {.failure = std::string(result.status().message())};
   if (result->exit_code != 0)
     return {.failure = absl::StrCat("the job's services ended with exit code ", result->exit_code, " (see ", run_dir.string(), ")")};
@@ -116,7 +149,7 @@ void report_progress(JobStore& store, const JobRecord& job, const std::string& o
 
 // Runs one claimed job to its end; false when the runner was told to stop
 // (the job stays running under this runner's name, to be resumed).
-bool run_one(JobStore& store, const JobRecord& job, const JobRunnerOptions& o) {
+bool run_one(JobStore& store, WorkerPool& pool, const JobRecord& job, const JobRunnerOptions& o) {
   const fs::path home = fs::path(o.dir) / job.id;
   std::error_code ec;
   fs::create_directories(home, ec);
@@ -141,7 +174,7 @@ bool run_one(JobStore& store, const JobRecord& job, const JobRunnerOptions& o) {
       report_progress(store, job, o.name, home / "run" / "metrics.jsonl", reported_step);
     return cancelled || lost;
   };
-  const Outcome outcome = job.kind == JobKind::kTrain ? run_train(o, home, resume, interrupted)
+  const Outcome outcome = job.kind == JobKind::kTrain ? run_train(o, store, pool, job, home, resume, interrupted)
                                                       : run_rollout(store, job, o, home, interrupted);
   if (stopped) {
     (void)store.append_event(job.id, "runner", absl::StrCat("runner ", o.name, " stopped; the job resumes when it restarts"));
@@ -173,105 +206,6 @@ bool run_one(JobStore& store, const JobRecord& job, const JobRunnerOptions& o) {
   return true;
 }
 
-// Keeps this runner's entry in the worker registry alive, on a connection of
-// its own (a RedisClient serves one thread), until destroyed; then removes it.
-class Heartbeat {
- public:
-  Heartbeat(const JobRunnerOptions& o) : o_(o), thread_([this] { loop(); }) {}
-  ~Heartbeat() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      done_ = true;
-    }
-    wake_.notify_all();
-    thread_.join();
-  }
-  void set_job(const std::string& job) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      job_ = job;
-    }
-    wake_.notify_all();  // say so now, not at the next beat
-  }
-
- private:
-  void loop() {
-    RedisOptions ro;
-    ro.reconnect_for = std::chrono::milliseconds(2000);  // a missed beat is fine; the next one retries
-    std::unique_ptr<RedisClient> redis;
-    WorkerEntry e{.name = o_.name, .host = this_host(), .pid = ::getpid(), .started_ms = now_ms()};
-    std::unique_lock<std::mutex> lock(mu_);
-    while (!done_) {
-      e.job = job_;
-      e.state = job_.empty() ? "idle" : "busy";
-      e.seen_ms = now_ms();
-      lock.unlock();
-      if (!redis) {
-        auto r = RedisClient::connect(o_.redis, ro);
-        if (r.ok()) redis = std::move(*r);
-      }
-      if (redis) {
-        if (absl::Status s = WorkerRegistry(*redis, o_.prefix).heartbeat(e, kTtlMs); !s.ok())
-          spdlog::warn("runner {}: heartbeat: {}", o_.name, std::string(s.message()));
-        else
-          last_beat_ms_ = now_ms();
-      }
-      lock.lock();
-      wake_.wait_for(lock, std::chrono::milliseconds(kEveryMs), [&] { return done_ || e.job != job_; });
-    }
-    lock.unlock();
-    if (redis) (void)WorkerRegistry(*redis, o_.prefix).leave(o_.name);
-  }
-
- public:
-  // Whether the last heartbeat reached Redis within the registry's TTL.
-  bool fresh() const { return now_ms() - last_beat_ms_.load() < kTtlMs; }
-  static int64_t now_ms() {
-    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-  }
-
- private:
-  static constexpr int64_t kEveryMs = 2000, kTtlMs = 10000;  // five missed beats: gone
-  std::atomic<int64_t> last_beat_ms_{0};
-  const JobRunnerOptions& o_;
-  std::mutex mu_;
-  std::condition_variable wake_;
-  bool done_ = false;
-  std::string job_;
-  std::thread thread_;
-};
-
-// GET /healthz and /metrics for probes and Prometheus (JobRunnerOptions).
-class HealthEndpoint {
- public:
-  HealthEndpoint(const Heartbeat& heartbeat, metrics::Registry& registry) {
-    server_.Get("/healthz", [&heartbeat](const httplib::Request&, httplib::Response& res) {
-      const bool ok = heartbeat.fresh();
-      res.status = ok ? 200 : 503;
-      res.set_content(ok ? "{\"ok\":true}" : "{\"ok\":false,\"error\":\"no heartbeat into Redis for 10 s\"}",
-                      "application/json");
-    });
-    server_.Get("/metrics", [&registry](const httplib::Request&, httplib::Response& res) {
-      res.set_content(registry.render(), "text/plain; version=0.0.4");
-    });
-  }
-  absl::Status start(const std::string& host, int port) {
-    if (!server_.bind_to_port(host, port))
-      return absl::UnavailableError(absl::StrCat("runner: cannot serve /healthz on ", host, ":", port,
-                                                 " (taken, or not an address of this machine)"));
-    thread_ = std::thread([this] { server_.listen_after_bind(); });
-    return absl::OkStatus();
-  }
-  ~HealthEndpoint() {
-    server_.stop();
-    if (thread_.joinable()) thread_.join();
-  }
-
- private:
-  httplib::Server server_;
-  std::thread thread_;
-};
-
 }  // namespace
 
 int run_jobs(const JobRunnerOptions& o) {
@@ -283,7 +217,10 @@ int run_jobs(const JobRunnerOptions& o) {
     return 1;
   }
   JobStore store(**redis, o.prefix);
-  Heartbeat heartbeat(o);
+  WorkerPool pool(**redis, o.prefix);
+  const bool learner_role = o.role == RunnerRole::kLearner;
+  const std::string role = learner_role ? "learner" : "runner";
+  Presence heartbeat(o.redis, o.prefix, o.name, learner_role ? "learner" : "runner");
   metrics::Registry registry;
   metrics::register_build_info(registry, /*nccl=*/false);  // the runner's own process moves no weights
   metrics::Value& busy = registry.gauge("interlace_runner_busy", "1 while this runner runs a job");
@@ -295,7 +232,7 @@ int run_jobs(const JobRunnerOptions& o) {
   std::unique_ptr<HealthEndpoint> endpoint;
   if (o.health_port > 0) {
     endpoint = std::make_unique<HealthEndpoint>(heartbeat, registry);
-    if (absl::Status s = endpoint->start(o.health_host, o.health_port); !s.ok()) {
+    if (absl::Status s = endpoint->start(role, o.health_host, o.health_port); !s.ok()) {
       spdlog::error("{}", std::string(s.message()));
       return 1;
     }
@@ -304,7 +241,7 @@ int run_jobs(const JobRunnerOptions& o) {
     heartbeat.set_job(job.id);
     busy.set(1);
     jobs_run(job.kind == JobKind::kTrain ? "train" : "rollout").inc();
-    const bool went_on = run_one(store, job, o);
+    const bool went_on = run_one(store, pool, job, o);
     busy.set(0);
     heartbeat.set_job("");
     return went_on;
@@ -315,7 +252,8 @@ int run_jobs(const JobRunnerOptions& o) {
     for (const JobRecord& j : *jobs)
       if (j.state == JobState::kRunning && j.owner == o.name)
         if (!run(j)) return 0;
-  spdlog::info("runner {}: waiting for train and rollout jobs (Redis {})", o.name, o.redis.to_string());
+  spdlog::info("{} {}: waiting for {} (Redis {})", role, o.name, learner_role ? "train jobs" : "train and rollout jobs",
+               o.redis.to_string());
   auto last_orphan_check = Clock::time_point();
   while (!(o.stop && o.stop())) {
     // Jobs of runners that stopped heartbeating go back to the queue (any
@@ -327,7 +265,7 @@ int run_jobs(const JobRunnerOptions& o) {
     }
     // Train jobs first: they are the long ones a user waits on.
     auto job = store.claim(JobKind::kTrain, o.name);
-    if (job.ok() && !job->has_value()) job = store.claim(JobKind::kRollout, o.name);
+    if (!learner_role && job.ok() && !job->has_value()) job = store.claim(JobKind::kRollout, o.name);
     if (!job.ok()) {
       spdlog::warn("runner {}: {}", o.name, std::string(job.status().message()));
     } else if (job->has_value()) {

@@ -5,8 +5,11 @@
 #include <cstdlib>
 
 #include "absl/strings/str_cat.h"
+#include "script_util.h"
 
 namespace interlace::control {
+
+namespace detail {
 namespace {
 
 // Server time in milliseconds (scripts replicate their effects, so reading the
@@ -21,12 +24,28 @@ local function event(prefix, id, typ, msg)
 end
 )";
 
+}  // namespace
+
 std::string with_prelude(const std::string& body) {
   std::string s = kNowLua;
   const std::string marker = "ARGV_MAX_EVENTS";
   s.replace(s.find(marker), marker.size(), std::to_string(kMaxEventsKept));
   return s + body;
 }
+
+absl::Status script_error(const absl::Status& s) {
+  const std::string m(s.message());
+  if (const size_t at = m.find("NOTFOUND "); at != std::string::npos) return absl::NotFoundError(m.substr(at + 9));
+  if (const size_t at = m.find("STATE "); at != std::string::npos) return absl::FailedPreconditionError(m.substr(at + 6));
+  return s;
+}
+
+}  // namespace detail
+
+namespace {
+
+using detail::script_error;
+using detail::with_prelude;
 
 // ARGV: prefix kind name spec request_id
 const std::string& submit_script() {
@@ -131,13 +150,6 @@ return 1
   return s;
 }
 
-absl::Status script_error(const absl::Status& s) {
-  const std::string m(s.message());
-  if (const size_t at = m.find("NOTFOUND "); at != std::string::npos) return absl::NotFoundError(m.substr(at + 9));
-  if (const size_t at = m.find("STATE "); at != std::string::npos) return absl::FailedPreconditionError(m.substr(at + 6));
-  return s;
-}
-
 int64_t to_int(const std::string& s) {
   int64_t v = 0;
   std::from_chars(s.data(), s.data() + s.size(), v);
@@ -157,6 +169,7 @@ absl::StatusOr<JobRecord> to_record(const RedisReply& hash, const std::string& i
     else if (k == "reason") r.reason = v;
     else if (k == "results") r.results = v;
     else if (k == "step") r.step = to_int(v);
+    else if (k == "workers_want") r.workers_want = to_int(v);
     else if (k == "reward") r.reward = v.empty() ? NAN : std::strtod(v.c_str(), nullptr);
     else if (k == "created_ms") r.created_ms = to_int(v);
     else if (k == "started_ms") r.started_ms = to_int(v);
@@ -279,7 +292,12 @@ absl::StatusOr<std::vector<std::pair<std::string, int64_t>>> JobStore::counts() 
 absl::StatusOr<JobRecord> JobStore::get(const std::string& id) {
   auto r = redis_.command({"HGETALL", key("job:" + id)});
   if (!r.ok()) return r.status();
-  return to_record(*r, id);
+  auto record = to_record(*r, id);
+  if (!record.ok() || record->workers_want == 0) return record;
+  auto workers = redis_.command({"SCARD", key("job:" + id + ":workers")});
+  if (!workers.ok()) return workers.status();
+  record->workers = workers->integer;
+  return record;
 }
 
 absl::StatusOr<std::vector<JobRecord>> JobStore::list(int64_t limit) {

@@ -86,6 +86,7 @@ absl::StatusOr<JobSpec> parse_job_spec(const std::string& text, const std::strin
       .section("rollout",
                [&](Section& s) {
                  s.num("workers", j.workers, 0, 64)
+                     .num("min_workers", j.min_workers, 1, 64)
                      .num("max_running", j.max_running, 1, 4096)
                      .num("temperature", j.temperature, 0, 100)
                      .num("top_p", j.top_p, 0, 1)
@@ -209,7 +210,7 @@ nlohmann::json job_spec_json(const JobSpec& j) {
             {"steps", j.steps}, {"groups_per_step", j.groups_per_step}, {"group_size", j.group_size},
             {"normalize_std", j.advantage.normalize_std}}},
           {"rollout",
-           {{"workers", j.workers}, {"max_running", j.max_running}, {"temperature", j.temperature},
+           {{"workers", j.workers}, {"min_workers", j.min_workers}, {"max_running", j.max_running}, {"temperature", j.temperature},
             {"top_p", j.top_p}, {"top_k", j.top_k}, {"max_turns", j.max_turns},
             {"max_turn_tokens", j.max_turn_tokens}, {"max_episode_tokens", j.max_episode_tokens},
             {"precision", j.rollout_precision}, {"cache", j.cache}, {"cache_bytes", j.cache_bytes}, {"cache_blocks", j.cache_blocks},

@@ -66,7 +66,7 @@ int run_services(const LocalRunOptions& o, const JobSpec& spec, const std::strin
   std::vector<SupervisedProcess> processes;
   processes.push_back({"learner", {o.interlace, "serve", "learner", "--run-dir", run_dir}});
   if (o.quiet) processes.back().args.push_back("--quiet");
-  for (int64_t i = 0; i < spec.workers; ++i)
+  for (int64_t i = 0; i < (o.external_workers ? 0 : spec.workers); ++i)
     processes.push_back({absl::StrCat("worker-", i),
                          {o.interlace, "serve", "worker", "--run-dir", run_dir, "--index", std::to_string(i)}});
   // Several processes share the cores: OpenMP threads must sleep, not spin, when idle.
@@ -134,19 +134,24 @@ absl::StatusOr<LocalRunResult> run_local_job(const LocalRunOptions& o) {
     endpoints = *old;
   } else {
     // The learner binds its ZeroMQ ports itself and writes them here (0: not yet).
-    INTERLACE_ASSIGN_OR_RETURN(
-        auto ports, pick_free_ports(endpoints.host, 1 + static_cast<int>(spec.workers), o.metrics_port));
+    const int local_workers = o.external_workers ? 0 : static_cast<int>(spec.workers);
+    INTERLACE_ASSIGN_OR_RETURN(auto ports, pick_free_ports(endpoints.host, 1 + local_workers, o.metrics_port));
     endpoints.learner_metrics = ports[0];
     endpoints.worker_metrics.assign(ports.begin() + 1, ports.end());
     endpoints.initial_model = initial_dir;
-    INTERLACE_RETURN_IF_ERROR(make_run_keys(run_dir, spec.workers));
+    INTERLACE_RETURN_IF_ERROR(make_run_keys(run_dir, local_workers));
     INTERLACE_RETURN_IF_ERROR(write_endpoints(run_dir, endpoints));
   }
   INTERLACE_RETURN_IF_ERROR(write_prometheus_targets(run_dir, endpoints));
   phases.since = Clock::now();
   const auto rl_start = Clock::now();
   LocalRunResult result;
+  if (o.before_services && !o.before_services(spec)) {
+    result.exit_code = 130;
+    return result;
+  }
   result.exit_code = run_services(o, spec, run_dir);
+  if (o.after_services) o.after_services();
   if (result.exit_code != 0) return result;
   figures.rl_seconds = std::chrono::duration<double>(Clock::now() - rl_start).count();
   phases.end("RL");

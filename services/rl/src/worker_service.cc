@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "interlace/cache/prefix_cache.h"
+#include "interlace/core/file_util.h"
 #include "interlace/metrics/registry.h"
 #include "interlace/rl/engine_metrics.h"
 #include "interlace/model/chat_template.h"
@@ -29,6 +30,7 @@
 #include "interlace/transport/trajectory_codec.h"
 #include "interlace/transport/weight_sync.h"
 #include "interlace/transport/nccl_weights.h"
+#include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
 
 namespace interlace::rl {
@@ -52,7 +54,7 @@ class Worker {
   explicit Worker(const WorkerOptions& o)
       : o_(o),
         spec_(o.spec),
-        name_(absl::StrCat("worker-", o.index)),
+        name_(o.name.empty() ? absl::StrCat("worker-", o.index) : o.name),
         incarnation_(std::random_device{}() | (uint64_t{std::random_device{}()} << 32) | 1),
         sent_(registry_.counter("interlace_trajectories_sent_total", "trajectories sent (first time)")),
         resent_(registry_.counter("interlace_trajectories_resent_total", "trajectories sent again, not acknowledged in time")),
@@ -150,7 +152,7 @@ class Worker {
   uint64_t weights_id_ = 0, latest_weights_id_ = 0;
   int64_t latest_version_ = 0;
   bool job_done_ = false;
-  Clock::time_point last_heartbeat_{}, last_fetch_failure_{};
+  Clock::time_point last_heartbeat_{}, last_fetch_failure_{}, last_load_write_{};
   Clock::time_point last_grant_ = Clock::now(), last_endpoints_check_{};
 };
 
@@ -229,6 +231,14 @@ void Worker::send_heartbeat() {
   }
   tasks_.send(zmq::buffer(transport::encode_heartbeat(hb)), zmq::send_flags::dontwait);
   last_heartbeat_ = Clock::now();
+  if (!o_.load_file.empty() && last_heartbeat_ - last_load_write_ > std::chrono::seconds(1)) {
+    last_load_write_ = last_heartbeat_;
+    const double usage = stack_.cache && stack_.cache->max_bytes() > 0
+                             ? double(stack_.cache->counters().bytes()) / double(stack_.cache->max_bytes())
+                             : -1.0;
+    (void)core::write_file(o_.load_file, nlohmann::json{{"running", hb.running}, {"waiting", hb.waiting},
+                                                        {"cache_usage", usage}}.dump());
+  }
 }
 
 void Worker::pump() {

@@ -11,9 +11,15 @@
 // heartbeat lapsed (killed, its machine gone) are queued again by an idle
 // runner and resumed from their directory by whoever claims them (runners
 // sharing one --dir: a train job resumes from its checkpoint). A restarted
-// runner (same name) first resumes the jobs it still holds. Not yet (issue
-// 18): learners and workers as roles of their own, assigned to jobs by the
-// controller.
+// runner (same name) first resumes the jobs it still holds.
+//
+// The same loop is the pool learner (`interlace serve learner --redis`,
+// role kLearner): it claims train jobs only and runs each with no rollout
+// workers of its own; it asks the worker pool (worker_pool.h) for the job's
+// `rollout.workers`, waits until the controller has assigned at least
+// `rollout.min_workers`, starts the learner, and gives the workers back when
+// the learner ends. Pool workers run on the job's directory, so learners and
+// workers share --dir (one machine, or a shared volume).
 #pragma once
 
 #include <functional>
@@ -23,7 +29,10 @@
 
 namespace interlace::control {
 
+enum class RunnerRole { kRunner, kLearner };
+
 struct JobRunnerOptions {
+  RunnerRole role = RunnerRole::kRunner;
   RedisAddress redis;
   std::string prefix = "interlace";
   std::string name;          // the owner name claims carry; the same after a restart

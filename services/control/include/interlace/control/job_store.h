@@ -50,6 +50,8 @@ struct JobRecord {
   // step and that step's mean reward (NaN: none yet).
   int64_t step = 0;
   double reward = NAN;
+  // Pool workers (worker_pool.h): how many its learner wants, how many it has.
+  int64_t workers_want = 0, workers = 0;
   JobKind kind = JobKind::kTrain;
   JobState state = JobState::kQueued;
   int64_t created_ms = 0, started_ms = 0, finished_ms = 0, updated_ms = 0;  // 0: not yet

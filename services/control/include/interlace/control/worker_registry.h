@@ -1,4 +1,4 @@
-// Who is there to run jobs: each job runner registers itself in Redis and
+// Who is there to run jobs: each runner, learner and worker registers itself in Redis and
 // renews the entry with a heartbeat; an entry not renewed within its TTL
 // disappears (a killed runner drops out of `interlace workers` within
 // seconds, with nobody having to clean up after it).
@@ -19,12 +19,16 @@
 namespace interlace::control {
 
 struct WorkerEntry {
-  std::string name, kind = "runner", host;
+  std::string name, kind = "runner", host;  // kind: runner | learner | worker
   int64_t pid = 0;
   std::string state = "idle";  // idle | busy
   std::string job;             // the job it runs ("" when idle)
   int64_t started_ms = 0;      // when the process started (its clock)
   int64_t seen_ms = 0;         // when this entry was written (its clock)
+  // A worker's load while it runs a job (-1: not known): requests running
+  // and waiting in its engine, the share of its prefix/state cache in use.
+  int64_t running = -1, waiting = -1;
+  double cache_usage = -1;
 };
 
 // This machine's host name (what an entry's `host` says).

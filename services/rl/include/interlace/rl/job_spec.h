@@ -56,6 +56,9 @@ struct JobSpec {
   // rollout: `workers` processes started with the job; 0: workers that connect
   // by themselves (docs/wire-protocol.md) do all the rollout.
   int64_t workers = 1, max_running = 64;
+  // On the control plane's worker pool (`serve learner --redis`): `workers`
+  // is what the job asks for, and the learner starts once this many are given.
+  int64_t min_workers = 1;
   // The learner scores log-probs at this temperature too (softmax(logits / t)).
   float temperature = 1.0f, top_p = 1.0f;
   int64_t top_k = 0, max_turns = 4, max_turn_tokens = 128, max_episode_tokens = 2048;

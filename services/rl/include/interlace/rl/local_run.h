@@ -28,6 +28,14 @@ struct LocalRunOptions {
   int max_restarts = 10;                 // per service
   int metrics_port = 0;                  // > 0: the learner's /metrics port, workers' the next ones
   std::function<bool()> interrupted;     // polled; true stops the services (exit 130)
+  // The rollout workers come from elsewhere (the control plane's pool, which
+  // runs `interlace serve worker --run-dir RUN --name N` on a shared RUN):
+  // none is started here. `before_services` runs once the learner's ports
+  // and keys are in RUN (it may wait for workers; false means interrupted:
+  // exit 130), `after_services` when the learner has ended.
+  bool external_workers = false;
+  std::function<bool(const JobSpec&)> before_services;
+  std::function<void()> after_services;
 };
 
 struct LocalRunResult {

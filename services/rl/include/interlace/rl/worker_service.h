@@ -22,6 +22,12 @@ struct WorkerOptions {
   JobSpec spec;
   Endpoints endpoints;
   int index = 0;
+  // Its name toward the learner (key file RUN/keys/clients/NAME.key, the
+  // learner's name for it); "" means worker-INDEX.
+  std::string name;
+  // When set, its load (requests running and waiting, cache usage) is
+  // written there as JSON about once a second, for a pool worker's heartbeat.
+  std::string load_file;
   bool quiet = false;
 };
 
