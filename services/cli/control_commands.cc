@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <thread>
 
@@ -302,10 +303,14 @@ int run_top(const TopArgs& a) {
       if (!a.once) std::printf("\033[H\033[2J");
       int64_t running = 0, queued = 0, busy = 0;
       for (const json& j : (*jobs)["jobs"]) running += j["state"] == "running", queued += j["state"] == "queued";
-      for (const json& w : (*workers)["workers"]) busy += w["state"] == "busy";
-      std::printf("interlace top: %lld running, %lld queued (of the newest 20); %zu runners, %lld busy\n\n",
-                  static_cast<long long>(running), static_cast<long long>(queued), (*workers)["workers"].size(),
-                  static_cast<long long>(busy));
+      std::map<std::string, int64_t> kinds;  // runner, learner, worker
+      for (const json& w : (*workers)["workers"]) busy += w["state"] == "busy", ++kinds[w.value("kind", "runner")];
+      std::string registered;
+      for (const char* kind : {"runner", "learner", "worker"})
+        if (kinds[kind] > 0) absl::StrAppend(&registered, kinds[kind], " ", kind, "s, ");
+      std::printf("interlace top: %lld running, %lld queued (of the newest 20); %s%lld busy\n\n",
+                  static_cast<long long>(running), static_cast<long long>(queued),
+                  registered.empty() ? "nobody to run jobs, " : registered.c_str(), static_cast<long long>(busy));
       print_jobs((*jobs)["jobs"]);
       std::printf("\n");
       print_workers((*workers)["workers"]);

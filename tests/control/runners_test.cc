@@ -12,6 +12,8 @@
 
 #include <chrono>
 #include <fstream>
+#include <map>
+#include <set>
 #include <thread>
 
 #include "interlace/control/job_store.h"
@@ -62,6 +64,12 @@ struct Stack {
   }
   pid_t runner(const std::string& name) {
     pids.push_back(start({INTERLACE_BIN, "serve", "runner", "--redis", redis_address(), "--dir", dir.path() + "/jobs",
+                          "--name", name, "--poll", "0.2"}));
+    return pids.back();
+  }
+  // A pool role: `serve learner|worker --redis`.
+  pid_t pool(const std::string& role, const std::string& name) {
+    pids.push_back(start({INTERLACE_BIN, "serve", role, "--redis", redis_address(), "--dir", dir.path() + "/jobs",
                           "--name", name, "--poll", "0.2"}));
     return pids.back();
   }
@@ -179,6 +187,97 @@ TEST(Runners, AJobWhoseRunnerIsKilledIsQueuedAgainAndFinishedByAnother) {
   int lines = 0;
   for (std::string l; std::getline(in, l);) ++lines;
   EXPECT_EQ(lines, 512) << "64 tasks x 8 samples, each once";
+}
+
+// The pool roles, killed one at a time in the middle of a training job: a
+// worker (with its rollout child: a container's death), the controller (a
+// new one carries on scheduling), the learner (restarted under its name, it
+// resumes the job from its checkpoint), Redis (kill -9, restarted on its
+// AOF). The job finishes, every step trained complete groups, and no
+// trajectory was trained twice.
+TEST(Pool, KillingAWorkerTheControllerTheLearnerAndRedisCostsNothing) {
+  Stack s;
+  s.controller();
+  s.pool("learner", "l1");
+  const pid_t w1 = s.pool("worker", "w1");
+  s.pool("worker", "w2");
+  const int steps = 80;
+  const std::string spec = "name: pool\nenv: \"calculator:max_number=5,short_prompt=1\"\n"
+                           "model: {init: " + std::string(INTERLACE_SOURCE_DIR) + "/examples/models/tiny-hybrid.json}\n"
+                           "algorithm: {steps: " + std::to_string(steps) + ", groups_per_step: 2, group_size: 2}\n"
+                           "rollout: {workers: 2, min_workers: 2, max_turns: 1, max_turn_tokens: 8}\n"
+                           "checkpoint_every: 1\neval: {prompts: 2, samples: 0}\n";
+  const std::string id = s.call(0, "POST", "/v1/jobs", {{"kind", "train"}, {"spec", spec}}).value("id", "");
+  ASSERT_FALSE(id.empty());
+  auto wait_step = [&](int64_t step) {
+    for (int i = 0; i < 1200; ++i) {
+      const json job = s.call(0, "GET", "/v1/jobs/" + id);
+      const std::string state = job.value("state", "");
+      if (job.value("step", int64_t{0}) >= step || state == "succeeded" || state == "failed" || state == "cancelled")
+        return job;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return json();
+  };
+  json job = wait_step(2);
+  ASSERT_EQ(job.value("state", ""), "running") << job.dump();
+  EXPECT_EQ(job.value("workers", 0), 2) << job.dump();
+  kill_group(w1, SIGKILL);
+  kill_group(s.pids[0], SIGKILL);  // the controller
+  s.controller_ports.clear();
+  s.controller();
+  // w1's entry lapses (10 s) and the new controller gives its place to a
+  // spare worker started now.
+  s.pool("worker", "w3");
+  auto said = [&](const std::string& event) {
+    for (const auto& e : s.event_messages(id))
+      if (e == event) return true;
+    return false;
+  };
+  for (int i = 0; i < 200 && !said("workers: worker w3 assigned"); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_TRUE(said("workers: worker w1 taken back: its heartbeat lapsed"));
+  EXPECT_TRUE(said("workers: worker w3 assigned"));
+  job = wait_step(job.value("step", int64_t{0}) + 2);
+  ASSERT_EQ(job.value("state", ""), "running") << job.dump();
+  kill_group(s.pids[1], SIGKILL);  // the learner, with its learner service
+  s.pool("learner", "l1");
+  job = wait_step(job.value("step", int64_t{0}) + 2);
+  ASSERT_EQ(job.value("state", ""), "running") << job.dump();
+  s.redis.kill9();
+  s.redis.start();
+  ASSERT_TRUE(s.all_ended({id}, 300)) << "the job did not end within 300 s";
+  job = s.call(0, "GET", "/v1/jobs/" + id);
+  EXPECT_EQ(job["state"], "succeeded") << job.dump();
+  std::string all;
+  for (const auto& e : s.event_messages(id)) all += e + "\n";
+  EXPECT_NE(all.find("runner: resuming on l1"), std::string::npos) << all;
+  const std::string run = s.dir.path() + "/jobs/" + id + "/run/";
+  std::ifstream trained(run + "trained.jsonl");
+  std::set<std::pair<int64_t, int64_t>> ids;
+  int rows = 0;
+  for (std::string line; std::getline(trained, line); ++rows) {
+    const json t = json::parse(line, nullptr, false);
+    ASSERT_TRUE(t.is_object()) << line;
+    EXPECT_EQ(t["step"], rows + 1);
+    std::map<int64_t, int> per_group;
+    for (const auto& sample : t["ids"]) {
+      EXPECT_TRUE(ids.insert({sample[0].get<int64_t>(), sample[1].get<int64_t>()}).second) << "trained twice: " << sample;
+      ++per_group[sample[0].get<int64_t>()];
+    }
+    EXPECT_EQ(per_group.size(), 2u) << line;
+    for (auto [g, n] : per_group) EXPECT_EQ(n, 2) << "group " << g << " incomplete";
+  }
+  EXPECT_EQ(rows, steps);
+  // The workers are idle again, back in the pool.
+  bool idle = false;
+  for (int i = 0; i < 100 && !idle; ++i) {
+    idle = true;
+    for (const json& w : s.call(0, "GET", "/v1/workers")["workers"])
+      if (w["kind"] == "worker") idle = idle && w["state"] == "idle" && w["name"] != "w1";
+    if (!idle) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(idle) << s.call(0, "GET", "/v1/workers").dump();
 }
 
 // A runner started with --health answers Kubernetes' probes: /healthz is 200
