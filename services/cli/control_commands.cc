@@ -116,7 +116,9 @@ void print_jobs(const json& jobs) {
     const json reward = j.value("reward", json(nullptr));
     const int64_t want = j.value("workers_want", int64_t{0});
     // A pool learner's job: given/wanted; a runner's job runs its own workers.
-    const std::string workers = want > 0 ? absl::StrCat(j.value("workers", int64_t{0}), "/", want) : "-";
+    const std::string state = j.value("state", "");
+    const bool ended = state == "succeeded" || state == "failed" || state == "cancelled";
+    const std::string workers = want > 0 && !ended ? absl::StrCat(j.value("workers", int64_t{0}), "/", want) : "-";
     std::printf("%-12s %-24s %-8s %-10s %-6s %-7s %-7s %-16s %s\n", j["id"].get<std::string>().c_str(),
                 j["name"].get<std::string>().substr(0, 24).c_str(), j["kind"].get<std::string>().c_str(),
                 j["state"].get<std::string>().c_str(), step > 0 ? std::to_string(step).c_str() : "-",

@@ -278,6 +278,36 @@ TEST(Pool, KillingAWorkerTheControllerTheLearnerAndRedisCostsNothing) {
     if (!idle) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   EXPECT_TRUE(idle) << s.call(0, "GET", "/v1/workers").dump();
+  // A rollout job with the trained model runs on an idle worker.
+  const std::string rollout =
+      s.call(0, "POST", "/v1/jobs",
+             {{"kind", "rollout"},
+              {"spec", "from_job: " + id + "\nenv: \"calculator:max_number=5,short_prompt=1\"\nprompts: 3\n"
+                       "group_size: 2\nmax_turns: 1\nmax_new_tokens: 8\n"}})
+          .value("id", "");
+  ASSERT_TRUE(s.all_ended({rollout}, 60));
+  const json done = s.call(0, "GET", "/v1/jobs/" + rollout);
+  EXPECT_EQ(done["state"], "succeeded") << done.dump();
+  EXPECT_NE(done["owner"], "l1") << "a worker runs rollout jobs";
+  // A train job cancelled while it runs gives its workers back within seconds.
+  const std::string cancelled = s.call(0, "POST", "/v1/jobs", {{"kind", "train"}, {"spec", spec}}).value("id", "");
+  for (int i = 0; i < 600 && s.call(0, "GET", "/v1/jobs/" + cancelled).value("step", 0) < 1; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  ASSERT_EQ(s.call(0, "GET", "/v1/jobs/" + cancelled).value("workers", 0), 2);
+  s.call(0, "POST", "/v1/jobs/" + cancelled + "/cancel");
+  const auto t0 = Clock::now();
+  bool freed = false;
+  while (!freed && Clock::now() - t0 < std::chrono::seconds(20)) {
+    const json listed = s.call(0, "GET", "/v1/workers");
+    int busy = 0, idle = 0;
+    for (const json& w : listed.value("workers", json::array())) busy += w["state"] == "busy", idle += w["state"] == "idle";
+    freed = busy == 0 && idle == 3;
+    if (!freed) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(freed) << "the learner and workers were still busy 20 s after the cancel: "
+                     << s.call(0, "GET", "/v1/workers").dump();
+  std::printf("cancel to idle learner and workers: %.1f s\n",
+              std::chrono::duration<double>(Clock::now() - t0).count());
 }
 
 // A runner started with --health answers Kubernetes' probes: /healthz is 200

@@ -146,6 +146,42 @@ TEST(WorkerPool, OnlyTheOwnerOfARunningJobSaysWhatItWants) {
   EXPECT_TRUE(absl::IsFailedPrecondition(f.pool.want_workers(id, "l1", 1, 1)));
 }
 
+// Idle workers left after the running train jobs are served take queued
+// rollout jobs, one each, oldest first (the job is claimed for the worker);
+// a rollout job whose worker's heartbeat lapsed is queued again.
+TEST(WorkerPool, IdleWorkersLeftOverTakeRolloutJobsOneEach) {
+  Fixture f;
+  const std::string train = f.running_job("l1", 1, 1);
+  std::vector<std::string> rollouts;
+  for (int i = 0; i < 3; ++i) {
+    Submission s;
+    s.kind = JobKind::kRollout;
+    s.name = "r" + std::to_string(i);
+    s.spec = "prompts: 1\n";
+    rollouts.push_back(*f.store.submit(s));
+  }
+  f.idle_worker("w1");
+  f.idle_worker("w2", 300);
+  f.idle_worker("w3");
+  EXPECT_EQ(f.changes(), 3);
+  EXPECT_EQ(f.assigned(train), (Names{"w1"}));
+  EXPECT_EQ(*f.pool.assignment("w2"), rollouts[0]);
+  EXPECT_EQ(*f.pool.assignment("w3"), rollouts[1]);
+  auto r0 = f.store.get(rollouts[0]);
+  EXPECT_EQ(r0->state, JobState::kRunning);
+  EXPECT_EQ(r0->owner, "w2");
+  EXPECT_EQ(f.store.get(rollouts[2])->state, JobState::kQueued);
+  EXPECT_EQ(f.changes(), 0) << "a rollout job's worker was taken back at once";
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // w2 dies
+  EXPECT_EQ(f.changes(), 1);
+  EXPECT_EQ(f.store.get(rollouts[0])->state, JobState::kQueued);
+  EXPECT_EQ(*f.store.queue(JobKind::kRollout), (Names{rollouts[0], rollouts[2]})) << "it goes back to the front";
+  // w3 finishes its job and is idle again: it takes the requeued one.
+  ASSERT_TRUE(f.store.transition(rollouts[1], JobState::kSucceeded, "", "w3").ok());
+  EXPECT_EQ(f.changes(), 2);
+  EXPECT_EQ(*f.pool.assignment("w3"), rollouts[0]);
+}
+
 // Two controllers' passes at once, with workers coming and going: at every
 // point each worker is in at most one job's set, and its assignment key
 // names that job.

@@ -147,9 +147,9 @@ void report_progress(JobStore& store, const JobRecord& job, const std::string& o
   if (step != reported_step && store.set_progress(job.id, owner, step, reward).ok()) reported_step = step;
 }
 
-// Runs one claimed job to its end; false when the runner was told to stop
-// (the job stays running under this runner's name, to be resumed).
-bool run_one(JobStore& store, WorkerPool& pool, const JobRecord& job, const JobRunnerOptions& o) {
+}  // namespace
+
+bool run_held_job(JobStore& store, WorkerPool& pool, const JobRecord& job, const JobRunnerOptions& o) {
   const fs::path home = fs::path(o.dir) / job.id;
   std::error_code ec;
   fs::create_directories(home, ec);
@@ -206,8 +206,6 @@ bool run_one(JobStore& store, WorkerPool& pool, const JobRecord& job, const JobR
   return true;
 }
 
-}  // namespace
-
 int run_jobs(const JobRunnerOptions& o) {
   RedisOptions ro;
   ro.reconnect_for = std::chrono::milliseconds(60000);
@@ -241,7 +239,7 @@ int run_jobs(const JobRunnerOptions& o) {
     heartbeat.set_job(job.id);
     busy.set(1);
     jobs_run(job.kind == JobKind::kTrain ? "train" : "rollout").inc();
-    const bool went_on = run_one(store, pool, job, o);
+    const bool went_on = run_held_job(store, pool, job, o);
     busy.set(0);
     heartbeat.set_job("");
     return went_on;

@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "interlace/control/job_runner.h"
 #include "interlace/control/job_store.h"
 #include "interlace/control/presence.h"
 #include "interlace/control/worker_pool.h"
@@ -90,6 +91,23 @@ int run_pool_worker(const PoolWorkerOptions& o) {
       if (!current.empty()) {
         assignments.inc();
         spdlog::info("worker {}: assigned to job {}", o.name, current);
+      }
+    }
+    if (!current.empty() && current != finished) {
+      // A rollout job the controller claimed for this worker: run its episodes here.
+      auto job = store.get(current);
+      if (job.ok() && job->kind == JobKind::kRollout) {
+        if (job->state == JobState::kRunning && job->owner == o.name) {
+          busy.set(1);
+          const bool went_on = run_held_job(store, pool, *job,
+                                            {.redis = o.redis, .prefix = o.prefix, .name = o.name, .dir = o.dir,
+                                             .interlace = o.interlace, .poll_seconds = std::max(o.poll_seconds, 0.2),
+                                             .stop = o.stop});
+          busy.set(0);
+          if (!went_on) break;
+        }
+        finished = current;  // ended (or not ours): idle once the assignment goes
+        continue;
       }
     }
     const fs::path run_dir = fs::path(o.dir) / current / "run";

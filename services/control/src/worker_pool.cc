@@ -39,6 +39,16 @@ local function take_back(name, job, why)
   event(prefix, job, 'workers', 'worker ' .. name .. ' taken back: ' .. why)
   table.insert(out, name); table.insert(out, job); table.insert(out, why)
 end
+-- A rollout job a lapsed worker held goes back to the front of its queue.
+local function requeue_if_held(name, job)
+  local key = prefix .. ':job:' .. job
+  if redis.call('HGET', key, 'kind') ~= 'rollout' or redis.call('HGET', key, 'state') ~= 'running' or
+     redis.call('HGET', key, 'owner') ~= name then return end
+  redis.call('HSET', key, 'state', 'queued', 'owner', '', 'updated_ms', now_ms())
+  redis.call('SREM', prefix .. ':running', job)
+  redis.call('LPUSH', prefix .. ':queue:rollout', job)
+  event(prefix, job, 'state', 'queued again: its worker ' .. name .. ' stopped heartbeating')
+end
 local function want_of(job)
   return tonumber(redis.call('HGET', prefix .. ':job:' .. job, 'workers_want') or '0') or 0
 end
@@ -55,7 +65,9 @@ for _, name in ipairs(redis.call('SMEMBERS', prefix .. ':workers')) do
   end
   if job then
     local state = redis.call('HGET', prefix .. ':job:' .. job, 'state')
-    if not raw then take_back(name, job, 'its heartbeat lapsed')
+    if not raw then
+      take_back(name, job, 'its heartbeat lapsed')
+      requeue_if_held(name, job)
     elseif state ~= 'running' then take_back(name, job, 'the job is ' .. (state or 'gone'))
     elseif redis.call('SCARD', prefix .. ':job:' .. job .. ':workers') > want_of(job) then
       take_back(name, job, 'the job wants ' .. want_of(job))
@@ -78,6 +90,7 @@ for _, id in ipairs(redis.call('SMEMBERS', prefix .. ':running')) do
       redis.call('SREM', key .. ':workers', name)
       event(prefix, id, 'workers', 'worker ' .. name .. ' taken back: its heartbeat lapsed')
       table.insert(out, name); table.insert(out, id); table.insert(out, 'its heartbeat lapsed')
+      requeue_if_held(name, id)
     end
   end
   local want = want_of(id)
@@ -105,6 +118,26 @@ for _, j in ipairs(jobs) do
       table.insert(out, name); table.insert(out, j.id); table.insert(out, 'assigned')
       j.need = j.need - 1
     end
+  end
+end
+-- Idle workers left take queued rollout jobs, oldest first, one each: the
+-- job is claimed for the worker (it owns it, and runs its episodes itself).
+while next <= #free do
+  local id = redis.call('LPOP', prefix .. ':queue:rollout')
+  if not id then break end
+  local key = prefix .. ':job:' .. id
+  if redis.call('HGET', key, 'state') == 'queued' then
+    local name = free[next]
+    next = next + 1
+    local now = now_ms()
+    redis.call('HSET', key, 'state', 'running', 'owner', name, 'started_ms', now, 'updated_ms', now,
+               'workers_want', '1', 'workers_min', '1')
+    redis.call('SADD', prefix .. ':running', id)
+    event(prefix, id, 'state', 'running (' .. name .. ')')
+    redis.call('SET', prefix .. ':assign:' .. name, id)
+    redis.call('SADD', key .. ':workers', name)
+    event(prefix, id, 'workers', 'worker ' .. name .. ' assigned')
+    table.insert(out, name); table.insert(out, id); table.insert(out, 'assigned')
   end
 end
 return out

@@ -25,7 +25,9 @@
 #include <functional>
 #include <string>
 
+#include "interlace/control/job_store.h"
 #include "interlace/control/redis_client.h"
+#include "interlace/control/worker_pool.h"
 
 namespace interlace::control {
 
@@ -50,5 +52,11 @@ struct JobRunnerOptions {
 
 // Runs until stop() says so: 0, or 1 when Redis could not be reached.
 int run_jobs(const JobRunnerOptions& options);
+
+// Runs one job this process holds (it claimed it, or the controller claimed
+// it for it) in options.dir/JOB_ID/ to its end: its events, progress and
+// final state; a cancel stops it within options.poll_seconds. False when
+// options.stop() said stop (the job stays running under options.name).
+bool run_held_job(JobStore& store, WorkerPool& pool, const JobRecord& job, const JobRunnerOptions& options);
 
 }  // namespace interlace::control

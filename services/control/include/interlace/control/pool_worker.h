@@ -9,8 +9,10 @@
 // assignment is taken back (the job ended, was cancelled or queued again,
 // or wants fewer workers) it stops the child and is idle again; a child that
 // ends with the learner's "done" waits for that; one that fails is started
-// again after a back-off. Learners and workers share DIR (one machine, or a
-// shared volume).
+// again after a back-off. A rollout job the controller claimed for it, it
+// runs itself (`interlace rollout` in DIR/JOB_ID/, as a runner does; its
+// trajectories are the job's results). Learners and workers share DIR (one
+// machine, or a shared volume).
 #pragma once
 
 #include <functional>

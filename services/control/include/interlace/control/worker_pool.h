@@ -7,7 +7,10 @@
 // cancelled or queued again, wants fewer, or when a worker's heartbeat
 // lapses (a killed worker is replaced by the next idle one). A job is given
 // workers only if it can reach its minimum; until then the idle workers wait
-// for a job that can. Every pass is one Lua script, so two controllers
+// for a job that can. Idle workers left over take queued rollout jobs (one
+// each, oldest first: the job is claimed for the worker, which runs its
+// episodes itself; a lapsed worker's rollout job is queued again). Every
+// pass is one Lua script, so two controllers
 // running passes at once never give one worker to two jobs.
 //
 // Keys, under the job store's prefix:
