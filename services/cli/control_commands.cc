@@ -140,7 +140,30 @@ void print_workers(const json& workers) {
                 static_cast<long long>(w["pid"].get<int64_t>()), w["state"].get<std::string>().c_str(),
                 w["job"].get<std::string>().empty() ? "-" : w["job"].get<std::string>().c_str(),
                 running >= 0 ? absl::StrCat(running, "/", waiting).c_str() : "-",
-                cache >= 0 ? absl::StrFormat("%.0f%%", 100 * cache).c_str() : "-", age(w["started_ms"].get<int64_t>()).c_str());
+                cache >= 0 ? absl::StrFormat("%.1f%%", 100 * cache).c_str() : "-", age(w["started_ms"].get<int64_t>()).c_str());
+  }
+}
+
+// The running train jobs' last step, as their learner reported it.
+void print_training(const json& jobs) {
+  bool header = false;
+  for (const json& j : jobs) {
+    if (j.value("state", "") != "running" || j.value("kind", "") != "train" || !j.contains("stats")) continue;
+    const json& st = j["stats"];
+    if (!st.is_object() || st.empty()) continue;
+    if (!header)
+      std::printf("\n%-12s %-6s %-9s %-9s %-9s %-9s %s\n", "TRAINING", "STEP", "TOK/S", "STALENESS", "CACHE HIT",
+                  "|DLOGP|", "KL"), header = true;
+    auto fig = [&](const char* k, const char* fmt, double scale = 1) {
+      if (!st.contains(k) || !st[k].is_number()) return std::string("-");
+      char text[32];
+      std::snprintf(text, sizeof text, fmt, scale * st[k].get<double>());
+      return std::string(text);
+    };
+    std::printf("%-12s %-6lld %-9s %-9s %-9s %-9s %s\n", j["id"].get<std::string>().c_str(),
+                static_cast<long long>(j.value("step", int64_t{0})), fig("tokens_per_second", "%.0f").c_str(),
+                fig("staleness_mean", "%.2f").c_str(), fig("cache_hit_rate", "%.0f%%", 100).c_str(),
+                fig("logprob_abs_diff_mean", "%.2g").c_str(), fig("kl", "%.2g").c_str());
   }
 }
 
@@ -314,6 +337,7 @@ int run_top(const TopArgs& a) {
                   static_cast<long long>(running), static_cast<long long>(queued),
                   registered.empty() ? "nobody to run jobs, " : registered.c_str(), static_cast<long long>(busy));
       print_jobs((*jobs)["jobs"]);
+      print_training((*jobs)["jobs"]);
       std::printf("\n");
       print_workers((*workers)["workers"]);
     }

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <set>
 #include <thread>
 
@@ -229,7 +230,9 @@ TEST(JobStore, ProgressComesFromTheOwnerAndResultsWithTheEnd) {
   EXPECT_TRUE(absl::IsFailedPrecondition(store.set_progress(*id, "a", 1, 0.5))) << "queued: nobody's progress";
   ASSERT_EQ(claim_id(store, JobKind::kTrain, "a"), *id);
   EXPECT_TRUE(absl::IsFailedPrecondition(store.set_progress(*id, "b", 3, 0.5))) << "b does not hold it";
-  ASSERT_TRUE(store.set_progress(*id, "a", 7, 0.625).ok());
+  ASSERT_TRUE(store.set_progress(*id, "a", 7, 0.625, {{"tokens_per_second", 812.5}, {"bad", NAN}}).ok());
+  EXPECT_EQ(store.get(*id)->stats, (std::map<std::string, double>{{"tokens_per_second", 812.5}}))
+      << "a non-finite figure is left out, the rest kept";
   auto job = store.get(*id);
   ASSERT_TRUE(job.ok());
   EXPECT_EQ(job->step, 7);

@@ -140,6 +140,7 @@ json job_json(const JobRecord& job) {
           {"step", job.step},
           {"workers_want", job.workers_want},
           {"workers", job.workers},
+          {"stats", job.stats},
           {"reward", std::isfinite(job.reward) ? json(job.reward) : json(nullptr)}};
 }
 

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <functional>
 #include <condition_variable>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -144,7 +145,14 @@ void report_progress(JobStore& store, const JobRecord& job, const std::string& o
   if (!j.is_object() || !j.contains("step") || !j["step"].is_number_integer()) return;
   const double reward = j.contains("reward") && j["reward"].is_number() ? j["reward"].get<double>() : NAN;
   const int64_t step = j["step"].get<int64_t>();
-  if (step != reported_step && store.set_progress(job.id, owner, step, reward).ok()) reported_step = step;
+  // What `interlace top` shows of a training job besides the reward.
+  std::map<std::string, double> stats;
+  for (const char* k : {"tokens_per_second", "staleness_mean", "cache_hit_rate", "kl"})
+    if (j.contains(k) && j[k].is_number()) stats[k] = j[k].get<double>();
+  if (j.contains("mismatch") && j["mismatch"].is_object() && j["mismatch"].contains("logprob_abs_diff_mean") &&
+      j["mismatch"]["logprob_abs_diff_mean"].is_number())
+    stats["logprob_abs_diff_mean"] = j["mismatch"]["logprob_abs_diff_mean"].get<double>();
+  if (step != reported_step && store.set_progress(job.id, owner, step, reward, stats).ok()) reported_step = step;
 }
 
 }  // namespace

@@ -118,7 +118,7 @@ return id
   return s;
 }
 
-// ARGV: prefix id owner step reward. Only the job's owner, while it runs.
+// ARGV: prefix id owner step reward [name value]... Only the job's owner, while it runs.
 const std::string& progress_script() {
   static const std::string s = with_prelude(R"(
 local prefix, id, owner, step, reward = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
@@ -127,6 +127,7 @@ if redis.call('HGET', key, 'state') ~= 'running' or redis.call('HGET', key, 'own
   return redis.error_reply('STATE job ' .. id .. ' is not running under ' .. owner)
 end
 redis.call('HSET', key, 'step', step, 'reward', reward, 'updated_ms', now_ms())
+for i = 6, #ARGV - 1, 2 do redis.call('HSET', key, 'stat:' .. ARGV[i], ARGV[i + 1]) end
 return id
 )");
   return s;
@@ -170,6 +171,7 @@ absl::StatusOr<JobRecord> to_record(const RedisReply& hash, const std::string& i
     else if (k == "results") r.results = v;
     else if (k == "step") r.step = to_int(v);
     else if (k == "workers_want") r.workers_want = to_int(v);
+    else if (k.rfind("stat:", 0) == 0) r.stats[k.substr(5)] = std::strtod(v.c_str(), nullptr);
     else if (k == "reward") r.reward = v.empty() ? NAN : std::strtod(v.c_str(), nullptr);
     else if (k == "created_ms") r.created_ms = to_int(v);
     else if (k == "started_ms") r.started_ms = to_int(v);
@@ -252,9 +254,17 @@ absl::StatusOr<JobRecord> JobStore::transition(const std::string& id, JobState t
   return get(id);
 }
 
-absl::Status JobStore::set_progress(const std::string& id, const std::string& owner, int64_t step, double reward) {
-  auto r = redis_.eval(progress_script(), {},
-                       {prefix_, id, owner, std::to_string(step), std::isfinite(reward) ? absl::StrCat(reward) : ""});
+absl::Status JobStore::set_progress(const std::string& id, const std::string& owner, int64_t step, double reward,
+                                   const std::map<std::string, double>& stats) {
+  std::vector<std::string> args = {prefix_, id, owner, std::to_string(step),
+                                   std::isfinite(reward) ? absl::StrCat(reward) : ""};
+  if (stats.size() > 32) return absl::InvalidArgumentError("more than 32 progress figures");
+  for (const auto& [name, value] : stats) {
+    if (name.empty() || name.size() > 64 || !std::isfinite(value)) continue;  // not worth failing the report for
+    args.push_back(name);
+    args.push_back(absl::StrCat(value));
+  }
+  auto r = redis_.eval(progress_script(), {}, args);
   return r.ok() ? absl::OkStatus() : script_error(r.status());
 }
 

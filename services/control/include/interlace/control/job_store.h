@@ -10,6 +10,7 @@
 //                             created_ms started_ms finished_ms updated_ms
 //                             results (a finished job's results file)
 //                             step reward (a running job's progress)
+//                             stat:NAME (more of its progress: set_progress)
 //   PREFIX:jobs               sorted set of every job id, by number
 //   PREFIX:queue:KIND         list: queued ids in submission order (FIFO)
 //   PREFIX:running            set: ids of running jobs
@@ -23,6 +24,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -50,6 +52,7 @@ struct JobRecord {
   // step and that step's mean reward (NaN: none yet).
   int64_t step = 0;
   double reward = NAN;
+  std::map<std::string, double> stats;  // set_progress's stats, as last reported
   // Pool workers (worker_pool.h): how many its learner wants, how many it has.
   int64_t workers_want = 0, workers = 0;
   JobKind kind = JobKind::kTrain;
@@ -93,7 +96,10 @@ class JobStore {
                                        const std::string& owner = "", const std::string& results = "");
   // The owner's report of a running job's progress (FailedPrecondition when
   // the job is not running under `owner`).
-  absl::Status set_progress(const std::string& id, const std::string& owner, int64_t step, double reward);
+  // `stats`: more of the step's figures (a train job's throughput, staleness,
+  // cache hit rate, rollout/learner mismatch), kept as they come.
+  absl::Status set_progress(const std::string& id, const std::string& owner, int64_t step, double reward,
+                            const std::map<std::string, double>& stats = {});
   // Running jobs whose owner no longer heartbeats (its registry entry,
   // worker_registry.h, lapsed: a runner killed, its machine gone) go back to
   // the front of their queue, for any runner to take and resume; returns
