@@ -27,7 +27,7 @@ void add_stack_commands(CLI::App& app, Action& action);  // up, down
 // long-lived roles (pool learner, pool worker), as opposed to one run's
 // services (`--run-dir`).
 struct PoolRoleArgs {
-  std::string redis, dir, name, prefix = "interlace", health;
+  std::string redis, dir, name, prefix = "interlace", health, advertise;
   double poll = 1.0;
 };
 void add_pool_role_options(CLI::App* command, PoolRoleArgs& args);

@@ -444,6 +444,10 @@ void add_pool_role_options(CLI::App* command, PoolRoleArgs& a) {
                       "a worker with --run-dir: its name toward the learner (default: worker-INDEX)");
   command->add_option("--prefix", a.prefix, "with --redis: Redis key prefix")->capture_default_str();
   command->add_option("--health", a.health, "with --redis: HOST:PORT for GET /healthz and /metrics (default: none)");
+  if (command->get_name() == "learner")
+    command->add_option("--advertise", a.advertise,
+                        "with --redis: the address its jobs' learner binds and pool workers connect to\n"
+                        "(default 127.0.0.1: workers on this machine only; in a pod, its IP)");
   command->add_option("--poll", a.poll, "with --redis: seconds between looks for work and for a cancel")
       ->capture_default_str()
       ->check(CLI::Range(0.05, 60.0));
@@ -465,6 +469,7 @@ int serve_pool_role(const std::string& role, const PoolRoleArgs& a) {
                                      .stop = [] { return g_stop.load(); }});
   control::JobRunnerOptions o;
   o.role = control::RunnerRole::kLearner;
+  o.learner_host = a.advertise;
   o.redis = setup->redis;
   o.prefix = a.prefix;
   o.name = name;

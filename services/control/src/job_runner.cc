@@ -77,7 +77,8 @@ Outcome run_train(const JobRunnerOptions& o, JobStore& store, WorkerPool& pool, 
                          .resume = resume,
                          .quiet = true,
                          .interrupted = interrupted,
-                         .external_workers = pool_workers};
+                         .external_workers = pool_workers,
+                         .host = pool_workers ? o.learner_host : ""};
   if (pool_workers) {
     lo.before_services = [&](const rl::JobSpec& spec) { return get_workers(store, pool, job, o, spec, interrupted); };
     lo.after_services = [&] { (void)pool.want_workers(job.id, o.name, 0, 0); };

@@ -130,8 +130,13 @@ absl::StatusOr<LocalRunResult> run_local_job(const LocalRunOptions& o) {
   }
 
   Endpoints endpoints;
+  if (!o.host.empty()) endpoints.host = o.host;
   if (auto old = read_endpoints(run_dir); old.ok() && o.resume) {
     endpoints = *old;
+    if (!o.host.empty() && o.host != endpoints.host) {  // a learner restarted elsewhere (a new pod IP)
+      endpoints.host = o.host;
+      INTERLACE_RETURN_IF_ERROR(write_endpoints(run_dir, endpoints));
+    }
   } else {
     // The learner binds its ZeroMQ ports itself and writes them here (0: not yet).
     const int local_workers = o.external_workers ? 0 : static_cast<int>(spec.workers);

@@ -47,6 +47,7 @@ struct JobRunnerOptions {
   // Redis), GET /metrics has interlace_runner_* and interlace_build_info.
   std::string health_host;
   int health_port = 0;
+  std::string learner_host;  // kLearner: the address its learner binds and workers connect to ("": loopback)
   std::function<bool()> stop;  // polled; true ends the loop (a running job is interrupted, stays running, and is resumed next time)
 };
 

@@ -34,6 +34,10 @@ struct LocalRunOptions {
   // and keys are in RUN (it may wait for workers; false means interrupted:
   // exit 130), `after_services` when the learner has ended.
   bool external_workers = false;
+  // The address the learner binds and workers connect to ("": 127.0.0.1, or
+  // what a resumed run's endpoints.json says). A pool learner in a pod gives
+  // its pod IP, so that workers in other pods reach it.
+  std::string host;
   std::function<bool(const JobSpec&)> before_services;
   std::function<void()> after_services;
 };
