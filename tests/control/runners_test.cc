@@ -241,7 +241,10 @@ TEST(Pool, KillingAWorkerTheControllerTheLearnerAndRedisCostsNothing) {
   job = wait_step(job.value("step", int64_t{0}) + 2);
   ASSERT_EQ(job.value("state", ""), "running") << job.dump();
   kill_group(s.pids[1], SIGKILL);  // the learner, with its learner service
-  s.pool("learner", "l1");
+  // Restarted elsewhere (another address: a new pod's IP; any 127.x is this
+  // machine's loopback): the workers follow it there.
+  s.pids.push_back(start({INTERLACE_BIN, "serve", "learner", "--redis", s.redis_address(), "--dir",
+                          s.dir.path() + "/jobs", "--name", "l1", "--poll", "0.2", "--advertise", "127.0.0.2"}));
   job = wait_step(job.value("step", int64_t{0}) + 2);
   ASSERT_EQ(job.value("state", ""), "running") << job.dump();
   s.redis.kill9();
@@ -269,6 +272,8 @@ TEST(Pool, KillingAWorkerTheControllerTheLearnerAndRedisCostsNothing) {
     for (auto [g, n] : per_group) EXPECT_EQ(n, 2) << "group " << g << " incomplete";
   }
   EXPECT_EQ(rows, steps);
+  std::ifstream endpoints(run + "endpoints.json");
+  EXPECT_EQ(json::parse(endpoints, nullptr, false).value("host", ""), "127.0.0.2");
   // The workers are idle again, back in the pool.
   bool idle = false;
   for (int i = 0; i < 100 && !idle; ++i) {

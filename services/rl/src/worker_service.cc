@@ -178,18 +178,20 @@ absl::Status Worker::connect_sockets() {
   return absl::OkStatus();
 }
 
-// When the learner has not answered for a while, connect again, to the ports
-// endpoints.json names now: a restarted learner that found its ports taken
-// binds others and writes them there, and libzmq does not retry a connection
-// the learner refused (a key it did not know yet).
+// When the learner has not answered for a while, connect again, to the
+// address and ports endpoints.json names now: a restarted learner that found
+// its ports taken binds others and writes them there (a pool learner
+// restarted in another pod, another address), and libzmq does not retry a
+// connection the learner refused (a key it did not know yet).
 void Worker::follow_moved_learner() {
   const auto now = Clock::now();
   if (now - last_grant_ < std::chrono::seconds(10) || now - last_endpoints_check_ < std::chrono::seconds(10)) return;
   last_endpoints_check_ = now;
   auto e = read_endpoints(o_.run_dir);
   if (!e.ok() || e->trajectories <= 0) return;
-  spdlog::info("{}: no answer from the learner for {:.0f} s; connecting again to ports {}/{}/{}", name_,
-               std::chrono::duration<double>(now - last_grant_).count(), e->trajectories, e->tasks, e->weights);
+  spdlog::info("{}: no answer from the learner for {:.0f} s; connecting again to {} ports {}/{}/{}", name_,
+               std::chrono::duration<double>(now - last_grant_).count(), e->host, e->trajectories, e->tasks, e->weights);
+  o_.endpoints.host = e->host;
   o_.endpoints.trajectories = e->trajectories;
   o_.endpoints.tasks = e->tasks;
   o_.endpoints.weights = e->weights;
