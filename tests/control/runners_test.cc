@@ -189,6 +189,49 @@ TEST(Runners, AJobWhoseRunnerIsKilledIsQueuedAgainAndFinishedByAnother) {
   EXPECT_EQ(lines, 512) << "64 tasks x 8 samples, each once";
 }
 
+// Ten small train jobs submitted at once through two controllers to two pool
+// learners and two workers: each runs exactly once, on one learner, and
+// gets a worker from the controllers' scheduling passes.
+TEST(Pool, TenTrainJobsThroughTwoControllersAndTwoLearnersEachRunExactlyOnce) {
+  Stack s;
+  s.controller();
+  s.controller();
+  s.pool("learner", "l1");
+  s.pool("learner", "l2");
+  s.pool("worker", "w1");
+  s.pool("worker", "w2");
+  const std::string spec = "env: \"calculator:max_number=5,short_prompt=1\"\n"
+                           "model: {init: " + std::string(INTERLACE_SOURCE_DIR) + "/examples/models/tiny-hybrid.json}\n"
+                           "algorithm: {steps: 1, groups_per_step: 1, group_size: 2}\n"
+                           "rollout: {workers: 1, max_turns: 1, max_turn_tokens: 8}\neval: {prompts: 1, samples: 0}\n";
+  std::vector<std::string> ids(10);
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 10; ++i)
+    clients.emplace_back([&, i] {
+      ids[i] = s.call(i, "POST", "/v1/jobs", {{"kind", "train"}, {"spec", "name: t" + std::to_string(i) + "\n" + spec}})
+                   .value("id", "");
+    });
+  for (auto& t : clients) t.join();
+  for (const auto& id : ids) ASSERT_FALSE(id.empty()) << "a submission failed";
+  ASSERT_TRUE(s.all_ended(ids, 300)) << "not every job ended within 300 s";
+  std::set<std::string> owners;
+  for (const auto& id : ids) {
+    const json job = s.call(1, "GET", "/v1/jobs/" + id);
+    EXPECT_EQ(job["state"], "succeeded") << job.dump();
+    owners.insert(job["owner"]);
+    const auto events = s.event_messages(id);
+    std::string all;
+    for (const auto& e : events) all += e + "\n";
+    EXPECT_EQ(count_prefix(events, "runner: starting on"), 1) << id << " ran other than once:\n" << all;
+    EXPECT_EQ(count_prefix(events, "workers: starting the learner with 1 worker(s)"), 1) << all;
+    std::ifstream trained(s.dir.path() + "/jobs/" + id + "/run/trained.jsonl");
+    int rows = 0;
+    for (std::string l; std::getline(trained, l);) ++rows;
+    EXPECT_EQ(rows, 1) << id;
+  }
+  EXPECT_EQ(owners, (std::set<std::string>{"l1", "l2"})) << "one learner did all ten";
+}
+
 // The pool roles, killed one at a time in the middle of a training job: a
 // worker (with its rollout child: a container's death), the controller (a
 // new one carries on scheduling), the learner (restarted under its name, it
