@@ -72,14 +72,15 @@ TEST(WorkerPool, OldestJobFirstUpToWhatEachWantsAndBackWhenItEnds) {
   EXPECT_EQ(f.changes(), 0) << "a second pass changed something";
   EXPECT_EQ(f.store.get(first)->workers, 2);
   EXPECT_EQ(f.store.get(first)->workers_want, 2);
-  // The first job ends: its workers come back, and one whose entry says idle
-  // goes in the same pass to the job that still wants one (a worker that
-  // still runs the old job's rollout says busy until it has stopped it).
+  // The first job ends: its workers are released with the transition, and
+  // one whose entry says idle goes to the job that still wants one (a worker
+  // that still runs the old job's rollout says busy until it has stopped it).
   ASSERT_TRUE(f.registry.heartbeat({.name = "w2", .kind = "worker", .state = "busy", .job = first}, 60000).ok());
   ASSERT_TRUE(f.store.transition(first, JobState::kSucceeded, "", "l1").ok());
-  EXPECT_EQ(f.changes(), 3);
   EXPECT_TRUE(f.assigned(first).empty());
   EXPECT_EQ(*f.pool.assignment("w2"), "");
+  EXPECT_EQ(f.store.events(first)->back().message, "2 worker(s) released: the job is succeeded");
+  EXPECT_EQ(f.changes(), 1);
   EXPECT_EQ(f.assigned(second), (Names{"w1", "w3"}));
   EXPECT_EQ(f.changes(), 0);
   // Wanting fewer gives some back; wanting none gives all back.
@@ -176,9 +177,11 @@ TEST(WorkerPool, IdleWorkersLeftOverTakeRolloutJobsOneEach) {
   EXPECT_EQ(f.changes(), 1);
   EXPECT_EQ(f.store.get(rollouts[0])->state, JobState::kQueued);
   EXPECT_EQ(*f.store.queue(JobKind::kRollout), (Names{rollouts[0], rollouts[2]})) << "it goes back to the front";
-  // w3 finishes its job and is idle again: it takes the requeued one.
+  // w3 finishes its job (released with the transition) and, idle again, takes
+  // the requeued one.
   ASSERT_TRUE(f.store.transition(rollouts[1], JobState::kSucceeded, "", "w3").ok());
-  EXPECT_EQ(f.changes(), 2);
+  EXPECT_EQ(*f.pool.assignment("w3"), "");
+  EXPECT_EQ(f.changes(), 1);
   EXPECT_EQ(*f.pool.assignment("w3"), rollouts[0]);
 }
 

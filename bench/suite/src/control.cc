@@ -3,7 +3,8 @@
 // controller, and later one job runner. Measures (1) submit, status and
 // cancel latency with many concurrent HTTP clients against the one
 // controller, and (2) the time from submitting a rollout job, with a runner
-// free, to its first trajectory on disk.
+// free, to its first trajectory on disk; then the same with a free pool
+// worker instead (the controller assigns the job to it).
 #include <httplib.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -142,37 +143,60 @@ absl::Status run_bench_control(const Common& c, const ControlBenchArgs& a) {
   const fs::path model = dir / "model";
   if (rl::run_process({a.interlace, "model", "init", "--config", find_example("tiny-hybrid.json"), "--out", model.string()}) != 0)
     return absl::InternalError("interlace model init failed");
-  children.pids.push_back(rl::spawn_process({a.interlace, "serve", "runner", "--redis", redis, "--dir",
-                                             (dir / "jobs").string(), "--name", "bench-runner", "--poll", "0.05"}));
-  std::vector<double> first_s, claim_s;
+  // Each job: submit, then wait for a whole first line of trajectories.
   auto cl = client();
-  for (int rep = 0; rep < a.reps; ++rep) {
-    const json job = {{"kind", "rollout"},
-                      {"spec", absl::StrCat("model: ", model.string(), "\nenv: \"calculator:max_number=5,short_prompt=1\"\n",
-                                            "prompts: 4\ngroup_size: 2\nmax_turns: 1\nmax_new_tokens: 16\nseed: ", rep, "\n")}};
-    const auto t0 = Clock::now();
-    auto r = cl->Post("/v1/jobs", job.dump(), "application/json");
-    if (!r || r->status != 201) return absl::InternalError("submitting the rollout job failed");
-    const std::string id = json::parse(r->body)["id"];
-    const fs::path partial = dir / "jobs" / id / "trajectories.jsonl.partial", done = dir / "jobs" / id / "trajectories.jsonl";
-    bool claimed = false;
-    const bool got = wait_until(
-        [&] {
-          if (!claimed && fs::exists(dir / "jobs" / id)) claimed = true, claim_s.push_back(seconds_since(t0));
-          for (const fs::path& p : {partial, done}) {
-            std::ifstream in(p);
-            std::string line;
-            if (std::getline(in, line) && !in.eof()) return true;  // a whole first line
-          }
-          return false;
-        },
-        120);
-    if (!got) return absl::DeadlineExceededError(absl::StrCat("job ", id, " wrote no trajectory in 120 s; see ", dir.string()));
-    first_s.push_back(seconds_since(t0));
-    wait_until([&] { auto s = cl->Get("/v1/jobs/" + id); return s && json::parse(s->body).value("state", "") != "running"; }, 60);
-  }
-  std::sort(first_s.begin(), first_s.end());
-  std::sort(claim_s.begin(), claim_s.end());
+  auto time_jobs = [&](std::vector<double>& first_s, std::vector<double>& claim_s) -> absl::Status {
+    for (int rep = 0; rep < a.reps; ++rep) {
+      // "Free": every registered runner or worker says idle.
+      wait_until([&] {
+        auto w = cl->Get("/v1/workers");
+        if (!w || w->status != 200) return false;
+        const json list = json::parse(w->body, nullptr, false).value("workers", json::array());
+        return !list.empty() && std::all_of(list.begin(), list.end(), [](const json& e) { return e.value("state", "") == "idle"; });
+      }, 30);
+      const json job = {{"kind", "rollout"},
+                        {"spec", absl::StrCat("model: ", model.string(), "\nenv: \"calculator:max_number=5,short_prompt=1\"\n",
+                                              "prompts: 4\ngroup_size: 2\nmax_turns: 1\nmax_new_tokens: 16\nseed: ", rep, "\n")}};
+      const auto t0 = Clock::now();
+      auto r = cl->Post("/v1/jobs", job.dump(), "application/json");
+      if (!r || r->status != 201) return absl::InternalError("submitting the rollout job failed");
+      const std::string id = json::parse(r->body)["id"];
+      const fs::path partial = dir / "jobs" / id / "trajectories.jsonl.partial", done = dir / "jobs" / id / "trajectories.jsonl";
+      bool claimed = false;
+      const bool got = wait_until(
+          [&] {
+            if (!claimed && fs::exists(dir / "jobs" / id)) claimed = true, claim_s.push_back(seconds_since(t0));
+            for (const fs::path& p : {partial, done}) {
+              std::ifstream in(p);
+              std::string line;
+              if (std::getline(in, line) && !in.eof()) return true;  // a whole first line
+            }
+            return false;
+          },
+          120);
+      if (!got) return absl::DeadlineExceededError(absl::StrCat("job ", id, " wrote no trajectory in 120 s; see ", dir.string()));
+      first_s.push_back(seconds_since(t0));
+      wait_until([&] { auto s = cl->Get("/v1/jobs/" + id); return s && json::parse(s->body).value("state", "") != "running"; }, 60);
+    }
+    std::sort(first_s.begin(), first_s.end());
+    std::sort(claim_s.begin(), claim_s.end());
+    return absl::OkStatus();
+  };
+  // (2a) A runner claims the job itself (it polls every 50 ms).
+  const pid_t runner = rl::spawn_process({a.interlace, "serve", "runner", "--redis", redis, "--dir",
+                                          (dir / "jobs").string(), "--name", "bench-runner", "--poll", "0.05"});
+  children.pids.push_back(runner);
+  std::vector<double> first_s, claim_s;
+  if (absl::Status st = time_jobs(first_s, claim_s); !st.ok()) return st;
+  ::kill(runner, SIGTERM);
+  ::waitpid(runner, nullptr, 0);
+  children.pids.pop_back();
+  // (2b) A pool worker: the controller's scheduling pass (every 500 ms)
+  // claims the job for it and assigns it; the worker polls its assignment.
+  children.pids.push_back(rl::spawn_process({a.interlace, "serve", "worker", "--redis", redis, "--dir",
+                                             (dir / "jobs").string(), "--name", "bench-worker", "--poll", "0.05"}));
+  std::vector<double> pool_first_s, pool_claim_s;
+  if (absl::Status st = time_jobs(pool_first_s, pool_claim_s); !st.ok()) return st;
   const json results = {{"submit", latency_stats(submit_ms)},
                         {"status", latency_stats(status_ms)},
                         {"cancel", latency_stats(cancel_ms)},
@@ -180,7 +204,10 @@ absl::Status run_bench_control(const Common& c, const ControlBenchArgs& a) {
                         {"errors", errors.load()},
                         {"submit_to_claim_seconds_median", claim_s.empty() ? 0.0 : claim_s[claim_s.size() / 2]},
                         {"submit_to_first_trajectory_seconds_median", first_s[first_s.size() / 2]},
-                        {"submit_to_first_trajectory_seconds", first_s}};
+                        {"submit_to_first_trajectory_seconds", first_s},
+                        {"pool_submit_to_claim_seconds_median", pool_claim_s.empty() ? 0.0 : pool_claim_s[pool_claim_s.size() / 2]},
+                        {"pool_submit_to_first_trajectory_seconds_median", pool_first_s[pool_first_s.size() / 2]},
+                        {"pool_submit_to_first_trajectory_seconds", pool_first_s}};
   std::error_code ec;
   fs::remove_all(dir, ec);
   emit(c, "control", {{"clients", a.clients}, {"requests_per_client", a.requests}, {"reps", a.reps}}, results, [&] {
@@ -194,6 +221,9 @@ absl::Status run_bench_control(const Common& c, const ControlBenchArgs& a) {
     std::printf("submit -> claimed by a free runner: median %.2f s; -> first trajectory on disk: median %.2f s (%d jobs)\n",
                 results["submit_to_claim_seconds_median"].get<double>(),
                 results["submit_to_first_trajectory_seconds_median"].get<double>(), a.reps);
+    std::printf("submit -> assigned to a free pool worker: median %.2f s; -> first trajectory on disk: median %.2f s\n",
+                results["pool_submit_to_claim_seconds_median"].get<double>(),
+                results["pool_submit_to_first_trajectory_seconds_median"].get<double>());
   });
   return absl::OkStatus();
 }

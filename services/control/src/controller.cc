@@ -174,7 +174,7 @@ struct Controller::Impl {
   std::thread scheduler;
   std::mutex scheduler_mu;
   std::condition_variable scheduler_wake;
-  bool stopping = false;
+  bool stopping = false, scheduler_kicked = false;
   int port = 0;
   int listen_fd = -1;
 
@@ -208,9 +208,21 @@ struct Controller::Impl {
     body(store);
   }
 
+  // A pass now, not at the next tick: a job was submitted or cancelled here.
+  void schedule_soon() {
+    {
+      std::lock_guard<std::mutex> lock(scheduler_mu);
+      scheduler_kicked = true;
+    }
+    scheduler_wake.notify_all();
+  }
+
   void schedule_loop() {
     std::unique_lock<std::mutex> lock(scheduler_mu);
-    while (!scheduler_wake.wait_for(lock, std::chrono::milliseconds(500), [&] { return stopping; })) {
+    for (;;) {
+      scheduler_wake.wait_for(lock, std::chrono::milliseconds(500), [&] { return stopping || scheduler_kicked; });
+      if (stopping) return;
+      scheduler_kicked = false;
       lock.unlock();
       if (auto lease = pool.take(); lease.ok()) {
         auto changes = WorkerPool(*lease->client, options.prefix).schedule();
@@ -317,6 +329,7 @@ struct Controller::Impl {
         if (!id.ok()) return error(res, http_status(id.status()), std::string(id.status().message()));
         spdlog::info("controller: {} job {} ({}) queued", job_kind_name(submission->kind), *id, submission->name);
         reply(res, 201, {{"id", *id}, {"state", "queued"}});
+        schedule_soon();
       });
     });
     server.Get("/v1/jobs", [this](const httplib::Request& req, httplib::Response& res) {
@@ -349,6 +362,7 @@ struct Controller::Impl {
         if (!job.ok()) return error(res, http_status(job.status()), std::string(job.status().message()));
         spdlog::info("controller: job {} cancelled", job->id);
         reply(res, 200, job_json(*job));
+        schedule_soon();
       });
     });
     server.Get("/v1/workers", [this](const httplib::Request&, httplib::Response& res) {

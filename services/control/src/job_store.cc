@@ -113,6 +113,14 @@ if results ~= '' then redis.call('HSET', key, 'results', results) end
 local msg = to
 if reason ~= '' then msg = to .. ': ' .. reason end
 event(prefix, id, 'state', msg)
+-- Its pool workers (worker_pool.h) are free at once.
+local released = 0
+for _, name in ipairs(redis.call('SMEMBERS', key .. ':workers')) do
+  if redis.call('GET', prefix .. ':assign:' .. name) == id then redis.call('DEL', prefix .. ':assign:' .. name) end
+  released = released + 1
+end
+redis.call('DEL', key .. ':workers')
+if released > 0 then event(prefix, id, 'workers', released .. ' worker(s) released: the job is ' .. to) end
 return id
 )");
   return s;
