@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "interlace/core/file_util.h"
 #include "interlace/core/status.h"
+#include "interlace/model/bpe_tokenizer.h"
 #include "nlohmann/json.hpp"
 
 namespace interlace::model {
@@ -55,10 +56,11 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> load_tokenizer(const std::string& dir
   namespace fs = std::filesystem;
   const fs::path file = fs::path(dir) / kTokenizerFile;
   if (!fs::exists(file)) {
-    if (fs::exists(fs::path(dir) / "tokenizer.json"))
-      return absl::UnimplementedError(absl::StrCat(
-          dir, ": has tokenizer.json (BPE), which Interlace cannot read yet; use token ids "
-               "(interlace model score works on ids alone)"));
+    if (fs::exists(fs::path(dir) / "tokenizer.json")) {  // a Hugging Face model's own tokenizer
+      auto bpe = BpeTokenizer::load((fs::path(dir) / "tokenizer.json").string());
+      if (!bpe.ok()) return bpe.status();
+      return std::unique_ptr<Tokenizer>(std::move(*bpe));
+    }
     return absl::NotFoundError(absl::StrCat(dir, ": no tokenizer file (", kTokenizerFile,
                                             "); text commands need one, token-id commands do not"));
   }

