@@ -61,6 +61,7 @@ struct BpeTokenizer::Impl {
   std::unordered_map<std::string, uint8_t> char_to_byte;
   std::array<int32_t, 256> byte_id{};  // each byte's single-character token
   std::vector<AddedToken> added;       // longest first, for matching
+  std::array<std::vector<uint32_t>, 256> added_by_first_byte;  // indices into `added`, longest first
   std::unordered_map<int32_t, size_t> added_by_id;
   mutable std::array<CacheShard, kCacheShards> cache;
 
@@ -184,7 +185,10 @@ absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::load(const std::stri
     }
   std::stable_sort(m.added.begin(), m.added.end(),
                    [](const AddedToken& x, const AddedToken& y) { return x.content.size() > y.content.size(); });
-  for (size_t i = 0; i < m.added.size(); ++i) m.added_by_id[m.added[i].id] = i;
+  for (size_t i = 0; i < m.added.size(); ++i) {
+    m.added_by_id[m.added[i].id] = i;
+    m.added_by_first_byte[static_cast<unsigned char>(m.added[i].content[0])].push_back(static_cast<uint32_t>(i));
+  }
   t->vocab_size_ = max_id + 1;
   m.pieces.resize(static_cast<size_t>(t->vocab_size_));
   for (const auto& [piece, id] : m.vocab) m.pieces[id] = piece;
@@ -201,12 +205,13 @@ std::vector<int32_t> BpeTokenizer::encode_impl(std::string_view text, bool speci
   size_t start = 0, i = 0;
   while (i < text.size()) {
     const AddedToken* hit = nullptr;
-    if (!m.added.empty())
-      for (const AddedToken& a : m.added)  // longest first
-        if ((specials || !a.special) && text.compare(i, a.content.size(), a.content) == 0) {
-          hit = &a;
-          break;
-        }
+    for (uint32_t k : m.added_by_first_byte[static_cast<unsigned char>(text[i])]) {  // longest first
+      const AddedToken& a = m.added[k];
+      if ((specials || !a.special) && text.compare(i, a.content.size(), a.content) == 0) {
+        hit = &a;
+        break;
+      }
+    }
     if (!hit) {
       ++i;
       continue;

@@ -134,6 +134,21 @@ void add_bench_service_commands(CLI::App& bench, std::shared_ptr<Common> common,
     common->command_line = absl::StrCat(command_line_of(*cb), " -o ", common->output);
     action = [common, ctl] { return run(bench::run_bench_control(*common, *ctl)); };
   });
+  auto tk = std::make_shared<bench::TokenizerBenchArgs>();
+  CLI::App* tb = bench.add_subcommand(
+      "tokenizer", "A tokenizer.json's encode and decode speed (1 and all threads), and transformers.js's on the same\n"
+                   "text. tests/tokenizer/check_tokenizers.sh WORK prepares the real tokenizers, a corpus and the\n"
+                   "reference; then:\n"
+                   "  interlace bench tokenizer --model WORK/qwen3 --corpus WORK/corpus.jsonl --js-reference WORK");
+  add_output(tb, *common);
+  tb->add_option("--model", tk->model, "a directory with tokenizer.json")->required();
+  tb->add_option("--corpus", tk->corpus, "JSONL of {\"text\": ...} (or plain lines)")->required();
+  tb->add_option("--js-reference", tk->js_reference, "the npm work directory of tests/tokenizer (reference.mjs)");
+  tb->add_option("--js-name", tk->js_name, "which reference tokenizer: qwen3 or llama3")->capture_default_str();
+  tb->callback([&action, common, tk, tb] {
+    common->command_line = absl::StrCat(command_line_of(*tb), " -o ", common->output);
+    action = [common, tk] { return run(bench::run_bench_tokenizer(*common, *tk)); };
+  });
   auto as = std::make_shared<bench::AsyncArgs>();
   as->interlace = self_exe();
   CLI::App* ay = bench.add_subcommand("async", "The same RL job synchronous and asynchronous: end-to-end throughput");

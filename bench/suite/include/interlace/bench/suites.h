@@ -96,4 +96,15 @@ struct ControlBenchArgs {
 };
 absl::Status run_bench_control(const Common& c, const ControlBenchArgs& a);
 
+// A tokenizer.json's encode/decode MB/s and tokens/s (1 and all threads; a
+// cold and a warm word cache), and transformers.js's encoder on the same
+// text when js_reference names tests/tokenizer's npm work directory.
+struct TokenizerBenchArgs {
+  std::string model;           // a directory with tokenizer.json
+  std::string corpus;          // JSONL of {"text"} (or plain lines)
+  std::string js_reference;    // the npm work dir with reference.mjs ("": none)
+  std::string js_name = "qwen3";
+};
+absl::Status run_bench_tokenizer(const Common& c, const TokenizerBenchArgs& a);
+
 }  // namespace interlace::bench
