@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # metrics_exported.sh INTERLACE: every metric a dashboard panel or an alert
 # rule queries is exported by running services, so dashboards cannot rot.
-# Starts a control plane (redis-server, a controller, a runner with --health)
+# Starts a control plane (redis-server, a controller, a runner and a pool worker with --health)
 # and a small RL job (learner + one worker), scrapes the controller's, the
 # runner's, the learner's and the worker's /metrics while they run, and compares the
 # sample names with every interlace_* name in dashboards/grafana/*.json,
@@ -23,10 +23,10 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-# Three free ports for the control plane, then two consecutive ones for the job.
+# Four free ports for the control plane, then two consecutive ones for the job.
 ports=($(/usr/bin/python3 -c '
 import random, socket
-s = [socket.socket() for _ in range(3)]
+s = [socket.socket() for _ in range(4)]
 for x in s: x.bind(("127.0.0.1", 0))
 while True:
     first = random.randint(20000, 60000)
@@ -46,6 +46,10 @@ pids+=($!)
 "$bin" serve runner --redis "127.0.0.1:${ports[1]}" --dir "$work/jobs" --health "127.0.0.1:${ports[2]}" \
   >"$work/runner.log" 2>&1 &
 pids+=($!)
+# A pool worker (no job comes its way: its series exist from the start).
+"$bin" serve worker --redis "127.0.0.1:${ports[1]}" --dir "$work/jobs" --name pool-0 --health "127.0.0.1:${ports[3]}" \
+  >"$work/pool-worker.log" 2>&1 &
+pids+=($!)
 cat >"$work/job.yaml" <<YAML
 name: metrics-exported
 env: calculator
@@ -54,11 +58,12 @@ algorithm: {name: grpo, steps: 40, groups_per_step: 2, group_size: 2}
 rollout: {workers: 1, max_turns: 1, max_turn_tokens: 8}
 eval: {prompts: 0}
 YAML
-"$bin" run "$work/job.yaml" --run-dir "$work/run" --quiet --metrics-port "${ports[3]}" >"$work/run.log" 2>&1 &
+"$bin" run "$work/job.yaml" --run-dir "$work/run" --quiet --metrics-port "${ports[4]}" >"$work/run.log" 2>&1 &
 job_pid=$!
-/usr/bin/python3 - "$root" "$work" "${ports[0]}" "${ports[3]}" "${ports[2]}" <<'PY'
+/usr/bin/python3 - "$root" "$work" "${ports[0]}" "${ports[4]}" "${ports[2]}" "${ports[3]}" <<'PY'
 import glob, json, re, sys, time, urllib.request
-root, work, controller, first, runner = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+root, work, controller, first, runner, pool_worker = (sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]),
+                                                     int(sys.argv[5]), int(sys.argv[6]))
 
 def scrape(port):
     try:
@@ -72,8 +77,8 @@ def names(text):
 
 exported = {}
 deadline = time.time() + 600
-targets = {"controller": controller, "runner": runner}
-while time.time() < deadline and len(exported) < 4:
+targets = {"controller": controller, "runner": runner, "pool-worker": pool_worker}
+while time.time() < deadline and len(exported) < 5:
     try:
         for t in json.load(open(f"{work}/run/prometheus-targets.json")):
             targets[t["labels"]["service"]] = int(t["targets"][0].rsplit(":", 1)[1])
@@ -83,7 +88,7 @@ while time.time() < deadline and len(exported) < 4:
         if service not in exported and (text := scrape(port)) is not None:
             exported[service] = names(text)
     time.sleep(0.2)
-missing_services = {"controller", "runner", "learner", "worker-0"} - exported.keys()
+missing_services = {"controller", "runner", "pool-worker", "learner", "worker-0"} - exported.keys()
 if missing_services:
     print(f"FAIL: could not scrape {sorted(missing_services)}; run log:\n" + open(f"{work}/run.log").read())
     sys.exit(1)

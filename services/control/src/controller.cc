@@ -243,6 +243,7 @@ struct Controller::Impl {
 
   void routes() {
     metrics::register_build_info(metrics, /*nccl=*/false);  // the controller moves no weights
+    metrics.counter("interlace_controller_assignments_total", "pool workers given to jobs");  // at 0 from the start
     redis_errors();  // at 0 from the start: rate() and the alert rule see the first error
     // A kept-alive connection holds one of these threads while its client is
     // idle: with cpp-httplib's default (the core count, at least 8) a burst of
