@@ -19,6 +19,7 @@
 #include "interlace/core/file_util.h"
 #include "interlace/rl/run_layout.h"
 #include "interlace/rl/run_summary.h"
+#include "interlace/rl/study.h"
 #include "interlace/rl/worker_service.h"
 #include "nlohmann/json.hpp"
 
@@ -55,6 +56,39 @@ int run_job(const RunArgs& a) {
     std::printf("%s\n", result->summary.dump(2).c_str());
   else
     std::printf("%s", rl::summary_text(result->summary).c_str());
+  return 0;
+}
+
+struct StudyArgs {
+  std::string spec, run_dir, output = "table";
+  bool quiet = false;
+};
+
+int study(const StudyArgs& a) {
+  auto table = rl::run_study({.spec = a.spec, .run_dir = a.run_dir, .interlace = self_exe(), .quiet = a.quiet});
+  if (!table.ok()) return fail(table.status());
+  if (a.output == "json") {
+    std::printf("%s\n", table->dump(2).c_str());
+    return 0;
+  }
+  auto fig = [](const nlohmann::json& v, const char* fmt) {
+    if (!v.is_number()) return std::string("-");
+    char text[32];
+    std::snprintf(text, sizeof text, fmt, v.get<double>());
+    return std::string(text);
+  };
+  std::printf("study %s (matched on %s, reference %s, FLOPs at %lld tokens)\n",
+              (*table)["study"].get<std::string>().c_str(), (*table)["match"].get<std::string>().c_str(),
+              (*table)["reference"].get<std::string>().c_str(), static_cast<long long>((*table)["context"].get<int64_t>()));
+  std::printf("%-16s %-5s %-10s %-11s %-7s %-15s %-15s %s\n", "VARIANT", "SEED", "PARAMS", "TRAIN FLOP/T", "SFT",
+              "GREEDY B->A", "SAMPLED B->A", "WALL S");
+  for (const auto& r : (*table)["rows"])
+    std::printf("%-16s %-5lld %-10lld %-11s %-7lld %-15s %-15s %s\n", r["variant"].get<std::string>().c_str(),
+                static_cast<long long>(r["seed"].get<int64_t>()), static_cast<long long>(r["parameters"].get<int64_t>()),
+                fig(r["training_flops_per_token"], "%.3g").c_str(), static_cast<long long>(r["sft_steps"].get<int64_t>()),
+                (fig(r["eval_reward_before"], "%.3f") + "->" + fig(r["eval_reward_after"], "%.3f")).c_str(),
+                (fig(r["eval_sampled_reward_before"], "%.3f") + "->" + fig(r["eval_sampled_reward_after"], "%.3f")).c_str(),
+                fig(r["total_seconds"], "%.0f").c_str());
   return 0;
 }
 
@@ -144,6 +178,20 @@ void add_run_commands(CLI::App& app, Action& action) {
       ->check(CLI::Range(1, 65535));
   run->add_option("-o,--output", r->output, "table or json")->check(CLI::IsMember({"table", "json"}))->capture_default_str();
   run->callback([r, &action] { action = [r] { return run_job(*r); }; });
+
+  auto st = std::make_shared<StudyArgs>();
+  CLI::App* study_cmd = app.add_subcommand(
+      "study",
+      "Run the same job on several architecture variants (full attention, hybrids, sliding-window)\n"
+      "and seeds, each through `interlace run`'s code path, matched on parameters or on training\n"
+      "FLOPs; writes RUN_DIR/table.json (one row per variant and seed) and RUN_DIR/report.html.\n"
+      "A study that stopped resumes where it was. Example:\n"
+      "  interlace study examples/study/tiny.yaml");
+  study_cmd->add_option("spec", st->spec, "study spec (YAML); see examples/study/tiny.yaml")->required()->check(CLI::ExistingFile);
+  study_cmd->add_option("--run-dir", st->run_dir, "where the runs go (default: runs/study-<name>)");
+  study_cmd->add_flag("--quiet", st->quiet, "no progress output");
+  study_cmd->add_option("-o,--output", st->output, "table or json")->check(CLI::IsMember({"table", "json"}))->capture_default_str();
+  study_cmd->callback([st, &action] { action = [st] { return study(*st); }; });
 
   auto s = std::make_shared<ServeArgs>();
   CLI::App* serve = app.add_subcommand(

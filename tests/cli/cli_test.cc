@@ -443,3 +443,56 @@ TEST_F(Cli, BenchCachePrefillsBetweenTheLowerBoundAndNoCache) {
                 double(on["prefilled_tokens"].get<int64_t>()) / double(on["lower_bound_tokens"].get<int64_t>()), 1e-9);
   }
 }
+
+namespace interlace {
+namespace {
+
+using nlohmann::json;
+
+// examples/study/tiny.yaml end to end: two variants through `interlace run`'s
+// path, one row each in table.json with the figures the README's study
+// quotes, SFT steps matched on training FLOPs (model/flops.h), a report that
+// overlays both runs; a second call resumes instead of running again.
+TEST(Study, TheTinyStudyRunsBothVariantsMatchedOnFlops) {
+  const fs::path dir = fs::temp_directory_path() / ("interlace_study_" + std::to_string(::getpid()));
+  const std::string spec = std::string(INTERLACE_SOURCE_DIR) + "/examples/study/tiny.yaml";
+  const CliRun first = run("study " + spec + " --run-dir " + dir.string() + " --quiet -o json", /*with_stderr=*/false);
+  ASSERT_EQ(first.code, 0) << first.out;
+  const json table = json::parse(first.out, nullptr, false);
+  ASSERT_TRUE(table.is_object()) << first.out;
+  EXPECT_EQ(table, json::parse(std::ifstream(dir / "table.json"))) << "stdout and table.json differ";
+  ASSERT_EQ(table["rows"].size(), 2u);
+  const json& full = table["rows"][0];
+  const json& hybrid = table["rows"][1];
+  EXPECT_EQ(full["variant"], "full");
+  EXPECT_EQ(hybrid["variant"], "hybrid-3to1");
+  EXPECT_EQ(full["sft_steps"], 30) << "the reference keeps the base steps";
+  const double ratio = full["training_flops_per_token"].get<double>() / hybrid["training_flops_per_token"].get<double>();
+  EXPECT_EQ(hybrid["sft_steps"].get<int64_t>(), std::llround(30 * ratio));
+  EXPECT_NEAR(full["sft_flops_per_sequence_token"].get<double>(), hybrid["sft_flops_per_sequence_token"].get<double>(),
+              0.03 * full["sft_flops_per_sequence_token"].get<double>())
+      << "the budgets differ by more than a step's rounding";
+  for (const json& row : table["rows"]) {
+    for (const char* k : {"eval_reward_before", "eval_reward_after", "eval_sampled_reward_after", "total_seconds"})
+      EXPECT_TRUE(row[k].is_number()) << k << " in " << row.dump();
+    EXPECT_TRUE(fs::exists(fs::path(row["run_dir"].get<std::string>()) / "summary.json"));
+  }
+  std::ifstream report(dir / "report.html");
+  const std::string html((std::istreambuf_iterator<char>(report)), std::istreambuf_iterator<char>());
+  EXPECT_NE(html.find("full-seed0"), std::string::npos);
+  EXPECT_NE(html.find("hybrid-3to1-seed0"), std::string::npos);
+  // Again: both runs are kept, not rerun.
+  const CliRun again = run("study " + spec + " --run-dir " + dir.string());
+  EXPECT_EQ(again.code, 0) << again.out;
+  EXPECT_NE(again.out.find("full-seed0: done before, kept"), std::string::npos) << again.out;
+  EXPECT_NE(again.out.find("hybrid-3to1"), std::string::npos) << again.out;
+  // A bad spec says what is wrong.
+  std::ofstream(dir / "bad.yaml") << "job: ../x.yaml\nmatch: tokens\nvariants: []\n";
+  const CliRun bad = run("study " + (dir / "bad.yaml").string());
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.out.find("match: 'tokens' is not allowed"), std::string::npos) << bad.out;
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace interlace

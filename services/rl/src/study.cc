@@ -1,0 +1,191 @@
+#include "interlace/rl/study.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "interlace/core/file_util.h"
+#include "interlace/core/status.h"
+#include "interlace/model/config.h"
+#include "interlace/model/flops.h"
+#include "interlace/rl/local_run.h"
+#include "interlace/rl/report.h"
+#include "interlace/rl/run_layout.h"
+
+namespace interlace::rl {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+struct Variant {
+  std::string name, model;  // model: a config path, absolute
+  model::ModelConfig config;
+  double flops_per_token = 0;  // training, at the study's context
+};
+
+// `over` merged into `base`, key by key (maps recursively; anything else replaces).
+void merge(YAML::Node base, const YAML::Node& over) {
+  for (const auto& kv : over) {
+    const std::string key = kv.first.as<std::string>();
+    if (kv.second.IsMap() && base[key] && base[key].IsMap())
+      merge(base[key], kv.second);
+    else
+      base[key] = YAML::Clone(kv.second);
+  }
+}
+
+absl::Status spec_error(const std::string& spec, const std::string& what) {
+  return absl::InvalidArgumentError(absl::StrCat(spec, ": ", what));
+}
+
+json value_or_null(const json& summary, const char* key) { return summary.contains(key) ? summary[key] : json(nullptr); }
+
+absl::StatusOr<json> run_study_checked(const StudyOptions& o);
+
+}  // namespace
+
+// A value of the wrong type anywhere in the spec (yaml-cpp throws on it) is
+// an error naming the line and column.
+absl::StatusOr<json> run_study(const StudyOptions& o) {
+  try {
+    return run_study_checked(o);
+  } catch (const YAML::Exception& e) {
+    return spec_error(o.spec, absl::StrCat(e.what(), " (a value of the wrong type?)"));
+  }
+}
+
+namespace {
+
+absl::StatusOr<json> run_study_checked(const StudyOptions& o) {
+  YAML::Node spec;
+  try {
+    spec = YAML::LoadFile(o.spec);
+  } catch (const YAML::Exception& e) {
+    return spec_error(o.spec, absl::StrCat("not valid YAML: ", e.what()));
+  }
+  if (!spec.IsMap()) return spec_error(o.spec, "expected a mapping (name, job, variants, ...)");
+  for (const auto& kv : spec) {
+    const std::string k = kv.first.as<std::string>();
+    if (k != "name" && k != "job" && k != "overrides" && k != "match" && k != "reference" && k != "context" &&
+        k != "seeds" && k != "variants")
+      return spec_error(o.spec, absl::StrCat(k, ": unknown key; allowed: name, job, overrides, match, reference, context, seeds, variants"));
+  }
+  const std::string match = spec["match"] ? spec["match"].as<std::string>() : "params";
+  if (match != "params" && match != "flops") return spec_error(o.spec, "match: '" + match + "' is not allowed; choose params or flops");
+  const int64_t context = spec["context"] ? spec["context"].as<int64_t>() : 512;
+  if (context < 1 || context > (1 << 20)) return spec_error(o.spec, "context: expected 1..1048576 tokens");
+  std::vector<int64_t> seeds = {0};
+  if (spec["seeds"]) seeds = spec["seeds"].as<std::vector<int64_t>>();
+  if (seeds.empty()) return spec_error(o.spec, "seeds: at least one");
+  if (!spec["variants"] || !spec["variants"].IsSequence() || spec["variants"].size() == 0)
+    return spec_error(o.spec, "variants: a list of {name, model}");
+  const fs::path here = fs::absolute(o.spec).parent_path();
+  const std::string name = spec["name"] ? spec["name"].as<std::string>() : fs::path(o.spec).stem().string();
+  if (!spec["job"]) return spec_error(o.spec, "job: required (the base job spec every variant runs)");
+  const fs::path base_path = here / spec["job"].as<std::string>();
+  YAML::Node base;
+  try {
+    base = YAML::LoadFile(base_path.string());
+  } catch (const YAML::Exception& e) {
+    return spec_error(o.spec, absl::StrCat("job: ", base_path.string(), ": ", e.what()));
+  }
+  if (spec["overrides"]) {
+    if (!spec["overrides"].IsMap()) return spec_error(o.spec, "overrides: expected a mapping of job keys");
+    merge(base, spec["overrides"]);
+  }
+  std::vector<Variant> variants;
+  for (const auto& v : spec["variants"]) {
+    if (!v["name"] || !v["model"]) return spec_error(o.spec, "variants: each needs a name and a model (a config path)");
+    Variant var{v["name"].as<std::string>(), (here / v["model"].as<std::string>()).lexically_normal().string()};
+    auto config = model::load_config(var.model);
+    if (!config.ok()) return spec_error(o.spec, absl::StrCat("variant ", var.name, ": ", config.status().message()));
+    var.config = *config;
+    var.flops_per_token = model::training_flops_per_token(var.config, context);
+    variants.push_back(std::move(var));
+  }
+  const std::string reference = spec["reference"] ? spec["reference"].as<std::string>() : variants[0].name;
+  const Variant* ref = nullptr;
+  for (const Variant& v : variants) ref = v.name == reference ? &v : ref;
+  if (!ref) return spec_error(o.spec, "reference: '" + reference + "' is not one of the variants");
+  const int64_t base_steps = base["sft"] && base["sft"]["steps"] ? base["sft"]["steps"].as<int64_t>() : 100;
+
+  const std::string run_dir = fs::absolute(o.run_dir.empty() ? "runs/study-" + name : o.run_dir).string();
+  std::error_code ec;
+  fs::create_directories(run_dir, ec);
+  if (ec) return absl::PermissionDeniedError(absl::StrCat(run_dir, ": cannot create: ", ec.message()));
+  json rows = json::array();
+  std::vector<ReportRun> report_runs;
+  const size_t total = variants.size() * seeds.size();
+  size_t done = 0;
+  for (const Variant& v : variants) {
+    // Equal FLOPs: steps x FLOPs per token the same for every variant (the SFT
+    // batches hold the same tokens whatever the architecture).
+    const int64_t sft_steps =
+        match == "flops" ? std::max<int64_t>(1, std::llround(double(base_steps) * ref->flops_per_token / v.flops_per_token))
+                         : base_steps;
+    for (int64_t seed : seeds) {
+      const std::string id = absl::StrCat(v.name, "-seed", seed);
+      const fs::path dir = fs::path(run_dir) / id;
+      YAML::Node job = YAML::Clone(base);
+      job["name"] = absl::StrCat(name, "-", id);
+      job["seed"] = seed;
+      job["model"] = YAML::Node(YAML::NodeType::Map);
+      job["model"]["init"] = v.model;
+      job["model"]["seed"] = seed;
+      if (job["sft"]) job["sft"]["steps"] = sft_steps;
+      fs::create_directories(dir, ec);
+      const std::string job_file = (dir.string() + ".yaml");
+      {
+        YAML::Emitter out;
+        out << job;
+        INTERLACE_RETURN_IF_ERROR(core::write_file(job_file, std::string(out.c_str()) + "\n"));
+      }
+      ++done;
+      json summary;
+      if (auto kept = core::read_file(run_path(dir.string(), "summary.json")); kept.ok()) {
+        summary = json::parse(*kept, nullptr, false);
+        if (!o.quiet) std::fprintf(stderr, "study: [%zu/%zu] %s: done before, kept\n", done, total, id.c_str());
+      } else {
+        if (!o.quiet)
+          std::fprintf(stderr, "study: [%zu/%zu] %s (%lld parameters, %.3g training FLOPs/token at %lld tokens, %lld SFT steps)\n",
+                       done, total, id.c_str(), static_cast<long long>(v.config.parameter_count()), v.flops_per_token,
+                       static_cast<long long>(context), static_cast<long long>(sft_steps));
+        auto result = run_local_job({.job = job_file, .run_dir = dir.string(), .interlace = o.interlace,
+                                     .resume = fs::exists(run_path(dir.string(), "endpoints.json")), .quiet = true});
+        if (!result.ok()) return absl::Status(result.status().code(), absl::StrCat(id, ": ", result.status().message()));
+        if (result->exit_code != 0)
+          return absl::InternalError(absl::StrCat(id, ": the job's services ended with exit code ", result->exit_code,
+                                                  " (see ", dir.string(), "; rerun the study to resume)"));
+        summary = result->summary;
+      }
+      json row = {{"variant", v.name},
+                  {"seed", seed},
+                  {"parameters", v.config.parameter_count()},
+                  {"training_flops_per_token", v.flops_per_token},
+                  {"sft_steps", sft_steps},
+                  {"sft_flops_per_sequence_token", double(sft_steps) * v.flops_per_token},
+                  {"run_dir", dir.string()}};
+      for (const char* k : {"eval_reward_before", "eval_reward_after", "eval_sampled_reward_before", "eval_sampled_reward_after",
+                            "tokens_per_second", "cache_hit_rate", "logprob_abs_diff_mean", "rl_seconds", "total_seconds"})
+        row[k] = value_or_null(summary, k);
+      rows.push_back(row);
+      if (auto run = load_report_run(dir.string()); run.ok()) report_runs.push_back(std::move(*run));
+      if (!o.quiet)
+        std::fprintf(stderr, "study: %s: held-out greedy %s -> %s\n", id.c_str(), row["eval_reward_before"].dump().c_str(),
+                     row["eval_reward_after"].dump().c_str());
+    }
+  }
+  const json table = {{"study", name}, {"match", match}, {"reference", reference}, {"context", context}, {"rows", rows}};
+  INTERLACE_RETURN_IF_ERROR(core::write_file(run_path(run_dir, "table.json"), table.dump(2) + "\n"));
+  if (!report_runs.empty())
+    INTERLACE_RETURN_IF_ERROR(core::write_file(run_path(run_dir, "report.html"), render_report(report_runs, run_dir)));
+  return table;
+}
+
+}  // namespace
+}  // namespace interlace::rl
