@@ -61,11 +61,12 @@ int run_job(const RunArgs& a) {
 
 struct StudyArgs {
   std::string spec, run_dir, output = "table";
-  bool quiet = false;
+  bool quiet = false, plan = false;
 };
 
 int study(const StudyArgs& a) {
-  auto table = rl::run_study({.spec = a.spec, .run_dir = a.run_dir, .interlace = self_exe(), .quiet = a.quiet});
+  auto table = rl::run_study(
+      {.spec = a.spec, .run_dir = a.run_dir, .interlace = self_exe(), .quiet = a.quiet, .plan_only = a.plan});
   if (!table.ok()) return fail(table.status());
   if (a.output == "json") {
     std::printf("%s\n", table->dump(2).c_str());
@@ -80,15 +81,20 @@ int study(const StudyArgs& a) {
   std::printf("study %s (matched on %s, reference %s, FLOPs at %lld tokens)\n",
               (*table)["study"].get<std::string>().c_str(), (*table)["match"].get<std::string>().c_str(),
               (*table)["reference"].get<std::string>().c_str(), static_cast<long long>((*table)["context"].get<int64_t>()));
-  std::printf("%-16s %-5s %-10s %-11s %-7s %-15s %-15s %s\n", "VARIANT", "SEED", "PARAMS", "TRAIN FLOP/T", "SFT",
-              "GREEDY B->A", "SAMPLED B->A", "WALL S");
-  for (const auto& r : (*table)["rows"])
-    std::printf("%-16s %-5lld %-10lld %-11s %-7lld %-15s %-15s %s\n", r["variant"].get<std::string>().c_str(),
+  std::printf("%-16s %-28s %-5s %-10s %-11s %-7s %-15s %-15s %s\n", "VARIANT", "TASK", "SEED", "PARAMS", "TRAIN FLOP/T",
+              "SFT", "GREEDY B->A", "SAMPLED B->A", "WALL S");
+  for (const auto& r : (*table)["rows"]) {
+    std::printf("%-16s %-28s %-5lld %-10lld %-11s %-7lld %-15s %-15s %s\n", r["variant"].get<std::string>().c_str(),
+                r["task"].get<std::string>().substr(0, 28).c_str(),
                 static_cast<long long>(r["seed"].get<int64_t>()), static_cast<long long>(r["parameters"].get<int64_t>()),
                 fig(r["training_flops_per_token"], "%.3g").c_str(), static_cast<long long>(r["sft_steps"].get<int64_t>()),
                 (fig(r["eval_reward_before"], "%.3f") + "->" + fig(r["eval_reward_after"], "%.3f")).c_str(),
                 (fig(r["eval_sampled_reward_before"], "%.3f") + "->" + fig(r["eval_sampled_reward_after"], "%.3f")).c_str(),
                 fig(r["total_seconds"], "%.0f").c_str());
+    if (r.contains("eval_envs_greedy_reward"))
+      for (const auto& [env, reward] : r["eval_envs_greedy_reward"].items())
+        std::printf("    greedy on %s: %s\n", env.c_str(), fig(reward, "%.3f").c_str());
+  }
   return 0;
 }
 
@@ -190,6 +196,7 @@ void add_run_commands(CLI::App& app, Action& action) {
   study_cmd->add_option("spec", st->spec, "study spec (YAML); see examples/study/tiny.yaml")->required()->check(CLI::ExistingFile);
   study_cmd->add_option("--run-dir", st->run_dir, "where the runs go (default: runs/study-<name>)");
   study_cmd->add_flag("--quiet", st->quiet, "no progress output");
+  study_cmd->add_flag("--plan", st->plan, "print the runs it would make (variants, parameters, FLOPs, SFT steps); run nothing");
   study_cmd->add_option("-o,--output", st->output, "table or json")->check(CLI::IsMember({"table", "json"}))->capture_default_str();
   study_cmd->callback([st, &action] { action = [st] { return study(*st); }; });
 

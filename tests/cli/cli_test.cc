@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "interlace/learner/checkpoint.h"
 #include "interlace/learner/sft.h"
@@ -476,6 +477,8 @@ TEST(Study, TheTinyStudyRunsBothVariantsMatchedOnFlops) {
     for (const char* k : {"eval_reward_before", "eval_reward_after", "eval_sampled_reward_after", "total_seconds"})
       EXPECT_TRUE(row[k].is_number()) << k << " in " << row.dump();
     EXPECT_TRUE(fs::exists(fs::path(row["run_dir"].get<std::string>()) / "summary.json"));
+    const json& unseen = row["eval_envs_greedy_reward"]["calculator:max_number=9,short_prompt=1"];
+    EXPECT_TRUE(unseen.is_number() && unseen.get<double>() >= 0 && unseen.get<double>() <= 1) << row.dump();
   }
   std::ifstream report(dir / "report.html");
   const std::string html((std::istreambuf_iterator<char>(report)), std::istreambuf_iterator<char>());
@@ -486,6 +489,17 @@ TEST(Study, TheTinyStudyRunsBothVariantsMatchedOnFlops) {
   EXPECT_EQ(again.code, 0) << again.out;
   EXPECT_NE(again.out.find("full-seed0: done before, kept"), std::string::npos) << again.out;
   EXPECT_NE(again.out.find("hybrid-3to1"), std::string::npos) << again.out;
+  // The shipped comparison parses and plans: 4 variants x 2 tasks x 3 seeds,
+  // the sliding-window model's FLOPs below the full model's at 512 tokens.
+  const CliRun plan = run("study " + std::string(INTERLACE_SOURCE_DIR) + "/examples/study/architectures.yaml --plan -o json",
+                          /*with_stderr=*/false);
+  ASSERT_EQ(plan.code, 0) << plan.out;
+  const json planned = json::parse(plan.out, nullptr, false);
+  ASSERT_EQ(planned["rows"].size(), 24u) << plan.out;
+  std::map<std::string, double> flops;
+  for (const json& row : planned["rows"]) flops[row["variant"]] = row["training_flops_per_token"];
+  EXPECT_LT(flops["sliding-window"], flops["full"]);
+  EXPECT_FALSE(fs::exists(fs::path("runs/study-architectures"))) << "--plan wrote something";
   // A bad spec says what is wrong.
   std::ofstream(dir / "bad.yaml") << "job: ../x.yaml\nmatch: tokens\nvariants: []\n";
   const CliRun bad = run("study " + (dir / "bad.yaml").string());

@@ -14,7 +14,10 @@
 #include "interlace/model/flops.h"
 #include "interlace/rl/local_run.h"
 #include "interlace/rl/report.h"
+#include "interlace/rl/rollout_job_spec.h"
 #include "interlace/rl/run_layout.h"
+#include "interlace/rl/supervisor.h"
+#include "interlace/rollout/environment.h"
 
 namespace interlace::rl {
 namespace {
@@ -72,8 +75,9 @@ absl::StatusOr<json> run_study_checked(const StudyOptions& o) {
   for (const auto& kv : spec) {
     const std::string k = kv.first.as<std::string>();
     if (k != "name" && k != "job" && k != "overrides" && k != "match" && k != "reference" && k != "context" &&
-        k != "seeds" && k != "variants")
-      return spec_error(o.spec, absl::StrCat(k, ": unknown key; allowed: name, job, overrides, match, reference, context, seeds, variants"));
+        k != "seeds" && k != "variants" && k != "tasks" && k != "eval_envs" && k != "eval_prompts")
+      return spec_error(o.spec, absl::StrCat(k, ": unknown key; allowed: name, job, overrides, match, reference, context, "
+                                                "seeds, variants, tasks, eval_envs, eval_prompts"));
   }
   const std::string match = spec["match"] ? spec["match"].as<std::string>() : "params";
   if (match != "params" && match != "flops") return spec_error(o.spec, "match: '" + match + "' is not allowed; choose params or flops");
@@ -113,14 +117,29 @@ absl::StatusOr<json> run_study_checked(const StudyOptions& o) {
   for (const Variant& v : variants) ref = v.name == reference ? &v : ref;
   if (!ref) return spec_error(o.spec, "reference: '" + reference + "' is not one of the variants");
   const int64_t base_steps = base["sft"] && base["sft"]["steps"] ? base["sft"]["steps"].as<int64_t>() : 100;
+  // Tasks: environments each variant is trained on (default: the job's own).
+  std::vector<std::string> tasks;
+  if (spec["tasks"]) tasks = spec["tasks"].as<std::vector<std::string>>();
+  if (tasks.empty()) tasks.push_back(base["env"] ? base["env"].as<std::string>() : "calculator");
+  // Environments every final model is also evaluated on (greedy, held-out
+  // tasks): longer contexts and more hops than it was trained on.
+  std::vector<std::string> eval_envs;
+  if (spec["eval_envs"]) eval_envs = spec["eval_envs"].as<std::vector<std::string>>();
+  const int64_t eval_prompts = spec["eval_prompts"] ? spec["eval_prompts"].as<int64_t>() : 32;
+  for (const std::string& e : tasks)
+    if (auto env = rollout::make_environment(e); !env.ok())
+      return spec_error(o.spec, absl::StrCat("tasks: ", env.status().message()));
+  for (const std::string& e : eval_envs)
+    if (auto env = rollout::make_environment(e); !env.ok())
+      return spec_error(o.spec, absl::StrCat("eval_envs: ", env.status().message()));
 
   const std::string run_dir = fs::absolute(o.run_dir.empty() ? "runs/study-" + name : o.run_dir).string();
   std::error_code ec;
-  fs::create_directories(run_dir, ec);
+  if (!o.plan_only) fs::create_directories(run_dir, ec);
   if (ec) return absl::PermissionDeniedError(absl::StrCat(run_dir, ": cannot create: ", ec.message()));
   json rows = json::array();
   std::vector<ReportRun> report_runs;
-  const size_t total = variants.size() * seeds.size();
+  const size_t total = variants.size() * seeds.size() * tasks.size();
   size_t done = 0;
   for (const Variant& v : variants) {
     // Equal FLOPs: steps x FLOPs per token the same for every variant (the SFT
@@ -128,18 +147,26 @@ absl::StatusOr<json> run_study_checked(const StudyOptions& o) {
     const int64_t sft_steps =
         match == "flops" ? std::max<int64_t>(1, std::llround(double(base_steps) * ref->flops_per_token / v.flops_per_token))
                          : base_steps;
+    for (size_t task = 0; task < tasks.size(); ++task)
     for (int64_t seed : seeds) {
-      const std::string id = absl::StrCat(v.name, "-seed", seed);
+      const std::string id = tasks.size() > 1 ? absl::StrCat(v.name, "-task", task, "-seed", seed) : absl::StrCat(v.name, "-seed", seed);
       const fs::path dir = fs::path(run_dir) / id;
       YAML::Node job = YAML::Clone(base);
       job["name"] = absl::StrCat(name, "-", id);
       job["seed"] = seed;
+      job["env"] = tasks[task];
       job["model"] = YAML::Node(YAML::NodeType::Map);
       job["model"]["init"] = v.model;
       job["model"]["seed"] = seed;
       if (job["sft"]) job["sft"]["steps"] = sft_steps;
-      fs::create_directories(dir, ec);
+      if (o.plan_only) {
+        rows.push_back({{"variant", v.name}, {"task", tasks[task]}, {"seed", seed}, {"parameters", v.config.parameter_count()},
+                        {"training_flops_per_token", v.flops_per_token}, {"sft_steps", sft_steps},
+                        {"sft_flops_per_sequence_token", double(sft_steps) * v.flops_per_token}, {"run_dir", dir.string()}});
+        continue;
+      }
       const std::string job_file = (dir.string() + ".yaml");
+      fs::create_directories(dir, ec);
       {
         YAML::Emitter out;
         out << job;
@@ -164,6 +191,7 @@ absl::StatusOr<json> run_study_checked(const StudyOptions& o) {
         summary = result->summary;
       }
       json row = {{"variant", v.name},
+                  {"task", tasks[task]},
                   {"seed", seed},
                   {"parameters", v.config.parameter_count()},
                   {"training_flops_per_token", v.flops_per_token},
@@ -173,6 +201,28 @@ absl::StatusOr<json> run_study_checked(const StudyOptions& o) {
       for (const char* k : {"eval_reward_before", "eval_reward_after", "eval_sampled_reward_before", "eval_sampled_reward_after",
                             "tokens_per_second", "cache_hit_rate", "logprob_abs_diff_mean", "rl_seconds", "total_seconds"})
         row[k] = value_or_null(summary, k);
+      // The final model on the evaluation environments, greedy (kept per run).
+      json evals = json::object();
+      for (size_t e = 0; e < eval_envs.size(); ++e) {
+        const std::string out = (dir / absl::StrCat("study-eval-", e, ".jsonl")).string();
+        if (!fs::exists(out)) {
+          RolloutJobSpec r;
+          r.env = eval_envs[e];
+          r.prompts = eval_prompts;
+          r.temperature = 0;
+          r.eval = true;
+          r.max_turns = job["rollout"] && job["rollout"]["max_turns"] ? job["rollout"]["max_turns"].as<int64_t>() : 4;
+          const std::string model_dir = run_path(dir.string(), "final-model");
+          if (run_process(rollout_command(r, o.interlace, model_dir, out + ".tmp")) != 0)
+            return absl::InternalError(absl::StrCat(id, ": evaluating on ", eval_envs[e], " failed (see above)"));
+          fs::rename(out + ".tmp", out, ec);
+        }
+        double reward = 0;
+        const auto episodes = read_jsonl(out);
+        for (const json& t : episodes) reward += t.value("reward", 0.0);
+        evals[eval_envs[e]] = episodes.empty() ? json(nullptr) : json(reward / double(episodes.size()));
+      }
+      if (!eval_envs.empty()) row["eval_envs_greedy_reward"] = evals;
       rows.push_back(row);
       if (auto run = load_report_run(dir.string()); run.ok()) report_runs.push_back(std::move(*run));
       if (!o.quiet)
@@ -181,6 +231,7 @@ absl::StatusOr<json> run_study_checked(const StudyOptions& o) {
     }
   }
   const json table = {{"study", name}, {"match", match}, {"reference", reference}, {"context", context}, {"rows", rows}};
+  if (o.plan_only) return table;
   INTERLACE_RETURN_IF_ERROR(core::write_file(run_path(run_dir, "table.json"), table.dump(2) + "\n"));
   if (!report_runs.empty())
     INTERLACE_RETURN_IF_ERROR(core::write_file(run_path(run_dir, "report.html"), render_report(report_runs, run_dir)));

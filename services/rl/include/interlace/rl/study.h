@@ -13,6 +13,9 @@
 //   reference: full               # the variant whose steps the others match (default: the first)
 //   context: 512                  # the sequence length FLOPs are counted at
 //   seeds: [0, 1, 2]
+//   tasks: ["kv-retrieval:pairs=24,hops=1", "kv-retrieval:pairs=24,hops=2"]   # default: the job's env
+//   eval_envs: ["kv-retrieval:pairs=96,hops=2"]   # each final model, greedy, on longer contexts / more hops
+//   eval_prompts: 32
 //   variants:
 //     - {name: full, model: ../models/tiny-full.json}
 //     - {name: hybrid-3to1, model: ../models/tiny-hybrid-3to1.json}
@@ -32,6 +35,7 @@ struct StudyOptions {
   std::string run_dir;    // "": runs/study-<name>
   std::string interlace;  // the interlace executable
   bool quiet = false;
+  bool plan_only = false;  // the rows as planned (variants, FLOPs, steps): nothing runs or is written
 };
 
 // The table ({"rows": [...]}, one row per variant and seed), also written to
