@@ -27,6 +27,27 @@ std::vector<int32_t> ByteTokenizer::encode(std::string_view text) const {
   return ids;
 }
 
+std::vector<int32_t> ByteTokenizer::encode_with_specials(std::string_view text) const {
+  std::vector<int32_t> ids;
+  ids.reserve(text.size());
+  for (size_t i = 0; i < text.size();) {
+    size_t best = 0;  // the longest special name starting here
+    int32_t best_id = -1;
+    for (size_t s = 0; s < specials_.size(); ++s)
+      if (specials_[s].size() > best && text.substr(i).starts_with(specials_[s])) {
+        best = specials_[s].size();
+        best_id = static_cast<int32_t>(256 + s);
+      }
+    if (best_id >= 0) {
+      ids.push_back(best_id);
+      i += best;
+    } else {
+      ids.push_back(static_cast<unsigned char>(text[i++]));
+    }
+  }
+  return ids;
+}
+
 std::string ByteTokenizer::decode(std::span<const int32_t> ids) const {
   std::string out;
   for (int32_t id : ids) {

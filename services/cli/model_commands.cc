@@ -12,7 +12,9 @@
 #include "absl/strings/str_cat.h"
 #include "cli_util.h"
 #include "commands.h"
+#include "interlace/core/file_util.h"
 #include "interlace/model/bpe_tokenizer.h"
+#include "interlace/model/jinja_chat_template.h"
 #include "interlace/model/model.h"
 #include "interlace/model/model_init.h"
 #include "interlace/model/sampling.h"
@@ -143,36 +145,75 @@ int run_generate(const GenerateArgs& a) {
 }  // namespace
 
 struct TokenizeArgs {
-  std::string model, text, output = "table";
+  std::string model, text, chat, output = "table";
   bool specials = false;
 };
+
+// --chat FILE: the conversation through the model's own chat template (or
+// Interlace's), as the model will see it.
+absl::StatusOr<std::string> render_chat(const TokenizeArgs& a, nlohmann::ordered_json& report) {
+  auto file = core::read_file(a.chat);
+  if (!file.ok()) return file.status();
+  const nlohmann::ordered_json conversation = nlohmann::ordered_json::parse(*file, nullptr, false);
+  if (conversation.is_discarded())
+    return absl::InvalidArgumentError(absl::StrCat(a.chat, ": not JSON (expected {\"messages\": [...]} or a list of messages)"));
+  auto tmpl = model::JinjaChatTemplate::load(a.model);
+  if (!tmpl.ok()) return tmpl.status();
+  auto text = tmpl->render(conversation);
+  if (!text.ok()) return absl::InvalidArgumentError(absl::StrCat(a.chat, ": ", text.status().message()));
+  auto rewritten = tmpl->first_rerendered_message(conversation);
+  if (!rewritten.ok()) return rewritten.status();
+  report["template"] = tmpl->origin();
+  report["text"] = *text;
+  report["rewrites_history_at_message"] = rewritten->has_value() ? nlohmann::ordered_json(**rewritten) : nlohmann::ordered_json();
+  return *text;
+}
 
 // What the model will see: ids and their pieces.
 int run_tokenize(const TokenizeArgs& a) {
   auto tokenizer = model::load_tokenizer(a.model);
   if (!tokenizer.ok()) return fail(tokenizer.status());
+  if (!a.chat.empty() && !a.text.empty()) {
+    std::fprintf(stderr, "error: --text and --chat both given; give one (see interlace tokenize --help)\n");
+    return 2;
+  }
+  nlohmann::ordered_json chat_report;
   std::string text = a.text;
-  if (text.empty()) {
+  if (!a.chat.empty()) {
+    auto rendered = render_chat(a, chat_report);
+    if (!rendered.ok()) return fail(rendered.status());
+    text = *rendered;
+  } else if (text.empty()) {
     std::ostringstream in;
     in << std::cin.rdbuf();
     text = in.str();
   }
   const auto* bpe = dynamic_cast<const model::BpeTokenizer*>(tokenizer->get());
-  const std::vector<int32_t> ids = a.specials && bpe ? bpe->encode_with_specials(text) : (*tokenizer)->encode(text);
+  const bool specials = a.specials || !a.chat.empty();
+  const std::vector<int32_t> ids = specials ? (*tokenizer)->encode_with_specials(text) : (*tokenizer)->encode(text);
   nlohmann::json pieces = nlohmann::json::array();
   for (int32_t id : ids) {
     const int32_t one[1] = {id};
     pieces.push_back(bpe ? bpe->piece(id) : (*tokenizer)->decode(one));
   }
   if (a.output == "json") {
-    std::printf("%s\n", nlohmann::json({{"ids", ids}, {"pieces", pieces}, {"tokens", ids.size()}, {"bytes", text.size()}})
-                            .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
-                            .c_str());
+    nlohmann::ordered_json out = {{"ids", ids}, {"pieces", pieces}, {"tokens", ids.size()}, {"bytes", text.size()}};
+    for (const auto& [k, v] : chat_report.items()) out[k] = v;
+    std::printf("%s\n", out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     return 0;
   }
   for (size_t i = 0; i < ids.size(); ++i)
     std::printf("%8d  %s\n", ids[i], nlohmann::json(pieces[i]).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   std::fprintf(stderr, "%zu tokens for %zu bytes\n", ids.size(), text.size());
+  if (!a.chat.empty()) {
+    std::fprintf(stderr, "rendered with %s's chat template\n", chat_report["template"].get<std::string>().c_str());
+    if (!chat_report["rewrites_history_at_message"].is_null())
+      std::fprintf(stderr,
+                   "note: this template renders the earlier messages differently once message %d is added (for example,\n"
+                   "it drops the reasoning of earlier turns), so this text is not what the model saw while it generated;\n"
+                   "Interlace's agent loop appends tokens and never re-renders history\n",
+                   chat_report["rewrites_history_at_message"].get<int>());
+  }
   return 0;
 }
 
@@ -186,9 +227,15 @@ void add_model_commands(CLI::App& app, Action& action) {
       "--specials. Pieces are printed as the vocabulary spells them (byte-level: 'Ġ' is a space).\n"
       "Examples:\n"
       "  interlace tokenize --model ~/models/Qwen3-0.6B --text 'Hello, world'\n"
-      "  echo '<|im_start|>user' | interlace tokenize --model ~/models/Qwen3-0.6B --specials -o json");
+      "  echo '<|im_start|>user' | interlace tokenize --model ~/models/Qwen3-0.6B --specials -o json\n"
+      "  interlace tokenize --model ~/models/Qwen3-0.6B --chat conversation.json\n"
+      "--chat renders {\"messages\": [...], \"tools\": [...], \"add_generation_prompt\": true} (or a bare list\n"
+      "of OpenAI-style messages) with the model's own chat template (tokenizer_config.json, run by\n"
+      "Interlace's Jinja interpreter as transformers runs it), or Interlace's template for our models,\n"
+      "then tokenizes the text with special tokens recognized.");
   tokenize->add_option("--model", tk->model, "model directory (its tokenizer.json or interlace_tokenizer.json)")->required();
   tokenize->add_option("--text", tk->text, "the text (default: stdin)");
+  tokenize->add_option("--chat", tk->chat, "a conversation (JSON) to render with the model's chat template, then tokenize");
   tokenize->add_flag("--specials", tk->specials, "match special-token strings in the text as special tokens");
   tokenize->add_option("-o,--output", tk->output, "table or json ({\"ids\", \"pieces\"})")
       ->check(CLI::IsMember({"table", "json"}))->capture_default_str();

@@ -10,7 +10,9 @@
 
 #include "interlace/learner/checkpoint.h"
 #include "interlace/learner/sft.h"
+#include "interlace/model/chat_template.h"
 #include "interlace/model/safetensors.h"
+#include "interlace/model/tokenizer.h"
 #include "nlohmann/json.hpp"
 
 namespace {
@@ -242,6 +244,47 @@ std::string sft_lines() {
     text += nlohmann::json{{"tokens", tokens}, {"loss_mask", mask}}.dump() + "\n";
   }
   return text;
+}
+
+// tokenize --chat on one of our models: Interlace's template (as Jinja) gives
+// the same ids as ChatTemplate's token-by-token rendering; bad input is refused.
+TEST_F(Cli, TokenizeChatRendersTheConversationAsTheAgentLoopDoes) {
+  const std::string chat = write("chat.json", R"({"messages": [
+    {"role": "system", "content": "Use tools."}, {"role": "user", "content": "2+3? <tool_call>"},
+    {"role": "assistant", "reasoning_content": "calc it", "content": "",
+     "tool_calls": [{"type": "function", "function": {"name": "calc", "arguments": {"expression": "2+3", "a": 1}}}]},
+    {"role": "tool", "content": "5"}, {"role": "assistant", "content": "Answer: 5"}], "add_generation_prompt": true})");
+  const CliRun r = run("tokenize --model " + model_ + " --chat " + chat + " -o json", /*with_stderr=*/false);
+  ASSERT_EQ(r.code, 0) << r.out;
+  const nlohmann::json got = nlohmann::json::parse(r.out);
+  EXPECT_EQ(got["template"], "interlace");
+  EXPECT_TRUE(got["rewrites_history_at_message"].is_null());
+  using interlace::model::Message;
+  using interlace::model::Role;
+  const std::vector<Message> messages = {
+      {Role::kSystem, "Use tools.", "", {}},
+      {Role::kUser, "2+3? <tool_call>", "", {}},
+      {Role::kAssistant, "", "calc it", {{"calc", {{"expression", "2+3"}, {"a", 1}}}}},
+      {Role::kTool, "5", "", {}},
+      {Role::kAssistant, "Answer: 5", "", {}}};
+  const interlace::model::ByteTokenizer bytes;
+  auto tmpl = interlace::model::ChatTemplate::create(bytes);
+  ASSERT_TRUE(tmpl.ok());
+  std::vector<int32_t> want = tmpl->render(messages, true);
+  // The user's literal "<tool_call>" is a special token once the text is
+  // re-tokenized: the one place where text rendering and the agent loop differ.
+  std::vector<int32_t> user_text = bytes.encode("<tool_call>");
+  auto at = std::search(want.begin(), want.end(), user_text.begin(), user_text.end());
+  ASSERT_NE(at, want.end());
+  at = want.erase(at, at + long(user_text.size()));
+  want.insert(at, *bytes.special_id("<tool_call>"));
+  EXPECT_EQ(got["ids"].get<std::vector<int32_t>>(), want);
+
+  const CliRun both = run("tokenize --model " + model_ + " --chat " + chat + " --text x");
+  EXPECT_EQ(both.code, 2) << both.out;
+  const CliRun bad = run("tokenize --model " + model_ + " --chat " + write("bad.json", "{\"messages\": 3}"));
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.out.find("a conversation is a list of messages"), std::string::npos) << bad.out;
 }
 
 TEST_F(Cli, TrainSftOneSgdStepIsExactlyWeightMinusLrTimesGradOfTheWholeFile) {

@@ -11,3 +11,10 @@ add_test(NAME Tokenizer.RealTokenizersMatchTheReference
          COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/tokenizer/check_tokenizers.sh ${CMAKE_BINARY_DIR}/tokenizer-reference
                  $<TARGET_FILE:bpe_tokenizer_test>)
 set_tests_properties(Tokenizer.RealTokenizersMatchTheReference PROPERTIES LABELS integration TIMEOUT 600)
+interlace_test(jinja_test unit SOURCES model/jinja_test.cc LIBS interlace::model)
+# Generated conversations through the real Qwen3 and Llama 3 chat templates,
+# Interlace's own and a feature template, against Python's jinja2.
+add_test(NAME Tokenizer.ChatTemplatesMatchJinja2
+         COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/tokenizer/check_chat_templates.sh ${CMAKE_BINARY_DIR}/tokenizer-reference
+                 $<TARGET_FILE:jinja_test>)
+set_tests_properties(Tokenizer.ChatTemplatesMatchJinja2 PROPERTIES LABELS integration TIMEOUT 300)

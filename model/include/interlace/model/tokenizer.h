@@ -21,6 +21,9 @@ class Tokenizer {
   virtual ~Tokenizer() = default;
   // Plain text to ids; special-token strings in the text are NOT treated specially.
   virtual std::vector<int32_t> encode(std::string_view text) const = 0;
+  // Text whose special-token strings are special tokens: what a rendered chat
+  // template is (transformers' apply_chat_template tokenizes it this way).
+  virtual std::vector<int32_t> encode_with_specials(std::string_view text) const = 0;
   // Ids to text; special tokens render as their names.
   virtual std::string decode(std::span<const int32_t> ids) const = 0;
   virtual int64_t vocab_size() const = 0;
@@ -34,6 +37,7 @@ class ByteTokenizer final : public Tokenizer {
  public:
   explicit ByteTokenizer(std::vector<std::string> specials = default_special_tokens());
   std::vector<int32_t> encode(std::string_view text) const override;
+  std::vector<int32_t> encode_with_specials(std::string_view text) const override;
   std::string decode(std::span<const int32_t> ids) const override;
   int64_t vocab_size() const override { return 256 + static_cast<int64_t>(specials_.size()); }
   std::optional<int32_t> special_id(std::string_view name) const override;
