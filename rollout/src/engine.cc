@@ -250,6 +250,7 @@ bool Engine::step() {
     s.out.sampled_logprobs.push_back(t.sampled_logprob);
     s.out.raw_logprobs.push_back(t.raw_logprob);
     s.out.versions.push_back(version_);
+    if (token_hook_) token_hook_(s.id, t, version_);
     s.pending = t.token;
     const auto& stops = s.request.sampling.stop_token_ids;
     FinishReason reason;

@@ -10,8 +10,11 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "cli_util.h"
 #include "commands.h"
+#include "interlace/serving/gateway.h"
+#include "interlace/serving/serving_worker.h"
 #include "interlace/rl/job_spec.h"
 #include "interlace/rl/learner_service.h"
 #include "interlace/rl/local_run.h"
@@ -103,10 +106,18 @@ struct ServeArgs {
   int index = 0;
   bool quiet = false;
   PoolRoleArgs pool;
+  serving::ServingWorkerOptions serving;  // serve worker --serve MODEL_DIR
 };
 
 // Exactly one of --run-dir (one run's service) and --redis (a pool role).
 std::optional<int> serve_mode_error(const ServeArgs& s, const char* role) {
+  if (!s.serving.model_dir.empty()) {
+    if (!s.run_dir.empty() || !s.pool.redis.empty()) {
+      fail(absl::StrCat("serve ", role, ": --serve (a serving worker) goes without --run-dir and --redis"));
+      return 2;
+    }
+    return std::nullopt;
+  }
   if (s.run_dir.empty() == s.pool.redis.empty()) {
     fail(absl::StrCat("serve ", role, ": pass --run-dir RUN (a service of one run, what `interlace run` ",
                              "starts) or --redis HOST:PORT (a long-lived ", role, " of the control plane), not ",
@@ -233,8 +244,17 @@ void add_run_commands(CLI::App& app, Action& action) {
       "rollout of whatever train job the controller assigns it (on DIR/JOB_ID/run, shared with\n"
       "the learners), and is free again when the job ends or is cancelled. Examples:\n"
       "  interlace serve worker --run-dir runs/calculator-grpo --index 1\n"
-      "  interlace serve worker --redis 127.0.0.1:6379 --dir /var/lib/interlace/jobs --name worker-0");
+      "  interlace serve worker --redis 127.0.0.1:6379 --dir /var/lib/interlace/jobs --name worker-0\n"
+      "  interlace serve worker --serve MODEL_DIR --keys KEYS --listen tcp://127.0.0.1:5600");
   worker->add_option("--run-dir", s->run_dir, "a run directory prepared by `interlace run`");
+  worker->add_option("--serve", s->serving.model_dir,
+                     "a serving worker of this model directory: the engine and its prefix/state cache behind\n"
+                     "the gateway's token protocol (with --keys and --listen; see `serve gateway`)");
+  worker->add_option("--keys", s->serving.keys_dir, "with --serve: its CURVE key directory (server pair made if missing; clients/ admits the gateway)");
+  worker->add_option("--listen", s->serving.listen, "with --serve: ZeroMQ endpoint to bind (port *: any free one)")->capture_default_str();
+  worker->add_option("--endpoint-file", s->serving.endpoint_file, "with --serve: write the bound endpoint there");
+  worker->add_option("--precision", s->serving.precision, "with --serve: precision profile")->capture_default_str();
+  worker->add_option("--max-running", s->serving.max_running, "with --serve: sequences decoded together")->capture_default_str();
   worker->add_option("--index", s->index, "worker number (its name is worker-N)")->capture_default_str();
   worker->add_option("--load-file", s->load_file, "with --run-dir: write its load (JSON) there about once a second");
   worker->add_flag("--quiet", s->quiet, "no progress output");
@@ -242,6 +262,10 @@ void add_run_commands(CLI::App& app, Action& action) {
   worker->callback([s, &action] {
     action = [s] {
       if (auto e = serve_mode_error(*s, "worker")) return *e;
+      if (!s->serving.model_dir.empty()) {
+        s->serving.quiet = s->quiet;
+        return serving::run_serving_worker(s->serving);
+      }
       if (!s->pool.redis.empty()) return serve_pool_role("worker", s->pool);
       auto run = load_run(s->run_dir);
       if (!run.ok()) return fail(run.status());
@@ -252,6 +276,41 @@ void add_run_commands(CLI::App& app, Action& action) {
                              .name = s->pool.name,  // --name: toward the learner, instead of worker-N
                              .load_file = s->load_file,
                              .quiet = s->quiet});
+    };
+  });
+  auto g = std::make_shared<serving::GatewayOptions>();
+  auto token_file = std::make_shared<std::string>();
+  CLI::App* gateway = serve->add_subcommand(
+      "gateway",
+      "An OpenAI-compatible HTTP gateway in front of serving workers (`serve worker --serve`):\n"
+      "/v1/chat/completions and /v1/completions (streamed or not), /v1/models, /generate (token\n"
+      "ids in and out, with log-probs and weights versions), /healthz, /readyz, /metrics. Clients\n"
+      "send Authorization: Bearer TOKEN. Each request goes to the connected worker with the fewest\n"
+      "requests in flight. Example:\n"
+      "  interlace serve worker --serve MODEL --keys KEYS --listen tcp://127.0.0.1:5600 &\n"
+      "  INTERLACE_TOKEN=secret interlace serve gateway --model MODEL --keys KEYS --worker tcp://127.0.0.1:5600\n"
+      "  curl -H 'Authorization: Bearer secret' localhost:8000/v1/chat/completions \\\n"
+      "       -d '{\"messages\": [{\"role\": \"user\", \"content\": \"What is 2+3?\"}]}'");
+  gateway->add_option("--model", g->model_dir, "the served model's directory (its tokenizer, chat template and config)")->required();
+  gateway->add_option("--worker", g->workers, "a serving worker's ZeroMQ endpoint (repeat for several)")->required();
+  gateway->add_option("--keys", g->keys_dir, "the serving workers' key directory (server.pub; the gateway's pair goes in clients/)")->required();
+  gateway->add_option("--listen", g->listen, "HOST:PORT (port 0: any free one)")->capture_default_str();
+  gateway->add_option("--name", g->model_name, "the model name clients ask for (default: the directory's name)");
+  gateway->add_option("--token-file", *token_file, "a file holding the bearer token (default: $INTERLACE_TOKEN)");
+  gateway->add_option("--max-in-flight", g->max_in_flight, "requests answered at once; more get 429")->capture_default_str();
+  gateway->add_option("--max-model-len", g->max_model_len, "prompt + generated tokens (default: config.json's max_position_embeddings, else 8192)");
+  gateway->add_option("--port-file", g->port_file, "write the port it listens on there");
+  gateway->add_flag("--quiet", g->quiet, "no startup line");
+  gateway->callback([g, token_file, &action] {
+    action = [g, token_file] {
+      if (!token_file->empty()) {
+        auto t = core::read_file(*token_file);
+        if (!t.ok()) return fail(t.status());
+        g->token = std::string(absl::StripAsciiWhitespace(*t));
+      } else if (const char* env = std::getenv("INTERLACE_TOKEN")) {
+        g->token = env;
+      }
+      return serving::run_gateway(*g);
     };
   });
 }

@@ -64,6 +64,11 @@ struct LatencyHooks {
   std::function<void(double)> first_token, inter_token;
 };
 
+// Called with every token as it is sampled (request id, the sample with its
+// log q and log p, weights version), so a server can stream before the
+// request finishes.
+using TokenHook = std::function<void(int64_t id, const TokenSample& sample, int64_t version)>;
+
 class Engine {
  public:
   // `tokenizer` is needed only for stop strings.
@@ -86,6 +91,7 @@ class Engine {
   // prefilling wait for it, so a sampling group prefills its prompt once.
   void set_cache(cache::PrefixCache* cache) { cache_ = cache; }
   void set_latency_hooks(LatencyHooks hooks) { latency_ = std::move(hooks); }
+  void set_token_hook(TokenHook hook) { token_hook_ = std::move(hook); }
 
   // One scheduling step; false when there was nothing to run.
   bool step();
@@ -131,6 +137,7 @@ class Engine {
   const model::Tokenizer* tokenizer_;
   cache::PrefixCache* cache_ = nullptr;
   LatencyHooks latency_;
+  TokenHook token_hook_;
   int64_t next_id_ = 0;
   std::deque<std::unique_ptr<Sequence>> waiting_;
   std::vector<std::unique_ptr<Sequence>> running_;

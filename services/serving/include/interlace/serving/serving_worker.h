@@ -1,0 +1,30 @@
+// A serving worker: the rollout engine with its prefix/state cache behind a
+// token-level request protocol (proto/serving.capnp) on a ZeroMQ ROUTER
+// socket, CURVE-authenticated: only clients whose key is in KEYS/clients/
+// (the gateway's) may send. Each request's tokens are streamed back as they
+// are sampled, one event per engine step, and a final event says why it
+// ended. Malformed frames and bad requests are answered with an error event
+// (when they carry an id) or counted and dropped; they never stop the worker.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace interlace::serving {
+
+struct ServingWorkerOptions {
+  std::string model_dir;
+  std::string listen = "tcp://127.0.0.1:*";  // "*": a free port, written to endpoint_file
+  std::string keys_dir;                      // server.{pub,key} (made if missing) and clients/
+  std::string precision = "fp32";
+  int64_t max_running = 32;                  // sequences decoded together
+  int64_t max_waiting = 256;                 // more queued requests than this are refused
+  int64_t cache_bytes = 0;                   // 0: the machine default; -1: no prefix cache
+  std::string endpoint_file;                 // where the bound endpoint is written
+  bool quiet = false;
+};
+
+// Runs until SIGINT/SIGTERM; returns the process exit code.
+int run_serving_worker(const ServingWorkerOptions& options);
+
+}  // namespace interlace::serving

@@ -1,0 +1,271 @@
+#include "interlace/serving/serving_worker.h"
+
+#include <capnp/message.h>
+
+#include <atomic>
+#include <csignal>
+#include <map>
+#include <zmq.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "interlace/cache/prefix_cache.h"
+#include "interlace/core/file_util.h"
+#include "interlace/model/model.h"
+#include "interlace/model/precision.h"
+#include "interlace/model/tokenizer.h"
+#include "interlace/rl/service_util.h"
+#include "interlace/rollout/engine.h"
+#include "interlace/transport/curve.h"
+#include "interlace/transport/frame.h"
+#include "proto/serving.capnp.h"
+#include "spdlog/spdlog.h"
+
+namespace interlace::serving {
+namespace {
+
+std::atomic<bool> g_stop{false};
+
+// Requests are small (a prompt of token ids); 16 MiB is a 4M-token prompt.
+constexpr transport::FrameLimits kRequestLimits{.max_bytes = size_t{16} << 20};
+constexpr int64_t kMaxNewTokens = 1 << 20;
+
+// One request in the engine, and what has not been sent of it yet.
+struct InFlight {
+  zmq::message_t identity;  // the gateway connection it came from
+  uint64_t gateway_id = 0;
+  std::vector<int32_t> tokens;
+  std::vector<float> logprobs;
+  std::vector<int64_t> versions;
+};
+
+const char* reason_name(rollout::FinishReason r) {
+  switch (r) {
+    case rollout::FinishReason::kStopToken:
+    case rollout::FinishReason::kStopString: return "stop";
+    case rollout::FinishReason::kLength: return "length";
+    case rollout::FinishReason::kAborted: return "aborted";
+  }
+  return "error";
+}
+
+class Server {
+ public:
+  Server(const ServingWorkerOptions& o, std::shared_ptr<model::Model> model, std::unique_ptr<model::Tokenizer> tokenizer)
+      : o_(o), model_(std::move(model)), tokenizer_(std::move(tokenizer)) {}
+
+  absl::Status start() {
+    auto server = transport::load_or_make_curve_key_pair(o_.keys_dir, "server");
+    if (!server.ok()) return server.status();
+    auto zap = transport::ZapAuthenticator::start(ctx_, transport::client_keys_dir(o_.keys_dir));
+    if (!zap.ok()) return zap.status();
+    zap_ = std::move(*zap);
+    socket_ = rl::make_socket(ctx_, zmq::socket_type::router, int64_t(kRequestLimits.max_bytes));
+    transport::make_curve_server(socket_, *server);
+    try {
+      socket_.bind(o_.listen);
+    } catch (const zmq::error_t& e) {
+      return absl::UnavailableError(absl::StrCat("serving worker: cannot bind ", o_.listen, ": ", e.what()));
+    }
+    endpoint_ = socket_.get(zmq::sockopt::last_endpoint);
+    if (!o_.endpoint_file.empty()) {
+      if (auto s = core::write_file(o_.endpoint_file, endpoint_ + "\n"); !s.ok()) return s;
+    }
+    if (o_.cache_bytes >= 0)
+      cache_ = std::make_unique<cache::PrefixCache>(*model_, cache::CacheConfig{.max_bytes = o_.cache_bytes,
+                                                                                .state_dtype = model_->precision().state});
+    engine_ = std::make_unique<rollout::Engine>(model_, /*version=*/0,
+                                                rollout::EngineConfig{.max_running = o_.max_running,
+                                                                      .vocab_limit = tokenizer_->vocab_size()},
+                                                tokenizer_.get());
+    engine_->set_cache(cache_.get());
+    engine_->set_token_hook([this](int64_t id, const rollout::TokenSample& sample, int64_t version) {
+      auto it = in_flight_.find(id);
+      if (it == in_flight_.end()) return;
+      it->second.tokens.push_back(sample.token);
+      it->second.logprobs.push_back(sample.raw_logprob);
+      it->second.versions.push_back(version);
+    });
+    if (!o_.quiet)
+      std::fprintf(stderr, "serving worker: %s on %s (keys %s)\n", o_.model_dir.c_str(), endpoint_.c_str(), o_.keys_dir.c_str());
+    return absl::OkStatus();
+  }
+
+  void run() {
+    while (!g_stop) {
+      zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
+      zmq::poll(&item, 1, std::chrono::milliseconds(engine_->idle() ? 100 : 0));
+      if (item.revents & ZMQ_POLLIN) receive_all();
+      if (!engine_->idle()) engine_->step();
+      send_progress();
+    }
+  }
+
+ private:
+  void receive_all() {
+    while (true) {
+      zmq::message_t identity, frame;
+      if (!socket_.recv(identity, zmq::recv_flags::dontwait)) return;
+      if (!identity.more() || !socket_.recv(frame, zmq::recv_flags::dontwait)) continue;
+      while (frame.more()) {  // a peer sending more parts than the protocol has: drain them
+        zmq::message_t extra;
+        if (!socket_.recv(extra, zmq::recv_flags::dontwait)) break;
+        frame.move(extra);
+      }
+      handle(identity, std::string_view(static_cast<const char*>(frame.data()), frame.size()));
+    }
+  }
+
+  void handle(zmq::message_t& identity, std::string_view frame) {
+    uint64_t id = 0;
+    rollout::Request request;
+    std::optional<uint64_t> abort;
+    std::string refusal;
+    auto read = transport::read_frame<proto::ServeRequest>(frame, kRequestLimits, "serve request", [&](proto::ServeRequest::Reader r) {
+      if (r.isAbort()) {
+        abort = r.getAbort();
+        return;
+      }
+      auto g = r.getGenerate();
+      id = g.getId();
+      for (int32_t t : g.getPrompt()) request.prompt.push_back(t);
+      request.sampling.temperature = g.getTemperature();
+      request.sampling.top_p = g.getTopP();
+      request.sampling.top_k = g.getTopK();
+      request.sampling.max_new_tokens = g.getMaxTokens();
+      request.sampling.seed = g.getSeed();
+      for (int32_t t : g.getStopTokens()) request.sampling.stop_token_ids.push_back(t);
+      for (auto s : g.getStopStrings()) request.sampling.stop_strings.emplace_back(s.cStr());
+    });
+    if (!read.ok()) {
+      ++rejected_;
+      spdlog::warn("serving worker: dropped a request: {} ({} dropped so far)", std::string(read.message()), rejected_);
+      return;
+    }
+    if (abort) {
+      for (auto& [engine_id, f] : in_flight_)
+        if (f.gateway_id == *abort && f.identity == identity) {
+          engine_->abort(engine_id);
+          break;
+        }
+      return;
+    }
+    const int64_t vocab = tokenizer_->vocab_size();
+    if (request.prompt.empty()) refusal = "the prompt is empty";
+    for (size_t i = 0; i < request.prompt.size() && refusal.empty(); ++i)
+      if (request.prompt[i] < 0 || request.prompt[i] >= vocab)
+        refusal = absl::StrCat("prompt token ", i, " is ", request.prompt[i], ", outside the vocabulary [0, ", vocab, ")");
+    if (refusal.empty() && (request.sampling.max_new_tokens < 1 || request.sampling.max_new_tokens > kMaxNewTokens))
+      refusal = absl::StrCat("maxTokens ", request.sampling.max_new_tokens, " is not in [1, ", kMaxNewTokens, "]");
+    if (refusal.empty() && !(request.sampling.top_p > 0 && request.sampling.top_p <= 1))
+      refusal = absl::StrCat("topP ", request.sampling.top_p, " is not in (0, 1]");
+    if (refusal.empty() && engine_->waiting() >= o_.max_waiting)
+      refusal = absl::StrCat("queue full: ", engine_->waiting(), " requests waiting");
+    if (!refusal.empty()) {
+      ++rejected_;
+      send_event(identity, id, {}, {}, {}, "error", 0, 0, refusal);
+      return;
+    }
+    const int64_t prompt_tokens = int64_t(request.prompt.size());
+    const int64_t engine_id = engine_->submit(std::move(request));
+    InFlight& f = in_flight_[engine_id];
+    f.identity.copy(identity);
+    f.gateway_id = id;
+    (void)prompt_tokens;
+  }
+
+  void send_progress() {
+    std::map<int64_t, rollout::RequestOutput> done;
+    for (auto& out : engine_->take_finished()) done.emplace(out.id, std::move(out));
+    for (auto it = in_flight_.begin(); it != in_flight_.end();) {
+      InFlight& f = it->second;
+      auto d = done.find(it->first);
+      if (f.tokens.empty() && d == done.end()) {
+        ++it;
+        continue;
+      }
+      const char* reason = d == done.end() ? "" : reason_name(d->second.finish);
+      send_event(f.identity, f.gateway_id, f.tokens, f.logprobs, f.versions, reason,
+                 d == done.end() ? 0 : d->second.prompt_tokens, d == done.end() ? 0 : d->second.cached_tokens, "");
+      f.tokens.clear();
+      f.logprobs.clear();
+      f.versions.clear();
+      it = d == done.end() ? std::next(it) : in_flight_.erase(it);
+    }
+  }
+
+  void send_event(zmq::message_t& identity, uint64_t id, const std::vector<int32_t>& tokens, const std::vector<float>& logprobs,
+                  const std::vector<int64_t>& versions, const std::string& reason, int64_t prompt_tokens,
+                  int64_t cached_tokens, const std::string& error) {
+    capnp::MallocMessageBuilder message;
+    auto e = message.initRoot<proto::ServeEvent>();
+    e.setId(id);
+    auto t = e.initTokens(uint32_t(tokens.size()));
+    auto l = e.initLogprobs(uint32_t(tokens.size()));
+    auto v = e.initVersions(uint32_t(tokens.size()));
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      t.set(uint32_t(i), tokens[i]);
+      l.set(uint32_t(i), logprobs[i]);
+      v.set(uint32_t(i), versions[i]);
+    }
+    e.setFinished(!reason.empty());
+    e.setFinishReason(reason);
+    e.setPromptTokens(uint32_t(prompt_tokens));
+    e.setCachedTokens(uint32_t(cached_tokens));
+    e.setError(error);
+    e.setRunning(uint32_t(engine_->running()));
+    e.setWaiting(uint32_t(engine_->waiting()));
+    const std::string frame = transport::flat_frame(message);
+    zmq::message_t to;
+    to.copy(identity);
+    // A gateway that went away leaves its messages undeliverable: ROUTER drops them.
+    if (socket_.send(to, zmq::send_flags::sndmore | zmq::send_flags::dontwait))
+      socket_.send(zmq::buffer(frame), zmq::send_flags::dontwait);
+  }
+
+  const ServingWorkerOptions& o_;
+  std::shared_ptr<model::Model> model_;
+  std::unique_ptr<model::Tokenizer> tokenizer_;
+  zmq::context_t ctx_;
+  std::unique_ptr<transport::ZapAuthenticator> zap_;
+  zmq::socket_t socket_;
+  std::string endpoint_;
+  std::unique_ptr<cache::PrefixCache> cache_;
+  std::unique_ptr<rollout::Engine> engine_;
+  std::map<int64_t, InFlight> in_flight_;  // engine id -> request
+  int64_t rejected_ = 0;
+};
+
+}  // namespace
+
+int run_serving_worker(const ServingWorkerOptions& o) {
+  std::signal(SIGINT, [](int) { g_stop = true; });
+  std::signal(SIGTERM, [](int) { g_stop = true; });
+  if (o.keys_dir.empty()) {
+    std::fprintf(stderr, "error: serve worker --serve needs --keys DIR (its CURVE keys; clients/ holds the gateway's)\n");
+    return 2;
+  }
+  auto precision = model::parse_precision(o.precision);
+  if (!precision.ok()) {
+    std::fprintf(stderr, "error: --precision: %s\n", std::string(precision.status().message()).c_str());
+    return 2;
+  }
+  auto loaded = model::Model::load(o.model_dir, *precision);
+  if (!loaded.ok()) {
+    std::fprintf(stderr, "error: %s\n", std::string(loaded.status().message()).c_str());
+    return 1;
+  }
+  auto tokenizer = model::load_tokenizer(o.model_dir);
+  if (!tokenizer.ok()) {
+    std::fprintf(stderr, "error: %s\n", std::string(tokenizer.status().message()).c_str());
+    return 1;
+  }
+  Server server(o, std::shared_ptr<model::Model>(std::move(*loaded)), std::move(*tokenizer));
+  if (auto s = server.start(); !s.ok()) {
+    std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());
+    return 1;
+  }
+  server.run();
+  return 0;
+}
+
+}  // namespace interlace::serving

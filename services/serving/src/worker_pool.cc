@@ -1,0 +1,235 @@
+#include "worker_pool.h"
+
+#include <capnp/message.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "absl/strings/str_cat.h"
+#include "interlace/rl/service_util.h"
+#include "interlace/transport/curve.h"
+#include "interlace/transport/frame.h"
+#include "proto/serving.capnp.h"
+#include "spdlog/spdlog.h"
+
+namespace interlace::serving {
+
+// An event frame holds one step's tokens of one request: small.
+constexpr transport::FrameLimits kEventLimits{.max_bytes = size_t{4} << 20};
+
+std::vector<WorkerEvent> RequestStream::wait(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait_for(lock, timeout, [this] { return !events_.empty(); });
+  std::vector<WorkerEvent> out(std::make_move_iterator(events_.begin()), std::make_move_iterator(events_.end()));
+  events_.clear();
+  return out;
+}
+
+void RequestStream::push(WorkerEvent e) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    events_.push_back(std::move(e));
+  }
+  cv_.notify_all();
+}
+
+absl::StatusOr<std::unique_ptr<WorkerPool>> WorkerPool::start(std::vector<std::string> endpoints, const std::string& keys_dir) {
+  if (endpoints.empty()) return absl::InvalidArgumentError("no serving workers given (--worker ENDPOINT, repeated)");
+  auto server_key = transport::read_curve_key(keys_dir + "/server.pub");
+  if (!server_key.ok()) return server_key.status();
+  auto mine = transport::load_or_make_curve_key_pair(transport::client_keys_dir(keys_dir), "gateway");
+  if (!mine.ok()) return mine.status();
+  std::unique_ptr<WorkerPool> pool(new WorkerPool());
+  pool->wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  for (size_t i = 0; i < endpoints.size(); ++i) {
+    zmq::socket_t s = rl::make_socket(pool->ctx_, zmq::socket_type::dealer, int64_t(kEventLimits.max_bytes));
+    transport::make_curve_client(s, *server_key, *mine);
+    const std::string monitor = absl::StrCat("inproc://serving-worker-monitor-", i);
+    if (zmq_socket_monitor(s.handle(), monitor.c_str(), ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED) != 0)
+      return absl::InternalError(absl::StrCat("zmq_socket_monitor: ", zmq_strerror(zmq_errno())));
+    zmq::socket_t m(pool->ctx_, zmq::socket_type::pair);
+    m.connect(monitor);
+    try {
+      s.connect(endpoints[i]);
+    } catch (const zmq::error_t& e) {
+      return absl::InvalidArgumentError(absl::StrCat("--worker ", endpoints[i], ": ", e.what()));
+    }
+    pool->sockets_.push_back(std::move(s));
+    pool->monitors_.push_back(std::move(m));
+    pool->workers_.push_back({.endpoint = endpoints[i]});
+  }
+  pool->thread_ = std::thread([p = pool.get()] { p->loop(); });
+  return pool;
+}
+
+WorkerPool::~WorkerPool() {
+  stop_ = true;
+  wake();
+  if (thread_.joinable()) thread_.join();
+  if (wake_fd_ >= 0) close(wake_fd_);
+}
+
+void WorkerPool::wake() {
+  const uint64_t one = 1;
+  if (write(wake_fd_, &one, sizeof one) < 0) {
+  }  // a full counter still wakes the loop
+}
+
+absl::StatusOr<WorkerPool::Submitted> WorkerPool::submit(const std::vector<int32_t>& prompt,
+                                                         const rollout::SamplingParams& sampling) {
+  std::lock_guard<std::mutex> lock(mu_);
+  // The up worker with the fewest requests in flight, ties in turn.
+  size_t best = workers_.size();
+  for (size_t k = 0; k < workers_.size(); ++k) {
+    const size_t i = (round_robin_ + k) % workers_.size();
+    if (workers_[i].up && (best == workers_.size() || workers_[i].in_flight < workers_[best].in_flight)) best = i;
+  }
+  if (best == workers_.size()) return absl::UnavailableError("no serving worker is connected");
+  round_robin_ = (best + 1) % workers_.size();
+  const uint64_t id = next_id_++;
+  capnp::MallocMessageBuilder message;
+  auto g = message.initRoot<proto::ServeRequest>().initGenerate();
+  g.setId(id);
+  auto p = g.initPrompt(uint32_t(prompt.size()));
+  for (size_t i = 0; i < prompt.size(); ++i) p.set(uint32_t(i), prompt[i]);
+  g.setTemperature(sampling.temperature);
+  g.setTopP(sampling.top_p);
+  g.setTopK(int32_t(sampling.top_k));
+  g.setMaxTokens(int32_t(sampling.max_new_tokens));
+  g.setSeed(sampling.seed);
+  auto st = g.initStopTokens(uint32_t(sampling.stop_token_ids.size()));
+  for (size_t i = 0; i < sampling.stop_token_ids.size(); ++i) st.set(uint32_t(i), sampling.stop_token_ids[i]);
+  auto ss = g.initStopStrings(uint32_t(sampling.stop_strings.size()));
+  for (size_t i = 0; i < sampling.stop_strings.size(); ++i) ss.set(uint32_t(i), sampling.stop_strings[i]);
+  outbox_.emplace_back(best, transport::flat_frame(message));
+  auto stream = std::make_shared<RequestStream>();
+  pending_[id] = {best, stream};
+  ++workers_[best].in_flight;
+  wake();
+  return Submitted{id, best, stream};
+}
+
+void WorkerPool::abort(uint64_t id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = pending_.find(id);
+  if (it == pending_.end()) return;
+  capnp::MallocMessageBuilder message;
+  message.initRoot<proto::ServeRequest>().setAbort(id);
+  outbox_.emplace_back(it->second.worker, transport::flat_frame(message));
+  --workers_[it->second.worker].in_flight;
+  pending_.erase(it);
+  wake();
+}
+
+void WorkerPool::done(uint64_t id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = pending_.find(id);
+  if (it == pending_.end()) return;
+  --workers_[it->second.worker].in_flight;
+  pending_.erase(it);
+}
+
+std::vector<WorkerStatus> WorkerPool::status() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return workers_;
+}
+
+int64_t WorkerPool::in_flight() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return int64_t(pending_.size());
+}
+
+void WorkerPool::on_event(size_t worker, const zmq::message_t& frame) {
+  WorkerEvent e;
+  uint64_t id = 0;
+  uint32_t running = 0, waiting = 0;
+  auto read = transport::read_frame<proto::ServeEvent>(
+      std::string_view(static_cast<const char*>(frame.data()), frame.size()), kEventLimits, "serve event",
+      [&](proto::ServeEvent::Reader r) {
+        id = r.getId();
+        for (int32_t t : r.getTokens()) e.tokens.push_back(t);
+        for (float l : r.getLogprobs()) e.logprobs.push_back(l);
+        for (int64_t v : r.getVersions()) e.versions.push_back(v);
+        e.finished = r.getFinished();
+        e.reason = r.getFinishReason().cStr();
+        e.prompt_tokens = r.getPromptTokens();
+        e.cached_tokens = r.getCachedTokens();
+        e.error = r.getError().cStr();
+        running = r.getRunning();
+        waiting = r.getWaiting();
+      });
+  if (!read.ok() || e.logprobs.size() != e.tokens.size() || e.versions.size() != e.tokens.size()) {
+    spdlog::warn("gateway: dropped an event from {}: {}", workers_[worker].endpoint,
+                 read.ok() ? "tokens, logprobs and versions differ in length" : std::string(read.message()));
+    return;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  workers_[worker].running = running;
+  workers_[worker].waiting = waiting;
+  auto it = pending_.find(id);
+  if (it == pending_.end() || it->second.worker != worker) return;  // aborted, or not this worker's
+  it->second.stream->push(std::move(e));
+}
+
+void WorkerPool::worker_down(size_t worker) {
+  std::lock_guard<std::mutex> lock(mu_);
+  workers_[worker].up = false;
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    if (it->second.worker != worker) {
+      ++it;
+      continue;
+    }
+    it->second.stream->push({.finished = true, .reason = "error",
+                             .error = absl::StrCat("the serving worker ", workers_[worker].endpoint, " went away")});
+    --workers_[worker].in_flight;
+    it = pending_.erase(it);
+  }
+}
+
+void WorkerPool::loop() {
+  const size_t n = sockets_.size();
+  std::vector<zmq::pollitem_t> items;
+  for (auto& s : sockets_) items.push_back({s.handle(), 0, ZMQ_POLLIN, 0});
+  for (auto& m : monitors_) items.push_back({m.handle(), 0, ZMQ_POLLIN, 0});
+  items.push_back({nullptr, wake_fd_, ZMQ_POLLIN, 0});
+  while (!stop_) {
+    zmq::poll(items.data(), items.size(), std::chrono::milliseconds(1000));
+    if (items.back().revents & ZMQ_POLLIN) {
+      uint64_t count;
+      if (read(wake_fd_, &count, sizeof count) < 0) {
+      }
+    }
+    std::deque<std::pair<size_t, std::string>> out;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      out.swap(outbox_);
+    }
+    for (auto& [w, frame] : out) {
+      if (!sockets_[w].send(zmq::buffer(frame), zmq::send_flags::dontwait))
+        spdlog::warn("gateway: could not send to {} (its queue is full)", workers_[w].endpoint);
+    }
+    for (size_t w = 0; w < n; ++w) {
+      while (items[w].revents & ZMQ_POLLIN) {
+        zmq::message_t frame;
+        if (!sockets_[w].recv(frame, zmq::recv_flags::dontwait)) break;
+        on_event(w, frame);
+      }
+      while (items[n + w].revents & ZMQ_POLLIN) {
+        zmq::message_t event, address;
+        if (!monitors_[w].recv(event, zmq::recv_flags::dontwait)) break;
+        if (event.more()) (void)monitors_[w].recv(address, zmq::recv_flags::dontwait);
+        if (event.size() < 2) continue;
+        uint16_t kind;
+        std::memcpy(&kind, event.data(), sizeof kind);
+        if (kind == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+          std::lock_guard<std::mutex> lock(mu_);
+          workers_[w].up = true;
+        } else if (kind == ZMQ_EVENT_DISCONNECTED) {
+          worker_down(w);
+        }
+      }
+    }
+  }
+  for (auto& s : sockets_) zmq_socket_monitor(s.handle(), nullptr, 0);
+}
+
+}  // namespace interlace::serving

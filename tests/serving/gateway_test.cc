@@ -1,0 +1,338 @@
+// The serving path end to end: real `interlace serve worker --serve` and
+// `interlace serve gateway` processes (ZeroMQ + CURVE between them), spoken
+// to over HTTP as an OpenAI client would.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "httplib.h"
+#include "nlohmann/json.hpp"
+#include "support/temp_dir.h"
+
+namespace interlace::serving {
+namespace {
+
+using nlohmann::json;
+constexpr const char* kToken = "gateway-test-token";
+
+pid_t start(const std::vector<std::string>& args) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::setpgid(0, 0);
+    std::vector<char*> argv;
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  ::setpgid(pid, pid);
+  return pid;
+}
+
+std::string wait_for_file(const std::string& path) {
+  for (int i = 0; i < 600; ++i) {
+    std::ifstream in(path);
+    std::string line;
+    if (in && std::getline(in, line) && !line.empty()) return line;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return "";
+}
+
+// Server-sent events: the JSON of each "data:" line, and whether [DONE] came.
+struct Sse {
+  std::vector<json> events;
+  bool done = false;
+};
+Sse parse_sse(const std::string& body) {
+  Sse out;
+  size_t at = 0;
+  while ((at = body.find("data: ", at)) != std::string::npos) {
+    const size_t end = body.find("\n\n", at);
+    const std::string data = body.substr(at + 6, end == std::string::npos ? std::string::npos : end - at - 6);
+    if (data == "[DONE]") out.done = true;
+    else out.events.push_back(json::parse(data, nullptr, false));
+    if (end == std::string::npos) break;
+    at = end + 2;
+  }
+  return out;
+}
+
+class Gateway : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = std::make_unique<test::TempDir>();
+    model_ = dir_->path() + "/tiny";
+    ASSERT_EQ(std::system((std::string(INTERLACE_BIN) + " model init --config " + INTERLACE_SOURCE_DIR +
+                           "/examples/models/tiny-hybrid.json --out " + model_ + " --seed 3 >/dev/null 2>&1")
+                              .c_str()),
+              0);
+    keys_ = dir_->path() + "/keys";
+    worker_ = worker("w0");
+    port_ = gateway("main", {worker_endpoint("w0")}, {"--max-model-len", "512"});
+    ASSERT_GT(port_, 0);
+  }
+  static void TearDownTestSuite() {
+    for (pid_t p : pids_) {
+      ::kill(-p, SIGKILL);
+      ::waitpid(p, nullptr, 0);
+    }
+    dir_.reset();
+  }
+
+  static pid_t worker(const std::string& name) {
+    pids_.push_back(start({INTERLACE_BIN, "serve", "worker", "--serve", model_, "--keys", keys_, "--endpoint-file",
+                           dir_->path() + "/" + name + ".endpoint", "--quiet"}));
+    wait_for_file(dir_->path() + "/" + name + ".endpoint");
+    return pids_.back();
+  }
+  static std::string worker_endpoint(const std::string& name) { return wait_for_file(dir_->path() + "/" + name + ".endpoint"); }
+  static int gateway(const std::string& name, const std::vector<std::string>& workers, std::vector<std::string> extra = {},
+                     bool wait_ready = true) {
+    std::vector<std::string> args = {INTERLACE_BIN, "serve", "gateway", "--model", model_, "--keys", keys_, "--listen", "127.0.0.1:0",
+                                     "--port-file", dir_->path() + "/" + name + ".port", "--token-file", token_file(), "--quiet"};
+    for (const auto& w : workers) args.insert(args.end(), {"--worker", w});
+    args.insert(args.end(), extra.begin(), extra.end());
+    pids_.push_back(start(args));
+    const int port = std::atoi(wait_for_file(dir_->path() + "/" + name + ".port").c_str());
+    // Ready once a worker's CURVE handshake is done (or never, for a gateway without live workers).
+    httplib::Client c("127.0.0.1", port);
+    for (int i = 0; i < 250 && wait_ready; ++i) {
+      auto r = c.Get("/readyz");
+      if (r && r->status == 200) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return port;
+  }
+  static std::string token_file() {
+    const std::string path = dir_->path() + "/token";
+    std::ofstream(path) << kToken << "\n";
+    return path;
+  }
+
+  static httplib::Result post(int port, const std::string& path, const std::string& body, const char* token = kToken) {
+    httplib::Client c("127.0.0.1", port);
+    c.set_read_timeout(60);
+    httplib::Headers h;
+    if (token) h.emplace("Authorization", std::string("Bearer ") + token);
+    return c.Post(path.c_str(), h, body, "application/json");
+  }
+  static json post_json(const std::string& path, const json& body, int expect_status = 200) {
+    auto r = post(port_, path, body.dump());
+    EXPECT_TRUE(r) << path;
+    if (!r) return json();
+    EXPECT_EQ(r->status, expect_status) << path << " " << r->body;
+    return json::parse(r->body, nullptr, false);
+  }
+  // A streamed request, read until it ends (or until STOP_AFTER bytes, then the client hangs up).
+  static std::string post_stream(int port, const json& body, size_t stop_after = 0) {
+    httplib::Client c("127.0.0.1", port);
+    c.set_read_timeout(60);
+    httplib::Request req;
+    req.method = "POST";
+    req.path = "/v1/chat/completions";
+    req.headers = {{"Authorization", std::string("Bearer ") + kToken}, {"Content-Type", "application/json"}};
+    req.body = body.dump();
+    std::string got;
+    req.content_receiver = [&](const char* data, size_t n, uint64_t, uint64_t) {
+      got.append(data, n);
+      return stop_after == 0 || got.size() < stop_after;
+    };
+    c.send(req);
+    return got;
+  }
+  static double metric(int port, const std::string& series) {
+    httplib::Client c("127.0.0.1", port);
+    auto r = c.Get("/metrics");
+    if (!r) return -1;
+    size_t at = r->body.find("\n" + series + " ");
+    if (at == std::string::npos) return 0;
+    return std::stod(r->body.substr(at + series.size() + 2));
+  }
+
+  static inline std::unique_ptr<test::TempDir> dir_;
+  static inline std::string model_, keys_;
+  static inline std::vector<pid_t> pids_;
+  static inline pid_t worker_ = 0;
+  static inline int port_ = 0;
+};
+
+const json kQuestion = {{"role", "user"}, {"content", "What is 2+3?"}};
+
+TEST_F(Gateway, ChatAnswersWholeAndStreamedAlikeAndASecondTurnHitsTheCache) {
+  httplib::Client c("127.0.0.1", port_);
+  auto models = c.Get("/v1/models", {{"Authorization", std::string("Bearer ") + kToken}});
+  ASSERT_TRUE(models);
+  EXPECT_EQ(json::parse(models->body)["data"][0]["id"], "tiny");
+
+  const json request = {{"model", "tiny"}, {"messages", {kQuestion}}, {"max_tokens", 24}, {"temperature", 0}, {"seed", 1}};
+  const json whole = post_json("/v1/chat/completions", request);
+  ASSERT_EQ(whole["object"], "chat.completion") << whole.dump();
+  const json& message = whole["choices"][0]["message"];
+  EXPECT_EQ(message["role"], "assistant");
+  const int64_t prompt_tokens = whole["usage"]["prompt_tokens"];
+  EXPECT_GT(prompt_tokens, 10);
+  EXPECT_EQ(whole["usage"]["total_tokens"], prompt_tokens + whole["usage"]["completion_tokens"].get<int64_t>());
+
+  // The same request streamed (greedy): the deltas add up to the same message.
+  json streamed_request = request;
+  streamed_request["stream"] = true;
+  streamed_request["stream_options"] = {{"include_usage", true}};
+  const Sse sse = parse_sse(post_stream(port_, streamed_request));
+  ASSERT_TRUE(sse.done) << "no [DONE]";
+  std::string content, reasoning, finish;
+  for (const json& e : sse.events) {
+    ASSERT_FALSE(e.is_discarded());
+    if (e.contains("usage")) {
+      EXPECT_EQ(e["usage"]["prompt_tokens"], prompt_tokens);
+      // The same prompt again: the worker's cache held it.
+      EXPECT_GE(e["usage"]["prompt_tokens_details"]["cached_tokens"].get<int64_t>(), prompt_tokens - 16) << e.dump();
+      continue;
+    }
+    EXPECT_EQ(e["object"], "chat.completion.chunk");
+    const json& d = e["choices"][0]["delta"];
+    if (d.contains("content")) content += d["content"].get<std::string>();
+    if (d.contains("reasoning_content")) reasoning += d["reasoning_content"].get<std::string>();
+    if (!e["choices"][0]["finish_reason"].is_null()) finish = e["choices"][0]["finish_reason"];
+  }
+  EXPECT_EQ(content, message.value("content", ""));
+  EXPECT_EQ(reasoning, message.value("reasoning_content", ""));
+  EXPECT_EQ(finish, whole["choices"][0]["finish_reason"]);
+
+  // Turn two sends the answer back: its prompt starts with turn one's, which
+  // the worker still holds.
+  json turn2 = request;
+  turn2["messages"] = {kQuestion, message, {{"role", "user"}, {"content", "And 4+4?"}}};
+  const json second = post_json("/v1/chat/completions", turn2);
+  EXPECT_GE(second["usage"]["prompt_tokens_details"]["cached_tokens"].get<int64_t>(), prompt_tokens - 16) << second.dump();
+
+  // n > 1 samples: as many choices, each with its index.
+  json many = request;
+  many["n"] = 3;
+  many["temperature"] = 1.0;
+  const json three = post_json("/v1/chat/completions", many);
+  ASSERT_EQ(three["choices"].size(), 3u);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(three["choices"][i]["index"], i);
+}
+
+TEST_F(Gateway, CompletionsStopStringsAndTokenLevelGenerate) {
+  // Token ids in and out, with the model's log-probs (<= 0) and weights versions.
+  const json g = post_json("/generate", {{"input_ids", {10, 20, 30, 40}}, {"sampling_params", {{"max_new_tokens", 8}, {"temperature", 0}}}});
+  ASSERT_EQ(g["output_ids"].size(), 8u) << g.dump();
+  ASSERT_EQ(g["logprobs"].size(), 8u);
+  for (const json& lp : g["logprobs"]) EXPECT_LE(lp.get<double>(), 0.0);
+  for (const json& v : g["versions"]) EXPECT_EQ(v, 0);
+  EXPECT_EQ(g["finish_reason"], "length");
+  const json again = post_json("/generate", {{"input_ids", {10, 20, 30, 40}}, {"sampling_params", {{"max_new_tokens", 8}, {"temperature", 0}}}});
+  EXPECT_EQ(again["output_ids"], g["output_ids"]) << "greedy is deterministic";
+
+  // A stop string ends the text at its match (the random model's bytes: stop on the first letter it writes).
+  const json plain = post_json("/v1/completions", {{"prompt", "abc"}, {"max_tokens", 40}, {"temperature", 0}, {"ignore_eos", true}});
+  const std::string text = plain["choices"][0]["text"];
+  ASSERT_FALSE(text.empty());
+  // A printable ASCII character the text has after its first (the random model writes bytes).
+  size_t pick = std::string::npos;
+  for (size_t i = 1; i < text.size() && pick == std::string::npos; ++i)
+    if (text[i] > ' ' && text[i] < 0x7f && text.find(text[i]) == i) pick = i;
+  if (pick == std::string::npos) GTEST_SKIP() << "the model wrote no ASCII to stop on: " << text;
+  const std::string stop = text.substr(pick, 1);
+  const json stopped =
+      post_json("/v1/completions", {{"prompt", "abc"}, {"max_tokens", 40}, {"temperature", 0}, {"ignore_eos", true}, {"stop", stop}});
+  const std::string cut = stopped["choices"][0]["text"];
+  EXPECT_EQ(stopped["choices"][0]["finish_reason"], "stop") << stopped.dump();
+  EXPECT_TRUE(cut.ends_with(stop)) << cut;
+  EXPECT_EQ(cut, text.substr(0, text.find(stop) + 1));
+}
+
+TEST_F(Gateway, BadRequestsGetOpenAIErrorObjectsWithTheirStatus) {
+  auto expect = [](httplib::Result r, int status, const std::string& param_or_code) {
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, status) << r->body;
+    const json e = json::parse(r->body, nullptr, false);
+    ASSERT_TRUE(e.contains("error")) << r->body;
+    EXPECT_TRUE(e["error"]["message"].is_string());
+    if (!param_or_code.empty()) {
+      EXPECT_TRUE(e["error"]["param"] == param_or_code || e["error"]["code"] == param_or_code) << r->body;
+    }
+  };
+  const std::string ok = json({{"messages", {kQuestion}}, {"max_tokens", 4}}).dump();
+  expect(post(port_, "/v1/chat/completions", ok, nullptr), 401, "invalid_api_key");
+  expect(post(port_, "/v1/chat/completions", ok, "wrong"), 401, "invalid_api_key");
+  expect(post(port_, "/v1/chat/completions", "{not json"), 400, "");
+  expect(post(port_, "/v1/chat/completions", R"({"messages": []})"), 400, "messages");
+  expect(post(port_, "/v1/chat/completions", R"({"messages": [{"role": "wizard", "content": "x"}]})"), 400, "messages[0].role");
+  expect(post(port_, "/v1/chat/completions", json({{"model", "gpt-9"}, {"messages", {kQuestion}}}).dump()), 404, "model_not_found");
+  expect(post(port_, "/v1/nothing", ok), 404, "not_found");
+  expect(post(port_, "/v1/chat/completions", json({{"messages", {kQuestion}}, {"max_tokens", 600}}).dump()), 413, "context_length_exceeded");
+  expect(post(port_, "/v1/chat/completions", json({{"messages", {kQuestion}}, {"temperature", 5}}).dump()), 422, "temperature");
+  expect(post(port_, "/v1/chat/completions", json({{"messages", {kQuestion}}, {"top_p", 0}}).dump()), 422, "top_p");
+  expect(post(port_, "/v1/chat/completions", json({{"messages", {kQuestion}}, {"n", 0}}).dump()), 422, "n");
+  expect(post(port_, "/v1/chat/completions", json({{"messages", {kQuestion}}, {"top_logprobs", 3}}).dump()), 422, "top_logprobs");
+  expect(post(port_, "/generate", R"({"input_ids": [1, 999999]})"), 422, "input_ids");
+  // Still serving after all that.
+  post_json("/v1/chat/completions", {{"messages", {kQuestion}}, {"max_tokens", 2}});
+
+  // Too many in flight: 429 with Retry-After while one long request holds the only slot.
+  const int busy = gateway("busy", {worker_endpoint("w0")}, {"--max-in-flight", "1"});
+  std::string hold_body;
+  std::thread hold([busy, &hold_body] {
+    auto r = post(busy, "/v1/completions", json({{"prompt", "x"}, {"max_tokens", 1500}, {"ignore_eos", true}}).dump());
+    hold_body = r ? r->body.substr(0, 300) : "no answer";
+  });
+  for (int i = 0; i < 500 && metric(busy, "interlace_gateway_requests_in_flight") < 1; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  auto limited = post(busy, "/v1/completions", json({{"prompt", "x"}, {"max_tokens", 1}}).dump());
+  const int limited_status = limited ? limited->status : 0;
+  const std::string retry_after = limited ? limited->get_header_value("Retry-After") : "";
+  const std::string limited_body = limited ? limited->body : "";
+  hold.join();
+  EXPECT_EQ(limited_status, 429) << limited_body << "\nthe long request: " << hold_body;
+  EXPECT_EQ(retry_after, "1");
+
+  // No worker connected: not ready, and requests get 503.
+  const int lonely = gateway("lonely", {"tcp://127.0.0.1:1"}, {}, /*wait_ready=*/false);
+  httplib::Client c("127.0.0.1", lonely);
+  auto ready = c.Get("/readyz");
+  ASSERT_TRUE(ready);
+  EXPECT_EQ(ready->status, 503);
+  expect(post(lonely, "/v1/chat/completions", ok), 503, "");
+}
+
+TEST_F(Gateway, AClientThatHangsUpAbortsItsRequestAndALostWorkerEndsTheStream) {
+  const json long_request = {{"messages", {kQuestion}}, {"max_tokens", 400}, {"stream", true}, {"ignore_eos", true}};
+  const double aborts_before = metric(port_, "interlace_gateway_client_aborts_total");
+  const std::string partial = post_stream(port_, long_request, /*stop_after=*/600);
+  EXPECT_GE(partial.size(), 600u);
+  for (int i = 0; i < 200 && metric(port_, "interlace_gateway_client_aborts_total") <= aborts_before; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(metric(port_, "interlace_gateway_client_aborts_total"), aborts_before + 1);
+  for (int i = 0; i < 200 && metric(port_, "interlace_gateway_requests_in_flight") > 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(metric(port_, "interlace_gateway_requests_in_flight"), 0);
+
+  // A worker killed mid-stream: the stream ends with an error event, not a hang.
+  const pid_t doomed = worker("w-doomed");
+  const int port = gateway("doomed", {worker_endpoint("w-doomed")});
+  std::thread killer([doomed] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    ::kill(-doomed, SIGKILL);
+  });
+  const auto t0 = std::chrono::steady_clock::now();
+  const Sse sse = parse_sse(post_stream(port, {{"messages", {kQuestion}}, {"max_tokens", 4000}, {"stream", true}, {"ignore_eos", true}}));
+  killer.join();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(30));
+  ASSERT_FALSE(sse.events.empty());
+  EXPECT_FALSE(sse.done);
+  EXPECT_TRUE(sse.events.back().contains("error")) << sse.events.back().dump();
+}
+
+}  // namespace
+}  // namespace interlace::serving
