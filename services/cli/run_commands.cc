@@ -255,6 +255,8 @@ void add_run_commands(CLI::App& app, Action& action) {
   worker->add_option("--endpoint-file", s->serving.endpoint_file, "with --serve: write the bound endpoint there");
   worker->add_option("--precision", s->serving.precision, "with --serve: precision profile")->capture_default_str();
   worker->add_option("--max-running", s->serving.max_running, "with --serve: sequences decoded together")->capture_default_str();
+  worker->add_option("--threads", s->serving.threads,
+                     "with --serve: CPU threads (default: every core; give each of several workers on one machine its share)");
   worker->add_option("--index", s->index, "worker number (its name is worker-N)")->capture_default_str();
   worker->add_option("--load-file", s->load_file, "with --run-dir: write its load (JSON) there about once a second");
   worker->add_flag("--quiet", s->quiet, "no progress output");
@@ -285,8 +287,9 @@ void add_run_commands(CLI::App& app, Action& action) {
       "An OpenAI-compatible HTTP gateway in front of serving workers (`serve worker --serve`):\n"
       "/v1/chat/completions and /v1/completions (streamed or not), /v1/models, /generate (token\n"
       "ids in and out, with log-probs and weights versions), /healthz, /readyz, /metrics. Clients\n"
-      "send Authorization: Bearer TOKEN. Each request goes to the connected worker with the fewest\n"
-      "requests in flight. Example:\n"
+      "send Authorization: Bearer TOKEN. A request goes to the worker holding the longest prefix of\n"
+      "its prompt unless the loads are imbalanced (SGLang's cache-aware rule; --routing), and\n"
+      "X-Session-Id pins a conversation to one worker. Example:\n"
       "  interlace serve worker --serve MODEL --keys KEYS --listen tcp://127.0.0.1:5600 &\n"
       "  INTERLACE_TOKEN=secret interlace serve gateway --model MODEL --keys KEYS --worker tcp://127.0.0.1:5600\n"
       "  curl -H 'Authorization: Bearer secret' localhost:8000/v1/chat/completions \\\n"
@@ -300,6 +303,11 @@ void add_run_commands(CLI::App& app, Action& action) {
   gateway->add_option("--max-in-flight", g->max_in_flight, "requests answered at once; more get 429")->capture_default_str();
   gateway->add_option("--max-model-len", g->max_model_len, "prompt + generated tokens (default: config.json's max_position_embeddings, else 8192)");
   gateway->add_option("--port-file", g->port_file, "write the port it listens on there");
+  gateway->add_option("--routing", g->routing, "cache_aware (SGLang's rule), least_loaded or round_robin")
+      ->check(CLI::IsMember({"cache_aware", "least_loaded", "round_robin"}))->capture_default_str();
+  gateway->add_option("--cache-threshold", g->cache_threshold, "share of the prompt a worker's prefix must cover to win")->capture_default_str();
+  gateway->add_option("--balance-abs", g->balance_abs, "loads are imbalanced above this difference in requests in flight...")->capture_default_str();
+  gateway->add_option("--balance-rel", g->balance_rel, "...and when the busiest has this many times the idlest's")->capture_default_str();
   gateway->add_flag("--quiet", g->quiet, "no startup line");
   gateway->callback([g, token_file, &action] {
     action = [g, token_file] {

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # metrics_exported.sh INTERLACE: every metric a dashboard panel or an alert
 # rule queries is exported by running services, so dashboards cannot rot.
-# Starts a control plane (redis-server, a controller, a runner and a pool worker with --health)
-# and a small RL job (learner + one worker), scrapes the controller's, the
-# runner's, the learner's and the worker's /metrics while they run, and compares the
+# Starts a control plane (redis-server, a controller, a runner and a pool worker with --health),
+# a serving worker with its gateway, and a small RL job (learner + one worker), scrapes the
+# controller's, the runner's, the gateway's, the learner's and the worker's /metrics while they run, and compares the
 # sample names with every interlace_* name in dashboards/grafana/*.json,
 # dashboards/rules/interlace.rules.yaml and the README's metrics table (and
 # the other way round: every exported interlace_* family is in that table).
@@ -50,6 +50,16 @@ pids+=($!)
 "$bin" serve worker --redis "127.0.0.1:${ports[1]}" --dir "$work/jobs" --name pool-0 --health "127.0.0.1:${ports[3]}" \
   >"$work/pool-worker.log" 2>&1 &
 pids+=($!)
+# A serving worker and its gateway (the gateway serves /metrics on its API port).
+"$bin" model init --config "$root/examples/models/tiny-hybrid.json" --out "$work/serve-model" >/dev/null 2>&1
+"$bin" serve worker --serve "$work/serve-model" --keys "$work/serve-keys" --endpoint-file "$work/serve-endpoint" --quiet \
+  >"$work/serving-worker.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 200); do [[ -s $work/serve-endpoint ]] && break; sleep 0.05; done
+INTERLACE_TOKEN=t "$bin" serve gateway --model "$work/serve-model" --keys "$work/serve-keys" \
+  --worker "$(cat "$work/serve-endpoint")" --listen 127.0.0.1:0 --port-file "$work/gateway-port" --quiet >"$work/gateway.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 200); do [[ -s $work/gateway-port ]] && break; sleep 0.05; done
 cat >"$work/job.yaml" <<YAML
 name: metrics-exported
 env: calculator
@@ -60,10 +70,10 @@ eval: {prompts: 0}
 YAML
 "$bin" run "$work/job.yaml" --run-dir "$work/run" --quiet --metrics-port "${ports[4]}" >"$work/run.log" 2>&1 &
 job_pid=$!
-/usr/bin/python3 - "$root" "$work" "${ports[0]}" "${ports[4]}" "${ports[2]}" "${ports[3]}" <<'PY'
+/usr/bin/python3 - "$root" "$work" "${ports[0]}" "${ports[4]}" "${ports[2]}" "${ports[3]}" "$(cat "$work/gateway-port")" <<'PY'
 import glob, json, re, sys, time, urllib.request
-root, work, controller, first, runner, pool_worker = (sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]),
-                                                     int(sys.argv[5]), int(sys.argv[6]))
+root, work, controller, first, runner, pool_worker, gateway = (sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]),
+                                                              int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7]))
 
 def scrape(port):
     try:
@@ -77,8 +87,8 @@ def names(text):
 
 exported = {}
 deadline = time.time() + 600
-targets = {"controller": controller, "runner": runner, "pool-worker": pool_worker}
-while time.time() < deadline and len(exported) < 5:
+targets = {"controller": controller, "runner": runner, "pool-worker": pool_worker, "gateway": gateway}
+while time.time() < deadline and len(exported) < 6:
     try:
         for t in json.load(open(f"{work}/run/prometheus-targets.json")):
             targets[t["labels"]["service"]] = int(t["targets"][0].rsplit(":", 1)[1])
@@ -86,9 +96,12 @@ while time.time() < deadline and len(exported) < 5:
         pass
     for service, port in targets.items():
         if service not in exported and (text := scrape(port)) is not None:
+            # The gateway counts a request once answered: its own first scrape shows up in the second.
+            if service == "gateway" and "interlace_gateway_requests_total" not in text:
+                continue
             exported[service] = names(text)
     time.sleep(0.2)
-missing_services = {"controller", "runner", "pool-worker", "learner", "worker-0"} - exported.keys()
+missing_services = {"controller", "runner", "pool-worker", "learner", "worker-0", "gateway"} - exported.keys()
 if missing_services:
     print(f"FAIL: could not scrape {sorted(missing_services)}; run log:\n" + open(f"{work}/run.log").read())
     sys.exit(1)

@@ -8,6 +8,8 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -89,8 +91,9 @@ class Gateway : public ::testing::Test {
   }
 
   static pid_t worker(const std::string& name) {
+    // One thread each: several workers share this machine's cores.
     pids_.push_back(start({INTERLACE_BIN, "serve", "worker", "--serve", model_, "--keys", keys_, "--endpoint-file",
-                           dir_->path() + "/" + name + ".endpoint", "--quiet"}));
+                           dir_->path() + "/" + name + ".endpoint", "--threads", "1", "--quiet"}));
     wait_for_file(dir_->path() + "/" + name + ".endpoint");
     return pids_.back();
   }
@@ -332,6 +335,104 @@ TEST_F(Gateway, AClientThatHangsUpAbortsItsRequestAndALostWorkerEndsTheStream) {
   ASSERT_FALSE(sse.events.empty());
   EXPECT_FALSE(sse.done);
   EXPECT_TRUE(sse.events.back().contains("error")) << sse.events.back().dump();
+}
+
+// 64 conversations of 5 turns (a tool result in some) at once over 4 workers:
+// a follow-up "lands on its prefix" when its worker restored at least the
+// previous turn's prompt from its cache (the worker's own count). Cache-aware
+// routing against round-robin in the same run; then a worker killed between
+// turns: its conversations move to the others and no client sees an error.
+TEST_F(Gateway, CacheAwareRoutingSendsFollowUpsWhereTheirPrefixIs) {
+  std::vector<std::string> endpoints;
+  std::vector<pid_t> four;
+  for (int i = 0; i < 4; ++i) {
+    four.push_back(worker("r" + std::to_string(i)));
+    endpoints.push_back(worker_endpoint("r" + std::to_string(i)));
+  }
+  const int aware = gateway("aware", endpoints);
+  const int round_robin = gateway("round-robin", endpoints, {"--routing", "round_robin"});
+  for (int port : {aware, round_robin}) {
+    httplib::Client c("127.0.0.1", port);
+    for (int i = 0; i < 250; ++i) {
+      auto r = c.Get("/readyz");
+      if (r && r->body.starts_with("4 of 4")) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+  struct Tally {
+    int follow_ups = 0, on_prefix = 0, errors = 0;
+  };
+  // Runs the conversations turn by turn (all of a turn at once); BETWEEN(t) runs before turn t.
+  auto converse = [](int port, const std::string& tag, const std::function<void(int)>& between) {
+    constexpr int kConversations = 64, kTurns = 5;
+    std::vector<json> messages(kConversations, json::array());
+    std::vector<int64_t> last_prompt(kConversations, 0);
+    Tally tally;
+    std::mutex mu;
+    for (int turn = 0; turn < kTurns; ++turn) {
+      between(turn);
+      std::vector<std::thread> threads;
+      for (int c = 0; c < kConversations; ++c)
+        threads.emplace_back([&, c] {
+          json& m = messages[size_t(c)];
+          // A longer first question, short follow-ups (as in an agent's episode).
+          const std::string cs = std::to_string(c);
+          m.push_back({{"role", "user"},
+                       {"content", turn == 0 ? tag + " conversation " + cs + ": a shop sells pens at 3 each and books at 7 each; " +
+                                                   "what do " + cs + " pens and " + cs + " books cost together?"
+                                             : "and with " + std::to_string(turn) + " more?"}});
+          auto r = post(port, "/v1/chat/completions",
+                        json({{"messages", m}, {"max_tokens", 6}, {"seed", c * 10 + turn}, {"ignore_eos", true}}).dump());
+          std::lock_guard<std::mutex> lock(mu);
+          if (!r || r->status != 200) {
+            if (++tally.errors <= 3)
+              ADD_FAILURE() << "turn " << turn << " of conversation " << c << ": "
+                            << (r ? std::to_string(r->status) + " " + r->body : httplib::to_string(r.error()));
+            return;
+          }
+          const json answer = json::parse(r->body);
+          if (turn > 0) {
+            ++tally.follow_ups;
+            tally.on_prefix += answer["usage"]["prompt_tokens_details"]["cached_tokens"].get<int64_t>() >= last_prompt[size_t(c)] - 16;
+          }
+          last_prompt[size_t(c)] = answer["usage"]["prompt_tokens"];
+          m.push_back(answer["choices"][0]["message"]);
+          if (turn % 2 == 1) m.push_back({{"role", "tool"}, {"content", std::to_string(10 * c + turn)}});
+        });
+      for (auto& t : threads) t.join();
+    }
+    return tally;
+  };
+  const Tally by_prefix = converse(aware, "A", [](int) {});
+  const Tally by_turn = converse(round_robin, "B", [](int) {});
+  std::printf("follow-ups on their prefix: cache-aware %d/%d, round-robin %d/%d\n", by_prefix.on_prefix, by_prefix.follow_ups,
+              by_turn.on_prefix, by_turn.follow_ups);
+  EXPECT_EQ(by_prefix.errors + by_turn.errors, 0);
+  EXPECT_EQ(by_prefix.follow_ups, 64 * 4);
+  EXPECT_GE(by_prefix.on_prefix, 0.9 * by_prefix.follow_ups);
+  EXPECT_LT(by_turn.on_prefix, 0.5 * by_turn.follow_ups) << "round-robin should mostly miss: is the measure measuring anything?";
+  EXPECT_GT(metric(aware, "interlace_gateway_routing_decisions_total{reason=\"prefix_hit\"}"), 200);
+
+  // A worker lost between turns 2 and 3: no client error, its conversations
+  // (about a quarter) miss once and then stay on their new worker.
+  const Tally survived = converse(aware, "C", [&](int turn) {
+    if (turn == 3) {
+      ::kill(-four[0], SIGKILL);
+      ::waitpid(four[0], nullptr, 0);
+      httplib::Client c("127.0.0.1", aware);
+      for (int i = 0; i < 250; ++i) {
+        auto r = c.Get("/readyz");
+        if (r && r->body.starts_with("3 of 4")) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+    }
+  });
+  std::printf("with a worker killed before turn 3: %d/%d follow-ups on their prefix, %d errors\n", survived.on_prefix,
+              survived.follow_ups, survived.errors);
+  EXPECT_EQ(survived.errors, 0);
+  EXPECT_EQ(survived.follow_ups, 64 * 4);
+  EXPECT_LT(survived.on_prefix, survived.follow_ups) << "the killed worker's conversations must have missed once";
+  EXPECT_GE(survived.on_prefix, survived.follow_ups - 64 / 4 - 16);
 }
 
 }  // namespace

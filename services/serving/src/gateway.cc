@@ -1,9 +1,13 @@
 #include "interlace/serving/gateway.h"
 
+#include <sys/socket.h>
+
 #include <atomic>
 #include <chrono>
 #include <csignal>
 #include <filesystem>
+#include <map>
+#include <set>
 #include <random>
 #include <thread>
 
@@ -47,6 +51,7 @@ struct Choice {
   bool finished = false;
   std::string reason, error;
   int64_t prompt_tokens = 0, cached_tokens = 0;
+  int64_t matched = 0;  // prompt tokens the gateway's index expected the worker to hold
   std::unique_ptr<ChatStreamer> streamer;
 };
 
@@ -82,11 +87,20 @@ class Gateway {
     served_.text_template = text_template_ ? &*text_template_ : nullptr;
     for (const char* stop : {"<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end_of_text|>"})
       if (auto id = tokenizer_->special_id(stop)) served_.stop_tokens.push_back(*id);
-    auto pool = WorkerPool::start(o_.workers, o_.keys_dir);
+    auto pool = WorkerPool::start(o_.workers, o_.keys_dir,
+                                  {.policy = o_.routing, .cache_threshold = o_.cache_threshold, .balance_abs = o_.balance_abs,
+                                   .balance_rel = o_.balance_rel});
     if (!pool.ok()) return pool.status();
     pool_ = std::move(*pool);
     metrics::register_build_info(metrics_, /*nccl=*/false);
-    for (const char* reason : {"least_loaded"}) routing(reason);
+    // Every series exists from the start (at 0), so dashboards and alerts see them before traffic does.
+    for (const char* reason : {"prefix_hit", "least_loaded", "load_imbalance", "session", "round_robin"}) routing(reason);
+    prefix_misses();
+    match_tokens();
+    client_aborts();
+    for (const char* name : {"interlace_gateway_prompt_tokens_total", "interlace_gateway_generation_tokens_total",
+                             "interlace_gateway_cached_tokens_total"})
+      token_counter(name);
     return absl::OkStatus();
   }
 
@@ -123,6 +137,8 @@ class Gateway {
       metrics_.gauge("interlace_gateway_workers", "serving workers by state", {{"state", "up"}}).set(up);
       metrics_.gauge("interlace_gateway_workers", "serving workers by state", {{"state", "down"}}).set(double(o_.workers.size() - up));
       metrics_.gauge("interlace_gateway_requests_in_flight", "requests being answered now").set(double(pool_->in_flight()));
+      metrics_.gauge("interlace_gateway_prefix_index_blocks", "block-aligned prefixes in the gateway's routing index")
+          .set(double(pool_->index_blocks()));
       res.set_content(metrics_.render(), "text/plain; version=0.0.4");
     });
     server.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
@@ -143,6 +159,15 @@ class Gateway {
       std::fprintf(stderr, "error: --listen %s: expected HOST:PORT\n", o_.listen.c_str());
       return 2;
     }
+    // Debian's cpp-httplib is built to listen() with a backlog of 5: a burst
+    // of new clients overflows it and the kernel resets their connections.
+    // The listening socket passes through set_socket_options before bind, so
+    // keep it and listen() on it again with a real backlog.
+    int listen_fd = -1;
+    server.set_socket_options([&listen_fd](socket_t sock) {
+      httplib::default_socket_options(sock);
+      listen_fd = sock;
+    });
     int port = std::atoi(hp[1].c_str());
     if (port == 0) port = server.bind_to_any_port(hp[0]);
     else if (!server.bind_to_port(hp[0], port)) port = -1;
@@ -150,6 +175,7 @@ class Gateway {
       std::fprintf(stderr, "error: gateway: cannot listen on %s\n", o_.listen.c_str());
       return 1;
     }
+    if (listen_fd >= 0) ::listen(listen_fd, 4096);
     if (!o_.port_file.empty())
       if (auto s = core::write_file(o_.port_file, std::to_string(port) + "\n"); !s.ok()) {
         std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());
@@ -176,6 +202,28 @@ class Gateway {
     res.set_content(error_body(e).dump(), "application/json");
   }
 
+  // The index said the worker held a prefix, and the worker restored less of it (evicted, or restarted).
+  metrics::Value& prefix_misses() {
+    return metrics_.counter("interlace_gateway_prefix_misses_total",
+                            "requests whose worker restored less of the prompt than the gateway's prefix index expected");
+  }
+
+  prometheus::Histogram& match_tokens() {
+    static const std::vector<double> kTokenBuckets = {0, 16, 64, 256, 1024, 4096, 16384, 65536};
+    return metrics_.histogram("interlace_gateway_prefix_match_tokens", "prompt tokens the chosen worker holds, by the gateway's index",
+                              kTokenBuckets);
+  }
+  metrics::Value& client_aborts() {
+    return metrics_.counter("interlace_gateway_client_aborts_total", "requests whose client went away before the end");
+  }
+  metrics::Value& token_counter(const std::string& name) {
+    static const std::map<std::string, std::string> kHelp = {
+        {"interlace_gateway_prompt_tokens_total", "prompt tokens of requests sent to workers"},
+        {"interlace_gateway_generation_tokens_total", "tokens generated for clients"},
+        {"interlace_gateway_cached_tokens_total", "prompt tokens the workers restored from their caches"}};
+    return metrics_.counter(name, kHelp.at(name));
+  }
+
   metrics::Value& routing(const std::string& reason) {
     return metrics_.counter("interlace_gateway_routing_decisions_total", "requests sent to a serving worker, by why that one",
                             {{"reason", reason}});
@@ -198,7 +246,8 @@ class Gateway {
   }
 
   // Sends N generations of PROMPT; fills CHOICES or answers the error.
-  bool submit(const std::vector<int32_t>& prompt, GenerationParams& params, std::vector<Choice>& choices, httplib::Response& res) {
+  bool submit(const std::vector<int32_t>& prompt, GenerationParams& params, std::vector<Choice>& choices, const std::string& session,
+              httplib::Response& res) {
     if (pool_->in_flight() + params.n > o_.max_in_flight) {
       reply_error(res, {.status = 429, .message = absl::StrCat("too many requests in flight (", o_.max_in_flight, "); retry shortly"),
                         .type = "rate_limit_error"});
@@ -211,20 +260,26 @@ class Gateway {
     const uint64_t base_seed = sampling.seed != 0 ? sampling.seed : seeds();
     for (int64_t i = 0; i < params.n; ++i) {
       sampling.seed = base_seed + uint64_t(i);
-      auto s = pool_->submit(prompt, sampling);
+      auto s = pool_->submit(prompt, sampling, session);
       if (!s.ok()) {
         for (Choice& c : choices) pool_->abort(c.id);
         reply_error(res, {.status = 503, .message = std::string(s.status().message()), .type = "server_error"});
         return false;
       }
-      routing("least_loaded").inc();
-      Choice c;
-      c.id = s->id;
-      c.stream = s->stream;
-      choices.push_back(std::move(c));
+      choices.push_back(routed(*s));
     }
-    metrics_.counter("interlace_gateway_prompt_tokens_total", "prompt tokens of requests sent to workers").add(double(prompt.size() * params.n));
+    token_counter("interlace_gateway_prompt_tokens_total").add(double(prompt.size() * params.n));
     return true;
+  }
+
+  Choice routed(const WorkerPool::Submitted& s) {
+    routing(s.reason).inc();
+    match_tokens().Observe(double(s.matched));
+    Choice c;
+    c.id = s.id;
+    c.stream = s.stream;
+    c.matched = s.matched;
+    return c;
   }
 
   // Takes what arrived for C; false when the worker has gone quiet too long.
@@ -234,15 +289,16 @@ class Gateway {
       c.tokens.insert(c.tokens.end(), e.tokens.begin(), e.tokens.end());
       c.logprobs.insert(c.logprobs.end(), e.logprobs.begin(), e.logprobs.end());
       c.versions.insert(c.versions.end(), e.versions.begin(), e.versions.end());
-      metrics_.counter("interlace_gateway_generation_tokens_total", "tokens generated for clients").add(double(e.tokens.size()));
+      token_counter("interlace_gateway_generation_tokens_total").add(double(e.tokens.size()));
       if (e.finished) {
         c.finished = true;
         c.reason = e.reason;
         c.error = e.error;
         c.prompt_tokens = e.prompt_tokens;
         c.cached_tokens = e.cached_tokens;
-        metrics_.counter("interlace_gateway_cached_tokens_total", "prompt tokens the workers restored from their caches")
-            .add(double(e.cached_tokens));
+        token_counter("interlace_gateway_cached_tokens_total").add(double(e.cached_tokens));
+        // A hybrid's state is checkpointed at turn boundaries, not every block: allow one block short.
+        if (e.reason != "error" && e.cached_tokens + 16 < c.matched) prefix_misses().inc();
         pool_->done(c.id);
       }
     }
@@ -302,7 +358,7 @@ class Gateway {
       auto abort_all = [&] {
         for (Choice& c : *choices)
           if (!c.finished) pool_->abort(c.id);
-        metrics_.counter("interlace_gateway_client_aborts_total", "requests whose client went away before the end").inc();
+        client_aborts().inc();
         return false;
       };
       if (!begin(sink)) return abort_all();
@@ -364,7 +420,7 @@ class Gateway {
     if (auto* e = std::get_if<ApiError>(&prompt)) return reply_error(res, *e);
     const int64_t prompt_tokens = int64_t(std::get<std::vector<int32_t>>(prompt).size());
     auto choices = std::make_shared<std::vector<Choice>>();
-    if (!submit(std::get<std::vector<int32_t>>(prompt), r.params, *choices, res)) return;
+    if (!submit(std::get<std::vector<int32_t>>(prompt), r.params, *choices, req.get_header_value("X-Session-Id"), res)) return;
     const std::string id = absl::StrCat("chatcmpl-", next_id_++);
     const int64_t created = unix_seconds();
     const GenerationParams params = r.params;
@@ -450,7 +506,7 @@ class Gateway {
                                .param = "prompt",
                                .code = "context_length_exceeded"});
     auto choices = std::make_shared<std::vector<Choice>>();
-    if (!submit(prompt, params, *choices, res)) return;
+    if (!submit(prompt, params, *choices, req.get_header_value("X-Session-Id"), res)) return;
     const std::string id = absl::StrCat("cmpl-", next_id_++);
     const int64_t created = unix_seconds();
     const int64_t prompt_tokens = int64_t(prompt.size());
@@ -540,12 +596,10 @@ class Gateway {
     // No default stop tokens here: the client says when to stop.
     if (pool_->in_flight() + 1 > o_.max_in_flight)
       return reply_error(res, {.status = 429, .message = "too many requests in flight; retry shortly", .type = "rate_limit_error"});
-    auto s = pool_->submit(prompt, params.sampling);
+    auto s = pool_->submit(prompt, params.sampling, req.get_header_value("X-Session-Id"));
     if (!s.ok()) return reply_error(res, {.status = 503, .message = std::string(s.status().message()), .type = "server_error"});
-    routing("least_loaded").inc();
-    std::vector<Choice> choices(1);
-    choices[0].id = s->id;
-    choices[0].stream = s->stream;
+    std::vector<Choice> choices;
+    choices.push_back(routed(*s));
     if (auto e = wait_all(choices)) return reply_error(res, *e);
     const Choice& c = choices[0];
     res.set_content(json({{"output_ids", c.tokens}, {"logprobs", c.logprobs}, {"versions", c.versions},

@@ -1,6 +1,7 @@
 #include "interlace/serving/serving_worker.h"
 
 #include <capnp/message.h>
+#include <omp.h>
 
 #include <atomic>
 #include <csignal>
@@ -244,6 +245,10 @@ int run_serving_worker(const ServingWorkerOptions& o) {
     std::fprintf(stderr, "error: serve worker --serve needs --keys DIR (its CURVE keys; clients/ holds the gateway's)\n");
     return 2;
   }
+  // Workers that share a machine and each spin all its cores' OpenMP threads
+  // slow each other down by orders of magnitude (measured: 4 workers on 2
+  // cores, 1.4 s for what one answers in 0.03 s).
+  if (o.threads > 0) omp_set_num_threads(o.threads);
   auto precision = model::parse_precision(o.precision);
   if (!precision.ok()) {
     std::fprintf(stderr, "error: --precision: %s\n", std::string(precision.status().message()).c_str());

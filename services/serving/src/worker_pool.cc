@@ -32,8 +32,11 @@ void RequestStream::push(WorkerEvent e) {
   cv_.notify_all();
 }
 
-absl::StatusOr<std::unique_ptr<WorkerPool>> WorkerPool::start(std::vector<std::string> endpoints, const std::string& keys_dir) {
+absl::StatusOr<std::unique_ptr<WorkerPool>> WorkerPool::start(std::vector<std::string> endpoints, const std::string& keys_dir,
+                                                               RoutingOptions routing) {
   if (endpoints.empty()) return absl::InvalidArgumentError("no serving workers given (--worker ENDPOINT, repeated)");
+  if (routing.policy != "cache_aware" && routing.policy != "least_loaded" && routing.policy != "round_robin")
+    return absl::InvalidArgumentError(absl::StrCat("--routing ", routing.policy, ": expected cache_aware, least_loaded or round_robin"));
   auto server_key = transport::read_curve_key(keys_dir + "/server.pub");
   if (!server_key.ok()) return server_key.status();
   auto mine = transport::load_or_make_curve_key_pair(transport::client_keys_dir(keys_dir), "gateway");
@@ -57,6 +60,8 @@ absl::StatusOr<std::unique_ptr<WorkerPool>> WorkerPool::start(std::vector<std::s
     pool->monitors_.push_back(std::move(m));
     pool->workers_.push_back({.endpoint = endpoints[i]});
   }
+  pool->routing_ = routing;
+  pool->index_ = std::make_unique<PrefixIndex>(endpoints.size());
   pool->thread_ = std::thread([p = pool.get()] { p->loop(); });
   return pool;
 }
@@ -75,16 +80,48 @@ void WorkerPool::wake() {
 }
 
 absl::StatusOr<WorkerPool::Submitted> WorkerPool::submit(const std::vector<int32_t>& prompt,
-                                                         const rollout::SamplingParams& sampling) {
+                                                         const rollout::SamplingParams& sampling, const std::string& session) {
   std::lock_guard<std::mutex> lock(mu_);
-  // The up worker with the fewest requests in flight, ties in turn.
-  size_t best = workers_.size();
-  for (size_t k = 0; k < workers_.size(); ++k) {
-    const size_t i = (round_robin_ + k) % workers_.size();
-    if (workers_[i].up && (best == workers_.size() || workers_[i].in_flight < workers_[best].in_flight)) best = i;
+  const size_t n = workers_.size();
+  // The up worker with the fewest requests in flight (ties in turn), and the busiest.
+  size_t idlest = n, busiest = n;
+  for (size_t k = 0; k < n; ++k) {
+    const size_t i = (round_robin_ + k) % n;
+    if (!workers_[i].up) continue;
+    if (idlest == n || workers_[i].in_flight < workers_[idlest].in_flight) idlest = i;
+    if (busiest == n || workers_[i].in_flight > workers_[busiest].in_flight) busiest = i;
   }
-  if (best == workers_.size()) return absl::UnavailableError("no serving worker is connected");
-  round_robin_ = (best + 1) % workers_.size();
+  if (idlest == n) return absl::UnavailableError("no serving worker is connected");
+  size_t best = idlest;
+  std::string reason = "least_loaded";
+  const std::vector<int64_t> matched = index_->match(prompt);
+  if (auto s = session.empty() ? sessions_.end() : sessions_.find(session); s != sessions_.end() && workers_[s->second].up) {
+    best = s->second;
+    reason = "session";
+  } else if (routing_.policy == "round_robin") {
+    for (size_t k = 0; k < n; ++k)
+      if (workers_[(round_robin_ + k) % n].up) {
+        best = (round_robin_ + k) % n;
+        break;
+      }
+    reason = "round_robin";
+  } else if (routing_.policy == "cache_aware") {
+    const int64_t max_load = workers_[busiest].in_flight, min_load = workers_[idlest].in_flight;
+    if (max_load - min_load > routing_.balance_abs && double(max_load) > routing_.balance_rel * double(min_load)) {
+      reason = "load_imbalance";
+    } else {
+      size_t longest = n;
+      for (size_t i = 0; i < n; ++i)
+        if (workers_[i].up && matched[i] > 0 && (longest == n || matched[i] > matched[longest])) longest = i;
+      if (longest != n && double(matched[longest]) >= routing_.cache_threshold * double(prompt.size())) {
+        best = longest;
+        reason = "prefix_hit";
+      }
+    }
+  }
+  if (!session.empty()) sessions_[session] = best;
+  round_robin_ = (best + 1) % n;
+  index_->insert(best, prompt);  // later requests with this prefix follow it here
   const uint64_t id = next_id_++;
   capnp::MallocMessageBuilder message;
   auto g = message.initRoot<proto::ServeRequest>().initGenerate();
@@ -102,10 +139,10 @@ absl::StatusOr<WorkerPool::Submitted> WorkerPool::submit(const std::vector<int32
   for (size_t i = 0; i < sampling.stop_strings.size(); ++i) ss.set(uint32_t(i), sampling.stop_strings[i]);
   outbox_.emplace_back(best, transport::flat_frame(message));
   auto stream = std::make_shared<RequestStream>();
-  pending_[id] = {best, stream};
+  pending_[id] = {best, stream, prompt};
   ++workers_[best].in_flight;
   wake();
-  return Submitted{id, best, stream};
+  return Submitted{id, best, stream, reason, matched[best]};
 }
 
 void WorkerPool::abort(uint64_t id) {
@@ -138,6 +175,11 @@ int64_t WorkerPool::in_flight() const {
   return int64_t(pending_.size());
 }
 
+size_t WorkerPool::index_blocks() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return index_->blocks();
+}
+
 void WorkerPool::on_event(size_t worker, const zmq::message_t& frame) {
   WorkerEvent e;
   uint64_t id = 0;
@@ -167,12 +209,17 @@ void WorkerPool::on_event(size_t worker, const zmq::message_t& frame) {
   workers_[worker].waiting = waiting;
   auto it = pending_.find(id);
   if (it == pending_.end() || it->second.worker != worker) return;  // aborted, or not this worker's
+  std::vector<int32_t>& sequence = it->second.sequence;
+  sequence.insert(sequence.end(), e.tokens.begin(), e.tokens.end());
+  // Where the engine checkpointed: the prompt and its answer together.
+  if (e.finished && e.reason != "error") index_->insert(worker, sequence);
   it->second.stream->push(std::move(e));
 }
 
 void WorkerPool::worker_down(size_t worker) {
   std::lock_guard<std::mutex> lock(mu_);
   workers_[worker].up = false;
+  index_->drop_worker(worker);  // a restarted worker starts with an empty cache
   for (auto it = pending_.begin(); it != pending_.end();) {
     if (it->second.worker != worker) {
       ++it;

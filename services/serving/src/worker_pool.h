@@ -21,6 +21,7 @@
 
 #include "absl/status/statusor.h"
 #include "interlace/rollout/sampling.h"
+#include "prefix_index.h"
 
 namespace interlace::serving {
 
@@ -53,25 +54,43 @@ struct WorkerStatus {
   int64_t running = 0, waiting = 0;  // as the worker last reported
 };
 
+// How a request picks its worker. cache_aware is SGLang's rule: when the
+// loads are imbalanced (busiest - idlest above balance_abs and busiest above
+// balance_rel x idlest) the least loaded worker; otherwise the worker holding
+// the longest prefix of the prompt if it covers at least cache_threshold of
+// it; otherwise the least loaded. A session key (X-Session-Id) pins a
+// conversation to the worker it first went to while that worker is up.
+struct RoutingOptions {
+  std::string policy = "cache_aware";  // cache_aware | least_loaded | round_robin
+  double cache_threshold = 0.5;
+  int64_t balance_abs = 32;
+  double balance_rel = 1.5;
+};
+
 class WorkerPool {
  public:
   // KEYS: the serving workers' key directory (server.pub; this gateway's pair is clients/gateway.{pub,key}).
-  static absl::StatusOr<std::unique_ptr<WorkerPool>> start(std::vector<std::string> endpoints, const std::string& keys_dir);
+  static absl::StatusOr<std::unique_ptr<WorkerPool>> start(std::vector<std::string> endpoints, const std::string& keys_dir,
+                                                           RoutingOptions routing = {});
   ~WorkerPool();
 
   struct Submitted {
     uint64_t id;
     size_t worker;
     std::shared_ptr<RequestStream> stream;
+    std::string reason;      // why that worker: prefix_hit, least_loaded, load_imbalance, session, round_robin
+    int64_t matched = 0;     // prompt tokens the index says that worker holds
   };
-  // To the up worker with the fewest requests in flight; Unavailable if none is up.
-  absl::StatusOr<Submitted> submit(const std::vector<int32_t>& prompt, const rollout::SamplingParams& sampling);
+  // Unavailable if no worker is up.
+  absl::StatusOr<Submitted> submit(const std::vector<int32_t>& prompt, const rollout::SamplingParams& sampling,
+                                   const std::string& session = "");
   // The client went away: the worker ends the request; its stream is dropped.
   void abort(uint64_t id);
   // After the final event: the stream is dropped.
   void done(uint64_t id);
   std::vector<WorkerStatus> status() const;
   int64_t in_flight() const;
+  size_t index_blocks() const;
 
  private:
   WorkerPool() = default;
@@ -92,8 +111,12 @@ class WorkerPool {
   struct Pending {
     size_t worker;
     std::shared_ptr<RequestStream> stream;
+    std::vector<int32_t> sequence;  // prompt, then what was generated: indexed when it ends
   };
   std::map<uint64_t, Pending> pending_;
+  RoutingOptions routing_;
+  std::unique_ptr<PrefixIndex> index_;
+  std::map<std::string, size_t> sessions_;
   uint64_t next_id_ = 1;
   size_t round_robin_ = 0;
 };

@@ -1,7 +1,11 @@
 #include "interlace/transport/curve.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <vector>
 #include <zmq_addon.hpp>
@@ -70,7 +74,18 @@ absl::Status write_curve_key_pair(const std::string& dir, const std::string& nam
 absl::StatusOr<CurveKeyPair> load_or_make_curve_key_pair(const std::string& dir, const std::string& name) {
   const fs::path base = fs::path(dir) / name;
   if (!fs::exists(base.string() + ".key")) {
-    if (absl::Status s = write_curve_key_pair(dir, name, make_curve_key_pair()); !s.ok()) return s;
+    // Several processes may start at once with an empty directory (serving
+    // workers sharing one server pair): one makes the pair, the others wait
+    // on the lock and then read it, so all of them hold the same keys.
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    const std::string lock_path = base.string() + ".lock";
+    const int lock = ::open(lock_path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600);
+    if (lock < 0) return absl::PermissionDeniedError(absl::StrCat(lock_path, ": cannot open: ", std::strerror(errno)));
+    ::flock(lock, LOCK_EX);
+    absl::Status made = fs::exists(base.string() + ".key") ? absl::OkStatus() : write_curve_key_pair(dir, name, make_curve_key_pair());
+    ::close(lock);  // releases the lock
+    if (!made.ok()) return made;
   }
   CurveKeyPair keys;
   auto pub = read_curve_key(base.string() + ".pub");

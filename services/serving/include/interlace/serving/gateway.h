@@ -3,7 +3,9 @@
 //   events in OpenAI's chunk format, or whole), GET /v1/models,
 //   POST /generate (token ids in, token ids, log-probs and weights versions out),
 //   GET /healthz, /readyz, /metrics (no token needed for these three).
-// Every other route needs `Authorization: Bearer TOKEN`. Errors are OpenAI
+// Every other route needs `Authorization: Bearer TOKEN`. Requests go to the
+// worker that holds the longest prefix of their prompt unless loads are
+// imbalanced (SGLang's cache-aware rule); X-Session-Id pins a conversation. Errors are OpenAI
 // error objects: 400 malformed, 401 token, 404 unknown model or route, 413
 // context too long, 422 bad parameter values, 429 too many requests in
 // flight (Retry-After), 503 no worker connected. A streamed request whose
@@ -28,6 +30,11 @@ struct GatewayOptions {
   int64_t max_model_len = 0;              // 0: config.json's max_position_embeddings, else 8192
   std::string port_file;
   bool quiet = false;
+  // Which worker a request goes to (see WorkerPool's RoutingOptions).
+  std::string routing = "cache_aware";  // cache_aware | least_loaded | round_robin
+  double cache_threshold = 0.5;         // share of the prompt a worker must hold to win on its prefix
+  int64_t balance_abs = 32;             // loads are imbalanced when busiest - idlest is above this
+  double balance_rel = 1.5;             //   and busiest is above this many times idlest
 };
 
 // Runs until SIGINT/SIGTERM; returns the process exit code.

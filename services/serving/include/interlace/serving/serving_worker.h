@@ -20,6 +20,8 @@ struct ServingWorkerOptions {
   int64_t max_running = 32;                  // sequences decoded together
   int64_t max_waiting = 256;                 // more queued requests than this are refused
   int64_t cache_bytes = 0;                   // 0: the machine default; -1: no prefix cache
+  int threads = 0;                           // CPU threads of the engine (0: OpenMP's default, every core);
+                                             // several workers on one machine must split the cores
   std::string endpoint_file;                 // where the bound endpoint is written
   bool quiet = false;
 };
