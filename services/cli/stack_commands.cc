@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -22,6 +23,7 @@
 
 #include <httplib.h>
 
+#include "absl/strings/str_cat.h"
 #include "cli_util.h"
 #include "commands.h"
 #include "nlohmann/json.hpp"
@@ -103,7 +105,48 @@ void stop(pid_t pid) {
 struct UpArgs {
   std::string dir = default_stack_dir(), output = "table";
   int port = 8470, redis_port = 6390, runners = 1, learners = 0, workers = 0;
+  std::string serve;  // a model directory to serve (serving workers and a gateway)
+  int serving_workers = 1, gateway_port = 8000;
 };
+
+// `up --serve MODEL`: serving workers (the cores split between them) and a
+// gateway with the stack's token; their pids join the runners' for `down`.
+absl::Status start_serving(const UpArgs& a, StackInfo& s) {
+  const fs::path dir = fs::path(s.dir) / "serving";
+  std::error_code ec;
+  fs::remove_all(dir / "endpoints", ec);
+  fs::create_directories(dir / "endpoints", ec);
+  const std::string model = fs::absolute(a.serve).string();
+  const int threads = std::max(1, int(std::thread::hardware_concurrency()) / a.serving_workers);
+  std::vector<std::string> gateway = {self_exe(), "serve", "gateway", "--model", model, "--keys", (dir / "keys").string(),
+                                      "--listen", "127.0.0.1:" + std::to_string(a.gateway_port), "--port-file",
+                                      (dir / "gateway.port").string()};
+  for (int i = 0; i < a.serving_workers; ++i) {
+    const std::string name = "serving-worker-" + std::to_string(i);
+    const std::string endpoint_file = (dir / "endpoints" / name).string();
+    s.runner_pids.push_back(start_detached({self_exe(), "serve", "worker", "--serve", model, "--keys", (dir / "keys").string(),
+                                            "--endpoint-file", endpoint_file, "--threads", std::to_string(threads)},
+                                           (fs::path(s.dir) / (name + ".log")).string()));
+    std::string endpoint;
+    for (int t = 0; t < 600 && endpoint.empty() && alive(s.runner_pids.back()); ++t) {
+      std::ifstream in(endpoint_file);
+      std::getline(in, endpoint);
+      if (endpoint.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    if (endpoint.empty()) return absl::UnavailableError(absl::StrCat(name, " did not start; see ", s.dir, "/", name, ".log"));
+    gateway.insert(gateway.end(), {"--worker", endpoint});
+  }
+  fs::remove(dir / "gateway.port", ec);
+  s.runner_pids.push_back(start_detached(gateway, (fs::path(s.dir) / "gateway.log").string(), {"INTERLACE_TOKEN=" + s.token}));
+  s.gateway = "http://127.0.0.1:" + std::to_string(a.gateway_port) + "/v1";
+  for (int t = 0; t < 300; ++t) {
+    if (healthy("http://127.0.0.1:" + std::to_string(a.gateway_port), "/readyz")) return absl::OkStatus();
+    if (!alive(s.runner_pids.back())) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return absl::UnavailableError(absl::StrCat("the gateway did not get ready; see ", s.dir,
+                                             "/gateway.log (a port in use? pass --gateway-port)"));
+}
 
 int up(const UpArgs& a) {
   std::error_code ec;
@@ -165,6 +208,14 @@ int up(const UpArgs& a) {
     return fail(std::string(redis_died ? "redis-server" : "the controller") + " did not start; see " + s.dir + "/" +
                 (redis_died ? "redis.log" : "controller.log") + " (a port in use? pass --port / --redis-port)");
   }
+  if (!a.serve.empty()) {
+    if (absl::Status st = start_serving(a, s); !st.ok()) {
+      for (int pid : s.runner_pids) stop(pid);
+      stop(s.controller_pid);
+      stop(s.redis_pid);
+      return fail(st);
+    }
+  }
   if (absl::Status st = write_stack(s); !st.ok()) return fail(st);
   print_stack(s, a.output);
   if (a.output != "json")
@@ -198,7 +249,8 @@ void add_stack_commands(CLI::App& app, Action& action) {
       "the server URL and the token. The control commands (submit, jobs, status, cancel,\n"
       "logs) then use it without --server/--token. Examples:\n"
       "  interlace up && interlace submit examples/calculator/job.yaml && interlace jobs\n"
-      "  interlace up --runners 0 --learners 1 --workers 2");
+      "  interlace up --runners 0 --learners 1 --workers 2\n"
+      "  interlace up --serve MODEL_DIR --serving-workers 2   # and an OpenAI API at the printed gateway URL");
   up_cmd->add_option("--dir", u->dir, "where the stack keeps its data, logs and stack.json")->capture_default_str();
   up_cmd->add_option("--port", u->port, "the controller's port (loopback)")->capture_default_str()->check(CLI::Range(1, 65535));
   up_cmd->add_option("--redis-port", u->redis_port, "redis-server's port (loopback)")->capture_default_str()->check(CLI::Range(1, 65535));
@@ -208,7 +260,12 @@ void add_stack_commands(CLI::App& app, Action& action) {
       ->capture_default_str()->check(CLI::Range(0, 64));
   up_cmd->add_option("--workers", u->workers, "pool workers (`serve worker --redis`): run the rollout of assigned jobs")
       ->capture_default_str()->check(CLI::Range(0, 256));
-  up_cmd->add_option("-o,--output", u->output, "table or json ({\"server\", \"token\"})")
+  up_cmd->add_option("--serve", u->serve, "also serve this model directory: serving workers and an OpenAI-compatible gateway");
+  up_cmd->add_option("--serving-workers", u->serving_workers, "with --serve: serving workers (the cores split between them)")
+      ->capture_default_str()->check(CLI::Range(1, 64));
+  up_cmd->add_option("--gateway-port", u->gateway_port, "with --serve: the gateway's port (loopback)")
+      ->capture_default_str()->check(CLI::Range(1, 65535));
+  up_cmd->add_option("-o,--output", u->output, "table or json ({\"server\", \"token\"}, and \"gateway\" with --serve)")
       ->check(CLI::IsMember({"table", "json"}))->capture_default_str();
   up_cmd->callback([u, &action] { action = [u] { return up(*u); }; });
 

@@ -28,6 +28,7 @@ absl::StatusOr<StackInfo> read_stack(const std::string& dir) {
   s.server = j.value("server", "");
   s.redis = j.value("redis", "");
   s.token = j.value("token", "");
+  s.gateway = j.value("gateway", "");
   s.controller_pid = j.value("controller_pid", 0);
   s.redis_pid = j.value("redis_pid", 0);
   if (j.contains("runner_pids") && j["runner_pids"].is_array())
@@ -46,6 +47,7 @@ absl::Status write_stack(const StackInfo& s) {
     out << nlohmann::json({{"server", s.server},
                            {"redis", s.redis},
                            {"token", s.token},
+                           {"gateway", s.gateway},
                            {"controller_pid", s.controller_pid},
                            {"redis_pid", s.redis_pid},
                            {"runner_pids", s.runner_pids}})
@@ -61,11 +63,15 @@ absl::Status write_stack(const StackInfo& s) {
 
 void print_stack(const StackInfo& s, const std::string& output) {
   if (output == "json") {
-    std::printf("%s\n", nlohmann::json({{"server", s.server}, {"token", s.token}}).dump(2).c_str());
+    nlohmann::json j = {{"server", s.server}, {"token", s.token}};
+    if (!s.gateway.empty()) j["gateway"] = s.gateway;
+    std::printf("%s\n", j.dump(2).c_str());
     return;
   }
   std::printf("server: %s\ntoken:  %s\n", s.server.c_str(), s.token.c_str());
+  if (!s.gateway.empty()) std::printf("gateway: %s (OpenAI API; the same token)\n", s.gateway.c_str());
   std::printf("export INTERLACE_SERVER=%s INTERLACE_TOKEN=%s\n", s.server.c_str(), s.token.c_str());
+  if (!s.gateway.empty()) std::printf("export OPENAI_BASE_URL=%s OPENAI_API_KEY=%s\n", s.gateway.c_str(), s.token.c_str());
 }
 
 }  // namespace interlace::cli

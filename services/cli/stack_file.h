@@ -13,6 +13,7 @@ namespace interlace::cli {
 
 struct StackInfo {
   std::string dir, server, redis, token;
+  std::string gateway;  // the serving gateway's URL (`up --serve`), empty without one
   int controller_pid = 0, redis_pid = 0;
   std::vector<int> runner_pids;
 };

@@ -279,6 +279,32 @@ TEST(Controller, UpStartsALocalStackTheCommandsUseAndDownStopsIt) {
   EXPECT_EQ(list[0]["state"], "queued");
 }
 
+// `up --serve MODEL` also starts serving workers and a gateway with the same
+// token: one command to an OpenAI API; `down` stops them too.
+TEST(Controller, UpServeStartsAGatewayThatAnswersAndDownStopsIt) {
+  test::TempDir dir;
+  const std::string model = dir.path() + "/tiny";
+  ASSERT_EQ(cli("model init --config " + std::string(INTERLACE_SOURCE_DIR) + "/examples/models/tiny-hybrid.json --out " + model, "").code, 0);
+  const int gateway_port = test::free_loopback_port();
+  const std::string ports = " --port " + std::to_string(test::free_loopback_port()) + " --redis-port " +
+                            std::to_string(test::free_loopback_port()) + " --gateway-port " + std::to_string(gateway_port);
+  const std::string env = "INTERLACE_STACK_DIR=" + dir.path() + " INTERLACE_SERVER= INTERLACE_TOKEN=";
+  const CliRun up = cli("up --runners 0 --serve " + model + " --serving-workers 2 -o json" + ports, env);
+  ASSERT_EQ(up.code, 0) << up.out;
+  const json stack = json::parse(up.out.substr(up.out.find('{')), nullptr, false);
+  ASSERT_EQ(stack.value("gateway", ""), "http://127.0.0.1:" + std::to_string(gateway_port) + "/v1") << up.out;
+  httplib::Client c("127.0.0.1", gateway_port);
+  c.set_read_timeout(30);
+  auto r = c.Post("/v1/chat/completions", {{"Authorization", "Bearer " + stack["token"].get<std::string>()}},
+                  R"({"messages": [{"role": "user", "content": "What is 2+3?"}], "max_tokens": 4})", "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+  const json info = json::parse(std::ifstream(dir.path() + "/stack.json"));
+  ASSERT_EQ(info["runner_pids"].size(), 3u) << "two serving workers and the gateway";
+  ASSERT_EQ(cli("down", env).code, 0);
+  for (const json& pid : info["runner_pids"]) EXPECT_FALSE(running(pid.get<int>())) << pid << " outlived `down`";
+}
+
 // Submitted through a stack `interlace up` started (with one runner), a small
 // train job runs to its end (succeeded, its result in the events, its final
 // model downloadable); a rollout job with that model runs and its
