@@ -149,6 +149,23 @@ void add_bench_service_commands(CLI::App& bench, std::shared_ptr<Common> common,
     common->command_line = absl::StrCat(command_line_of(*tb), " -o ", common->output);
     action = [common, tk] { return run(bench::run_bench_tokenizer(*common, *tk)); };
   });
+  auto sv = std::make_shared<bench::ServeBenchArgs>();
+  sv->interlace = self_exe();
+  CLI::App* sb = bench.add_subcommand(
+      "serve", "Serving workers behind gateways, as processes: time to first token, inter-token latency and output\n"
+               "tokens/s of streamed multi-turn conversations at 1, 8 and 32 clients; cache on vs off and\n"
+               "cache-aware vs round-robin routing at 8; the gateway's cost per request against calling a\n"
+               "worker directly. Example: interlace bench serve -o json");
+  add_output(sb, *common);
+  sb->add_option("--model", sv->model, "model config (default: examples/models/tiny-hybrid.json)");
+  sb->add_option("--clients", sv->clients, "client counts")->capture_default_str();
+  sb->add_option("--turns", sv->turns, "turns per conversation")->capture_default_str();
+  sb->add_option("--max-tokens", sv->max_tokens, "tokens per turn")->capture_default_str();
+  sb->add_option("--workers", sv->workers, "serving workers per pool")->capture_default_str();
+  sb->callback([&action, common, sv, sb] {
+    common->command_line = absl::StrCat(command_line_of(*sb), " -o ", common->output);
+    action = [common, sv] { return run(bench::run_bench_serve(*common, *sv)); };
+  });
   auto as = std::make_shared<bench::AsyncArgs>();
   as->interlace = self_exe();
   CLI::App* ay = bench.add_subcommand("async", "The same RL job synchronous and asynchronous: end-to-end throughput");

@@ -255,6 +255,9 @@ void add_run_commands(CLI::App& app, Action& action) {
   worker->add_option("--endpoint-file", s->serving.endpoint_file, "with --serve: write the bound endpoint there");
   worker->add_option("--precision", s->serving.precision, "with --serve: precision profile")->capture_default_str();
   worker->add_option("--max-running", s->serving.max_running, "with --serve: sequences decoded together")->capture_default_str();
+  worker->add_option("--cache-bytes", s->serving.cache_bytes,
+                     "with --serve: bytes the prefix/state cache may hold (0: the machine default, -1: no cache)")
+      ->capture_default_str();
   worker->add_option("--threads", s->serving.threads,
                      "with --serve: CPU threads (default: every core; give each of several workers on one machine its share)");
   worker->add_option("--index", s->index, "worker number (its name is worker-N)")->capture_default_str();

@@ -18,7 +18,7 @@
 #include "interlace/metrics/registry.h"
 #include "interlace/serving/openai_api.h"
 #include "spdlog/spdlog.h"
-#include "worker_pool.h"
+#include "interlace/serving/worker_pool.h"
 
 namespace interlace::serving {
 namespace {

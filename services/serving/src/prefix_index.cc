@@ -1,4 +1,4 @@
-#include "prefix_index.h"
+#include "interlace/serving/prefix_index.h"
 
 #include <algorithm>
 

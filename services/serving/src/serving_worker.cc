@@ -94,7 +94,12 @@ class Server {
   void run() {
     while (!g_stop) {
       zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
-      zmq::poll(&item, 1, std::chrono::milliseconds(engine_->idle() ? 100 : 0));
+      try {
+        zmq::poll(&item, 1, std::chrono::milliseconds(engine_->idle() ? 100 : 0));
+      } catch (const zmq::error_t& e) {
+        if (e.num() != EINTR) throw;
+        continue;  // SIGTERM: the loop's condition sees it
+      }
       if (item.revents & ZMQ_POLLIN) receive_all();
       if (!engine_->idle()) engine_->step();
       send_progress();

@@ -1,4 +1,4 @@
-#include "worker_pool.h"
+#include "interlace/serving/worker_pool.h"
 
 #include <capnp/message.h>
 #include <sys/eventfd.h>
@@ -239,7 +239,12 @@ void WorkerPool::loop() {
   for (auto& m : monitors_) items.push_back({m.handle(), 0, ZMQ_POLLIN, 0});
   items.push_back({nullptr, wake_fd_, ZMQ_POLLIN, 0});
   while (!stop_) {
-    zmq::poll(items.data(), items.size(), std::chrono::milliseconds(1000));
+    try {
+      zmq::poll(items.data(), items.size(), std::chrono::milliseconds(1000));
+    } catch (const zmq::error_t& e) {
+      if (e.num() != EINTR) throw;
+      continue;  // a signal (SIGTERM for the gateway) landed on this thread
+    }
     if (items.back().revents & ZMQ_POLLIN) {
       uint64_t count;
       if (read(wake_fd_, &count, sizeof count) < 0) {

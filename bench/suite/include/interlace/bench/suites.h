@@ -96,6 +96,21 @@ struct ControlBenchArgs {
 };
 absl::Status run_bench_control(const Common& c, const ControlBenchArgs& a);
 
+// Serving (serving workers and gateways as processes on loopback): time to
+// first token, inter-token latency and output tokens/s of streamed
+// multi-turn conversations at several client counts; cache on vs off and
+// cache-aware vs round-robin routing at one count; and the gateway's own cost
+// per request against the same request sent to the worker directly.
+struct ServeBenchArgs {
+  std::string interlace;  // the interlace executable
+  std::string model;      // a model config (examples/models/NAME.json); default tiny-hybrid.json
+  std::vector<int> clients = {1, 8, 32};
+  int turns = 3;           // per conversation
+  int max_tokens = 32;     // per turn
+  int workers = 2;
+};
+absl::Status run_bench_serve(const Common& c, const ServeBenchArgs& a);
+
 // A tokenizer.json's encode/decode MB/s and tokens/s (1 and all threads; a
 // cold and a warm word cache), and transformers.js's encoder on the same
 // text when js_reference names tests/tokenizer's npm work directory.

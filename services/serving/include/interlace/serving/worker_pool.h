@@ -21,7 +21,7 @@
 
 #include "absl/status/statusor.h"
 #include "interlace/rollout/sampling.h"
-#include "prefix_index.h"
+#include "interlace/serving/prefix_index.h"
 
 namespace interlace::serving {
 
