@@ -67,8 +67,10 @@ std::optional<ApiError> parse_params(const json& body, int64_t default_max_token
   int64_t top_k = 0;
   if (auto e = integer(body, "top_k", -1, 1 << 20, top_k)) return e;
   s.top_k = std::max<int64_t>(0, top_k);  // -1 (vLLM) and 0: no limit
-  for (const char* key : {"max_tokens", "max_completion_tokens"})
+  for (const char* key : {"max_tokens", "max_completion_tokens"}) {
     if (auto e = integer(body, key, 1, 1 << 20, s.max_new_tokens)) return e;
+    out.max_tokens_given = out.max_tokens_given || (body.contains(key) && !body[key].is_null());
+  }
   int64_t seed = 0;
   if (auto e = integer(body, "seed", INT64_MIN, INT64_MAX, seed)) return e;
   s.seed = uint64_t(seed);
@@ -162,7 +164,7 @@ std::variant<ChatRequest, ApiError> parse_chat_request(const json& body, const S
   return r;
 }
 
-std::variant<std::vector<int32_t>, ApiError> chat_prompt(const ChatRequest& r, const ServedModel& m) {
+std::variant<std::vector<int32_t>, ApiError> chat_prompt(ChatRequest& r, const ServedModel& m) {
   std::vector<int32_t> prompt;
   if (m.text_template) {
     auto text = m.text_template->render(r.conversation);
@@ -171,6 +173,8 @@ std::variant<std::vector<int32_t>, ApiError> chat_prompt(const ChatRequest& r, c
   } else {
     prompt = m.tokens_template->render(r.messages, /*add_generation_prompt=*/true);
   }
+  if (int64_t(prompt.size()) < m.max_model_len && !r.params.max_tokens_given)
+    r.params.sampling.max_new_tokens = std::min(r.params.sampling.max_new_tokens, m.max_model_len - int64_t(prompt.size()));
   if (int64_t(prompt.size()) + r.params.sampling.max_new_tokens > m.max_model_len)
     return ApiError{.status = 413,
                     .message = absl::StrCat("the prompt is ", prompt.size(), " tokens and max_tokens ", r.params.sampling.max_new_tokens,

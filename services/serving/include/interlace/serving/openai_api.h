@@ -41,6 +41,7 @@ struct GenerationParams {
   bool logprobs = false;            // the sampled token's log-prob with each token
   bool separate_reasoning = true;   // false: <think>...</think> stays inline in content
   bool ignore_eos = false;          // vLLM's: go on past end-of-turn tokens (benchmarks, tests)
+  bool max_tokens_given = false;    // else the default shrinks to what the context leaves
 };
 // DEFAULT_MAX_TOKENS when the request names none.
 std::optional<ApiError> parse_params(const json& body, int64_t default_max_tokens, GenerationParams& out);
@@ -64,8 +65,9 @@ std::variant<ChatRequest, ApiError> parse_chat_request(const json& body, const S
 // The prompt the model sees. With the model's own Jinja template, its text
 // with special tokens recognized; otherwise Interlace's rendering, whose
 // tokens for an assistant message are exactly what the model generated (so a
-// client sending back reasoning and tool calls hits the prefix cache).
-std::variant<std::vector<int32_t>, ApiError> chat_prompt(const ChatRequest& r, const ServedModel& m);
+// client sending back reasoning and tool calls hits the prefix cache). Without
+// max_tokens in the request, it becomes what the context leaves (at most 1024).
+std::variant<std::vector<int32_t>, ApiError> chat_prompt(ChatRequest& r, const ServedModel& m);
 
 // What a model generated (its final stop token included or not) as an
 // assistant message: {"role", "content", "reasoning_content", "reasoning", "tool_calls"}.
