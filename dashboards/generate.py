@@ -86,6 +86,29 @@ ROLLOUT = [
      "Malformed or unauthenticated frames, by port."),
 ]
 
+# The serving gateway (issue 21): what clients asked, where it went and what the caches gave.
+SERVING = [
+    ("Gateway requests per second", "reqps",
+     [(rate("interlace_gateway_requests_total", "route, code"), "{{route}} {{code}}")],
+     "OpenAI API requests answered, by route and status code."),
+    ("Gateway requests in flight", "short",
+     [("sum(interlace_gateway_requests_in_flight)", "in flight"), ("sum by (state) (interlace_gateway_workers)", "workers {{state}}")],
+     "Requests being answered, and serving workers connected or not."),
+    ("Routing decisions", "short", [(rate("interlace_gateway_routing_decisions_total", "reason"), "{{reason}}")],
+     "Why each request went where it did: prefix_hit (the worker holding its prefix), least_loaded, load_imbalance, session."),
+    ("Prefix held by the chosen worker", "short",
+     [(quantile(0.5, "interlace_gateway_prefix_match_tokens"), "p50"),
+      (quantile(0.9, "interlace_gateway_prefix_match_tokens"), "p90")],
+     "Prompt tokens the gateway's index says the chosen worker holds."),
+    ("Cached share of prompt tokens", "percentunit",
+     [(f"{rate('interlace_gateway_cached_tokens_total')} / {rate('interlace_gateway_prompt_tokens_total')}", "cached")],
+     "Prompt tokens the workers restored from their prefix/state caches (what clients see as cached_tokens)."),
+    ("Index misses and client aborts", "short",
+     [(rate("interlace_gateway_prefix_misses_total"), "index misses"), (rate("interlace_gateway_client_aborts_total"), "client aborts"),
+      ("sum(interlace_gateway_prefix_index_blocks)", "index blocks")],
+     "Requests whose worker restored less than the index expected (evicted or restarted), and clients that hung up."),
+]
+
 LEARNER = [
     ("Loss", "none", [("interlace_learner_loss", "{{instance}}")], "Objective of the last step (with the KL term)."),
     ("Reward", "none", [("interlace_learner_reward", "{{instance}}")], ""),
@@ -127,7 +150,7 @@ CONTROL = [
 
 DASHBOARDS = [
     ("interlace-overview", "Interlace / Overview", OVERVIEW),
-    ("interlace-rollout", "Interlace / Rollout and serving", ROLLOUT),
+    ("interlace-rollout", "Interlace / Rollout and serving", ROLLOUT + SERVING),
     ("interlace-learner", "Interlace / Learner", LEARNER),
     ("interlace-control-plane", "Interlace / Control plane", CONTROL),
 ]
