@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh debian-packages.txt debian-packages-fuzz.txt
 dir=build-fuzz
-all=(trajectory_frame_fuzz message_frames_fuzz spool_fuzz safetensors_fuzz job_spec_fuzz)
+all=(trajectory_frame_fuzz message_frames_fuzz spool_fuzz safetensors_fuzz job_spec_fuzz chat_request_fuzz)
 scripts/configure-fuzz.sh
 started=$SECONDS
 cmake --build "$dir" -j "$(nproc)" --target "${all[@]}" make_seeds

@@ -5,7 +5,8 @@
 # gcc, build-tsan/) and runs the tests of the parts where memory and threads are shared: the
 # prefix cache, the rollout engine and agent loop, the transport, and the
 # services (real learner and worker processes, themselves built with the
-# sanitizer). A report fails the run. Name tests to run only those.
+# sanitizer), the chat templates and the serving gateway (real serving workers
+# and gateways, built with the sanitizer too). A report fails the run. Name tests to run only those.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kind=${1:-}
@@ -17,7 +18,8 @@ esac
 shift
 tests=("$@")
 ((${#tests[@]})) || tests=(prefix_cache_test engine_test agent_test trajectory_codec_test transport_test curve_test
-  metrics_test job_spec_test trajectory_check_test step_watchdog_test task_source_test rl_batch_test supervisor_test rl_services_test)
+  metrics_test job_spec_test trajectory_check_test step_watchdog_test task_source_test rl_batch_test supervisor_test rl_services_test
+  jinja_test openai_api_test gateway_test)
 
 # Tests that run as two gtest shards at once (see below).
 sharded=(rl_services_test)

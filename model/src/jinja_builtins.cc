@@ -133,7 +133,11 @@ std::string map_case(const std::string& s, Case mode) {
   return out;
 }
 
-std::string replace(const std::string& s, const std::string& old, const std::string& with, int64_t count) {
+std::string replace(const std::string& s, const std::string& old, const std::string& with, int64_t count, int line) {
+  // The result's size, bounded before it is built (the renderer's string limit).
+  const size_t most = old.empty() ? (s.size() + 1) * with.size() + s.size()
+                                  : s.size() + (with.size() > old.size() ? (s.size() / old.size()) * (with.size() - old.size()) : 0);
+  if (most > (size_t{64} << 20)) fail(line, "replace: the result would be over the 67108864-byte limit");
   if (old.empty()) {  // Python inserts WITH between every character
     std::string out = with;
     for (char32_t c : code_points(s)) {
@@ -196,7 +200,7 @@ Value string_method(const std::string& s, const std::string& name) {
     if (name == "replace") {
       const Value count = a.get(2, "count");
       return Value::from(replace(s, need_string(a.get(0, "old"), a, "old"), need_string(a.get(1, "new"), a, "new"),
-                                 is_int_like(count) ? as_int(count) : -1));
+                                 is_int_like(count) ? as_int(count) : -1, a.line));
     }
     if (name == "find") return Value::from(code_point_index(s, s.find(need_string(a.get(0, "sub"), a, "sub"))));
     if (name == "rfind") return Value::from(code_point_index(s, s.rfind(need_string(a.get(0, "sub"), a, "sub"))));
@@ -518,7 +522,7 @@ Value apply_filter(const std::string& name, Args& a, const TestRunner& run_test)
   if (name == "replace") {
     const Value count = arg(2, "count");
     return Value::from(replace(str(v, line), str(arg(0, "old"), line), str(arg(1, "new"), line),
-                               is_int_like(count) ? as_int(count) : -1));
+                               is_int_like(count) ? as_int(count) : -1, line));
   }
   if (name == "items") {
     if (v.is_undefined()) return Value::from(List{});
@@ -708,7 +712,7 @@ void add_globals(Dict& g) {
           else if (a.positional.size() >= 2) start = as_int(a.positional[0]), stop = as_int(a.positional[1]);
           if (a.positional.size() == 3) step = as_int(a.positional[2]);
           if (step == 0) fail(a.line, "range() step must not be zero");
-          if ((stop - start) / step > 1'000'000) fail(a.line, "range() of more than a million items");
+          if ((stop - start) / step > 100'000) fail(a.line, "range() of more than 100000 items");
           List out;
           for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) out.push_back(Value::from(i));
           return Value::from(std::move(out));

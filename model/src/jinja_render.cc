@@ -23,6 +23,18 @@ void fail_undefined(const Value& v, int line) {
   fail(line, v.undefined_name.empty() ? "an undefined value was used" : v.undefined_name);
 }
 
+// What one rendering may cost: a chat template runs for every request a
+// gateway answers, and a model directory's template is not ours. Past these
+// it fails with an error instead of hanging, overflowing the stack or
+// exhausting memory.
+constexpr int64_t kMaxSteps = 1'000'000;          // statements and loop iterations (a chat template takes thousands)
+constexpr size_t kMaxStringBytes = size_t{64} << 20;  // any string made, the output included
+constexpr int kMaxCallDepth = 64;                 // macros calling macros
+
+void check_size(size_t bytes, int line) {
+  if (bytes > kMaxStringBytes) fail(line, absl::StrCat("a string of ", bytes, " bytes: over the ", kMaxStringBytes, "-byte limit"));
+}
+
 class Renderer {
  public:
   explicit Renderer(const Program& program) : program_(program) {}
@@ -62,6 +74,8 @@ class Renderer {
   }
 
   Flow run(const Stmt& s, std::string& out) {
+    if (++steps_ > kMaxSteps) fail(s.line, absl::StrCat("the template ran past its limit of ", kMaxSteps, " steps"));
+    check_size(out.size(), s.line);
     switch (s.kind) {
       case Stmt::Kind::kText: out += s.text; return Flow::kNormal;
       case Stmt::Kind::kOutput: {
@@ -139,6 +153,7 @@ class Renderer {
                  return a.positional[size_t(i) % a.positional.size()];
                })));
       assign("loop", Value::from(std::move(loop)));
+      if (++steps_ > kMaxSteps) fail(s.line, absl::StrCat("the template ran past its limit of ", kMaxSteps, " steps"));
       const Flow f = run(s.bodies[0], out);
       frames_.pop_back();
       if (f == Flow::kBreak) break;
@@ -164,8 +179,10 @@ class Renderer {
       std::vector<std::shared_ptr<Dict>> saved = {frames_.begin() + 1, frames_.end()};
       frames_.resize(1);
       frames_.push_back(frame);
+      if (++depth_ > kMaxCallDepth) fail(a.line, absl::StrCat("macros nested more than ", kMaxCallDepth, " deep (endless recursion?)"));
       std::string out;
       run(def->bodies[0], out);
+      --depth_;
       frames_.resize(1);
       frames_.insert(frames_.end(), saved.begin(), saved.end());
       return Value::from(std::move(out));
@@ -278,7 +295,12 @@ class Renderer {
   }
 
   Value arithmetic(const std::string& op, const Value& a, const Value& b, int line) {
-    if (op == "~") return Value::from(str(a, line) + str(b, line));
+    if (op == "~") {
+      std::string joined = str(a, line);
+      const std::string right = str(b, line);
+      check_size(joined.size() + right.size(), line);
+      return Value::from(joined + right);
+    }
     if (a.is_undefined()) fail_undefined(a, line);
     if (b.is_undefined()) fail_undefined(b, line);
     auto unsupported = [&]() {
@@ -303,13 +325,19 @@ class Renderer {
       if (op == "//") return ints ? Value::from(floor_div(as_int(a), as_int(b))) : Value::from(std::floor(x / y));
       if (op == "%") return ints ? Value::from(floor_mod(as_int(a), as_int(b))) : Value::from(x - std::floor(x / y) * y);
     }
-    if (op == "+" && a.is_string() && b.is_string()) return Value::from(a.string + b.string);
+    if (op == "+" && a.is_string() && b.is_string()) {
+      check_size(a.string.size() + b.string.size(), line);
+      return Value::from(a.string + b.string);
+    }
     if (op == "+" && a.is_list() && b.is_list()) {
       List l = *a.list;
       l.insert(l.end(), b.list->begin(), b.list->end());
       return Value::from(std::move(l));
     }
     if (op == "*" && (a.is_string() || a.is_list()) && is_int_like(b)) {
+      const size_t unit = a.is_string() ? a.string.size() : a.list->size() * sizeof(Value);
+      if (as_int(b) > 0 && unit > 0 && size_t(as_int(b)) > kMaxStringBytes / unit)
+        fail(line, absl::StrCat("repeating ", a.type_name(), " ", as_int(b), " times: over the ", kMaxStringBytes, "-byte limit"));
       if (a.is_string()) {
         std::string s;
         for (int64_t k = 0; k < as_int(b); ++k) s += a.string;
@@ -325,6 +353,8 @@ class Renderer {
 
   const Program& program_;
   std::vector<std::shared_ptr<Dict>> frames_;
+  int64_t steps_ = 0;
+  int depth_ = 0;
 };
 
 }  // namespace

@@ -355,6 +355,7 @@ class Parser {
   }
 
   std::unique_ptr<Stmt> statement(const std::string& name, int line) {
+    Nesting guard(this, line);
     auto s = std::make_unique<Stmt>();
     s->line = line;
     std::string ended_by;
@@ -587,7 +588,19 @@ class Parser {
     }
     return e;
   }
+  // Expressions and blocks nest by recursion: a bound keeps a hostile
+  // template from overflowing the stack.
+  struct Nesting {
+    Parser* p;
+    explicit Nesting(Parser* parser, int line) : p(parser) {
+      if (++p->depth_ > kMaxNesting) fail(line, absl::StrCat("nested more than ", kMaxNesting, " deep"));
+    }
+    ~Nesting() { --p->depth_; }
+  };
+  static constexpr int kMaxNesting = 200;
+
   ExprPtr unary(bool with_filter) {
+    Nesting guard(this, cur().line);
     ExprPtr e;
     if (is_op("-") || is_op("+")) {
       e = node(Expr::Kind::kUnary, cur().line);
@@ -803,6 +816,7 @@ class Parser {
 
   std::vector<Token> t_;
   size_t i_ = 0;
+  int depth_ = 0;
 };
 
 }  // namespace

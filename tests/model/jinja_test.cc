@@ -117,6 +117,17 @@ TEST(Jinja, ErrorsNameTheLineAndTheConstruct) {
   EXPECT_EQ(render("{% set ns = 1 %}{% set ns.x = 2 %}"), "ERROR: template line 1: cannot set 'x' on ns, which is not a namespace()");
 }
 
+TEST(Jinja, HostileTemplatesFailInsteadOfHangingOrCrashing) {
+  EXPECT_NE(render("{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}").find("limit of 1000000 steps"),
+            std::string::npos);
+  EXPECT_NE(render("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}").find("macros nested more than 64 deep"), std::string::npos);
+  EXPECT_NE(render("{{ " + std::string(5000, '(') + "1" + std::string(5000, ')') + " }}").find("nested more than 200 deep"),
+            std::string::npos);
+  EXPECT_NE(render("{{ 'ab' * 100000000000 }}").find("byte limit"), std::string::npos);
+  EXPECT_NE(render("{% set ns = namespace(s='xy') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}").find("byte limit"),
+            std::string::npos);
+}
+
 // Cases rendered by Python's jinja2 (tests/tokenizer/chat_reference.py): each
 // line holds a template name, a context and the text jinja2 produced, or that
 // it raised.

@@ -489,7 +489,10 @@ class Gateway {
     if (p.is_string()) {
       prompt = tokenizer_->encode_with_specials(p.get<std::string>());
     } else if (p.is_array() && !p.empty() && std::all_of(p.begin(), p.end(), [](const json& x) { return x.is_number_integer(); })) {
-      for (const json& x : p) prompt.push_back(x.get<int32_t>());
+      for (const json& x : p) {
+        const int64_t t = x.get<int64_t>();  // checked against the vocabulary below, before it is narrowed
+        prompt.push_back(t < 0 || t > INT32_MAX ? -1 : int32_t(t));
+      }
     } else {
       return reply_error(res, {.status = 400, .message = "prompt must be a string or a list of token ids", .param = "prompt"});
     }

@@ -30,6 +30,14 @@ std::optional<ApiError> integer(const json& body, const char* key, int64_t lo, i
   return std::nullopt;
 }
 
+// A boolean field (absent or null: the default); anything else is a 422.
+std::optional<ApiError> boolean(const json& body, const char* key, bool& out) {
+  if (!body.contains(key) || body[key].is_null()) return std::nullopt;
+  if (!body[key].is_boolean()) return bad(key, absl::StrCat(key, " must be true or false"), 422);
+  out = body[key].get<bool>();
+  return std::nullopt;
+}
+
 // OpenAI content: a string, null, or a list of {"type": "text", "text": ...} parts.
 std::optional<ApiError> content_text(const json& c, const std::string& where, std::string& out) {
   if (c.is_null()) return std::nullopt;
@@ -40,7 +48,7 @@ std::optional<ApiError> content_text(const json& c, const std::string& where, st
   if (!c.is_array()) return bad(where, "content must be a string, null or a list of text parts");
   for (size_t i = 0; i < c.size(); ++i) {
     const json& part = c[i];
-    if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") || !part["text"].is_string())
+    if (!part.is_object() || !part.contains("type") || part["type"] != "text" || !part.contains("text") || !part["text"].is_string())
       return bad(absl::StrCat(where, "[", i, "]"), "only {\"type\": \"text\", \"text\": ...} content parts are supported");
     out += part["text"].get<std::string>();
   }
@@ -87,17 +95,17 @@ std::optional<ApiError> parse_params(const json& body, int64_t default_max_token
     for (const std::string& x : s.stop_strings)
       if (x.empty()) return bad("stop", "stop strings must not be empty", 422);
   }
-  out.stream = body.value("stream", false);
+  if (auto e = boolean(body, "stream", out.stream)) return e;
   if (body.contains("stream_options") && body["stream_options"].is_object())
-    out.include_usage = body["stream_options"].value("include_usage", false);
+    if (auto e = boolean(body["stream_options"], "include_usage", out.include_usage)) return e;
   if (body.contains("logprobs") && !body["logprobs"].is_null()) {
     if (!body["logprobs"].is_boolean()) return bad("logprobs", "logprobs must be true or false", 422);
     out.logprobs = body["logprobs"].get<bool>();
   }
   if (body.contains("top_logprobs") && !body["top_logprobs"].is_null() && body["top_logprobs"] != 0)
     return bad("top_logprobs", "top_logprobs (alternatives per token) is not supported; logprobs: true gives the sampled token's", 422);
-  if (body.contains("separate_reasoning")) out.separate_reasoning = body.value("separate_reasoning", true);
-  if (body.contains("ignore_eos")) out.ignore_eos = body.value("ignore_eos", false);
+  if (auto e = boolean(body, "separate_reasoning", out.separate_reasoning)) return e;
+  if (auto e = boolean(body, "ignore_eos", out.ignore_eos)) return e;
   return std::nullopt;
 }
 
