@@ -280,6 +280,8 @@ TEST_F(Gateway, BadRequestsGetOpenAIErrorObjectsWithTheirStatus) {
   expect(post(port_, "/v1/chat/completions", json({{"messages", {kQuestion}}, {"n", 0}}).dump()), 422, "n");
   expect(post(port_, "/v1/chat/completions", json({{"messages", {kQuestion}}, {"top_logprobs", 3}}).dump()), 422, "top_logprobs");
   expect(post(port_, "/generate", R"({"input_ids": [1, 999999]})"), 422, "input_ids");
+  expect(post(port_, "/v1/chat/completions", std::string(size_t{17} << 20, ' ')), 413, "");
+  expect(post(port_, "/v1/chat/completions", json({{"messages", {kQuestion}}, {"stream", "yes"}}).dump()), 422, "stream");
   // Still serving after all that.
   post_json("/v1/chat/completions", {{"messages", {kQuestion}}, {"max_tokens", 2}});
 

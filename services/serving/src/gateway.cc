@@ -107,6 +107,8 @@ class Gateway {
   int serve() {
     httplib::Server server;
     server.new_task_queue = [] { return new httplib::ThreadPool(128); };  // streams hold a thread each
+    // A request body is a conversation: 16 MiB is plenty, and a stranger may not make us hold more (413).
+    server.set_payload_max_length(size_t{16} << 20);
     server.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
       if (req.path == "/healthz" || req.path == "/readyz" || req.path == "/metrics") return httplib::Server::HandlerResponse::Unhandled;
       const std::string auth = req.get_header_value("Authorization");
@@ -149,9 +151,15 @@ class Gateway {
     server.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) { chat(req, res); });
     server.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) { completions(req, res); });
     server.Post("/generate", [this](const httplib::Request& req, httplib::Response& res) { generate(req, res); });
-    server.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
-      if (res.status == 404 && res.body.empty())
+    // What cpp-httplib answers itself (no route, a body over the limit, ...) as OpenAI error objects too.
+    server.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+      if (!res.body.empty()) return;
+      if (res.status == 404)
         reply_error(res, {.status = 404, .message = absl::StrCat("no route ", req.method, " ", req.path), .code = "not_found"});
+      else if (res.status == 413)
+        reply_error(res, {.status = 413, .message = "the request body is over the 16 MiB limit"});
+      else
+        reply_error(res, {.status = res.status, .message = absl::StrCat("HTTP ", res.status, " for ", req.method, " ", req.path)});
     });
 
     const std::vector<std::string> hp = absl::StrSplit(o_.listen, absl::MaxSplits(':', 1));

@@ -119,7 +119,13 @@ absl::StatusOr<WorkerPool::Submitted> WorkerPool::submit(const std::vector<int32
       }
     }
   }
-  if (!session.empty()) sessions_[session] = best;
+  if (!session.empty() && session.size() <= 256) {
+    if (sessions_.insert_or_assign(session, best).second) session_order_.push_back(session);
+    while (sessions_.size() > kMaxSessions) {
+      sessions_.erase(session_order_.front());
+      session_order_.pop_front();
+    }
+  }
   round_robin_ = (best + 1) % n;
   index_->insert(best, prompt);  // later requests with this prefix follow it here
   const uint64_t id = next_id_++;

@@ -116,7 +116,10 @@ class WorkerPool {
   std::map<uint64_t, Pending> pending_;
   RoutingOptions routing_;
   std::unique_ptr<PrefixIndex> index_;
+  // Pinned sessions, oldest first out: a client picks the keys, so they are capped.
+  static constexpr size_t kMaxSessions = 100000;
   std::map<std::string, size_t> sessions_;
+  std::deque<std::string> session_order_;
   uint64_t next_id_ = 1;
   size_t round_robin_ = 0;
 };
