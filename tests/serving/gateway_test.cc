@@ -5,11 +5,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <mutex>
+#include <numeric>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -371,10 +374,17 @@ TEST_F(Gateway, CacheAwareRoutingSendsFollowUpsWhereTheirPrefixIs) {
     std::vector<int64_t> last_prompt(kConversations, 0);
     Tally tally;
     std::mutex mu;
+    // Each turn's requests start in a fresh random order: in a fixed order a
+    // slow machine (TSan) hands round-robin the same worker for a
+    // conversation every turn, and the baseline would look cache-aware.
+    std::vector<int> order(kConversations);
+    std::iota(order.begin(), order.end(), 0);
+    std::mt19937 rng(std::random_device{}());
     for (int turn = 0; turn < kTurns; ++turn) {
       between(turn);
+      std::shuffle(order.begin(), order.end(), rng);
       std::vector<std::thread> threads;
-      for (int c = 0; c < kConversations; ++c)
+      for (int c : order)
         threads.emplace_back([&, c] {
           json& m = messages[size_t(c)];
           // A longer first question, short follow-ups (as in an agent's episode).
