@@ -12,12 +12,6 @@
 namespace interlace::model::jinja {
 namespace {
 
-bool is_int_like(const Value& v) { return v.kind == Value::Kind::kInt || v.kind == Value::Kind::kBool; }
-int64_t as_int(const Value& v) { return v.kind == Value::Kind::kBool ? int64_t(v.boolean) : v.integer; }
-
-[[noreturn]] void fail_undefined(const Value& v, int line) {
-  fail(line, v.undefined_name.empty() ? "an undefined value was used" : v.undefined_name);
-}
 
 const std::string& need_string(const Value& v, const Args& a, const char* what) {
   if (!v.is_string()) fail(a.line, absl::StrCat(a.callee, ": ", what, " must be a string, not ", v.type_name()));
@@ -137,7 +131,7 @@ std::string replace(const std::string& s, const std::string& old, const std::str
   // The result's size, bounded before it is built (the renderer's string limit).
   const size_t most = old.empty() ? (s.size() + 1) * with.size() + s.size()
                                   : s.size() + (with.size() > old.size() ? (s.size() / old.size()) * (with.size() - old.size()) : 0);
-  if (most > (size_t{64} << 20)) fail(line, "replace: the result would be over the 67108864-byte limit");
+  if (most > kMaxStringBytes) fail(line, absl::StrCat("replace: the result would be over the ", kMaxStringBytes, "-byte limit"));
   if (old.empty()) {  // Python inserts WITH between every character
     std::string out = with;
     for (char32_t c : code_points(s)) {

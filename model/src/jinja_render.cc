@@ -16,19 +16,11 @@ namespace {
 int64_t floor_div(int64_t a, int64_t b) { return a / b - ((a % b != 0) && ((a < 0) != (b < 0))); }
 int64_t floor_mod(int64_t a, int64_t b) { return a - floor_div(a, b) * b; }
 
-bool is_int_like(const Value& v) { return v.kind == Value::Kind::kInt || v.kind == Value::Kind::kBool; }
-int64_t as_int(const Value& v) { return v.kind == Value::Kind::kBool ? int64_t(v.boolean) : v.integer; }
-
-void fail_undefined(const Value& v, int line) {
-  fail(line, v.undefined_name.empty() ? "an undefined value was used" : v.undefined_name);
-}
-
 // What one rendering may cost: a chat template runs for every request a
 // gateway answers, and a model directory's template is not ours. Past these
 // it fails with an error instead of hanging, overflowing the stack or
 // exhausting memory.
 constexpr int64_t kMaxSteps = 1'000'000;          // statements and loop iterations (a chat template takes thousands)
-constexpr size_t kMaxStringBytes = size_t{64} << 20;  // any string made, the output included
 constexpr int kMaxCallDepth = 64;                 // macros calling macros
 
 void check_size(size_t bytes, int line) {
@@ -73,8 +65,12 @@ class Renderer {
     return Flow::kNormal;
   }
 
+  void count_step(int line) {
+    if (++steps_ > kMaxSteps) fail(line, absl::StrCat("the template ran past its limit of ", kMaxSteps, " steps"));
+  }
+
   Flow run(const Stmt& s, std::string& out) {
-    if (++steps_ > kMaxSteps) fail(s.line, absl::StrCat("the template ran past its limit of ", kMaxSteps, " steps"));
+    count_step(s.line);
     check_size(out.size(), s.line);
     switch (s.kind) {
       case Stmt::Kind::kText: out += s.text; return Flow::kNormal;
@@ -153,7 +149,7 @@ class Renderer {
                  return a.positional[size_t(i) % a.positional.size()];
                })));
       assign("loop", Value::from(std::move(loop)));
-      if (++steps_ > kMaxSteps) fail(s.line, absl::StrCat("the template ran past its limit of ", kMaxSteps, " steps"));
+      count_step(s.line);
       const Flow f = run(s.bodies[0], out);
       frames_.pop_back();
       if (f == Flow::kBreak) break;

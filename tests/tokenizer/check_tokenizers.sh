@@ -10,7 +10,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 work=${1:?usage: check_tokenizers.sh WORK_DIR TEST_BINARY}
 binary=${2:?usage: check_tokenizers.sh WORK_DIR TEST_BINARY}
-"$here/install_reference.sh" "$work"
+"$here/../support/npm_install.sh" "$here" "$work"
 seed=${INTERLACE_TOKENIZER_SEED:-$(date +%s%N)}
 node "$work/corpus.mjs" "$seed" "$work/corpus.jsonl" "$root"
 for model in qwen3 llama3; do

@@ -1,5 +1,7 @@
 #include "interlace/bench/bench_util.h"
 
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -7,6 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <random>
+#include <thread>
 
 #include "interlace/kernels/gemm.h"
 #include "interlace/bench/machine_info.h"
@@ -74,6 +77,23 @@ double measure_sgemm_gflops() {
   std::vector<float> a = random_vector(n * n, 1), b = random_vector(n * n, 2), y(n * n);
   const double t = time_median([&] { kernels::sgemm(false, true, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, y.data(), n); }, 5);
   return 2.0 * double(n) * n * n / t / 1e9;
+}
+
+json latency_stats(std::vector<double> ms) {
+  if (ms.empty()) return nullptr;
+  std::sort(ms.begin(), ms.end());
+  auto at = [&](double q) { return ms[std::min(ms.size() - 1, static_cast<size_t>(q * double(ms.size())))]; };
+  return {{"requests", ms.size()}, {"median_ms", at(0.5)}, {"p99_ms", at(0.99)}, {"max_ms", ms.back()}};
+}
+
+ChildProcesses::~ChildProcesses() {
+  std::reverse(pids.begin(), pids.end());
+  for (int p : pids) ::kill(p, SIGTERM);
+  for (int p : pids) {
+    for (int i = 0; i < 50 && ::waitpid(p, nullptr, WNOHANG) == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    ::kill(p, SIGKILL);
+    ::waitpid(p, nullptr, 0);
+  }
 }
 
 }  // namespace interlace::bench

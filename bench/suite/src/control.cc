@@ -44,27 +44,6 @@ std::string on_path(const std::string& name) {
   return "";
 }
 
-// Child processes stopped (SIGTERM, then SIGKILL) when this goes away.
-struct Children {
-  std::vector<pid_t> pids;
-  ~Children() {  // the last started first: Redis outlives its clients
-    std::reverse(pids.begin(), pids.end());
-    for (pid_t p : pids) ::kill(p, SIGTERM);
-    for (pid_t p : pids) {
-      for (int i = 0; i < 50 && ::waitpid(p, nullptr, WNOHANG) == 0; ++i)
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      ::kill(p, SIGKILL);
-      ::waitpid(p, nullptr, 0);
-    }
-  }
-};
-
-json latency_stats(std::vector<double> ms) {
-  std::sort(ms.begin(), ms.end());
-  auto at = [&](double q) { return ms[std::min(ms.size() - 1, static_cast<size_t>(q * double(ms.size())))]; };
-  return {{"requests", ms.size()}, {"median_ms", at(0.5)}, {"p99_ms", at(0.99)}, {"max_ms", ms.back()}};
-}
-
 bool wait_until(const std::function<bool()>& ready, double seconds) {
   const auto t0 = Clock::now();
   while (seconds_since(t0) < seconds) {
@@ -83,7 +62,7 @@ absl::Status run_bench_control(const Common& c, const ControlBenchArgs& a) {
   if (!ports.ok()) return ports.status();
   const fs::path dir = fs::temp_directory_path() / absl::StrCat("interlace-bench-control-", ::getpid());
   fs::create_directories(dir / "jobs");
-  Children children;
+  ChildProcesses children;
   const std::string redis = absl::StrCat("127.0.0.1:", (*ports)[0]), listen = absl::StrCat("127.0.0.1:", (*ports)[1]);
   children.pids.push_back(rl::spawn_process({redis_bin, "--port", std::to_string((*ports)[0]), "--bind", "127.0.0.1",
                                              "--dir", dir.string(), "--appendonly", "yes", "--appendfsync", "always",

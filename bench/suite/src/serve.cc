@@ -5,8 +5,6 @@
 // chunk gaps are inter-token latencies); each turn's prompt is the previous
 // one plus its answer and a new question, as an agent's history grows.
 #include <httplib.h>
-#include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -29,18 +27,6 @@ using Clock = std::chrono::steady_clock;
 using nlohmann::json;
 constexpr const char* kToken = "bench-serve-token";
 
-struct Children {
-  std::vector<pid_t> pids;
-  ~Children() {
-    for (pid_t p : pids) ::kill(p, SIGTERM);
-    for (pid_t p : pids) {
-      for (int i = 0; i < 50 && ::waitpid(p, nullptr, WNOHANG) == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      ::kill(p, SIGKILL);
-      ::waitpid(p, nullptr, 0);
-    }
-  }
-};
-
 std::string read_line_when_there(const std::string& path, double seconds) {
   const auto t0 = Clock::now();
   while (seconds_since(t0) < seconds) {
@@ -52,20 +38,13 @@ std::string read_line_when_there(const std::string& path, double seconds) {
   return "";
 }
 
-json quantiles(std::vector<double> ms) {
-  if (ms.empty()) return json();
-  std::sort(ms.begin(), ms.end());
-  auto at = [&](double q) { return ms[std::min(ms.size() - 1, size_t(q * double(ms.size())))]; };
-  return {{"n", ms.size()}, {"median_ms", at(0.5)}, {"p99_ms", at(0.99)}};
-}
-
 struct Load {
   std::vector<double> ttft_ms, itl_ms;
   int64_t output_tokens = 0, prompt_tokens = 0, cached_tokens = 0, errors = 0;
   double seconds = 0;
   json summary() const {
-    return {{"ttft", quantiles(ttft_ms)},
-            {"itl", quantiles(itl_ms)},
+    return {{"ttft", latency_stats(ttft_ms)},
+            {"itl", latency_stats(itl_ms)},
             {"output_tokens_per_s", seconds > 0 ? double(output_tokens) / seconds : 0},
             {"cached_prompt_share", prompt_tokens > 0 ? double(cached_tokens) / double(prompt_tokens) : 0},
             {"errors", errors}};
@@ -155,7 +134,7 @@ absl::Status run_bench_serve(const Common& c, const ServeBenchArgs& a) {
   const std::string model = (dir / "model").string();
   if (rl::run_process({a.interlace, "model", "init", "--config", config, "--out", model}) != 0)
     return absl::InternalError(absl::StrCat("interlace model init --config ", config, " failed"));
-  Children children;
+  ChildProcesses children;
   const int threads = std::max(1, int(std::thread::hardware_concurrency()) / (2 * a.workers));
   // Two pools of workers: with the prefix/state cache and without.
   std::vector<std::string> cached, uncached;
@@ -225,9 +204,9 @@ absl::Status run_bench_serve(const Common& c, const ServeBenchArgs& a) {
     (*pool)->done(s->id);
     if (i > 0) direct.push_back(1e3 * seconds_since(t));
   }
-  const json overhead = {{"via_gateway", quantiles(via_gateway)}, {"direct", quantiles(direct)},
-                         {"gateway_overhead_median_ms", quantiles(via_gateway)["median_ms"].get<double>() -
-                                                            quantiles(direct)["median_ms"].get<double>()}};
+  const json via = latency_stats(via_gateway), straight = latency_stats(direct);
+  const json overhead = {{"via_gateway", via}, {"direct", straight},
+                         {"gateway_overhead_median_ms", via["median_ms"].get<double>() - straight["median_ms"].get<double>()}};
   json settings = {{"model", config}, {"workers", a.workers}, {"threads_per_worker", threads}, {"turns", a.turns},
                    {"max_tokens", a.max_tokens}, {"clients", a.clients}, {"compare_at_clients", compare_at}};
   json results = {{"by_clients", by_clients},

@@ -254,7 +254,7 @@ class Gateway {
   }
 
   // Sends N generations of PROMPT; fills CHOICES or answers the error.
-  bool submit(const std::vector<int32_t>& prompt, GenerationParams& params, std::vector<Choice>& choices, const std::string& session,
+  bool submit(const std::vector<int32_t>& prompt, const GenerationParams& params, std::vector<Choice>& choices, const std::string& session,
               httplib::Response& res) {
     if (pool_->in_flight() + params.n > o_.max_in_flight) {
       reply_error(res, {.status = 429, .message = absl::StrCat("too many requests in flight (", o_.max_in_flight, "); retry shortly"),
@@ -290,8 +290,8 @@ class Gateway {
     return c;
   }
 
-  // Takes what arrived for C; false when the worker has gone quiet too long.
-  bool drain(Choice& c, std::chrono::milliseconds wait, std::vector<WorkerEvent>& got) {
+  // Takes what arrived for C (waiting up to WAIT for the first of it) into GOT and C.
+  void drain(Choice& c, std::chrono::milliseconds wait, std::vector<WorkerEvent>& got) {
     got = c.stream->wait(wait);
     for (const WorkerEvent& e : got) {
       c.tokens.insert(c.tokens.end(), e.tokens.begin(), e.tokens.end());
@@ -310,7 +310,6 @@ class Gateway {
         pool_->done(c.id);
       }
     }
-    return true;
   }
 
   // Waits for every choice to finish (non-streamed answers).

@@ -223,7 +223,14 @@ json assistant_message(std::span<const int32_t> tokens, const ServedModel& m, bo
 }
 
 ChatStreamer::ChatStreamer(const ServedModel& m, bool separate_reasoning, std::string call_id_prefix)
-    : m_(m), separate_(separate_reasoning), call_id_prefix_(std::move(call_id_prefix)), decoder_(*m.tokenizer) {}
+    : m_(m), separate_(separate_reasoning), call_id_prefix_(std::move(call_id_prefix)), decoder_(*m.tokenizer) {
+  if (!m.tokens_template) return;  // no tags to split on: all of it is content
+  auto id = [&](const char* name) { return m.tokenizer->special_id(name).value_or(-1); };
+  think_ = id("<think>");
+  end_think_ = id("</think>");
+  call_ = id("<tool_call>");
+  end_call_ = id("</tool_call>");
+}
 
 void ChatStreamer::text(std::vector<json>& out, const std::string& piece) {
   if (piece.empty()) return;
@@ -236,33 +243,30 @@ void ChatStreamer::flush(std::vector<json>& out) { text(out, decoder_.flush()); 
 std::vector<json> ChatStreamer::push(std::span<const int32_t> tokens) {
   std::vector<json> out;
   const model::Tokenizer& tok = *m_.tokenizer;
-  auto id = [&](const char* name) { return tok.special_id(name).value_or(-1); };
-  const int32_t think = m_.tokens_template ? id("<think>") : -1, end_think = m_.tokens_template ? id("</think>") : -1;
-  const int32_t call = m_.tokens_template ? id("<tool_call>") : -1, end_call = m_.tokens_template ? id("</tool_call>") : -1;
   for (int32_t t : tokens) {
     if (std::find(m_.stop_tokens.begin(), m_.stop_tokens.end(), t) != m_.stop_tokens.end()) continue;
     if (mode_ == Mode::kStart) {
       mode_ = Mode::kContent;
-      if (t == think) {
+      if (t == think_) {
         mode_ = Mode::kReasoning;
         if (!separate_) text(out, "<think>");
         continue;
       }
     }
-    if (mode_ == Mode::kReasoning && t == end_think) {
+    if (mode_ == Mode::kReasoning && t == end_think_) {
       flush(out);
       mode_ = Mode::kContent;
       if (!separate_) text(out, "</think>");
       continue;
     }
-    if (mode_ == Mode::kContent && t == call) {
+    if (mode_ == Mode::kContent && t == call_) {
       flush(out);
       mode_ = Mode::kToolCall;
       call_tokens_.clear();
       continue;
     }
     if (mode_ == Mode::kToolCall) {
-      if (t != end_call) {
+      if (t != end_call_) {
         call_tokens_.push_back(t);
         continue;
       }

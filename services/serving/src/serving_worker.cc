@@ -171,12 +171,10 @@ class Server {
       send_event(identity, id, {}, {}, {}, "error", 0, 0, refusal);
       return;
     }
-    const int64_t prompt_tokens = int64_t(request.prompt.size());
     const int64_t engine_id = engine_->submit(std::move(request));
     InFlight& f = in_flight_[engine_id];
     f.identity.copy(identity);
     f.gateway_id = id;
-    (void)prompt_tokens;
   }
 
   void send_progress() {

@@ -33,4 +33,17 @@ std::string find_example(const std::string& name);
 // sgemm GFLOP/s on 1024^3, median of a few runs (the machine's GEMM rate).
 double measure_sgemm_gflops();
 
+// {"requests", "median_ms", "p99_ms", "max_ms"} of latencies in milliseconds (null when empty).
+nlohmann::json latency_stats(std::vector<double> ms);
+
+// Processes a benchmark started, stopped when this goes away: the last
+// started first (a server outlives its clients), SIGTERM, SIGKILL after 5 s.
+struct ChildProcesses {
+  std::vector<int> pids;
+  ChildProcesses() = default;
+  ChildProcesses(const ChildProcesses&) = delete;
+  ChildProcesses& operator=(const ChildProcesses&) = delete;
+  ~ChildProcesses();
+};
+
 }  // namespace interlace::bench

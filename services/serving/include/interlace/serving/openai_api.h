@@ -91,6 +91,8 @@ class ChatStreamer {
   const ServedModel& m_;
   bool separate_;
   std::string call_id_prefix_;
+  // The special tokens that switch modes (-1 where the format has none), looked up once.
+  int32_t think_ = -1, end_think_ = -1, call_ = -1, end_call_ = -1;
   Mode mode_ = Mode::kStart;
   model::IncrementalDecoder decoder_;
   std::vector<int32_t> call_tokens_;
