@@ -119,11 +119,66 @@ void Model::step(std::span<const Chunk> chunks, std::vector<float>& logits) {
     for (size_t j = 0; j < i; ++j)
       INTERLACE_CHECK(chunks[i].seq != chunks[j].seq, "step: a sequence appears twice in one batch");
     const int64_t row = static_cast<int64_t>(tokens.size()), n = static_cast<int64_t>(chunks[i].tokens.size());
-    segs.push_back({chunks[i].seq, chunks[i].seq->length, n, row});
+    segs.push_back({chunks[i].seq, chunks[i].seq->length, n, row, chunks[i].verify});
     tokens.insert(tokens.end(), chunks[i].tokens.begin(), chunks[i].tokens.end());
-    rows.push_back(row + n - 1);
+    if (chunks[i].verify) {
+      for (int64_t r = row; r < row + n; ++r) rows.push_back(r);
+      SequenceState::Verified& rec = chunks[i].seq->verified;
+      rec = {};
+      rec.start = chunks[i].seq->length;
+      rec.n = n;
+      rec.before.resize(config_.num_hidden_layers);
+      rec.qkv.resize(config_.num_hidden_layers);
+    } else {
+      rows.push_back(row + n - 1);
+    }
   }
   forward(segs, tokens.data(), static_cast<int64_t>(tokens.size()), rows, logits);
+}
+
+void Model::rollback_verified(SequenceState& seq, int64_t length) {
+  SequenceState::Verified& rec = seq.verified;
+  INTERLACE_CHECK(rec.n > 0 && seq.length == rec.start + rec.n,
+                  "rollback_verified: the sequence's last forward was not a verification chunk");
+  INTERLACE_CHECK(length >= rec.start && length <= rec.start + rec.n,
+                  "rollback_verified: position outside the verification chunk");
+  const int64_t keep = length - rec.start, HD = config_.num_attention_heads * config_.head_dim;
+  if (keep < rec.n) {
+    std::vector<float> scratch(HD);
+    for (int64_t layer = 0; layer < config_.num_hidden_layers; ++layer) {
+      if (config_.layer_types[layer] != LayerKind::kLinearAttention) continue;
+      SequenceState::Lightning& st = seq.lightning[layer];
+      st = std::move(rec.before[layer]);
+      kernels::LightningShape shape{.heads = config_.num_attention_heads, .head_dim = config_.head_dim,
+                                    .slopes = slopes_[layer].data(), .block_size = config_.block_size};
+      LightningState ref{st.base.data(), st.delta.data(), &st.steps};
+      for (int64_t i = 0; i < keep; ++i) {
+        const float* row = &rec.qkv[layer][i * 3 * HD];
+        backend_.lightning_decode(shape, row, row + HD, row + 2 * HD, {&ref, 1}, scratch.data());
+        core::round_array(precision_.state, st.base.data(), st.base.size());
+        core::round_array(precision_.state, st.delta.data(), st.delta.size());
+      }
+    }
+    seq.length = length;
+  }
+  seq.verified = {};
+}
+
+SequenceMark Model::mark(const SequenceState& seq) const {
+  SequenceMark m{seq.length, {}};
+  m.lightning.resize(seq.lightning.size());
+  for (size_t i = 0; i < seq.lightning.size(); ++i)
+    if (!seq.lightning[i].base.empty()) m.lightning[i] = seq.lightning[i];
+  return m;
+}
+
+void Model::restore(SequenceState& seq, const SequenceMark& m) const {
+  INTERLACE_CHECK(m.length <= seq.length && m.lightning.size() == seq.lightning.size(),
+                  "restore: a mark from another sequence or from later");
+  for (size_t i = 0; i < seq.lightning.size(); ++i)
+    if (!seq.lightning[i].base.empty()) seq.lightning[i] = m.lightning[i];
+  seq.length = m.length;
+  seq.verified = {};
 }
 
 std::vector<float> Model::score(std::span<const int32_t> tokens, ScorePath path) {
@@ -266,9 +321,12 @@ void Model::softmax_layer(int64_t layer, std::vector<Segment>& segs, int64_t row
   std::vector<int64_t> decode_rows;
   for (const Segment& s : segs) {
     KvView view{s.seq->kv[layer].k.data(), s.seq->kv[layer].v.data(), s.start + s.n};
-    if (s.n == 1) {
-      views.push_back(view);
-      decode_rows.push_back(s.row);
+    if (s.n == 1 || s.verify) {
+      // A verification chunk: row i is a decode that sees the first start + i + 1 keys.
+      for (int64_t i = 0; i < s.n; ++i) {
+        views.push_back({view.k, view.v, s.start + i + 1});
+        decode_rows.push_back(s.row + i);
+      }
     } else {
       backend_.attention_prefill(shape, q.data() + s.row * Hq * D, view, s.start, s.n,
                                  attn.data() + s.row * Hq * D);
@@ -314,7 +372,9 @@ void Model::lightning_layer(int64_t layer, std::vector<Segment>& segs, int64_t r
   for (const Segment& s : segs) {
     SequenceState::Lightning& st = s.seq->lightning[layer];
     LightningState ref{st.base.data(), st.delta.data(), &st.steps};
-    if (s.n == 1) {
+    if (s.verify) {
+      lightning_verify(layer, s, q.data(), k.data(), v.data(), attn.data());
+    } else if (s.n == 1) {
       decode_states.push_back(ref);
       decode_rows.push_back(s.row);
     } else {
@@ -348,6 +408,31 @@ void Model::lightning_layer(int64_t layer, std::vector<Segment>& segs, int64_t r
   backend_.sigmoid_gate(gate.data(), normed.data(), rows * HD);
   round_act(normed.data(), normed.size());
   linear(L.out, normed.data(), rows, out);
+}
+
+// A verification chunk in a lightning layer: its positions one at a time
+// through the decode kernel, the state rounded after each as decode rounds it,
+// with the state before and every position's q, k, v kept for rollback_verified.
+void Model::lightning_verify(int64_t layer, const Segment& s, const float* q, const float* k, const float* v,
+                             float* out) {
+  const int64_t HD = config_.num_attention_heads * config_.head_dim;
+  SequenceState::Lightning& st = s.seq->lightning[layer];
+  SequenceState::Verified& rec = s.seq->verified;
+  rec.before[layer] = st;
+  std::vector<float>& qkv = rec.qkv[layer];
+  qkv.resize(s.n * 3 * HD);
+  kernels::LightningShape shape{.heads = config_.num_attention_heads, .head_dim = config_.head_dim,
+                                .slopes = slopes_[layer].data(), .block_size = config_.block_size};
+  LightningState ref{st.base.data(), st.delta.data(), &st.steps};
+  for (int64_t i = 0; i < s.n; ++i) {
+    const int64_t r = (s.row + i) * HD;
+    std::memcpy(&qkv[i * 3 * HD], q + r, HD * sizeof(float));
+    std::memcpy(&qkv[i * 3 * HD + HD], k + r, HD * sizeof(float));
+    std::memcpy(&qkv[i * 3 * HD + 2 * HD], v + r, HD * sizeof(float));
+    backend_.lightning_decode(shape, q + r, k + r, v + r, {&ref, 1}, out + r);
+    core::round_array(precision_.state, st.base.data(), st.base.size());
+    core::round_array(precision_.state, st.delta.data(), st.delta.size());
+  }
 }
 
 // silu(gate) * up for rows laid out [gate (I) | up (I)], into act[rows, I].

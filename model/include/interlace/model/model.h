@@ -30,8 +30,30 @@ struct SequenceState {
   };
   std::vector<Kv> kv;                // per layer; empty for lightning layers
   std::vector<Lightning> lightning;  // per layer; empty for softmax layers
-  // Bytes held by caches and states.
+  // The record of the last verification chunk (Model::Chunk::verify), so the
+  // sequence can be cut back to any position inside it (Model::rollback_verified):
+  // a softmax layer only forgets the rows past the cut; a lightning layer's
+  // state has absorbed every position, so it goes back to the state before the
+  // chunk and replays the kept positions' keys and values through the same
+  // recurrent update decode runs (bit for bit the state decoding them would
+  // have left). Costs one state copy per lightning layer and 3 x heads x
+  // head_dim floats per position and lightning layer; transient, never cached.
+  struct Verified {
+    int64_t start = 0, n = 0;                // the chunk's first position and length
+    std::vector<Lightning> before;           // per layer (lightning layers): the state before the chunk
+    std::vector<std::vector<float>> qkv;     // per layer (lightning layers): [n][q | k | v]
+  };
+  Verified verified;
+  // Bytes held by caches and states (the verification record not included).
   size_t bytes() const;
+};
+
+// A sequence's position and lightning states, to go back to later (a draft
+// model drafts k tokens ahead and returns): softmax layers need nothing saved,
+// rows past the position are simply overwritten.
+struct SequenceMark {
+  int64_t length = 0;
+  std::vector<SequenceState::Lightning> lightning;
 };
 
 enum class ScorePath { kPrefill, kDecode };
@@ -69,11 +91,26 @@ class Model {
   // by its tokens (a prompt chunk being prefilled, or the single token of a
   // decode), all in one forward. `logits` receives [chunks, vocab]: the logits
   // after each chunk's last token.
+  // A verification chunk (speculative decoding: the pending token and k
+  // drafts) runs every token as decode runs it, one position after another
+  // with the decode kernels (so its logits are bit for bit what decoding the
+  // tokens one at a time gives, wherever decode is batch-invariant: under the
+  // strict profile always), returns the logits after every token (n rows
+  // instead of 1), and records what rollback_verified needs.
   struct Chunk {
     SequenceState* seq;
     std::span<const int32_t> tokens;
+    bool verify = false;
   };
   void step(std::span<const Chunk> chunks, std::vector<float>& logits);
+  // After a verification chunk: keeps its first `length - start` positions
+  // and forgets the rest, leaving the sequence exactly as decoding only the
+  // kept tokens would have (see SequenceState::Verified). `length` may be the
+  // chunk's end (keep all). Releases the record.
+  void rollback_verified(SequenceState& seq, int64_t length);
+  // Saves and restores a sequence's position and lightning states.
+  SequenceMark mark(const SequenceState& seq) const;
+  void restore(SequenceState& seq, const SequenceMark& mark) const;
 
   // log p(token_i | tokens before i) for every i >= 1 (entry 0 is NaN), computed
   // by one prefill or by feeding tokens one at a time through decode.
@@ -85,7 +122,10 @@ class Model {
     int64_t start;  // position of the segment's first token
     int64_t n;      // tokens
     int64_t row;    // first row in the batch
+    bool verify = false;  // run as n decodes (Chunk::verify)
   };
+  void lightning_verify(int64_t layer, const Segment& s, const float* q, const float* k, const float* v,
+                        float* out);
   Model(ModelConfig config, ModelWeights weights, PrecisionProfile precision,
         kernels::Backend& backend);
   // Runs all segments' tokens as one batch of rows; returns logits for the rows
