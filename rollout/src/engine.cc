@@ -21,6 +21,30 @@ Engine::Engine(std::shared_ptr<model::Model> model, int64_t version, EngineConfi
     : model_(std::move(model)), version_(version), config_(config), tokenizer_(tokenizer) {
   INTERLACE_CHECK(config_.max_running > 0 && config_.prefill_chunk > 0 && config_.max_step_tokens > 0,
                   "EngineConfig: max_running, prefill_chunk and max_step_tokens must be positive");
+  const auto& spec = config_.speculate;
+  INTERLACE_CHECK(spec.method != SpeculativeConfig::Method::kModel ||
+                      (spec.draft_model && spec.draft_model->vocab_size() == model_->vocab_size()),
+                  "EngineConfig: speculation with a draft model needs the model loaded, with the same vocabulary");
+  INTERLACE_CHECK(spec.method != SpeculativeConfig::Method::kCallback || spec.draft_fn,
+                  "EngineConfig: callback speculation without a draft function");
+}
+
+std::vector<int32_t> Engine::propose(Sequence& s, int64_t room) {
+  const auto& spec = config_.speculate;
+  room = std::min(room, spec.k);
+  if (room <= 0) return {};
+  std::vector<int32_t> history = s.request.prompt;
+  history.insert(history.end(), s.out.tokens.begin(), s.out.tokens.end());
+  if (spec.method == SpeculativeConfig::Method::kNgram)
+    return ngram_drafts(history, room, spec.ngram_max, spec.ngram_min);
+  if (spec.method == SpeculativeConfig::Method::kCallback) {
+    std::vector<int32_t> d = spec.draft_fn(history, room);
+    if (static_cast<int64_t>(d.size()) > room) d.resize(room);
+    for (int32_t t : d) INTERLACE_CHECK(t >= 0 && t < model_->vocab_size(), "a draft token outside the vocabulary");
+    return d;
+  }
+  if (!s.draft_state) s.draft_state = std::make_unique<model::SequenceState>(spec.draft_model->new_sequence());
+  return model_drafts(*spec.draft_model, *s.draft_state, history, room, config_.vocab_limit);
 }
 
 int64_t Engine::submit(Request request) {
@@ -182,11 +206,33 @@ bool Engine::step() {
   std::vector<model::Model::Chunk> chunks;
   std::vector<Sequence*> owners;
   int64_t budget = config_.max_step_tokens;
+  int64_t decoding_left = 0;  // decodes not yet given their token from the budget
+  for (auto& s : running_) decoding_left += s->pending >= 0;
+  std::vector<int64_t> first_row;  // each owner's first row of logits
+  int64_t rows = 0;
   for (auto& s : running_)
     if (s->pending >= 0) {
-      chunks.push_back({&s->state, std::span<const int32_t>(&s->pending, 1)});
+      // Drafts only from what the budget leaves after every decode's own token,
+      // and never more than the request may still generate after the pending one.
+      s->drafts.clear();
+      if (config_.speculate.enabled()) {
+        const int64_t room = std::min<int64_t>(
+            s->request.sampling.max_new_tokens - static_cast<int64_t>(s->out.tokens.size()) - 1,
+            budget - decoding_left);
+        if (room > 0) s->drafts = propose(*s, room);
+      }
+      --decoding_left;
+      if (s->drafts.empty()) {
+        chunks.push_back({&s->state, std::span<const int32_t>(&s->pending, 1)});
+      } else {
+        s->drafts.insert(s->drafts.begin(), s->pending);
+        chunks.push_back({&s->state, s->drafts, /*verify=*/true});
+      }
       owners.push_back(s.get());
-      --budget;
+      first_row.push_back(rows);
+      const int64_t n = static_cast<int64_t>(chunks.back().tokens.size());
+      rows += s->drafts.empty() ? 1 : n;
+      budget -= n;
     }
   for (auto& s : running_) {
     const int64_t size = static_cast<int64_t>(s->request.prompt.size()), left = size - s->prefilled;
@@ -201,6 +247,7 @@ bool Engine::step() {
     if (cache_ && s->prefilled < size - 1) n = std::min(n, size - 1 - s->prefilled);
     chunks.push_back({&s->state, std::span<const int32_t>(s->request.prompt).subspan(s->prefilled, n)});
     owners.push_back(s.get());
+    first_row.push_back(rows++);
     budget -= n;
   }
   std::vector<float> logits;
@@ -211,6 +258,7 @@ bool Engine::step() {
     if (!s->ready_logits.empty()) {
       logits.insert(logits.end(), s->ready_logits.begin(), s->ready_logits.end());
       owners.push_back(s.get());
+      first_row.push_back(rows++);
       std::vector<float>().swap(s->ready_logits);
     }
 
@@ -218,6 +266,34 @@ bool Engine::step() {
   std::vector<int64_t> done;
   for (size_t i = 0; i < owners.size(); ++i) {
     Sequence& s = *owners[i];
+    const float* row = &logits[first_row[i] * V];
+    if (i < ran && !s.drafts.empty()) {
+      // A verification chunk: pending + drafts. Sample each position as
+      // decoding would; go on while the sampled token is the draft.
+      const int64_t n = static_cast<int64_t>(s.drafts.size()), start = s.state.length - n;
+      int64_t emitted = 0;
+      bool end = false;
+      while (emitted < n && !end) {
+        end = emit(s, row + emitted * V);
+        ++emitted;
+        if (emitted < n && s.out.tokens.back() != s.drafts[emitted]) break;  // the correction
+      }
+      // Accepted: emitted tokens that were the draft at their position.
+      int64_t accepted = 0;
+      const int32_t* out = s.out.tokens.data() + s.out.tokens.size() - emitted;
+      for (int64_t p = 0; p < emitted && p + 1 < n; ++p) accepted += out[p] == s.drafts[p + 1];
+      // The state keeps the pending token and the drafts before the last
+      // emitted token (which becomes the pending one, not yet fed).
+      model_->rollback_verified(s.state, start + emitted);
+      ++stats_.spec_verifications;
+      stats_.spec_drafted += n - 1;
+      stats_.spec_accepted += accepted;
+      stats_.spec_emitted += emitted;
+      stats_.decode_tokens += emitted;
+      s.drafts.clear();
+      if (end) done.push_back(s.id);
+      continue;
+    }
     if (i >= ran) {
       // Sampled from the logits the cache kept: nothing ran.
     } else if (s.pending >= 0) {
@@ -231,43 +307,10 @@ bool Engine::step() {
       const int64_t size = static_cast<int64_t>(s.request.prompt.size());
       if (cache_ && s.prefill_version == version_ && (s.prefilled >= size - 1 || s.prefilled == s.branch_at))
         cache_->insert(s.request.prompt, version_, s.state,
-                       s.prefilled == size ? std::span<const float>(logits).subspan(i * V, V) : std::span<const float>());
+                       s.prefilled == size ? std::span<const float>(row, V) : std::span<const float>());
       if (s.prefilled < size) continue;  // more prompt to go
     }
-    TokenSample t = sample(std::span<const float>(logits).subspan(i * V, V), s.request.sampling,
-                           config_.vocab_limit, s.rng);
-    // The raw log-prob by the model's own kernel, as the learner computes it
-    // (under the strict profile the two then agree bit for bit).
-    model_->backend().log_softmax_gather(&logits[i * V], &t.token, 1, V, &t.raw_logprob);
-    if (latency_.first_token || latency_.inter_token) {
-      const auto now = std::chrono::steady_clock::now();
-      const auto& since = s.out.tokens.empty() ? s.submitted : s.last_token;
-      const auto& hook = s.out.tokens.empty() ? latency_.first_token : latency_.inter_token;
-      if (hook) hook(std::chrono::duration<double>(now - since).count());
-      s.last_token = now;
-    }
-    s.out.tokens.push_back(t.token);
-    s.out.sampled_logprobs.push_back(t.sampled_logprob);
-    s.out.raw_logprobs.push_back(t.raw_logprob);
-    s.out.versions.push_back(version_);
-    if (token_hook_) token_hook_(s.id, t, version_);
-    s.pending = t.token;
-    const auto& stops = s.request.sampling.stop_token_ids;
-    FinishReason reason;
-    bool end = true;
-    if (std::find(stops.begin(), stops.end(), t.token) != stops.end()) {
-      reason = FinishReason::kStopToken;
-    } else if (stopped_by_string(s)) {
-      reason = FinishReason::kStopString;
-    } else if (static_cast<int64_t>(s.out.tokens.size()) >= s.request.sampling.max_new_tokens) {
-      reason = FinishReason::kLength;
-    } else {
-      end = false;
-    }
-    if (end) {
-      s.out.finish = reason;
-      done.push_back(s.id);
-    }
+    if (emit(s, row)) done.push_back(s.id);
   }
   for (int64_t id : done) {
     auto it = std::find_if(running_.begin(), running_.end(), [id](const auto& s) { return s->id == id; });
@@ -276,6 +319,38 @@ bool Engine::step() {
     checkpoint_generation(*s);
     const FinishReason reason = s->out.finish;
     finish(std::move(s), reason);
+  }
+  return true;
+}
+
+bool Engine::emit(Sequence& s, const float* row) {
+  const int64_t V = model_->vocab_size();
+  TokenSample t = sample(std::span<const float>(row, V), s.request.sampling, config_.vocab_limit, s.rng);
+  // The raw log-prob by the model's own kernel, as the learner computes it
+  // (under the strict profile the two then agree bit for bit).
+  model_->backend().log_softmax_gather(row, &t.token, 1, V, &t.raw_logprob);
+  if (latency_.first_token || latency_.inter_token) {
+    const auto now = std::chrono::steady_clock::now();
+    const auto& since = s.out.tokens.empty() ? s.submitted : s.last_token;
+    const auto& hook = s.out.tokens.empty() ? latency_.first_token : latency_.inter_token;
+    if (hook) hook(std::chrono::duration<double>(now - since).count());
+    s.last_token = now;
+  }
+  s.out.tokens.push_back(t.token);
+  s.out.sampled_logprobs.push_back(t.sampled_logprob);
+  s.out.raw_logprobs.push_back(t.raw_logprob);
+  s.out.versions.push_back(version_);
+  if (token_hook_) token_hook_(s.id, t, version_);
+  s.pending = t.token;
+  const auto& stops = s.request.sampling.stop_token_ids;
+  if (std::find(stops.begin(), stops.end(), t.token) != stops.end()) {
+    s.out.finish = FinishReason::kStopToken;
+  } else if (stopped_by_string(s)) {
+    s.out.finish = FinishReason::kStopString;
+  } else if (static_cast<int64_t>(s.out.tokens.size()) >= s.request.sampling.max_new_tokens) {
+    s.out.finish = FinishReason::kLength;
+  } else {
+    return false;
   }
   return true;
 }

@@ -21,6 +21,7 @@
 #include "interlace/model/model.h"
 #include "interlace/model/tokenizer.h"
 #include "interlace/rollout/sampling.h"
+#include "interlace/rollout/speculative.h"
 
 namespace interlace::rollout {
 
@@ -29,6 +30,11 @@ struct EngineConfig {
   int64_t prefill_chunk = 256;    // prompt tokens one sequence prefills per step, at most
   int64_t max_step_tokens = 512;  // tokens per step (decodes first, then prefill chunks)
   int64_t vocab_limit = 0;        // sample only ids below this (0: the whole vocabulary)
+  // Speculative decoding (off by default): a decoding sequence with drafts
+  // runs its pending token and the drafts as one verification chunk; the
+  // output is token for token, log-prob for log-prob what it is without (see
+  // speculative.h). Drafts count against max_step_tokens.
+  SpeculativeConfig speculate = {};
 };
 
 enum class FinishReason { kStopToken, kStopString, kLength, kAborted };
@@ -53,6 +59,12 @@ struct RequestOutput {
 struct EngineStats {
   int64_t steps = 0, prefill_tokens = 0, decode_tokens = 0, finished = 0, aborted = 0, weight_swaps = 0;
   int64_t generation_checkpoints = 0;  // finished sequences whose prompt + answer went into the cache
+  // Speculative decoding: verification chunks run, draft tokens in them, and
+  // drafts accepted (the sampled token was the draft); rejected = drafted - accepted.
+  int64_t spec_verifications = 0, spec_drafted = 0, spec_accepted = 0;
+  // Tokens emitted by verification chunks (accepted drafts plus the token
+  // each verification samples after them).
+  int64_t spec_emitted = 0;
 };
 
 // Called with each request's latencies, in seconds, when set (Engine::
@@ -121,6 +133,8 @@ class Engine {
     // first token is sampled from these, without running the model.
     std::vector<float> ready_logits;
     std::mt19937_64 rng;
+    std::vector<int32_t> drafts;              // this step's drafts (verification chunk: pending + drafts)
+    std::unique_ptr<model::SequenceState> draft_state;  // the draft model's, when drafting with one
     RequestOutput out;
     std::chrono::steady_clock::time_point submitted, last_token;  // for LatencyHooks
   };
@@ -129,6 +143,12 @@ class Engine {
   // (and checkpointed) the prefix their prompts share; marks that point.
   bool wait_for_shared_prefill(const Sequence& waiting);
   void finish(std::unique_ptr<Sequence> seq, FinishReason reason);
+  // Samples the sequence's next token from `logits` and records it; true when
+  // that token ends the request (reason in s.out.finish).
+  bool emit(Sequence& s, const float* logits);
+  // Drafts for a decoding sequence, at most `room` (k, the tokens it may
+  // still generate and the step's budget bound it).
+  std::vector<int32_t> propose(Sequence& s, int64_t room);
   bool stopped_by_string(const Sequence& s) const;
 
   std::shared_ptr<model::Model> model_, next_model_;
