@@ -284,7 +284,9 @@ bool Engine::step() {
       for (int64_t p = 0; p < emitted && p + 1 < n; ++p) accepted += out[p] == s.drafts[p + 1];
       // The state keeps the pending token and the drafts before the last
       // emitted token (which becomes the pending one, not yet fed).
+      const auto cut = std::chrono::steady_clock::now();
       model_->rollback_verified(s.state, start + emitted);
+      if (emitted < n) stats_.spec_rollback_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - cut).count();
       ++stats_.spec_verifications;
       stats_.spec_drafted += n - 1;
       stats_.spec_accepted += accepted;

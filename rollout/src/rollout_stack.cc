@@ -15,7 +15,8 @@ RolloutStack make_rollout_stack(std::shared_ptr<model::Model> model, const model
   if (options.cache) s.cache = std::make_unique<cache::PrefixCache>(*model, *options.cache);
   s.engine = std::make_unique<Engine>(std::move(model), options.version,
                                       EngineConfig{.max_running = options.max_running,
-                                                   .vocab_limit = tokenizer.vocab_size()},
+                                                   .vocab_limit = tokenizer.vocab_size(),
+                                                   .speculate = options.speculate},
                                       &tokenizer);
   if (s.cache) s.engine->set_cache(s.cache.get());
   s.loop = std::make_unique<AgentLoop>(*s.engine, tmpl, tokenizer, options.limits);

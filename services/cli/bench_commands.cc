@@ -92,6 +92,27 @@ void add_bench_cache_commands(CLI::App& bench, std::shared_ptr<Common> common, A
     common->command_line = absl::StrCat(command_line_of(*c), " -o ", common->output);
     action = [common, w] { return run(bench::run_bench_cache(*common, *w)); };
   });
+
+  auto sp = std::make_shared<bench::SpeculativeBenchArgs>();
+  CLI::App* s = bench.add_subcommand(
+      "speculative", "Decode tokens/s and draft acceptance with and without speculative decoding (prompt lookup),\n"
+                     "per model, workload (agent episodes or random prompts), temperature and batch size, and\n"
+                     "the share of time spent rolling states back after rejections");
+  add_output(s, *common);
+  s->add_option("--models", sp->models, "model directories (an SFT model gives realistic episodes) or example configs")
+      ->capture_default_str();
+  s->add_option("--workloads", sp->workloads, "environments, or random (random prompts)")->capture_default_str();
+  s->add_option("--temperatures", sp->temperatures, "sampling temperatures")->capture_default_str();
+  s->add_option("--batch-sizes", sp->batch_sizes, "sequences decoded together")->capture_default_str();
+  s->add_option("--episodes", sp->episodes, "episodes (or random prompts) per run")->check(CLI::PositiveNumber)->capture_default_str();
+  s->add_option("--max-turns", sp->max_turns, "turns per episode")->check(CLI::PositiveNumber)->capture_default_str();
+  s->add_option("--max-new-tokens", sp->max_new_tokens, "tokens per turn")->check(CLI::PositiveNumber)->capture_default_str();
+  s->add_option("--speculate", sp->speculate, "the speculation measured (ngram:k=N,...)")->capture_default_str();
+  s->add_option("--seed", sp->seed, "task and sampling seed")->capture_default_str();
+  s->callback([&action, common, sp, s] {
+    common->command_line = absl::StrCat(command_line_of(*s), " -o ", common->output);
+    action = [common, sp] { return run(bench::run_bench_speculative(*common, *sp)); };
+  });
 }
 
 

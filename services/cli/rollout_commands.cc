@@ -59,6 +59,7 @@ struct RolloutArgs {
   bool eval = false, no_cache = false;
   int64_t cache_bytes = 0, cache_blocks = 0, cache_states = 0;  // 0: the machine default; no caps
   std::string state_dtype;  // empty: the precision profile's state dtype
+  std::string speculate = "off";
 };
 
 int run_rollout(const RolloutArgs& a) {
@@ -73,6 +74,9 @@ int run_rollout(const RolloutArgs& a) {
   if (!tok.ok()) return fail(tok.status());
   auto tmpl = model::ChatTemplate::create(**tok);
   if (!tmpl.ok()) return fail(absl::StrCat(a.model, ": ", tmpl.status().message()));
+  auto speculate = rollout::parse_speculate(a.speculate);
+  if (!speculate.ok()) return fail(absl::StrCat("--speculate: ", speculate.status().message()));
+  if (auto s = rollout::load_draft_model(*speculate, *m, *precision); !s.ok()) return fail(s);
   std::ofstream out(a.out);
   if (!out) return fail(absl::StrCat(a.out, ": cannot write"));
 
@@ -91,7 +95,8 @@ int run_rollout(const RolloutArgs& a) {
       {.max_running = 32,
        .cache = cache,
        .limits = {.max_turns = a.max_turns, .max_turn_tokens = a.max_new_tokens,
-                  .max_episode_tokens = a.max_episode_tokens}});
+                  .max_episode_tokens = a.max_episode_tokens},
+       .speculate = *speculate});
   const std::vector<uint64_t> eval = (*env)->eval_seeds(a.prompts);
   std::vector<rollout::EpisodeSpec> specs;
   rollout::SamplingParams sampling;
@@ -154,6 +159,14 @@ int run_rollout(const RolloutArgs& a) {
   const int64_t prefilled = stack.engine->stats().prefill_tokens;
   std::printf("prefill: %lld tokens, lower bound %lld (%.2fx)\n", static_cast<long long>(prefilled),
               static_cast<long long>(bound), bound ? double(prefilled) / double(bound) : 0.0);
+  if (speculate->enabled()) {
+    const rollout::EngineStats& es = stack.engine->stats();
+    std::printf("speculation: %s, %lld drafted, %lld accepted (%.1f%%), %.2f tokens per verification\n",
+                rollout::describe(*speculate).c_str(), static_cast<long long>(es.spec_drafted),
+                static_cast<long long>(es.spec_accepted),
+                es.spec_drafted ? 100.0 * es.spec_accepted / es.spec_drafted : 0.0,
+                es.spec_verifications ? double(es.spec_emitted) / es.spec_verifications : 0.0);
+  }
   std::printf("trajectories written to %s\n", a.out.c_str());
   return 0;
 }
@@ -218,6 +231,11 @@ void add_rollout_commands(CLI::App& app, Action& action) {
   ro->add_option("--seed", r->seed, "task and sampling seed")->capture_default_str();
   ro->add_option("--precision", r->precision, "precision profile of the rollout")->capture_default_str();
   ro->add_flag("--eval", r->eval, "use the environment's fixed held-out tasks");
+  ro->add_option("--speculate", r->speculate,
+                 "speculative decoding: off, ngram[:k=4,max=4,min=1] (drafts looked up in the episode's own\n"
+                 "history) or model:DIR[,k=4] (a draft model with the same tokenizer); the trajectories are\n"
+                 "token for token and log-prob for log-prob the same as without")
+      ->capture_default_str();
   ro->add_flag("--no-cache", r->no_cache, "disable the prefix/state cache");
   ro->add_option("--cache-bytes", r->cache_bytes,
                  "memory the cache may hold, KV blocks and states together (default 0: 1/8 of this\n"

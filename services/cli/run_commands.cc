@@ -258,6 +258,10 @@ void add_run_commands(CLI::App& app, Action& action) {
   worker->add_option("--cache-bytes", s->serving.cache_bytes,
                      "with --serve: bytes the prefix/state cache may hold (0: the machine default, -1: no cache)")
       ->capture_default_str();
+  worker->add_option("--speculate", s->serving.speculate,
+                     "with --serve: speculative decoding: off, ngram[:k=4] (prompt lookup) or model:DIR[,k=4]\n"
+                     "(a draft model with the same tokenizer); the output is token for token the same")
+      ->capture_default_str();
   worker->add_option("--threads", s->serving.threads,
                      "with --serve: CPU threads (default: every core; give each of several workers on one machine its share)");
   worker->add_option("--index", s->index, "worker number (its name is worker-N)")->capture_default_str();

@@ -393,6 +393,61 @@ TEST_F(Cli, EnvDemoFeedsTrainSftAndRolloutWritesTrajectories) {
   EXPECT_NE(bad.out.find("calculator"), std::string::npos) << bad.out;
 }
 
+// --speculate changes how fast, never what: the trajectories (tokens,
+// log-probs, versions, rewards) are the same line for line under the strict
+// profile, with prompt lookup and with a draft model (a different model).
+TEST_F(Cli, RolloutWithSpeculationWritesTheSameTrajectories) {
+  const std::string plain = (dir_ / "plain.jsonl").string(), ngram = (dir_ / "ngram.jsonl").string(),
+                    drafted = (dir_ / "drafted.jsonl").string(), draft = (dir_ / "draft").string();
+  ASSERT_EQ(run("model init --config " + std::string(INTERLACE_SOURCE_DIR) + "/examples/models/tiny-full.json --out " +
+                draft + " --seed 8").code, 0);
+  const std::string common = "rollout --model " + model_ + " --env kv-retrieval --prompts 4 --group-size 2 "
+                             "--max-turns 2 --max-new-tokens 24 --temperature 0.7 --seed 2 --precision strict --out ";
+  CliRun a = run(common + plain);
+  ASSERT_EQ(a.code, 0) << a.out;
+  EXPECT_EQ(a.out.find("speculation:"), std::string::npos);
+  CliRun b = run(common + ngram + " --speculate ngram:k=4");
+  ASSERT_EQ(b.code, 0) << b.out;
+  EXPECT_NE(b.out.find("speculation: ngram:k=4"), std::string::npos) << b.out;
+  CliRun c = run(common + drafted + " --speculate model:" + draft + ",k=3");
+  ASSERT_EQ(c.code, 0) << c.out;
+  EXPECT_NE(c.out.find("accepted"), std::string::npos) << c.out;
+  auto lines = [](const std::string& path) {
+    std::vector<std::string> out;
+    std::ifstream in(path);
+    for (std::string l; std::getline(in, l);) out.push_back(l);
+    return out;
+  };
+  const auto want = lines(plain);
+  ASSERT_EQ(want.size(), 8u);
+  EXPECT_EQ(lines(ngram), want);
+  EXPECT_EQ(lines(drafted), want);
+  // A bad spec, and a draft model with another vocabulary, are refused with the reason.
+  CliRun bad = run(common + ngram + " --speculate eagle:k=2");
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.out.find("ngram[:k=N"), std::string::npos) << bad.out;
+  CliRun missing = run(common + ngram + " --speculate model:/nonexistent");
+  EXPECT_EQ(missing.code, 1);
+  EXPECT_NE(missing.out.find("draft model"), std::string::npos) << missing.out;
+}
+
+TEST_F(Cli, BenchSpeculativeReportsAcceptanceAndSpeedSideBySide) {
+  const CliRun r = run("bench speculative --models tiny-hybrid-3to1.json --workloads random kv-retrieval "
+                       "--temperatures 0 --batch-sizes 1 4 --episodes 4 --max-turns 2 --max-new-tokens 16 -o json", false);
+  ASSERT_EQ(r.code, 0) << r.out;
+  const nlohmann::json doc = nlohmann::json::parse(r.out);
+  ASSERT_EQ(doc["results"].size(), 4u) << "2 workloads x 2 batch sizes";
+  for (const auto& row : doc["results"]) {
+    const auto &on = row["on"], &off = row["off"];
+    EXPECT_EQ(off["verifications"], 0);
+    EXPECT_EQ(on["generated_tokens"], off["generated_tokens"]);
+    EXPECT_GE(on["drafted"].get<int64_t>(), on["accepted"].get<int64_t>());
+    EXPECT_LE(on["steps"].get<int64_t>(), off["steps"].get<int64_t>());
+    EXPECT_GE(on["rollback_fraction"].get<double>(), 0.0);
+    EXPECT_LT(on["rollback_fraction"].get<double>(), 1.0);
+  }
+}
+
 }  // namespace
 
 // `interlace run --warmup-only`: the SFT warm-up and the evaluation of the

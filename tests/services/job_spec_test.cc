@@ -74,6 +74,7 @@ TEST(JobSpec, ErrorsNameTheKeyAndWhatIsAllowed) {
   EXPECT_NE(error_of(model + "staleness: {eta: -1}").find("staleness.eta"), std::string::npos);
   EXPECT_NE(error_of(model + "env: chess").find("env: "), std::string::npos);
   EXPECT_NE(error_of(model + "rollout: {precision: fp7}").find("rollout.precision"), std::string::npos);
+  EXPECT_NE(error_of(model + "rollout: {speculate: \"eagle:k=2\"}").find("rollout.speculate"), std::string::npos);
   EXPECT_NE(error_of(model + "sft: {schedule: linear}").find("sft.schedule: 'linear' is not allowed; choose one of: constant"),
             std::string::npos);
   EXPECT_NE(error_of(model + "sft: 3").find("sft: expected a mapping"), std::string::npos);

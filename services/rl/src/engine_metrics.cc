@@ -10,7 +10,14 @@ EngineMetrics::EngineMetrics(metrics::Registry& r)
       decode_tokens_(r.counter("interlace_decode_tokens_total", "tokens decoded")),
       finished_(r.counter("interlace_requests_finished_total", "sequences finished (stop token, stop string or length)")),
       aborted_(r.counter("interlace_requests_aborted_total", "sequences aborted before they finished")),
-      weight_swaps_(r.counter("interlace_engine_weight_swaps_total", "new weights versions swapped into the engine")) {}
+      weight_swaps_(r.counter("interlace_engine_weight_swaps_total", "new weights versions swapped into the engine")),
+      spec_drafted_(r.counter("interlace_spec_draft_tokens_total", "speculative decoding: draft tokens verified")),
+      spec_accepted_(r.counter("interlace_spec_accepted_tokens_total",
+                               "speculative decoding: draft tokens accepted (the target sampled the draft)")),
+      spec_rejected_(r.counter("interlace_spec_rejected_tokens_total",
+                               "speculative decoding: draft tokens rejected or left unused after a rejection")),
+      spec_verifications_(r.counter("interlace_spec_verifications_total",
+                                    "speculative decoding: verification chunks (pending token + drafts) run")) {}
 
 void EngineMetrics::update(const rollout::Engine& e) {
   running_.set(double(e.running()));
@@ -21,6 +28,10 @@ void EngineMetrics::update(const rollout::Engine& e) {
   finished_.set(double(s.finished));
   aborted_.set(double(s.aborted));
   weight_swaps_.set(double(s.weight_swaps));
+  spec_drafted_.set(double(s.spec_drafted));
+  spec_accepted_.set(double(s.spec_accepted));
+  spec_rejected_.set(double(s.spec_drafted - s.spec_accepted));
+  spec_verifications_.set(double(s.spec_verifications));
 }
 
 }  // namespace interlace::rl

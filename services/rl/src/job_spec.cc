@@ -11,6 +11,7 @@
 #include "absl/strings/str_join.h"
 #include "interlace/core/file_util.h"
 #include "interlace/model/precision.h"
+#include "interlace/rollout/speculative.h"
 #include "interlace/rollout/environment.h"
 #include "interlace/transport/nccl_weights.h"
 #include "spec_section.h"
@@ -20,6 +21,7 @@ namespace {
 using spec::Section;
 
 absl::Status check_precision(const std::string& s) { return model::parse_precision(s).status(); }
+absl::Status check_speculate(const std::string& s) { return rollout::parse_speculate(s).status(); }
 absl::Status check_env(const std::string& s) { return rollout::make_environment(s).status(); }
 absl::Status check_weights_transport(const std::string& s) {
   if (s == "nccl" && !transport::nccl::built_with_nccl())
@@ -95,6 +97,7 @@ absl::StatusOr<JobSpec> parse_job_spec(const std::string& text, const std::strin
                      .num("max_turn_tokens", j.max_turn_tokens, 1, 1e6)
                      .num("max_episode_tokens", j.max_episode_tokens, 1, 1e7)
                      .text("precision", j.rollout_precision, {}, check_precision)
+                     .text("speculate", j.speculate, {}, check_speculate)
                      .boolean("cache", j.cache)
                      .num("cache_bytes", j.cache_bytes, 0, 1e13)
                      .num("cache_blocks", j.cache_blocks, 0, 1e8)
@@ -213,7 +216,7 @@ nlohmann::json job_spec_json(const JobSpec& j) {
            {{"workers", j.workers}, {"min_workers", j.min_workers}, {"max_running", j.max_running}, {"temperature", j.temperature},
             {"top_p", j.top_p}, {"top_k", j.top_k}, {"max_turns", j.max_turns},
             {"max_turn_tokens", j.max_turn_tokens}, {"max_episode_tokens", j.max_episode_tokens},
-            {"precision", j.rollout_precision}, {"cache", j.cache}, {"cache_bytes", j.cache_bytes}, {"cache_blocks", j.cache_blocks},
+            {"precision", j.rollout_precision}, {"speculate", j.speculate}, {"cache", j.cache}, {"cache_bytes", j.cache_bytes}, {"cache_blocks", j.cache_blocks},
             {"cache_states", j.cache_states}, {"max_in_flight", j.max_in_flight},
             {"resend_after_seconds", j.resend_after_s}, {"task_timeout_seconds", j.task_timeout_s}}},
           {"learner", {{"precision", j.learner_precision}}},

@@ -138,6 +138,7 @@ class Worker {
   std::unique_ptr<model::Tokenizer> tokenizer_;
   std::optional<model::ModelConfig> config_;
   model::PrecisionProfile precision_;
+  rollout::SpeculativeConfig speculate_;
   std::shared_ptr<model::Model> model_;
   rollout::RolloutStack stack_;  // built once the first weights are in
   std::string weight_buffer_;
@@ -399,7 +400,8 @@ int Worker::run() {
   auto config = model::load_config(o_.endpoints.initial_model);
   auto precision = model::parse_precision(spec_.rollout_precision);
   auto env = rollout::make_environment(spec_.env);
-  for (const absl::Status& s : {tok.status(), config.status(), precision.status(), env.status()})
+  auto speculate = rollout::parse_speculate(spec_.speculate);
+  for (const absl::Status& s : {tok.status(), config.status(), precision.status(), env.status(), speculate.status()})
     if (!s.ok()) {
       spdlog::error("{}: {}", name_, std::string(s.message()));
       return 1;
@@ -407,6 +409,7 @@ int Worker::run() {
   tokenizer_ = std::move(*tok);
   config_ = *config;
   precision_ = *precision;
+  speculate_ = *speculate;
   environments_[spec_.env] = std::move(*env);
   auto tmpl = model::ChatTemplate::create(*tokenizer_);
   if (!tmpl.ok()) {
@@ -441,6 +444,11 @@ int Worker::run() {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   if (!model_) return 0;  // the job ended before we had weights
+  // A draft model is the job's fixed file (it does not follow the weights).
+  if (absl::Status s = rollout::load_draft_model(speculate_, *model_, precision_); !s.ok()) {
+    spdlog::error("{}: {}", name_, std::string(s.message()));
+    return 1;
+  }
   stack_ = rollout::make_rollout_stack(
       model_, *tokenizer_, *tmpl,
       {.version = version_,
@@ -455,7 +463,8 @@ int Worker::run() {
                                                                .state_dtype = precision_.state})
                             : std::nullopt,
        .limits = {.max_turns = spec_.max_turns, .max_turn_tokens = spec_.max_turn_tokens,
-                  .max_episode_tokens = spec_.max_episode_tokens}});
+                  .max_episode_tokens = spec_.max_episode_tokens},
+       .speculate = speculate_});
   stack_.engine->set_latency_hooks({.first_token = [this](double s) { first_token_seconds_.Observe(s); },
                                     .inter_token = [this](double s) { inter_token_seconds_.Observe(s); }});
   while (!job_done_) {

@@ -51,8 +51,9 @@ const char* reason_name(rollout::FinishReason r) {
 
 class Server {
  public:
-  Server(const ServingWorkerOptions& o, std::shared_ptr<model::Model> model, std::unique_ptr<model::Tokenizer> tokenizer)
-      : o_(o), model_(std::move(model)), tokenizer_(std::move(tokenizer)) {}
+  Server(const ServingWorkerOptions& o, std::shared_ptr<model::Model> model, std::unique_ptr<model::Tokenizer> tokenizer,
+         rollout::SpeculativeConfig speculate)
+      : o_(o), model_(std::move(model)), tokenizer_(std::move(tokenizer)), speculate_(std::move(speculate)) {}
 
   absl::Status start() {
     auto server = transport::load_or_make_curve_key_pair(o_.keys_dir, "server");
@@ -76,7 +77,8 @@ class Server {
                                                                                 .state_dtype = model_->precision().state});
     engine_ = std::make_unique<rollout::Engine>(model_, /*version=*/0,
                                                 rollout::EngineConfig{.max_running = o_.max_running,
-                                                                      .vocab_limit = tokenizer_->vocab_size()},
+                                                                      .vocab_limit = tokenizer_->vocab_size(),
+                                                                      .speculate = speculate_},
                                                 tokenizer_.get());
     engine_->set_cache(cache_.get());
     engine_->set_token_hook([this](int64_t id, const rollout::TokenSample& sample, int64_t version) {
@@ -229,6 +231,7 @@ class Server {
   const ServingWorkerOptions& o_;
   std::shared_ptr<model::Model> model_;
   std::unique_ptr<model::Tokenizer> tokenizer_;
+  rollout::SpeculativeConfig speculate_;
   zmq::context_t ctx_;
   std::unique_ptr<transport::ZapAuthenticator> zap_;
   zmq::socket_t socket_;
@@ -262,12 +265,20 @@ int run_serving_worker(const ServingWorkerOptions& o) {
     std::fprintf(stderr, "error: %s\n", std::string(loaded.status().message()).c_str());
     return 1;
   }
+  auto speculate = rollout::parse_speculate(o.speculate);
+  if (speculate.ok()) {
+    if (auto s = rollout::load_draft_model(*speculate, **loaded, *precision); !s.ok()) speculate = s;
+  }
+  if (!speculate.ok()) {
+    std::fprintf(stderr, "error: --speculate: %s\n", std::string(speculate.status().message()).c_str());
+    return 2;
+  }
   auto tokenizer = model::load_tokenizer(o.model_dir);
   if (!tokenizer.ok()) {
     std::fprintf(stderr, "error: %s\n", std::string(tokenizer.status().message()).c_str());
     return 1;
   }
-  Server server(o, std::shared_ptr<model::Model>(std::move(*loaded)), std::move(*tokenizer));
+  Server server(o, std::shared_ptr<model::Model>(std::move(*loaded)), std::move(*tokenizer), *speculate);
   if (auto s = server.start(); !s.ok()) {
     std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());
     return 1;

@@ -65,6 +65,7 @@ struct EngineStats {
   // Tokens emitted by verification chunks (accepted drafts plus the token
   // each verification samples after them).
   int64_t spec_emitted = 0;
+  double spec_rollback_seconds = 0;  // spent cutting sequences back after rejections
 };
 
 // Called with each request's latencies, in seconds, when set (Engine::

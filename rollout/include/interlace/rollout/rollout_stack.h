@@ -32,6 +32,7 @@ struct RolloutStackOptions {
   int64_t max_running = 32;     // sequences decoded together
   std::optional<cache::CacheConfig> cache;  // unset: no prefix cache
   AgentLimits limits;
+  SpeculativeConfig speculate = {};  // off unless set (a draft model loaded by the caller)
 };
 
 // Owns the parts; the engine holds the model, the loop refers to the engine,

@@ -78,6 +78,19 @@ struct CacheBenchArgs {
 };
 absl::Status run_bench_cache(const Common& c, const CacheBenchArgs& a);
 
+// Decode tokens/s and acceptance with and without speculative decoding
+// (prompt lookup), per model, workload, temperature and batch size.
+struct SpeculativeBenchArgs {
+  std::vector<std::string> models = {"tiny-hybrid-3to1.json", "tiny-full.json"};
+  std::vector<std::string> workloads = {"calculator:max_number=5,short_prompt=1", "kv-retrieval", "random"};
+  std::vector<double> temperatures = {0.0, 1.0};
+  std::vector<int64_t> batch_sizes = {1, 8, 32};
+  int64_t episodes = 32, max_turns = 3, max_new_tokens = 64;
+  std::string speculate = "ngram:k=4";
+  uint64_t seed = 0;
+};
+absl::Status run_bench_speculative(const Common& c, const SpeculativeBenchArgs& a);
+
 // The same RL job run synchronously and asynchronously by `interlace run`.
 struct AsyncArgs {
   std::string interlace;  // the interlace executable that runs the job

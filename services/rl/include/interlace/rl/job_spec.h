@@ -63,6 +63,7 @@ struct JobSpec {
   float temperature = 1.0f, top_p = 1.0f;
   int64_t top_k = 0, max_turns = 4, max_turn_tokens = 128, max_episode_tokens = 2048;
   std::string rollout_precision = "fp32", learner_precision = "fp32";
+  std::string speculate = "off";  // rollout: speculative decoding (rollout::parse_speculate)
   bool cache = true;
   // The cache's pools: KV blocks (16 tokens of every softmax layer each) and
   // lightning-state checkpoints, per worker.

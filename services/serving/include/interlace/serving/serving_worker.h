@@ -22,6 +22,7 @@ struct ServingWorkerOptions {
   int64_t cache_bytes = 0;                   // 0: the machine default; -1: no prefix cache
   int threads = 0;                           // CPU threads of the engine (0: OpenMP's default, every core);
                                              // several workers on one machine must split the cores
+  std::string speculate = "off";             // speculative decoding (rollout::parse_speculate)
   std::string endpoint_file;                 // where the bound endpoint is written
   bool quiet = false;
 };
