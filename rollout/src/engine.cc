@@ -268,32 +268,7 @@ bool Engine::step() {
     Sequence& s = *owners[i];
     const float* row = &logits[first_row[i] * V];
     if (i < ran && !s.drafts.empty()) {
-      // A verification chunk: pending + drafts. Sample each position as
-      // decoding would; go on while the sampled token is the draft.
-      const int64_t n = static_cast<int64_t>(s.drafts.size()), start = s.state.length - n;
-      int64_t emitted = 0;
-      bool end = false;
-      while (emitted < n && !end) {
-        end = emit(s, row + emitted * V);
-        ++emitted;
-        if (emitted < n && s.out.tokens.back() != s.drafts[emitted]) break;  // the correction
-      }
-      // Accepted: emitted tokens that were the draft at their position.
-      int64_t accepted = 0;
-      const int32_t* out = s.out.tokens.data() + s.out.tokens.size() - emitted;
-      for (int64_t p = 0; p < emitted && p + 1 < n; ++p) accepted += out[p] == s.drafts[p + 1];
-      // The state keeps the pending token and the drafts before the last
-      // emitted token (which becomes the pending one, not yet fed).
-      const auto cut = std::chrono::steady_clock::now();
-      model_->rollback_verified(s.state, start + emitted);
-      if (emitted < n) stats_.spec_rollback_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - cut).count();
-      ++stats_.spec_verifications;
-      stats_.spec_drafted += n - 1;
-      stats_.spec_accepted += accepted;
-      stats_.spec_emitted += emitted;
-      stats_.decode_tokens += emitted;
-      s.drafts.clear();
-      if (end) done.push_back(s.id);
+      if (verify(s, row)) done.push_back(s.id);
       continue;
     }
     if (i >= ran) {
@@ -323,6 +298,34 @@ bool Engine::step() {
     finish(std::move(s), reason);
   }
   return true;
+}
+
+// A verification chunk (pending + drafts, logits after each): samples each
+// position as decoding would and goes on while the sampled token is the
+// draft; the first that is not is the correction. The state then keeps the
+// pending token and the drafts before the last emitted token (which becomes
+// the pending one, not yet fed).
+bool Engine::verify(Sequence& s, const float* rows) {
+  const int64_t V = model_->vocab_size(), n = static_cast<int64_t>(s.drafts.size()), start = s.state.length - n;
+  int64_t emitted = 0, accepted = 0;
+  bool end = false;
+  while (emitted < n && !end) {
+    end = emit(s, rows + emitted * V);
+    ++emitted;
+    if (emitted == n) break;  // the token after every draft
+    if (s.out.tokens.back() != s.drafts[emitted]) break;  // the correction
+    ++accepted;
+  }
+  const auto cut = std::chrono::steady_clock::now();
+  model_->rollback_verified(s.state, start + emitted);
+  if (emitted < n) stats_.spec_rollback_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - cut).count();
+  ++stats_.spec_verifications;
+  stats_.spec_drafted += n - 1;
+  stats_.spec_accepted += accepted;
+  stats_.spec_emitted += emitted;
+  stats_.decode_tokens += emitted;
+  s.drafts.clear();
+  return end;
 }
 
 bool Engine::emit(Sequence& s, const float* row) {

@@ -2,9 +2,12 @@
 // so they go through the same parser a user's file does.
 #pragma once
 
+#include <memory>
 #include <string>
 
 #include "interlace/model/config.h"
+#include "interlace/model/model.h"
+#include "interlace/model/model_init.h"
 #include "nlohmann/json.hpp"
 
 namespace interlace::testing {
@@ -41,6 +44,14 @@ inline model::ModelConfig parse_or_die(const nlohmann::json& j) {
   auto c = model::parse_config(j, "test-config.json");
   if (!c.ok()) std::abort();
   return *c;
+}
+
+// A model of `json`'s config with random weights (scale 0.3) under `precision`.
+inline std::shared_ptr<model::Model> random_model(const nlohmann::json& json, uint64_t seed, const std::string& precision) {
+  const model::ModelConfig c = parse_or_die(json);
+  auto m = model::Model::from_tensors(c, model::random_weights(c, seed, 0.3f), *model::parse_precision(precision));
+  if (!m.ok()) std::abort();
+  return std::shared_ptr<model::Model>(std::move(*m));
 }
 
 }  // namespace interlace::testing

@@ -149,6 +149,7 @@ TEST_P(Verify, MarkAndRestoreGoBackToTheMarkedPosition) {
 }
 
 TEST(VerifyErrors, RollbackWithoutAVerificationChunkIsRefused) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");  // OpenMP has threads running
   const ModelConfig c = testing::parse_or_die(testing::minimax_json());
   auto m = Model::from_tensors(c, random_weights(c, 1, 0.3f), *parse_precision("fp32"));
   ASSERT_TRUE(m.ok());

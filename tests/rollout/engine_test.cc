@@ -15,12 +15,7 @@
 namespace interlace::rollout {
 namespace {
 
-std::shared_ptr<model::Model> make_model(const nlohmann::json& json, uint64_t seed, const std::string& precision) {
-  const model::ModelConfig c = testing::parse_or_die(json);
-  auto m = model::Model::from_tensors(c, model::random_weights(c, seed, 0.3f), *model::parse_precision(precision));
-  EXPECT_TRUE(m.ok()) << m.status();
-  return std::shared_ptr<model::Model>(std::move(*m));
-}
+using testing::random_model;
 
 std::vector<Request> requests(int64_t vocab) {
   std::vector<Request> out;
@@ -50,7 +45,7 @@ class Batching : public ::testing::TestWithParam<Case> {};
 TEST_P(Batching, ContinuousBatchingEqualsOneAtATimeGreedy) {
   // Fixed seeds: with the fast fp32 kernels batched and single GEMMs round
   // differently (~1e-6), which a fresh random model could turn into a greedy tie.
-  auto m = make_model(GetParam().json, 5, GetParam().precision);
+  auto m = random_model(GetParam().json, 5, GetParam().precision);
   const auto reqs = requests(m->vocab_size());
   // Small slots and chunks: requests join and leave mid-run, prompts take several steps.
   Engine batched(m, 0, {.max_running = 3, .prefill_chunk = 8, .max_step_tokens = 16});
@@ -131,7 +126,7 @@ TEST(Sampling, SeedTemperatureTopKTopPAndBothLogprobs) {
 }
 
 TEST(Engine, StopTokenStopStringLengthAndSeededSampling) {
-  auto m = make_model(testing::llama_json(), 3, "fp32");
+  auto m = random_model(testing::llama_json(), 3, "fp32");
   Engine e(m, 0);
   Request r;
   r.prompt = {1, 2, 3, 4};
@@ -178,7 +173,7 @@ TEST(Engine, StopTokenStopStringLengthAndSeededSampling) {
 }
 
 TEST(Engine, AbortAndBadRequests) {
-  auto m = make_model(testing::minimax_json(), 4, "fp32");
+  auto m = random_model(testing::minimax_json(), 4, "fp32");
   Engine e(m, 0, {.max_running = 2});
   Request r;
   r.prompt = {5, 6, 7};
@@ -212,7 +207,7 @@ TEST(Engine, AbortAndBadRequests) {
 // one inter-token gap per later token; a request queued behind the batch
 // waits longer for its first token than one admitted at once.
 TEST(Engine, LatencyHooksSeeEveryTokenOnce) {
-  auto m = make_model(testing::minimax_json(), 4, "fp32");
+  auto m = random_model(testing::minimax_json(), 4, "fp32");
   Engine e(m, 0, {.max_running = 1});
   std::vector<double> first, gaps;
   e.set_latency_hooks({.first_token = [&](double s) { first.push_back(s); },
@@ -235,8 +230,8 @@ TEST(Engine, LatencyHooksSeeEveryTokenOnce) {
 }
 
 TEST(Engine, WeightSwapBetweenStepsRecordsVersionsPerToken) {
-  auto v0 = make_model(testing::minimax_json(), 4, "strict");
-  auto v1 = make_model(testing::minimax_json(), 5, "strict");
+  auto v0 = random_model(testing::minimax_json(), 4, "strict");
+  auto v1 = random_model(testing::minimax_json(), 5, "strict");
   Engine e(v0, 0);
   Request r;
   r.prompt = {5, 6, 7, 8};

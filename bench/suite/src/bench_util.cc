@@ -11,7 +11,9 @@
 #include <random>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "interlace/kernels/gemm.h"
+#include "interlace/model/model_init.h"
 #include "interlace/bench/machine_info.h"
 
 namespace interlace::bench {
@@ -70,6 +72,16 @@ std::string find_example(const std::string& name) {
     if (fs::exists(p)) return fs::canonical(p).string();
   }
   return name;
+}
+
+absl::StatusOr<std::string> model_dir_or_example(const std::string& name, const std::string& tmp) {
+  namespace fs = std::filesystem;
+  if (fs::exists(fs::path(name) / "config.json")) return name;
+  const std::string config = find_example(name);
+  if (!fs::exists(config)) return absl::NotFoundError(absl::StrCat(name, ": neither a model directory nor an example config"));
+  const std::string dir = (fs::path(tmp) / fs::path(name).stem()).string();
+  if (absl::Status s = model::init_model_dir({.config_path = config, .out_dir = dir, .seed = 1}); !s.ok()) return s;
+  return dir;
 }
 
 double measure_sgemm_gflops() {

@@ -25,16 +25,6 @@ using nlohmann::json;
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-// A model directory: the one given, or (an example config's name) a fresh
-// initialisation of it in a temporary directory (random weights).
-absl::StatusOr<std::string> model_dir(const std::string& name, const std::string& tmp) {
-  if (fs::exists(fs::path(name) / "config.json")) return name;
-  const std::string config = find_example(name);
-  if (!fs::exists(config)) return absl::NotFoundError(absl::StrCat(name, ": neither a model directory nor an example config"));
-  const std::string dir = (fs::path(tmp) / fs::path(name).stem()).string();
-  INTERLACE_RETURN_IF_ERROR(model::init_model_dir({.config_path = config, .out_dir = dir, .seed = 1}));
-  return dir;
-}
 
 absl::StatusOr<json> run_workload(const std::string& dir, const std::string& env_spec, bool with_cache,
                                   const CacheBenchArgs& a) {
@@ -94,7 +84,7 @@ absl::Status run_bench_cache(const Common& c, const CacheBenchArgs& a) {
   json results = json::array();
   absl::Status status;
   for (const std::string& name : a.models) {
-    auto dir = model_dir(name, tmp);
+    auto dir = model_dir_or_example(name, tmp);
     if (!dir.ok()) {
       status = dir.status();
       break;

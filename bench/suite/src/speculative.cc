@@ -26,14 +26,6 @@ using nlohmann::json;
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-absl::StatusOr<std::string> model_dir(const std::string& name, const std::string& tmp) {
-  if (fs::exists(fs::path(name) / "config.json")) return name;
-  const std::string config = find_example(name);
-  if (!fs::exists(config)) return absl::NotFoundError(absl::StrCat(name, ": neither a model directory nor an example config"));
-  const std::string dir = (fs::path(tmp) / fs::path(name).stem()).string();
-  INTERLACE_RETURN_IF_ERROR(model::init_model_dir({.config_path = config, .out_dir = dir, .seed = 1}));
-  return dir;
-}
 
 struct Loaded {
   std::shared_ptr<model::Model> model;
@@ -105,7 +97,7 @@ absl::Status run_bench_speculative(const Common& c, const SpeculativeBenchArgs& 
   json results = json::array();
   absl::Status status;
   for (const std::string& name : a.models) {
-    auto dir = model_dir(name, tmp);
+    auto dir = model_dir_or_example(name, tmp);
     if (!dir.ok()) {
       status = dir.status();
       break;

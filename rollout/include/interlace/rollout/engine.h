@@ -147,6 +147,9 @@ class Engine {
   // Samples the sequence's next token from `logits` and records it; true when
   // that token ends the request (reason in s.out.finish).
   bool emit(Sequence& s, const float* logits);
+  // Samples a verification chunk's positions (logits: one row per token of
+  // pending + drafts), accepts drafts, cuts the state back; true when the request ended.
+  bool verify(Sequence& s, const float* logits);
   // Drafts for a decoding sequence, at most `room` (k, the tokens it may
   // still generate and the step's budget bound it).
   std::vector<int32_t> propose(Sequence& s, int64_t room);

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
 
 namespace interlace::bench {
@@ -30,6 +31,9 @@ void emit(const Common& c, const std::string& name, nlohmann::json settings, nlo
           const std::function<void()>& print_table);
 // examples/models/NAME from the working directory or next to the build tree.
 std::string find_example(const std::string& name);
+// A model directory: `name` if it is one, else a fresh initialisation (random
+// weights, seed 1) of the example config `name` in a subdirectory of `tmp`.
+absl::StatusOr<std::string> model_dir_or_example(const std::string& name, const std::string& tmp);
 // sgemm GFLOP/s on 1024^3, median of a few runs (the machine's GEMM rate).
 double measure_sgemm_gflops();
 
