@@ -401,6 +401,8 @@ TEST_F(Cli, RolloutWithSpeculationWritesTheSameTrajectories) {
                     drafted = (dir_ / "drafted.jsonl").string(), draft = (dir_ / "draft").string();
   ASSERT_EQ(run("model init --config " + std::string(INTERLACE_SOURCE_DIR) + "/examples/models/tiny-full.json --out " +
                 draft + " --seed 8").code, 0);
+  // One OpenMP thread: tiny models, many small forwards (see speculative_test in tests/CMakeLists.txt).
+  ::setenv("OMP_NUM_THREADS", "1", 1);
   const std::string common = "rollout --model " + model_ + " --env kv-retrieval --prompts 4 --group-size 2 "
                              "--max-turns 2 --max-new-tokens 24 --temperature 0.7 --seed 2 --precision strict --out ";
   CliRun a = run(common + plain);
@@ -432,6 +434,7 @@ TEST_F(Cli, RolloutWithSpeculationWritesTheSameTrajectories) {
 }
 
 TEST_F(Cli, BenchSpeculativeReportsAcceptanceAndSpeedSideBySide) {
+  ::setenv("OMP_NUM_THREADS", "1", 1);  // as in RolloutWithSpeculationWritesTheSameTrajectories
   const CliRun r = run("bench speculative --models tiny-hybrid-3to1.json --workloads random kv-retrieval "
                        "--temperatures 0 --batch-sizes 1 4 --episodes 4 --max-turns 2 --max-new-tokens 16 -o json", false);
   ASSERT_EQ(r.code, 0) << r.out;

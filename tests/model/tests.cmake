@@ -18,4 +18,4 @@ add_test(NAME Tokenizer.ChatTemplatesMatchJinja2
          COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/tokenizer/check_chat_templates.sh ${CMAKE_BINARY_DIR}/tokenizer-reference
                  $<TARGET_FILE:jinja_test>)
 set_tests_properties(Tokenizer.ChatTemplatesMatchJinja2 PROPERTIES LABELS integration TIMEOUT 300)
-interlace_test(verify_test unit SOURCES model/verify_test.cc LIBS interlace::model)
+interlace_test(verify_test unit SOURCES model/verify_test.cc LIBS interlace::model ENV OMP_NUM_THREADS=1)
