@@ -80,10 +80,12 @@ class Gateway : public ::testing::Test {
     dir_.reset();
   }
 
-  static pid_t worker(const std::string& name) {
+  static pid_t worker(const std::string& name, const std::vector<std::string>& extra = {}) {
     // One thread each: several workers share this machine's cores.
-    pids_.push_back(start_group({INTERLACE_BIN, "serve", "worker", "--serve", model_, "--keys", keys_, "--endpoint-file",
-                           dir_->path() + "/" + name + ".endpoint", "--threads", "1", "--quiet"}));
+    std::vector<std::string> args = {INTERLACE_BIN, "serve", "worker", "--serve", model_, "--keys", keys_, "--endpoint-file",
+                                     dir_->path() + "/" + name + ".endpoint", "--threads", "1", "--quiet"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    pids_.push_back(start_group(args));
     wait_for_file(dir_->path() + "/" + name + ".endpoint");
     return pids_.back();
   }
@@ -334,6 +336,53 @@ TEST_F(Gateway, AClientThatHangsUpAbortsItsRequestAndALostWorkerEndsTheStream) {
 // previous turn's prompt from its cache (the worker's own count). Cache-aware
 // routing against round-robin in the same run; then a worker killed between
 // turns: its conversations move to the others and no client sees an error.
+TEST_F(Gateway, ASpeculatingWorkerAnswersAsAPlainOneAndExportsItsCounters) {
+  // Two workers under the strict profile (decode and verification forwards
+  // agree bit for bit there), one speculating with prompt-lookup drafts and
+  // serving /metrics; a gateway in front of each.
+  worker("plain", {"--precision", "strict"});
+  const std::string metrics_file = dir_->path() + "/spec.metrics";
+  worker("spec", {"--precision", "strict", "--speculate", "ngram:k=4", "--metrics-listen", "127.0.0.1:0",
+                  "--metrics-port-file", metrics_file});
+  const int plain = gateway("plain", {worker_endpoint("plain")});
+  const int spec = gateway("spec", {worker_endpoint("spec")});
+  const int metrics_port = std::atoi(wait_for_file(metrics_file).c_str());
+  ASSERT_GT(metrics_port, 0);
+  auto generate = [](int port, const json& body) {
+    auto r = post(port, "/generate", body.dump());
+    EXPECT_TRUE(r && r->status == 200) << (r ? r->body : httplib::to_string(r.error()));
+    return r ? json::parse(r->body, nullptr, false) : json();
+  };
+  // Prompts that repeat themselves (what prompt lookup drafts from), greedy and sampled.
+  int64_t generated = 0;
+  for (int i = 0; i < 6; ++i) {
+    json ids = json::array();
+    for (int r = 0; r < 4; ++r)
+      for (int t = 0; t < 6; ++t) ids.push_back(10 + 7 * i + t);
+    const json body = {{"input_ids", ids},
+                       {"sampling_params", {{"max_new_tokens", 32}, {"temperature", i % 2 ? 0.8 : 0.0}, {"seed", i}}}};
+    const json a = generate(plain, body), b = generate(spec, body);
+    ASSERT_EQ(a["output_ids"].size(), 32u) << a.dump();
+    EXPECT_EQ(b["output_ids"], a["output_ids"]) << "prompt " << i;
+    EXPECT_EQ(b["logprobs"], a["logprobs"]) << "prompt " << i;
+    generated += 32;
+  }
+  // The worker's own counters, scraped as Prometheus would (updated just after the last event went out).
+  for (int i = 0; i < 100 && metric(metrics_port, "interlace_requests_finished_total") < 6; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  const double drafted = metric(metrics_port, "interlace_spec_draft_tokens_total");
+  const double accepted = metric(metrics_port, "interlace_spec_accepted_tokens_total");
+  const double rejected = metric(metrics_port, "interlace_spec_rejected_tokens_total");
+  EXPECT_GT(metric(metrics_port, "interlace_spec_verifications_total"), 0);
+  EXPECT_GT(drafted, 0);
+  EXPECT_EQ(accepted + rejected, drafted);
+  EXPECT_EQ(metric(metrics_port, "interlace_requests_finished_total"), 6);
+  // Each request's first token comes from its prefill's logits, the rest are decoded.
+  EXPECT_EQ(metric(metrics_port, "interlace_decode_tokens_total"), double(generated - 6));
+  std::printf("speculating worker: %.0f drafted, %.0f accepted over %lld tokens\n", drafted, accepted,
+              static_cast<long long>(generated));
+}
+
 TEST_F(Gateway, CacheAwareRoutingSendsFollowUpsWhereTheirPrefixIs) {
   std::vector<std::string> endpoints;
   std::vector<pid_t> four;

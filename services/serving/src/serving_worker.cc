@@ -8,12 +8,16 @@
 #include <map>
 #include <zmq.hpp>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "interlace/cache/prefix_cache.h"
 #include "interlace/core/file_util.h"
 #include "interlace/model/model.h"
 #include "interlace/model/precision.h"
+#include "interlace/metrics/registry.h"
 #include "interlace/model/tokenizer.h"
+#include "interlace/rl/engine_metrics.h"
 #include "interlace/rl/service_util.h"
 #include "interlace/rollout/engine.h"
 #include "interlace/transport/curve.h"
@@ -88,6 +92,7 @@ class Server {
       it->second.logprobs.push_back(sample.raw_logprob);
       it->second.versions.push_back(version);
     });
+    if (auto s = start_metrics(); !s.ok()) return s;
     if (!o_.quiet)
       std::fprintf(stderr, "serving worker: %s on %s (keys %s)\n", o_.model_dir.c_str(), endpoint_.c_str(), o_.keys_dir.c_str());
     return absl::OkStatus();
@@ -105,10 +110,26 @@ class Server {
       if (item.revents & ZMQ_POLLIN) receive_all();
       if (!engine_->idle()) engine_->step();
       send_progress();
+      engine_metrics_.update(*engine_);
     }
   }
 
  private:
+  absl::Status start_metrics() {
+    if (o_.metrics_listen.empty()) return absl::OkStatus();
+    const std::vector<std::string> hp = absl::StrSplit(o_.metrics_listen, absl::MaxSplits(':', 1));
+    int port = -1;
+    if (hp.size() != 2 || !absl::SimpleAtoi(hp[1], &port) || port < 0 || port > 65535)
+      return absl::InvalidArgumentError(absl::StrCat("--metrics-listen ", o_.metrics_listen, ": expected HOST:PORT (port 0: any free one)"));
+    metrics::register_build_info(registry_, false);
+    auto http = metrics::MetricsExposer::start(registry_, hp[0], port);
+    if (!http.ok()) return http.status();
+    http_ = std::move(*http);
+    if (!o_.metrics_port_file.empty())
+      if (auto s = core::write_file(o_.metrics_port_file, absl::StrCat(http_->port(), "\n")); !s.ok()) return s;
+    return absl::OkStatus();
+  }
+
   void receive_all() {
     while (true) {
       zmq::message_t identity, frame;
@@ -146,6 +167,7 @@ class Server {
     });
     if (!read.ok()) {
       ++rejected_;
+      frames_rejected_.inc();
       spdlog::warn("serving worker: dropped a request: {} ({} dropped so far)", std::string(read.message()), rejected_);
       return;
     }
@@ -169,7 +191,7 @@ class Server {
     if (refusal.empty() && engine_->waiting() >= o_.max_waiting)
       refusal = absl::StrCat("queue full: ", engine_->waiting(), " requests waiting");
     if (!refusal.empty()) {
-      ++rejected_;
+      requests_refused_.inc();
       send_event(identity, id, {}, {}, {}, "error", 0, 0, refusal);
       return;
     }
@@ -239,7 +261,15 @@ class Server {
   std::unique_ptr<cache::PrefixCache> cache_;
   std::unique_ptr<rollout::Engine> engine_;
   std::map<int64_t, InFlight> in_flight_;  // engine id -> request
-  int64_t rejected_ = 0;
+  int64_t rejected_ = 0;                   // malformed frames dropped
+  // Exported only with --metrics-listen; kept either way (they cost nothing).
+  metrics::Registry registry_;
+  rl::EngineMetrics engine_metrics_{registry_};
+  metrics::Value& frames_rejected_ = registry_.counter("interlace_frames_rejected_total",
+                                                      "frames that failed to decode or check, dropped", {{"port", "serve"}});
+  metrics::Value& requests_refused_ = registry_.counter(
+      "interlace_serve_requests_refused_total", "well-formed requests answered with an error (bad prompt or sampling, queue full)");
+  std::unique_ptr<metrics::MetricsExposer> http_;
 };
 
 }  // namespace

@@ -5,6 +5,7 @@
 // are sampled, one event per engine step, and a final event says why it
 // ended. Malformed frames and bad requests are answered with an error event
 // (when they carry an id) or counted and dropped; they never stop the worker.
+// With metrics_listen it serves Prometheus metrics like a rollout worker's.
 #pragma once
 
 #include <cstdint>
@@ -24,6 +25,10 @@ struct ServingWorkerOptions {
                                              // several workers on one machine must split the cores
   std::string speculate = "off";             // speculative decoding (rollout::parse_speculate)
   std::string endpoint_file;                 // where the bound endpoint is written
+  // Prometheus /metrics (the engine's figures, speculation's counters, refused
+  // requests) on HOST:PORT; empty: none. Port 0: a free one, written to metrics_port_file.
+  std::string metrics_listen;
+  std::string metrics_port_file;
   bool quiet = false;
 };
 
