@@ -84,6 +84,12 @@ ROLLOUT = [
     ("Frames rejected per second", "short",
      [(rate("interlace_frames_rejected_total", "instance, port"), "{{instance}} {{port}}")],
      "Malformed or unauthenticated frames, by port."),
+    ("Speculative decoding", "short",
+     [(f"{rate('interlace_spec_accepted_tokens_total')} / {rate('interlace_spec_draft_tokens_total')}", "acceptance"),
+      (f"({rate('interlace_spec_accepted_tokens_total')} + {rate('interlace_spec_verifications_total')})"
+       f" / {rate('interlace_spec_verifications_total')}", "tokens per verification")],
+     "Draft tokens accepted over drafted, and tokens each verification forward emits (accepted drafts + 1); "
+     "empty when no worker speculates (--speculate)."),
 ]
 
 # The serving gateway (issue 21): what clients asked, where it went and what the caches gave.
