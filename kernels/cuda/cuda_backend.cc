@@ -87,7 +87,7 @@ class CudaBackendImpl final : public CudaBackend {
     if (tokens == 0 || !check_attention(s)) return;
     begin();
     detail::KvTable table{};
-    table.entry[0] = {kv.k, kv.v, kv.length};
+    table.entry[0] = {kv.k, kv.v, kv.length, nullptr, 0};
     detail::attention(stream_, tokens, s.q_heads, s.kv_heads, s.head_dim, s.scale, s.window,
                       s.kv_dtype == core::DType::kBF16, q, table, q_start, out);
     launched("attention_prefill");
@@ -100,11 +100,30 @@ class CudaBackendImpl final : public CudaBackend {
     for (size_t b0 = 0; b0 < kv.size(); b0 += detail::kTableEntries) {
       const size_t n = std::min<size_t>(detail::kTableEntries, kv.size() - b0);
       detail::KvTable table{};
-      for (size_t i = 0; i < n; ++i) table.entry[i] = {kv[b0 + i].k, kv[b0 + i].v, kv[b0 + i].length};
+      for (size_t i = 0; i < n; ++i) table.entry[i] = {kv[b0 + i].k, kv[b0 + i].v, kv[b0 + i].length, nullptr, 0};
       detail::attention(stream_, int64_t(n), s.q_heads, s.kv_heads, s.head_dim, s.scale, s.window,
                         s.kv_dtype == core::DType::kBF16, q + int64_t(b0) * row, table, /*q_start=*/-1,
                         out + int64_t(b0) * row);
       launched("attention_decode");
+    }
+  }
+
+  void attention_decode_paged(const AttentionShape& s, const float* q, std::span<const PagedKvView> kv,
+                              float* out) override {
+    if (kv.empty() || !check_attention(s)) return;
+    begin();
+    const int64_t row = s.q_heads * s.head_dim;
+    for (size_t b0 = 0; b0 < kv.size(); b0 += detail::kTableEntries) {
+      const size_t n = std::min<size_t>(detail::kTableEntries, kv.size() - b0);
+      detail::KvTable table{};
+      for (size_t i = 0; i < n; ++i) {
+        const PagedKvView& p = kv[b0 + i];
+        table.entry[i] = {p.k_pool, p.v_pool, p.length, p.block_table, p.block_size};
+      }
+      detail::attention(stream_, int64_t(n), s.q_heads, s.kv_heads, s.head_dim, s.scale, s.window,
+                        s.kv_dtype == core::DType::kBF16, q + int64_t(b0) * row, table, /*q_start=*/-1,
+                        out + int64_t(b0) * row);
+      launched("attention_decode_paged");
     }
   }
 

@@ -143,7 +143,7 @@ __device__ inline float kv_at(const void* base, bool bf16, int64_t index) {
 // kMaxDimsPerThread output dimensions. Prefill (q_start >= 0): query
 // blockIdx.x sits at position q_start + blockIdx.x over table.entry[0].
 // Decode (q_start < 0): query blockIdx.x is sequence blockIdx.x's last
-// position over table.entry[blockIdx.x].
+// position over table.entry[blockIdx.x]. Rows contiguous or paged (KvEntry).
 __global__ void attention_kernel(int64_t q_heads, int64_t kv_heads, int64_t D, float scale, int64_t window, bool bf16,
                                  const float* q, KvTable table, int64_t q_start, float* out) {
   extern __shared__ float shared[];
@@ -154,6 +154,11 @@ __global__ void attention_kernel(int64_t q_heads, int64_t kv_heads, int64_t D, f
   const int64_t pos = q_start >= 0 ? q_start + qi : kv.length - 1;
   const int64_t first = window > 0 ? max(int64_t{0}, pos - window + 1) : 0;
   const int64_t row = kv_heads * D;
+  // Where position j's row starts, contiguous or through the block table.
+  auto row_at = [&](int64_t j) {
+    return kv.block_table ? (int64_t(kv.block_table[j / kv.block_size]) * kv.block_size + j % kv.block_size) * row
+                          : j * row;
+  };
   const float* qh = q + (qi * q_heads + h) * D;
   for (int64_t d = threadIdx.x; d < D; d += blockDim.x) qs[d] = qh[d];
   __syncthreads();
@@ -164,7 +169,8 @@ __global__ void attention_kernel(int64_t q_heads, int64_t kv_heads, int64_t D, f
     float s = -INFINITY;
     if (j <= pos) {
       float dot = 0;
-      for (int64_t d = 0; d < D; ++d) dot = fmaf(qs[d], kv_at(kv.k, bf16, j * row + kvh * D + d), dot);
+      const int64_t at = row_at(j) + kvh * D;
+      for (int64_t d = 0; d < D; ++d) dot = fmaf(qs[d], kv_at(kv.k, bf16, at + d), dot);
       s = dot * scale;
     }
     const float m_new = fmaxf(m, block_max(s));
@@ -177,7 +183,7 @@ __global__ void attention_kernel(int64_t q_heads, int64_t kv_heads, int64_t D, f
       const int64_t d = threadIdx.x + int64_t(c) * blockDim.x;
       if (d >= D) break;
       float acc = o[c] * alpha;
-      for (int64_t jj = 0; jj < count; ++jj) acc = fmaf(ps[jj], kv_at(kv.v, bf16, (t0 + jj) * row + kvh * D + d), acc);
+      for (int64_t jj = 0; jj < count; ++jj) acc = fmaf(ps[jj], kv_at(kv.v, bf16, row_at(t0 + jj) + kvh * D + d), acc);
       o[c] = acc;
     }
     m = m_new;

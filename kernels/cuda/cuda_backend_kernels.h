@@ -12,9 +12,9 @@
 namespace interlace::kernels::cuda::detail {
 
 // Sequences per launch of the batched ops: their pointer tables travel as
-// kernel parameters (no host-to-device copy; 24 bytes each, under the 4 KiB
-// parameter limit), so a larger batch is split into launches of this many.
-constexpr int kTableEntries = 128;
+// kernel parameters (no host-to-device copy; at most 40 bytes each, under the
+// 4 KiB parameter limit), so a larger batch is split into launches of this many.
+constexpr int kTableEntries = 96;
 // The attention kernel keeps up to 4 output dimensions per thread of 128.
 constexpr int64_t kMaxHeadDim = 512;
 // moe_route keeps a token's expert probabilities in a thread's registers.
@@ -22,10 +22,15 @@ constexpr int64_t kMaxExperts = 256;
 // The lightning kernels: one thread per state column, looping over the rest.
 constexpr int64_t kMaxLightningHeadDim = 1024;
 
+// A sequence's keys and values: contiguous rows (block_table null), or the
+// paged layout (kernels/paged_kv.h): row p in block block_table[p / block_size]
+// of the pools k and v.
 struct KvEntry {
   const void* k;
   const void* v;
   int64_t length;
+  const int32_t* block_table;
+  int64_t block_size;
 };
 struct KvTable {
   KvEntry entry[kTableEntries];

@@ -3,17 +3,21 @@
 // byte 0xFF: NaN floats, -1 indices) before each op, so an element the kernel
 // never writes fails, and no comparison lets a NaN pass. fp32 ops are held to
 // 1e-5 relative; lightning attention to 1e-5 of the sum's scale (as the CPU's
-// lightning_test) at 1, 255, 256, 257 and 8191 tokens, prefill and decode.
+// lightning_test) at 1, 255, 256, 257 and 8191 tokens, prefill and decode;
+// paged decode against the layout's host reference (kernels/paged_kv.h).
 // Skipped without a CUDA device (label gpu; scripts/device-check.sh runs it).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <numeric>
 #include <string>
 #include <vector>
 
 #include "interlace/core/dtype.h"
 #include "interlace/kernels/backend.h"
 #include "interlace/kernels/cuda/cuda_backend.h"
+#include "interlace/kernels/paged_kv.h"
 #include "support/lightning_reference.h"
 #include "support/random.h"
 
@@ -219,6 +223,54 @@ TEST_F(CudaBackendTest, AttentionPrefillAndDecodeWithGqaWindowsAndBf16Keys) {
         backend_->attention_decode(s, dqd.as<float>(), device_views, doutd.as<float>());
         EXPECT_LT(row_error(down<float>(doutd, want_d.size()), want_d, D), 1e-5) << "decode";
       }
+}
+
+// Decode through block tables (paged KV): shuffled blocks of a pool, 130
+// sequences of lengths 1..300, against the host reference of the layout.
+TEST_F(CudaBackendTest, PagedDecodeMatchesTheReferenceThroughShuffledBlockTables) {
+  TRACE_SEED();
+  const int64_t q_heads = 8, kv_heads = 2, D = 64, block_size = 16, batch = 130;
+  for (core::DType dtype : {core::DType::kF32, core::DType::kBF16}) {
+    SCOPED_TRACE(dtype == core::DType::kBF16 ? "bf16" : "f32");
+    AttentionShape s{.q_heads = q_heads, .kv_heads = kv_heads, .head_dim = D, .scale = 0.125f, .window = 0,
+                     .kv_dtype = dtype};
+    std::vector<int64_t> lengths;
+    int64_t pool_blocks = 0;
+    for (int64_t b = 0; b < batch; ++b) {
+      lengths.push_back(1 + (b * 7919) % 300);
+      pool_blocks += (lengths.back() + block_size - 1) / block_size;
+    }
+    const size_t values = size_t(pool_blocks * block_size * kv_heads * D);
+    std::vector<float> fk = randn(values), fv = randn(values);
+    std::vector<uint16_t> k16, v16;
+    for (size_t i = 0; i < values; ++i) {
+      k16.push_back(core::float_to_bf16(fk[i]));
+      v16.push_back(core::float_to_bf16(fv[i]));
+    }
+    const bool bf16 = dtype == core::DType::kBF16;
+    std::vector<int32_t> order(pool_blocks);
+    std::iota(order.begin(), order.end(), 0);
+    std::shuffle(order.begin(), order.end(), rng_);
+    std::vector<std::vector<int32_t>> tables(batch);
+    size_t next = 0;
+    for (int64_t b = 0; b < batch; ++b)
+      for (int64_t p = 0; p < lengths[b]; p += block_size) tables[b].push_back(order[next++]);
+    DeviceBuffer dk = bf16 ? up(k16) : up(fk), dv = bf16 ? up(v16) : up(fv);
+    std::vector<DeviceBuffer> dtables;
+    std::vector<PagedKvView> host_views, device_views;
+    for (int64_t b = 0; b < batch; ++b) {
+      dtables.push_back(up(tables[b]));
+      host_views.push_back({bf16 ? (const void*)k16.data() : fk.data(), bf16 ? (const void*)v16.data() : fv.data(),
+                            tables[b].data(), block_size, lengths[b]});
+      device_views.push_back({dk.data(), dv.data(), dtables.back().as<int32_t>(), block_size, lengths[b]});
+    }
+    auto q = randn(batch * q_heads * D);
+    std::vector<float> want(q.size());
+    paged_attention_decode(s, q.data(), host_views, want.data());
+    DeviceBuffer dq = up(q), dout = poisoned(want.size() * 4);
+    backend_->attention_decode_paged(s, dq.as<float>(), device_views, dout.as<float>());
+    EXPECT_LT(row_error(down<float>(dout, want.size()), want, D), 1e-5);
+  }
 }
 
 // A lightning state on the device: base, delta, steps in one buffer each.

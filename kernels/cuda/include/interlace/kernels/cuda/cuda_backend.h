@@ -12,7 +12,8 @@
 // - linear: cuBLAS SGEMM (fp32 in and out, fp32 accumulation, no TF32).
 // - attention_prefill/decode: one block per (query, head), keys in tiles with
 //   an online softmax (GQA, causal, sliding window, f32 or bf16 keys/values);
-//   correct first, not tuned (no tensor cores).
+//   correct first, not tuned (no tensor cores). attention_decode_paged: the
+//   same over block tables (paged_kv.h).
 // - lightning_prefill: the recurrence run token by token on the device (one
 //   block per head), not yet the chunked form the CPU backend uses; the state is
 //   left folded (delta 0, steps 0), as the reference backend leaves it.
@@ -29,6 +30,7 @@
 #include <string>
 
 #include "interlace/kernels/backend.h"
+#include "interlace/kernels/paged_kv.h"
 
 namespace interlace::kernels::cuda {
 
@@ -70,6 +72,10 @@ class CudaBackend : public Backend {
   // Waits for every queued op; returns the first CUDA/cuBLAS error since the
   // last call (empty: none) and clears it.
   virtual std::string synchronize() = 0;
+  // attention_decode through block tables (kernels/paged_kv.h): the pools and
+  // the tables are device memory; the views themselves are read on the host.
+  virtual void attention_decode_paged(const AttentionShape& s, const float* q, std::span<const PagedKvView> kv,
+                                      float* out) = 0;
 };
 
 }  // namespace interlace::kernels::cuda
