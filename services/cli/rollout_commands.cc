@@ -232,7 +232,7 @@ void add_rollout_commands(CLI::App& app, Action& action) {
   ro->add_option("--precision", r->precision, "precision profile of the rollout")->capture_default_str();
   ro->add_flag("--eval", r->eval, "use the environment's fixed held-out tasks");
   ro->add_option("--speculate", r->speculate,
-                 "speculative decoding: off, ngram[:k=4,max=4,min=1] (drafts looked up in the episode's own\n"
+                 "speculative decoding: off, ngram[:k=4,max=4,min=3] (drafts looked up in the episode's own\n"
                  "history) or model:DIR[,k=4] (a draft model with the same tokenizer); the trajectories are\n"
                  "token for token and log-prob for log-prob the same as without")
       ->capture_default_str();
