@@ -33,8 +33,12 @@ std::vector<int32_t> Engine::propose(Sequence& s, int64_t room) {
   const auto& spec = config_.speculate;
   room = std::min(room, spec.k);
   if (room <= 0) return {};
-  std::vector<int32_t> history = s.request.prompt;
-  history.insert(history.end(), s.out.tokens.begin(), s.out.tokens.end());
+  if (s.history.empty()) {
+    s.history = s.request.prompt;
+    s.history.insert(s.history.end(), s.out.tokens.begin(), s.out.tokens.end());
+  }
+  INTERLACE_CHECK(s.history.size() == s.request.prompt.size() + s.out.tokens.size(), "drafting history out of step");
+  const std::vector<int32_t>& history = s.history;
   if (spec.method == SpeculativeConfig::Method::kNgram)
     return ngram_drafts(history, room, spec.ngram_max, spec.ngram_min);
   if (spec.method == SpeculativeConfig::Method::kCallback) {
@@ -342,6 +346,7 @@ bool Engine::emit(Sequence& s, const float* row) {
     s.last_token = now;
   }
   s.out.tokens.push_back(t.token);
+  if (!s.history.empty()) s.history.push_back(t.token);
   s.out.sampled_logprobs.push_back(t.sampled_logprob);
   s.out.raw_logprobs.push_back(t.raw_logprob);
   s.out.versions.push_back(version_);

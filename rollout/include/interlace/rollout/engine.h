@@ -135,6 +135,9 @@ class Engine {
     std::vector<float> ready_logits;
     std::mt19937_64 rng;
     std::vector<int32_t> drafts;              // this step's drafts (verification chunk: pending + drafts)
+    // prompt + out.tokens for the drafters, made at the first proposal and
+    // appended by emit after that (not rebuilt each step: O(length) a token).
+    std::vector<int32_t> history;
     std::unique_ptr<model::SequenceState> draft_state;  // the draft model's, when drafting with one
     RequestOutput out;
     std::chrono::steady_clock::time_point submitted, last_token;  // for LatencyHooks
