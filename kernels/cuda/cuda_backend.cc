@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <string>
 
 #include "cuda_backend_kernels.h"
@@ -36,7 +37,15 @@ class CudaBackendImpl final : public CudaBackend {
 
   void linear(const float* x, const float* w, float* y, int64_t m, int64_t n, int64_t k) override {
     if (m == 0 || n == 0) return;
+    if (m > INT32_MAX || n > INT32_MAX || k > INT32_MAX) {
+      fail("linear: " + std::to_string(m) + "x" + std::to_string(n) + "x" + std::to_string(k) + " exceeds cuBLAS's int sizes");
+      return;
+    }
     begin();
+    if (k == 0) {  // an empty sum: zeros (cuBLAS refuses a leading dimension of 0)
+      note(cudaMemsetAsync(y, 0, size_t(m * n) * sizeof(float), stream_), "linear");
+      return;
+    }
     // Row-major y[m,n] = x[m,k] w[n,k]^T is column-major y^T[n,m] = w^T^T x^T:
     // w seen column-major is [k,n] (transposed), x seen column-major is [k,m].
     const float one = 1.0f, zero = 0.0f;
@@ -85,6 +94,11 @@ class CudaBackendImpl final : public CudaBackend {
   void attention_prefill(const AttentionShape& s, const float* q, const KvView& kv, int64_t q_start, int64_t tokens,
                          float* out) override {
     if (tokens == 0 || !check_attention(s)) return;
+    if (q_start < 0 || q_start + tokens > kv.length) {
+      fail("attention_prefill: queries at " + std::to_string(q_start) + ".." + std::to_string(q_start + tokens - 1) +
+           " past the " + std::to_string(kv.length) + " keys");
+      return;
+    }
     begin();
     detail::KvTable table{};
     table.entry[0] = {kv.k, kv.v, kv.length, nullptr, 0};
@@ -118,6 +132,11 @@ class CudaBackendImpl final : public CudaBackend {
       detail::KvTable table{};
       for (size_t i = 0; i < n; ++i) {
         const PagedKvView& p = kv[b0 + i];
+        if (p.block_size <= 0 || !p.block_table) {
+          fail("attention_decode_paged: sequence " + std::to_string(b0 + i) + " has no block table or block size " +
+               std::to_string(p.block_size));
+          return;
+        }
         table.entry[i] = {p.k_pool, p.v_pool, p.length, p.block_table, p.block_size};
       }
       detail::attention(stream_, int64_t(n), s.q_heads, s.kv_heads, s.head_dim, s.scale, s.window,
@@ -283,7 +302,10 @@ std::unique_ptr<CudaBackend> CudaBackend::create(int ordinal, std::string* error
     return nullptr;
   }
   cudaStream_t stream = nullptr;
-  if (cudaError_t e = cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking); e != cudaSuccess) {
+  // A blocking stream: it waits for work on the legacy default stream, where
+  // DeviceBuffer's cudaMemcpy/cudaMemset go (a non-blocking one could run a
+  // kernel before its inputs were uploaded, or poison an output after it).
+  if (cudaError_t e = cudaStreamCreate(&stream); e != cudaSuccess) {
     *error = std::string("cudaStreamCreate: ") + cudaGetErrorString(e);
     return nullptr;
   }

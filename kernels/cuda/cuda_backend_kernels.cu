@@ -192,7 +192,7 @@ __global__ void attention_kernel(int64_t q_heads, int64_t kv_heads, int64_t D, f
   float* oh = out + (qi * q_heads + h) * D;
   for (int c = 0; c < kMaxDimsPerThread; ++c) {
     const int64_t d = threadIdx.x + int64_t(c) * blockDim.x;
-    if (d < D) oh[d] = o[c] / l;
+    if (d < D) oh[d] = l > 0 ? o[c] / l : 0.0f;  // no keys (an empty sequence): zeros, as the reference
   }
 }
 
@@ -207,15 +207,21 @@ __device__ inline void split_decay(float slope, double steps, float* hi, float* 
 }
 
 // Sequence blockIdx.x, every head: base <- exp(-s * steps) base + delta,
-// delta <- 0, steps <- 0 (nothing when steps is 0). With `advance`, one step is
-// counted first and the fold happens only when the count reaches block_size
-// (decode's schedule); without, it always folds (before a prefill).
+// delta <- 0, steps <- 0 (when steps is 0 only delta is cleared). With
+// `advance`, one step is counted first and the fold happens only when the count
+// reaches block_size (decode's schedule); without, it always folds (before a prefill).
 __global__ void fold_kernel(int64_t heads, int64_t D, const float* slopes, StateTable table, bool advance,
                             int64_t block_size) {
   const StateEntry st = table.entry[blockIdx.x];
   const int64_t steps = *st.steps + (advance ? 1 : 0);
   __syncthreads();  // every thread has read steps before thread 0 may write it
   const bool fold = advance ? steps >= block_size : steps > 0;
+  if (!advance && !fold) {
+    // Before a prefill with nothing to fold: delta must still be zero, since
+    // the prefill kernel accumulates into it (the CPU backends ignore it here).
+    const int64_t n = heads * D * D;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) st.delta[i] = 0.0f;
+  }
   if (fold) {
     const int64_t n = D * D;
     for (int64_t h = 0; h < heads; ++h) {

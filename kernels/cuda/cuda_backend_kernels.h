@@ -44,6 +44,10 @@ struct StateEntry {
 struct StateTable {
   StateEntry entry[kTableEntries];
 };
+// Kernel parameters are limited to 4 KiB: a table plus the kernel's other
+// arguments (under 128 bytes) must fit.
+static_assert(sizeof(KvTable) + 128 <= 4096, "KvTable too large for kernel parameters");
+static_assert(sizeof(StateTable) + 128 <= 4096, "StateTable too large for kernel parameters");
 
 void rms_norm(cudaStream_t stream, const float* x, const float* weight, float* y, int64_t rows, int64_t dim, float eps);
 void rope(cudaStream_t stream, float* x, const int64_t* positions, int64_t tokens, int64_t heads, int64_t head_dim,

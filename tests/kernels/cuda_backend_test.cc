@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <numeric>
 #include <string>
 #include <vector>
@@ -47,6 +48,9 @@ class CudaBackendTest : public ::testing::Test {
   void SetUp() override {
     std::string error;
     backend_ = cuda::CudaBackend::create(0, &error);
+    // On the GPU machine (scripts/device-check.sh sets INTERLACE_REQUIRE_GPU)
+    // a backend that cannot start is a failure, not a skip.
+    if (!backend_ && std::getenv("INTERLACE_REQUIRE_GPU")) FAIL() << "no CUDA backend: " << error;
     if (!backend_) GTEST_SKIP() << "no CUDA backend: " << error;
     seed_ = interlace::testing::fresh_seed();
     rng_.seed(seed_);
@@ -186,12 +190,18 @@ HostKv make_kv(std::vector<float> k, std::vector<float> v, core::DType dtype) {
 
 TEST_F(CudaBackendTest, AttentionPrefillAndDecodeWithGqaWindowsAndBf16Keys) {
   TRACE_SEED();
+  struct Heads {
+    int64_t q, kv;
+  };
   for (core::DType dtype : {core::DType::kF32, core::DType::kBF16})
-    for (int64_t D : {64, 128})
-      for (int64_t window : {0, 17}) {
+    // head_dim 192 and 256 use the kernel's second and third output slots per thread.
+    for (int64_t D : {64, 128, 192, 256})
+      for (Heads heads : {Heads{8, 2}, Heads{4, 4}})  // GQA, and one KV head per query head
+        for (int64_t window : {0, 17}) {
         SCOPED_TRACE(std::string(dtype == core::DType::kBF16 ? "bf16" : "f32") + " head_dim " + std::to_string(D) +
-                     " window " + std::to_string(window));
-        const int64_t q_heads = 8, kv_heads = 2, L = 300, q_start = 100, tokens = L - q_start;
+                     " heads " + std::to_string(heads.q) + "/" + std::to_string(heads.kv) + " window " +
+                     std::to_string(window));
+        const int64_t q_heads = heads.q, kv_heads = heads.kv, L = 300, q_start = 100, tokens = L - q_start;
         AttentionShape s{.q_heads = q_heads, .kv_heads = kv_heads, .head_dim = D, .scale = 1.0f / std::sqrt(float(D)),
                          .window = window, .kv_dtype = dtype};
         const bool bf16 = dtype == core::DType::kBF16;
@@ -283,7 +293,8 @@ class CudaLightning : public CudaBackendTest, public ::testing::WithParamInterfa
 
 TEST_P(CudaLightning, PrefillAndDecodeMatchTheFloat64Sum) {
   TRACE_SEED();
-  const int64_t T = GetParam(), H = 2, D = T > 1000 ? 16 : 32, layers = 8;
+  // head_dim 16 and 32, and 256 (two columns per thread of 128) where the float64 sum stays cheap.
+  const int64_t T = GetParam(), H = 2, D = T > 1000 ? 16 : (T == 257 ? 256 : 32), layers = 8;
   auto gen = [&] {
     auto x = randn(T * H * D);
     for (auto& e : x) e = e / (1.0f + std::exp(-e));  // silu of a projection, as the model feeds them

@@ -17,9 +17,12 @@
 // - lightning_prefill: the recurrence run token by token on the device (one
 //   block per head), not yet the chunked form the CPU backend uses; the state is
 //   left folded (delta 0, steps 0), as the reference backend leaves it.
-// - lightning_decode: fold, then one step, per (sequence, head).
-// - The KvView and LightningState tables an op takes on the host are copied to
-//   the device on the stream (a few bytes per sequence), never the data.
+// - lightning_decode: one step into delta per (sequence, head), then a fold of
+//   base every block_size steps, the CPU backend's schedule.
+// - The KvView, PagedKvView and LightningState tables an op takes on the host
+//   travel as kernel parameters (up to 96 sequences a launch), never the data.
+// - DeviceBuffer's copies and fills go to the legacy default stream, which the
+//   backend's (blocking) stream waits for.
 // - Not here: bf16 GEMMs, sampling, the backward ops, and the model forward
 //   (model::Model keeps its weights and activations in host memory, so this
 //   backend cannot be handed to it yet).
