@@ -2,8 +2,8 @@
 # metrics_exported.sh INTERLACE: every metric a dashboard panel or an alert
 # rule queries is exported by running services, so dashboards cannot rot.
 # Starts a control plane (redis-server, a controller, a runner and a pool worker with --health),
-# a serving worker with its gateway, and a small RL job (learner + one worker), scrapes the
-# controller's, the runner's, the gateway's, the learner's and the worker's /metrics while they run, and compares the
+# a serving worker (its /metrics too) with its gateway, and a small RL job (learner + one worker), scrapes the
+# controller's, the runner's, the serving worker's, the gateway's, the learner's and the worker's /metrics while they run, and compares the
 # sample names with every interlace_* name in dashboards/grafana/*.json,
 # dashboards/rules/interlace.rules.yaml and the README's metrics table (and
 # the other way round: every exported interlace_* family is in that table).
@@ -53,9 +53,9 @@ pids+=($!)
 # A serving worker and its gateway (the gateway serves /metrics on its API port).
 "$bin" model init --config "$root/examples/models/tiny-hybrid.json" --out "$work/serve-model" >/dev/null 2>&1
 "$bin" serve worker --serve "$work/serve-model" --keys "$work/serve-keys" --endpoint-file "$work/serve-endpoint" --quiet \
-  >"$work/serving-worker.log" 2>&1 &
+  --metrics-listen 127.0.0.1:0 --metrics-port-file "$work/serving-metrics-port" >"$work/serving-worker.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 200); do [[ -s $work/serve-endpoint ]] && break; sleep 0.05; done
+for _ in $(seq 200); do [[ -s $work/serve-endpoint && -s $work/serving-metrics-port ]] && break; sleep 0.05; done
 INTERLACE_TOKEN=t "$bin" serve gateway --model "$work/serve-model" --keys "$work/serve-keys" \
   --worker "$(cat "$work/serve-endpoint")" --listen 127.0.0.1:0 --port-file "$work/gateway-port" --quiet >"$work/gateway.log" 2>&1 &
 pids+=($!)
@@ -70,10 +70,12 @@ eval: {prompts: 0}
 YAML
 "$bin" run "$work/job.yaml" --run-dir "$work/run" --quiet --metrics-port "${ports[4]}" >"$work/run.log" 2>&1 &
 job_pid=$!
-/usr/bin/python3 - "$root" "$work" "${ports[0]}" "${ports[4]}" "${ports[2]}" "${ports[3]}" "$(cat "$work/gateway-port")" <<'PY'
+/usr/bin/python3 - "$root" "$work" "${ports[0]}" "${ports[4]}" "${ports[2]}" "${ports[3]}" "$(cat "$work/gateway-port")" \
+  "$(cat "$work/serving-metrics-port")" <<'PY'
 import glob, json, re, sys, time, urllib.request
-root, work, controller, first, runner, pool_worker, gateway = (sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]),
-                                                              int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7]))
+root, work, controller, first, runner, pool_worker, gateway, serving_worker = (
+    sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7]),
+    int(sys.argv[8]))
 
 def scrape(port):
     try:
@@ -87,8 +89,9 @@ def names(text):
 
 exported = {}
 deadline = time.time() + 600
-targets = {"controller": controller, "runner": runner, "pool-worker": pool_worker, "gateway": gateway}
-while time.time() < deadline and len(exported) < 6:
+targets = {"controller": controller, "runner": runner, "pool-worker": pool_worker, "gateway": gateway,
+           "serving-worker": serving_worker}
+while time.time() < deadline and len(exported) < 7:
     try:
         for t in json.load(open(f"{work}/run/prometheus-targets.json")):
             targets[t["labels"]["service"]] = int(t["targets"][0].rsplit(":", 1)[1])
@@ -101,7 +104,7 @@ while time.time() < deadline and len(exported) < 6:
                 continue
             exported[service] = names(text)
     time.sleep(0.2)
-missing_services = {"controller", "runner", "pool-worker", "learner", "worker-0", "gateway"} - exported.keys()
+missing_services = {"controller", "runner", "pool-worker", "learner", "worker-0", "gateway", "serving-worker"} - exported.keys()
 if missing_services:
     print(f"FAIL: could not scrape {sorted(missing_services)}; run log:\n" + open(f"{work}/run.log").read())
     sys.exit(1)
