@@ -110,40 +110,24 @@ class CudaBackendImpl final : public CudaBackend {
   void attention_decode(const AttentionShape& s, const float* q, std::span<const KvView> kv, float* out) override {
     if (kv.empty() || !check_attention(s)) return;
     begin();
-    const int64_t row = s.q_heads * s.head_dim;
-    for (size_t b0 = 0; b0 < kv.size(); b0 += detail::kTableEntries) {
-      const size_t n = std::min<size_t>(detail::kTableEntries, kv.size() - b0);
-      detail::KvTable table{};
-      for (size_t i = 0; i < n; ++i) table.entry[i] = {kv[b0 + i].k, kv[b0 + i].v, kv[b0 + i].length, nullptr, 0};
-      detail::attention(stream_, int64_t(n), s.q_heads, s.kv_heads, s.head_dim, s.scale, s.window,
-                        s.kv_dtype == core::DType::kBF16, q + int64_t(b0) * row, table, /*q_start=*/-1,
-                        out + int64_t(b0) * row);
-      launched("attention_decode");
-    }
+    decode_in_launches(s, q, kv.size(), out, "attention_decode", [&](size_t i) {
+      return detail::KvEntry{kv[i].k, kv[i].v, kv[i].length, nullptr, 0};
+    });
   }
 
   void attention_decode_paged(const AttentionShape& s, const float* q, std::span<const PagedKvView> kv,
                               float* out) override {
     if (kv.empty() || !check_attention(s)) return;
-    begin();
-    const int64_t row = s.q_heads * s.head_dim;
-    for (size_t b0 = 0; b0 < kv.size(); b0 += detail::kTableEntries) {
-      const size_t n = std::min<size_t>(detail::kTableEntries, kv.size() - b0);
-      detail::KvTable table{};
-      for (size_t i = 0; i < n; ++i) {
-        const PagedKvView& p = kv[b0 + i];
-        if (p.block_size <= 0 || !p.block_table) {
-          fail("attention_decode_paged: sequence " + std::to_string(b0 + i) + " has no block table or block size " +
-               std::to_string(p.block_size));
-          return;
-        }
-        table.entry[i] = {p.k_pool, p.v_pool, p.length, p.block_table, p.block_size};
+    for (size_t i = 0; i < kv.size(); ++i)
+      if (kv[i].block_size <= 0 || !kv[i].block_table) {
+        fail("attention_decode_paged: sequence " + std::to_string(i) + " has no block table or block size " +
+             std::to_string(kv[i].block_size));
+        return;
       }
-      detail::attention(stream_, int64_t(n), s.q_heads, s.kv_heads, s.head_dim, s.scale, s.window,
-                        s.kv_dtype == core::DType::kBF16, q + int64_t(b0) * row, table, /*q_start=*/-1,
-                        out + int64_t(b0) * row);
-      launched("attention_decode_paged");
-    }
+    begin();
+    decode_in_launches(s, q, kv.size(), out, "attention_decode_paged", [&](size_t i) {
+      return detail::KvEntry{kv[i].k_pool, kv[i].v_pool, kv[i].length, kv[i].block_table, kv[i].block_size};
+    });
   }
 
   void lightning_prefill(const LightningShape& s, const float* q, const float* k, const float* v, int64_t tokens,
@@ -202,6 +186,22 @@ class CudaBackendImpl final : public CudaBackend {
 
  private:
   void begin() { cudaSetDevice(ordinal_); }
+  // Decode attention for `count` sequences (entry(i): sequence i's keys and
+  // values), in launches of kTableEntries sequences.
+  template <typename EntryOf>
+  void decode_in_launches(const AttentionShape& s, const float* q, size_t count, float* out, const char* what,
+                          EntryOf entry) {
+    const int64_t row = s.q_heads * s.head_dim;
+    for (size_t b0 = 0; b0 < count; b0 += detail::kTableEntries) {
+      const size_t n = std::min<size_t>(detail::kTableEntries, count - b0);
+      detail::KvTable table{};
+      for (size_t i = 0; i < n; ++i) table.entry[i] = entry(b0 + i);
+      detail::attention(stream_, int64_t(n), s.q_heads, s.kv_heads, s.head_dim, s.scale, s.window,
+                        s.kv_dtype == core::DType::kBF16, q + int64_t(b0) * row, table, /*q_start=*/-1,
+                        out + int64_t(b0) * row);
+      launched(what);
+    }
+  }
   void note(cudaError_t e, const char* what) {
     if (e != cudaSuccess && error_.empty()) error_ = std::string(what) + ": " + cudaGetErrorString(e);
   }

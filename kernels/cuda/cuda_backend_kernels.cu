@@ -237,6 +237,25 @@ __global__ void fold_kernel(int64_t heads, int64_t D, const float* slopes, State
   if (threadIdx.x == 0) *st.steps = fold ? 0 : steps;
 }
 
+// One token's step for one head, each thread taking the columns d it owns:
+// delta <- r delta + k^T v (r = r_hi + r_lo, rounded once) and
+// out = q (delta + base_decay base), the CPU backend's arithmetic. qs and ks
+// are the token's q and k rows (shared memory); v and out its rows.
+__device__ void step_columns(int64_t D, float r_hi, float r_lo, float base_decay, const float* qs, const float* ks,
+                             const float* v, float* delta, const float* base, float* out) {
+  for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
+    const float vd = v[d];
+    float o = 0;
+    for (int64_t i = 0; i < D; ++i) {
+      const float di = delta[i * D + d];
+      const float val = fmaf(di, r_hi, fmaf(di, r_lo, ks[i] * vd));
+      delta[i * D + d] = val;
+      o += qs[i] * val + (qs[i] * base_decay) * base[i * D + d];
+    }
+    out[d] = o;
+  }
+}
+
 // One decode step for (sequence blockIdx.x, head blockIdx.y), thread d owning
 // column d of the head's state: delta <- r delta + k^T v and
 // o = q (delta + r^(steps+1) base), as the CPU backend computes it. Reads
@@ -258,19 +277,7 @@ __global__ void lightning_decode_kernel(int64_t heads, int64_t D, const float* s
   split_decay(slopes[h], 1.0, &r_hi, &r_lo);
   // base is seen through r^(steps+1), rounded to float as the CPU backend does.
   const float base_decay = float(exp(-double(slopes[h]) * double(*st.steps + 1)));
-  float* delta = st.delta + h * D * D;
-  const float* base = st.base + h * D * D;
-  for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
-    const float vd = v[off + d];
-    float o = 0;
-    for (int64_t i = 0; i < D; ++i) {
-      const float di = delta[i * D + d];
-      const float val = fmaf(di, r_hi, fmaf(di, r_lo, ks[i] * vd));
-      delta[i * D + d] = val;
-      o += qs[i] * val + (qs[i] * base_decay) * base[i * D + d];
-    }
-    out[off + d] = o;
-  }
+  step_columns(D, r_hi, r_lo, base_decay, qs, ks, v + off, st.delta + h * D * D, st.base + h * D * D, out + off);
 }
 
 // Prefill of `tokens` tokens for head blockIdx.x from a folded state: decode's
@@ -298,17 +305,7 @@ __global__ void lightning_prefill_kernel(int64_t heads, int64_t D, const float* 
     }
     __syncthreads();
     const float base_decay = float(exp(-double(slopes[h]) * double(steps + 1)));
-    for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
-      const float vd = v[off + d];
-      float o = 0;
-      for (int64_t i = 0; i < D; ++i) {
-        const float di = delta[i * D + d];
-        const float val = fmaf(di, r_hi, fmaf(di, r_lo, ks[i] * vd));
-        delta[i * D + d] = val;
-        o += qs[i] * val + (qs[i] * base_decay) * base[i * D + d];
-      }
-      out[off + d] = o;
-    }
+    step_columns(D, r_hi, r_lo, base_decay, qs, ks, v + off, delta, base, out + off);
     ++steps;
     if (steps >= block_size || t + 1 == tokens) {
       const float decay = float(exp(-double(slopes[h]) * double(steps)));
