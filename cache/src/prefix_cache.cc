@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "interlace/cache/prefix_hash.h"
 #include "interlace/core/status.h"
 
 namespace interlace::cache {
@@ -21,6 +22,7 @@ struct PrefixCache::StateEntry {
   std::vector<SequenceState::Lightning> lightning;   // per lightning layer
   std::vector<float> next_logits;                    // the logits after these tokens (prompt ends only), or empty
   int64_t length = 0;
+  uint64_t hash = 0;  // of the tokens before it (prefix_hash.h)
   int64_t last_used = 0;
   size_t kv_bytes = 0, state_bytes = 0;
 };
@@ -32,6 +34,8 @@ struct PrefixCache::Node {
   std::vector<std::vector<uint8_t>> k, v;  // per softmax layer: block_size rows
   std::vector<std::unique_ptr<StateEntry>> states;
   int64_t depth = 0;  // blocks from the root
+  uint64_t hash = kEmptyPrefixHash;  // of every token up to the block's end
+  int64_t version = 0;               // of the tree it is in
   int64_t last_used = 0;
   uint64_t serial = 0;  // creation order
   bool pinned = false;  // on the path of an insert in progress
@@ -95,6 +99,7 @@ PrefixCache::Tree& PrefixCache::tree(int64_t version) {
   // weights compute, and the new tree would be the one dropped below.
   if (!trees_.empty() && version < trees_.rbegin()->first) clear();
   auto t = std::make_unique<Tree>();
+  t->root.version = version;
   Tree& ref = *t;
   trees_[version] = std::move(t);
   // Keep the newest versions only: a request under an old version is rare, and
@@ -111,9 +116,33 @@ size_t entry_state_bytes(const std::vector<SequenceState::Lightning>& l) {
 }
 }  // namespace
 
+void PrefixCache::announce(const Node& node, bool stored) const {
+  if (listener_ && !has_lightning_) listener_({node.hash, node.depth * config_.block_size, node.version}, stored);
+}
+
+void PrefixCache::announce(const StateEntry& state, bool stored) const {
+  if (listener_) listener_({state.hash, state.length, state.owner->version}, stored);
+}
+
+std::vector<UsablePrefix> PrefixCache::usable_prefixes() const {
+  std::vector<UsablePrefix> out;
+  std::vector<const Node*> stack;
+  for (const auto& [v, t] : trees_) stack.push_back(&t->root);
+  while (!stack.empty()) {
+    const Node* n = stack.back();
+    stack.pop_back();
+    if (n->parent && !has_lightning_) out.push_back({n->hash, n->depth * config_.block_size, n->version});
+    for (const auto& s : n->states) out.push_back({s->hash, s->length, n->version});
+    for (const auto& [b, c] : n->children) stack.push_back(c.get());
+  }
+  return out;
+}
+
 void PrefixCache::drop_node(Node* node) {
   while (!node->children.empty()) drop_node(node->children.begin()->second.get());
+  announce(*node, false);
   for (const auto& s : node->states) {
+    announce(*s, false);
     counters_.kv_bytes -= static_cast<int64_t>(s->kv_bytes);
     counters_.state_bytes -= static_cast<int64_t>(s->state_bytes);
     --counters_.states;
@@ -211,6 +240,7 @@ double PrefixCache::score(int64_t last_used, double flops_per_byte, double most)
 
 int64_t PrefixCache::remove_state(StateEntry* victim) {
   Node* owner = victim->owner;
+  announce(*victim, false);
   states_.erase(victim->serial);
   ++counters_.state_evictions;
   counters_.kv_bytes -= static_cast<int64_t>(victim->kv_bytes);
@@ -413,6 +443,8 @@ void PrefixCache::insert(std::span<const int32_t> tokens, int64_t version, const
       child->parent = n;
       child->block = key;
       child->depth = b + 1;
+      child->hash = prefix_hash(key, n->hash);
+      child->version = version;
       for (int64_t layer : softmax_layers_) {
         const auto& kv = state.kv[layer];
         child->k.emplace_back(kv.k.begin() + b * layer_block_bytes, kv.k.begin() + (b + 1) * layer_block_bytes);
@@ -425,6 +457,7 @@ void PrefixCache::insert(std::span<const int32_t> tokens, int64_t version, const
       child->serial = next_serial_++;
       evictable_leaves_.emplace(clock_, child->serial, child.get());
       c = n->children.emplace(std::move(key), std::move(child)).first;
+      announce(*c->second, true);
     }
     n = c->second.get();
     touch(n, clock_);
@@ -455,6 +488,7 @@ void PrefixCache::insert(std::span<const int32_t> tokens, int64_t version, const
         e->serial = next_serial_++;
         e->tail = tail;
         e->length = L;
+        e->hash = prefix_hash(tail, n->hash);
         e->last_used = clock_;
         for (int64_t layer : softmax_layers_) {
           const auto& kv = state.kv[layer];
@@ -474,6 +508,7 @@ void PrefixCache::insert(std::span<const int32_t> tokens, int64_t version, const
         counters_.state_bytes += static_cast<int64_t>(e->state_bytes);
         ++counters_.states;
         states_.emplace(e->serial, e.get());
+        announce(*e, true);
         n->states.push_back(std::move(e));
       }
     }

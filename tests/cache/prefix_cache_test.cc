@@ -10,8 +10,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <map>
+#include <set>
 #include <random>
 
+#include "interlace/cache/prefix_hash.h"
 #include "interlace/rollout/engine.h"
 #include "model/test_configs.h"
 
@@ -225,6 +228,68 @@ TEST(PrefixCache, EvictionBookkeepingMatchesTheTrees) {
   EXPECT_GT(cache.counters().kv_evictions, 50);
   EXPECT_GT(cache.counters().state_evictions, 50);
 }
+
+// What the cache announces to a router (issue 21's cache events): the
+// prefixes stored minus those dropped are exactly usable_prefixes() after
+// every operation (evictions and dropped versions included); each hash is
+// the hash of the tokens it covers; and a lookup restores every prefix
+// announced as held. For a hybrid (states only) and full attention (blocks too).
+class Announced : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(Announced, PrefixesAreWhatTheCacheHoldsAndRestores) {
+  auto m = make_model(std::string(GetParam()) == "hybrid" ? testing::minimax_json() : testing::qwen3_json(), "fp32");
+  PrefixCache cache(*m, {.block_size = 4, .max_kv_blocks = 40, .max_states = 12});
+  std::mt19937_64 rng(std::random_device{}());
+  const uint64_t seed = rng();
+  rng.seed(seed);
+  std::vector<int32_t> seq;  // what the insert running now was given
+  std::map<std::tuple<uint64_t, int64_t, int64_t>, std::vector<int32_t>> held;  // (hash, length, version) -> tokens
+  int64_t stored = 0, dropped = 0;
+  cache.set_listener([&](const UsablePrefix& p, bool is_stored) {
+    const auto key = std::make_tuple(p.hash, p.length, p.version);
+    if (is_stored) {
+      ++stored;
+      ASSERT_LE(p.length, int64_t(seq.size()));
+      const std::vector<int32_t> covered(seq.begin(), seq.begin() + p.length);
+      EXPECT_EQ(p.hash, prefix_hash(covered)) << "length " << p.length << " (seed " << seed << ")";
+      EXPECT_TRUE(held.emplace(key, covered).second) << "announced twice (seed " << seed << ")";
+    } else {
+      ++dropped;
+      EXPECT_EQ(held.erase(key), 1u) << "dropped without being stored (seed " << seed << ")";
+    }
+  });
+  std::vector<std::vector<int32_t>> stems;
+  for (int i = 0; i < 6; ++i) stems.push_back(tokens(4 * (1 + i % 3), 100 + i, m->vocab_size()));
+  for (int op = 0; op < 400; ++op) {
+    seq = stems[rng() % stems.size()];
+    const int extra = static_cast<int>(rng() % 14);
+    for (int i = 0; i < extra; ++i) seq.push_back(static_cast<int32_t>(rng() % m->vocab_size()));
+    model::SequenceState s = m->new_sequence();
+    s.length = static_cast<int64_t>(seq.size());
+    for (auto& kv : s.kv) {
+      kv.k.assign(seq.size() * m->kv_row_bytes(), 1);
+      kv.v.assign(seq.size() * m->kv_row_bytes(), 2);
+    }
+    cache.insert(seq, op / 150, s);  // versions 0, 1, 2: the oldest tree is dropped
+    std::vector<UsablePrefix> now = cache.usable_prefixes();
+    std::set<std::tuple<uint64_t, int64_t, int64_t>> listed;
+    for (const auto& p : now) listed.emplace(p.hash, p.length, p.version);
+    ASSERT_EQ(listed.size(), now.size()) << "usable_prefixes lists one twice";
+    std::set<std::tuple<uint64_t, int64_t, int64_t>> announced;
+    for (const auto& [key, t] : held) announced.insert(key);
+    ASSERT_EQ(listed, announced) << "after insert " << op << " (seed " << seed << ")";
+  }
+  EXPECT_GT(dropped, 50);
+  EXPECT_EQ(stored - dropped, int64_t(held.size()));
+  for (const auto& [key, t] : held) {
+    std::vector<int32_t> query = t;
+    query.push_back(1);
+    model::SequenceState s = m->new_sequence();
+    EXPECT_GE(cache.lookup(query, std::get<2>(key), s), std::get<1>(key)) << "an announced prefix did not restore";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(PrefixCache, Announced, ::testing::Values("hybrid", "full"));
 
 // A sampling group's later samples restore the whole prompt and sample their
 // first token from the logits kept with its checkpoint: the prompt is

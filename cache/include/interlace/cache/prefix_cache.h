@@ -39,6 +39,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -81,6 +82,20 @@ struct CacheCounters {
   int64_t bytes() const { return kv_bytes + state_bytes; }
 };
 
+// A prefix a lookup can restore, as the cache announces it to a router: the
+// hash of its tokens (prefix_hash.h), its length and the weights version it
+// was computed under. On a hybrid model these are the state checkpoints (KV
+// blocks alone restore nothing there); on full attention, every block too.
+struct UsablePrefix {
+  uint64_t hash = 0;
+  int64_t length = 0;
+  int64_t version = 0;
+  bool operator==(const UsablePrefix&) const = default;
+};
+// Called as each usable prefix is stored (true) or dropped (false): evicted,
+// or gone with its weights version's tree.
+using UsablePrefixListener = std::function<void(const UsablePrefix&, bool stored)>;
+
 class PrefixCache {
  public:
   // Takes what it needs of `model` (its config, its KV row size); the model may
@@ -120,6 +135,11 @@ class PrefixCache {
   // name other weights (a learner restarted from a checkpoint trains it again).
   void clear();
 
+  // Announces every usable prefix stored or dropped from now on (one listener; empty: none).
+  void set_listener(UsablePrefixListener listener) { listener_ = std::move(listener); }
+  // Every usable prefix held now: what the listener's calls add up to.
+  std::vector<UsablePrefix> usable_prefixes() const;
+
   const CacheCounters& counters() const { return counters_; }
   // Walks every tree and checks the bookkeeping against it: the evictable set
   // holds exactly the non-root leaves with their last use, the state list
@@ -157,6 +177,8 @@ class PrefixCache {
   int64_t remove_leaf(Node* leaf);           // and the states on it
   double score(int64_t last_used, double flops_per_byte, double most) const;
   void drop_node(Node* node);
+  void announce(const Node& node, bool stored) const;  // a block, where blocks are usable prefixes
+  void announce(const StateEntry& state, bool stored) const;
 
   // A copy, not a reference: the cache outlives the model it was made from (a
   // worker swaps in new weights and frees the old model while the cache lives on).
@@ -177,6 +199,7 @@ class PrefixCache {
   std::map<uint64_t, StateEntry*> states_;  // every state checkpoint held, by creation serial
   uint64_t next_serial_ = 0;
   CacheCounters counters_;
+  UsablePrefixListener listener_;
 };
 
 }  // namespace interlace::cache
