@@ -111,8 +111,10 @@ SERVING = [
      "Prompt tokens the workers restored from their prefix/state caches (what clients see as cached_tokens)."),
     ("Index misses and client aborts", "short",
      [(rate("interlace_gateway_prefix_misses_total"), "index misses"), (rate("interlace_gateway_client_aborts_total"), "client aborts"),
-      ("sum(interlace_gateway_prefix_index_blocks)", "index blocks")],
+      ("sum(interlace_gateway_prefix_index_entries)", "index entries")],
      "Requests whose worker restored less than the index expected (evicted or restarted), and clients that hung up."),
+    ("Cache events from serving workers", "short", [(rate("interlace_gateway_cache_events_total", "kind"), "{{kind}}")],
+     "Workers' cache changes the routing index applied; lost ones (a gap in a worker's sequence) clear its entries until a snapshot."),
 ]
 
 LEARNER = [

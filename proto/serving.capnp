@@ -10,6 +10,8 @@ struct ServeRequest {
   union {
     generate @0 :Generate;
     abort @1 :UInt64;        # the id of a request to end now (its client went away)
+    hello @2 :Void;          # sent on connecting: the worker answers with a ServeEvent whose hello is set
+    cacheSnapshot @3 :Void;  # publish everything the cache holds now on the events socket (a subscriber lost events, or joined)
   }
 }
 
@@ -37,4 +39,29 @@ struct ServeEvent {
   error @8 :Text;              # why a request was refused ("error")
   running @9 :UInt32;          # the worker's load when it sent this: sequences decoding
   waiting @10 :UInt32;         #   and requests queued
+  hello @11 :WorkerHello;      # set only in the answer to a hello (id 0)
+}
+
+struct WorkerHello {
+  eventsPort @0 :UInt16;       # the cache events' PUB port, on the host the gateway reached the worker at; 0: no cache
+  instance @1 :UInt64;         # random per worker process: the CacheEvents it publishes carry it
+}
+
+# Published on the worker's PUB socket (CURVE, the same keys as its requests)
+# whenever its prefix/state cache stores or drops a usable prefix: what lets a
+# gateway route a request to the worker that can restore its prompt. On a
+# hybrid model these are state checkpoints, not blocks: a prefix without a
+# state checkpoint restores nothing there.
+struct CacheEvents {
+  instance @0 :UInt64;
+  seq @1 :UInt64;              # 1, 2, ... per instance for changes; a gap means messages were lost (PUB drops when a subscriber lags)
+  snapshot @2 :Bool;           # entries are everything held as of change seq (all stored): the answer to cacheSnapshot
+  entries @3 :List(CacheEntry);
+}
+
+struct CacheEntry {
+  hash @0 :UInt64;             # of the prefix's tokens (cache/prefix_hash.h)
+  length @1 :UInt32;           # tokens
+  version @2 :Int64;           # weights version it was computed under
+  stored @3 :Bool;             # false: dropped (evicted, or its version's tree went)
 }

@@ -253,6 +253,9 @@ void add_run_commands(CLI::App& app, Action& action) {
   worker->add_option("--keys", s->serving.keys_dir, "with --serve: its CURVE key directory (server pair made if missing; clients/ admits the gateway)");
   worker->add_option("--listen", s->serving.listen, "with --serve: ZeroMQ endpoint to bind (port *: any free one)")->capture_default_str();
   worker->add_option("--endpoint-file", s->serving.endpoint_file, "with --serve: write the bound endpoint there");
+  worker->add_option("--events-listen", s->serving.events_listen,
+                     "with --serve: ZeroMQ endpoint of the cache events (PUB) gateways route by\n"
+                     "(default: --listen's host, any free port; gateways learn it from the worker)");
   worker->add_option("--metrics-listen", s->serving.metrics_listen,
                      "with --serve: serve Prometheus /metrics on HOST:PORT (port 0: any free one; default: none)");
   worker->add_option("--metrics-port-file", s->serving.metrics_port_file, "with --serve: write the metrics port there");

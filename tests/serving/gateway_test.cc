@@ -383,6 +383,54 @@ TEST_F(Gateway, ASpeculatingWorkerAnswersAsAPlainOneAndExportsItsCounters) {
               static_cast<long long>(generated));
 }
 
+// The routing index follows what the worker's cache holds, from its cache
+// events: a prefix the worker evicted stops being routed to as a hit (an
+// index of what the gateway sent would still call it one, and the worker
+// would recompute it: a miss).
+TEST_F(Gateway, TheRoutingIndexFollowsTheWorkersEvictions) {
+  // A 1 MB cache: about four checkpoints of the tiny hybrid (7 lightning layers, 224 KiB of state each).
+  worker("small-cache", {"--cache-bytes", "1000000"});
+  const int port = gateway("evicting", {worker_endpoint("small-cache")});
+  const std::string snapshots = "interlace_gateway_cache_events_total{kind=\"snapshot\"}";
+  for (int i = 0; i < 250 && metric(port, snapshots) < 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_GE(metric(port, snapshots), 1) << "the gateway never synced with the worker's cache events";
+  const std::string hits = "interlace_gateway_routing_decisions_total{reason=\"prefix_hit\"}";
+  const std::string entries = "interlace_gateway_prefix_index_entries";
+  auto ask = [&](const json& messages) {
+    auto r = post(port, "/v1/chat/completions", json({{"messages", messages}, {"max_tokens", 6}, {"seed", 5}, {"ignore_eos", true}}).dump());
+    EXPECT_TRUE(r && r->status == 200) << (r ? r->body : httplib::to_string(r.error()));
+    return r && r->status == 200 ? json::parse(r->body) : json();
+  };
+  // Events are published as the step that stored them ends, before the answer is read here; a moment covers the socket.
+  auto settle = [] { std::this_thread::sleep_for(std::chrono::milliseconds(300)); };
+  json messages = {{{"role", "user"}, {"content", "Remember the number 417, the colour teal and the city of Lyon for later."}}};
+  const json first = ask(messages);
+  messages.push_back(first["choices"][0]["message"]);
+  messages.push_back({{"role", "user"}, {"content", "Add 1."}});
+  settle();
+  EXPECT_GT(metric(port, entries), 0);
+  const double hits_before = metric(port, hits);
+  const json second = ask(messages);
+  EXPECT_EQ(metric(port, hits), hits_before + 1) << "turn two's prefix is held: a prefix hit (prompts of " << first["usage"]
+                                                 << " then " << second["usage"] << ")";
+  EXPECT_GE(second["usage"]["prompt_tokens_details"]["cached_tokens"].get<int64_t>(), first["usage"]["prompt_tokens"].get<int64_t>() - 1);
+  // Longer prompts push turn one out of the 1 MB cache.
+  for (int i = 0; i < 8; ++i) {
+    std::string filler = "Other task " + std::to_string(i) + ":";
+    for (int k = 0; k < 12; ++k) filler += " item " + std::to_string(i * 100 + k);
+    ask({{{"role", "user"}, {"content", filler}}});
+  }
+  settle();
+  EXPECT_LE(metric(port, entries), 5) << "the index lists more than a 1 MB cache can hold";
+  const json again = ask(messages);
+  EXPECT_EQ(metric(port, hits), hits_before + 1) << "an evicted prefix was routed to as a hit";
+  EXPECT_LT(again["usage"]["prompt_tokens_details"]["cached_tokens"].get<int64_t>(), first["usage"]["prompt_tokens"].get<int64_t>())
+      << "turn one was not evicted: the test proves nothing";
+  EXPECT_EQ(metric(port, "interlace_gateway_prefix_misses_total"), 0);
+  EXPECT_EQ(metric(port, "interlace_gateway_cache_events_total{kind=\"lost\"}"), 0);
+  EXPECT_GT(metric(port, "interlace_gateway_cache_events_total{kind=\"applied\"}"), 5);
+}
+
 TEST_F(Gateway, CacheAwareRoutingSendsFollowUpsWhereTheirPrefixIs) {
   std::vector<std::string> endpoints;
   std::vector<pid_t> four;
@@ -460,6 +508,9 @@ TEST_F(Gateway, CacheAwareRoutingSendsFollowUpsWhereTheirPrefixIs) {
   EXPECT_GE(by_prefix.on_prefix, 0.9 * by_prefix.follow_ups);
   EXPECT_LT(by_turn.on_prefix, 0.5 * by_turn.follow_ups) << "round-robin should mostly miss: is the measure measuring anything?";
   EXPECT_GT(metric(aware, "interlace_gateway_routing_decisions_total{reason=\"prefix_hit\"}"), 200);
+  EXPECT_GE(metric(aware, "interlace_gateway_cache_events_total{kind=\"snapshot\"}"), 4) << "one per worker at least";
+  EXPECT_GT(metric(aware, "interlace_gateway_cache_events_total{kind=\"applied\"}"), 64);
+  EXPECT_EQ(metric(aware, "interlace_gateway_cache_events_total{kind=\"lost\"}"), 0);
 
   // A worker lost between turns 2 and 3: no client error, its conversations
   // (about a quarter) miss once and then stay on their new worker.

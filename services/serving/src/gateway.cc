@@ -139,8 +139,19 @@ class Gateway {
       metrics_.gauge("interlace_gateway_workers", "serving workers by state", {{"state", "up"}}).set(up);
       metrics_.gauge("interlace_gateway_workers", "serving workers by state", {{"state", "down"}}).set(double(o_.workers.size() - up));
       metrics_.gauge("interlace_gateway_requests_in_flight", "requests being answered now").set(double(pool_->in_flight()));
-      metrics_.gauge("interlace_gateway_prefix_index_blocks", "block-aligned prefixes in the gateway's routing index")
-          .set(double(pool_->index_blocks()));
+      metrics_.gauge("interlace_gateway_prefix_index_entries", "usable prefixes the workers' cache events put in the routing index")
+          .set(double(pool_->index_entries()));
+      const CacheEventCounts events = pool_->cache_event_counts();
+      const auto events_counter = [this](const char* kind) -> metrics::Value& {
+        return metrics_.counter("interlace_gateway_cache_events_total",
+                                "cache event messages from the serving workers, by what became of them", {{"kind", kind}});
+      };
+      events_counter("applied").set(double(events.messages));
+      events_counter("lost").set(double(events.lost));
+      events_counter("snapshot").set(double(events.snapshots));
+      events_counter("malformed").set(double(events.malformed));
+      metrics_.counter("interlace_gateway_prefix_index_refused_total", "cache entries not indexed: a worker's share of the index was full")
+          .set(double(events.refused));
       res.set_content(metrics_.render(), "text/plain; version=0.0.4");
     });
     server.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {

@@ -2,63 +2,90 @@
 
 #include <algorithm>
 
+#include "interlace/cache/prefix_hash.h"
+
 namespace interlace::serving {
-namespace {
 
-uint64_t mix(uint64_t h, uint64_t x) {  // splitmix64 of the running hash and the next value
-  uint64_t z = h ^ (x + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2));
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
-}  // namespace
-
-PrefixIndex::PrefixIndex(size_t workers, int64_t block_size, size_t max_blocks_per_worker)
-    : block_size_(block_size), max_blocks_(max_blocks_per_worker), workers_(workers) {}
-
-std::vector<uint64_t> PrefixIndex::chain(std::span<const int32_t> tokens) const {
-  std::vector<uint64_t> out;
-  uint64_t h = 0x6a09e667f3bcc909ULL;
-  for (size_t i = 0; i + size_t(block_size_) <= tokens.size(); i += size_t(block_size_)) {
-    for (size_t k = i; k < i + size_t(block_size_); ++k) h = mix(h, uint32_t(tokens[k]));
-    out.push_back(h);
-  }
-  return out;
-}
+PrefixIndex::PrefixIndex(size_t workers, size_t max_entries_per_worker)
+    : max_entries_(max_entries_per_worker), counts_(workers, 0), newest_version_(workers, 0) {}
 
 std::vector<int64_t> PrefixIndex::match(std::span<const int32_t> tokens) const {
-  const std::vector<uint64_t> hashes = chain(tokens);
-  std::vector<int64_t> out(workers_.size(), 0);
-  for (size_t w = 0; w < workers_.size(); ++w) {
-    // Prefixes nest: the first block hash a worker lacks ends its match.
-    size_t k = 0;
-    while (k < hashes.size() && workers_[w].contains(hashes[k])) ++k;
-    out[w] = int64_t(k) * block_size_;
+  std::vector<int64_t> out(counts_.size(), 0);
+  uint64_t h = cache::kEmptyPrefixHash;
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    h = cache::extend_prefix_hash(h, tokens[i]);
+    const int64_t length = int64_t(i + 1);
+    // The length must agree too: a hash collision of two different lengths matches nothing.
+    if (auto it = cached_.find(h); it != cached_.end())
+      for (const Holder& x : it->second)
+        if (x.length == length && x.version == newest_version_[x.worker]) out[x.worker] = length;
+    if (auto it = in_flight_.find(h); it != in_flight_.end())
+      for (const Holder& x : it->second)
+        if (x.length == length) out[x.worker] = length;
   }
   return out;
 }
 
-void PrefixIndex::insert(size_t worker, std::span<const int32_t> tokens) {
-  auto& entries = workers_[worker];
-  ++tick_;
-  for (uint64_t h : chain(tokens)) entries[h] = tick_;
-  if (entries.size() <= max_blocks_) return;
-  // Over the share: drop the least recently used quarter in one go.
-  std::vector<uint64_t> ticks;
-  ticks.reserve(entries.size());
-  for (const auto& [h, t] : entries) ticks.push_back(t);
-  auto nth = ticks.begin() + long(entries.size() / 4);
-  std::nth_element(ticks.begin(), nth, ticks.end());
-  const uint64_t cut = *nth;
-  std::erase_if(entries, [cut](const auto& e) { return e.second < cut; });
+void PrefixIndex::erase(std::vector<Holder>& holders, uint32_t worker, int64_t length, int64_t version) {
+  std::erase_if(holders, [&](const Holder& x) { return x.worker == worker && x.length == length && x.version == version; });
 }
 
-void PrefixIndex::drop_worker(size_t worker) { workers_[worker].clear(); }
+bool PrefixIndex::apply(size_t worker, const cache::UsablePrefix& p, bool stored) {
+  const uint32_t w = uint32_t(worker);
+  if (!stored) {
+    auto it = cached_.find(p.hash);
+    if (it == cached_.end()) return true;
+    const size_t before = it->second.size();
+    erase(it->second, w, p.length, p.version);
+    counts_[worker] -= before - it->second.size();
+    if (it->second.empty()) cached_.erase(it);
+    return true;
+  }
+  newest_version_[worker] = p.version;  // a worker stores under the weights it runs now
+  auto& holders = cached_[p.hash];
+  for (const Holder& x : holders)
+    if (x.worker == w && x.length == p.length && x.version == p.version) return true;  // already held
+  if (counts_[worker] >= max_entries_) {
+    if (holders.empty()) cached_.erase(p.hash);
+    return false;
+  }
+  holders.push_back({w, p.length, p.version});
+  ++counts_[worker];
+  return true;
+}
 
-size_t PrefixIndex::blocks() const {
+void PrefixIndex::clear_worker(size_t worker) {
+  for (auto it = cached_.begin(); it != cached_.end();) {
+    std::erase_if(it->second, [&](const Holder& x) { return x.worker == worker; });
+    it = it->second.empty() ? cached_.erase(it) : std::next(it);
+  }
+  counts_[worker] = 0;
+}
+
+void PrefixIndex::add_in_flight(size_t worker, std::span<const int32_t> prompt) {
+  auto& holders = in_flight_[cache::prefix_hash(prompt)];
+  for (Holder& x : holders)
+    if (x.worker == worker && x.length == int64_t(prompt.size())) {
+      ++x.version;
+      return;
+    }
+  holders.push_back({uint32_t(worker), int64_t(prompt.size()), 1});
+}
+
+void PrefixIndex::remove_in_flight(size_t worker, std::span<const int32_t> prompt) {
+  auto it = in_flight_.find(cache::prefix_hash(prompt));
+  if (it == in_flight_.end()) return;
+  for (Holder& x : it->second)
+    if (x.worker == worker && x.length == int64_t(prompt.size()) && --x.version == 0) {
+      erase(it->second, x.worker, x.length, 0);
+      break;
+    }
+  if (it->second.empty()) in_flight_.erase(it);
+}
+
+size_t PrefixIndex::entries() const {
   size_t n = 0;
-  for (const auto& w : workers_) n += w.size();
+  for (size_t c : counts_) n += c;
   return n;
 }
 

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <csignal>
 #include <map>
+#include <random>
 #include <zmq.hpp>
 
 #include "absl/strings/numbers.h"
@@ -33,6 +34,10 @@ std::atomic<bool> g_stop{false};
 // Requests are small (a prompt of token ids); 16 MiB is a 4M-token prompt.
 constexpr transport::FrameLimits kRequestLimits{.max_bytes = size_t{16} << 20};
 constexpr int64_t kMaxNewTokens = 1 << 20;
+// Cache changes per CacheEvents message: a dropped version's tree can be many.
+constexpr size_t kEntriesPerMessage = 1 << 16;
+// Messages queued per subscriber before PUB drops (the gateway sees the gap and asks for a snapshot).
+constexpr int kEventsHighWater = 10000;
 
 // One request in the engine, and what has not been sent of it yet.
 struct InFlight {
@@ -73,6 +78,24 @@ class Server {
       return absl::UnavailableError(absl::StrCat("serving worker: cannot bind ", o_.listen, ": ", e.what()));
     }
     endpoint_ = socket_.get(zmq::sockopt::last_endpoint);
+    if (o_.cache_bytes >= 0) {
+      events_ = zmq::socket_t(ctx_, zmq::socket_type::pub);
+      events_.set(zmq::sockopt::sndhwm, kEventsHighWater);
+      events_.set(zmq::sockopt::linger, 0);
+      transport::make_curve_server(events_, *server);
+      const std::string events_at = !o_.events_listen.empty() ? o_.events_listen
+                                                              : o_.listen.substr(0, o_.listen.rfind(':')) + ":*";
+      try {
+        events_.bind(events_at);
+      } catch (const zmq::error_t& e) {
+        return absl::UnavailableError(absl::StrCat("serving worker: cannot bind the cache events socket ", events_at, ": ", e.what(),
+                                                   " (--events-listen)"));
+      }
+      const std::string bound = events_.get(zmq::sockopt::last_endpoint);
+      if (!absl::SimpleAtoi(bound.substr(bound.rfind(':') + 1), &events_port_))
+        return absl::InternalError(absl::StrCat("serving worker: no port in the events endpoint ", bound));
+    }
+    instance_ = std::random_device{}() | (uint64_t(std::random_device{}()) << 32);
     if (!o_.endpoint_file.empty()) {
       if (auto s = core::write_file(o_.endpoint_file, endpoint_ + "\n"); !s.ok()) return s;
     }
@@ -85,6 +108,7 @@ class Server {
                                                                       .speculate = speculate_},
                                                 tokenizer_.get());
     engine_->set_cache(cache_.get());
+    if (cache_) cache_->set_listener([this](const cache::UsablePrefix& p, bool stored) { changes_.push_back({p, stored}); });
     engine_->set_token_hook([this](int64_t id, const rollout::TokenSample& sample, int64_t version) {
       auto it = in_flight_.find(id);
       if (it == in_flight_.end()) return;
@@ -110,6 +134,7 @@ class Server {
       if (item.revents & ZMQ_POLLIN) receive_all();
       if (!engine_->idle()) engine_->step();
       send_progress();
+      publish_cache_events();
       engine_metrics_.update(*engine_);
     }
   }
@@ -148,12 +173,16 @@ class Server {
     uint64_t id = 0;
     rollout::Request request;
     std::optional<uint64_t> abort;
+    bool hello = false, snapshot = false;
     std::string refusal;
     auto read = transport::read_frame<proto::ServeRequest>(frame, kRequestLimits, "serve request", [&](proto::ServeRequest::Reader r) {
       if (r.isAbort()) {
         abort = r.getAbort();
         return;
       }
+      hello = r.isHello();
+      snapshot = r.isCacheSnapshot();
+      if (!r.isGenerate()) return;
       auto g = r.getGenerate();
       id = g.getId();
       for (int32_t t : g.getPrompt()) request.prompt.push_back(t);
@@ -169,6 +198,18 @@ class Server {
       ++rejected_;
       frames_rejected_.inc();
       spdlog::warn("serving worker: dropped a request: {} ({} dropped so far)", std::string(read.message()), rejected_);
+      return;
+    }
+    if (hello) {
+      capnp::MallocMessageBuilder message;
+      auto h = message.initRoot<proto::ServeEvent>().initHello();
+      h.setEventsPort(uint16_t(events_port_));
+      h.setInstance(instance_);
+      send_frame(identity, transport::flat_frame(message));
+      return;
+    }
+    if (snapshot) {
+      snapshot_asked_ = true;  // published after this round's changes, once however many gateways asked
       return;
     }
     if (abort) {
@@ -242,12 +283,55 @@ class Server {
     e.setError(error);
     e.setRunning(uint32_t(engine_->running()));
     e.setWaiting(uint32_t(engine_->waiting()));
-    const std::string frame = transport::flat_frame(message);
+    send_frame(identity, transport::flat_frame(message));
+  }
+
+  void send_frame(zmq::message_t& identity, const std::string& frame) {
     zmq::message_t to;
     to.copy(identity);
     // A gateway that went away leaves its messages undeliverable: ROUTER drops them.
     if (socket_.send(to, zmq::send_flags::sndmore | zmq::send_flags::dontwait))
       socket_.send(zmq::buffer(frame), zmq::send_flags::dontwait);
+  }
+
+  // This round's cache changes, in order, then a snapshot if one was asked for
+  // (after the changes, so its seq covers them).
+  void publish_cache_events() {
+    if (!cache_) return;
+    for (size_t from = 0; from < changes_.size(); from += kEntriesPerMessage) {
+      const size_t n = std::min(kEntriesPerMessage, changes_.size() - from);
+      capnp::MallocMessageBuilder message;
+      auto e = message.initRoot<proto::CacheEvents>();
+      e.setInstance(instance_);
+      e.setSeq(++seq_);
+      auto entries = e.initEntries(uint32_t(n));
+      for (size_t i = 0; i < n; ++i) fill(entries[uint32_t(i)], changes_[from + i].first, changes_[from + i].second);
+      publish(transport::flat_frame(message));
+    }
+    changes_.clear();
+    if (!snapshot_asked_) return;
+    snapshot_asked_ = false;
+    const std::vector<cache::UsablePrefix> held = cache_->usable_prefixes();
+    capnp::MallocMessageBuilder message;
+    auto e = message.initRoot<proto::CacheEvents>();
+    e.setInstance(instance_);
+    e.setSeq(seq_);
+    e.setSnapshot(true);
+    auto entries = e.initEntries(uint32_t(held.size()));
+    for (size_t i = 0; i < held.size(); ++i) fill(entries[uint32_t(i)], held[i], true);
+    publish(transport::flat_frame(message));
+  }
+
+  static void fill(proto::CacheEntry::Builder b, const cache::UsablePrefix& p, bool stored) {
+    b.setHash(p.hash);
+    b.setLength(uint32_t(std::min<int64_t>(p.length, UINT32_MAX)));
+    b.setVersion(p.version);
+    b.setStored(stored);
+  }
+
+  void publish(const std::string& frame) {
+    // PUB never blocks: past a subscriber's high-water mark it drops, which the subscriber sees as a gap in seq.
+    (void)events_.send(zmq::buffer(frame), zmq::send_flags::dontwait);
   }
 
   const ServingWorkerOptions& o_;
@@ -258,6 +342,11 @@ class Server {
   std::unique_ptr<transport::ZapAuthenticator> zap_;
   zmq::socket_t socket_;
   std::string endpoint_;
+  zmq::socket_t events_;  // cache events (PUB); none without a cache
+  int events_port_ = 0;
+  uint64_t instance_ = 0, seq_ = 0;
+  std::vector<std::pair<cache::UsablePrefix, bool>> changes_;  // since the last publish
+  bool snapshot_asked_ = false;
   std::unique_ptr<cache::PrefixCache> cache_;
   std::unique_ptr<rollout::Engine> engine_;
   std::map<int64_t, InFlight> in_flight_;  // engine id -> request

@@ -4,6 +4,8 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <optional>
+
 #include "absl/strings/str_cat.h"
 #include "interlace/rl/service_util.h"
 #include "interlace/transport/curve.h"
@@ -15,6 +17,10 @@ namespace interlace::serving {
 
 // An event frame holds one step's tokens of one request: small.
 constexpr transport::FrameLimits kEventLimits{.max_bytes = size_t{4} << 20};
+// A cache events message: up to 65536 changes, or a snapshot of a whole cache (24 bytes an entry).
+constexpr transport::FrameLimits kCacheEventLimits{.max_bytes = size_t{256} << 20, .traversal_words = uint64_t{64} << 20};
+// How long to wait for an asked-for snapshot before asking again.
+constexpr std::chrono::milliseconds kSnapshotRetry{500};
 
 std::vector<WorkerEvent> RequestStream::wait(std::chrono::milliseconds timeout) {
   std::unique_lock<std::mutex> lock(mu_);
@@ -56,8 +62,13 @@ absl::StatusOr<std::unique_ptr<WorkerPool>> WorkerPool::start(std::vector<std::s
     } catch (const zmq::error_t& e) {
       return absl::InvalidArgumentError(absl::StrCat("--worker ", endpoints[i], ": ", e.what()));
     }
+    zmq::socket_t sub = rl::make_socket(pool->ctx_, zmq::socket_type::sub, int64_t(kCacheEventLimits.max_bytes));
+    transport::make_curve_client(sub, *server_key, *mine);
+    sub.set(zmq::sockopt::subscribe, "");
     pool->sockets_.push_back(std::move(s));
     pool->monitors_.push_back(std::move(m));
+    pool->subscribers_.push_back(std::move(sub));
+    pool->feeds_.emplace_back();
     pool->workers_.push_back({.endpoint = endpoints[i]});
   }
   pool->routing_ = routing;
@@ -127,7 +138,7 @@ absl::StatusOr<WorkerPool::Submitted> WorkerPool::submit(const std::vector<int32
     }
   }
   round_robin_ = (best + 1) % n;
-  index_->insert(best, prompt);  // later requests with this prefix follow it here
+  index_->add_in_flight(best, prompt);  // its sampling group and repeats follow it here before its cache events do
   const uint64_t id = next_id_++;
   capnp::MallocMessageBuilder message;
   auto g = message.initRoot<proto::ServeRequest>().initGenerate();
@@ -158,17 +169,21 @@ void WorkerPool::abort(uint64_t id) {
   capnp::MallocMessageBuilder message;
   message.initRoot<proto::ServeRequest>().setAbort(id);
   outbox_.emplace_back(it->second.worker, transport::flat_frame(message));
-  --workers_[it->second.worker].in_flight;
-  pending_.erase(it);
+  forget(it);
   wake();
+}
+
+void WorkerPool::forget(std::map<uint64_t, Pending>::iterator it) {
+  --workers_[it->second.worker].in_flight;
+  index_->remove_in_flight(it->second.worker, it->second.prompt);
+  pending_.erase(it);
 }
 
 void WorkerPool::done(uint64_t id) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = pending_.find(id);
   if (it == pending_.end()) return;
-  --workers_[it->second.worker].in_flight;
-  pending_.erase(it);
+  forget(it);
 }
 
 std::vector<WorkerStatus> WorkerPool::status() const {
@@ -181,15 +196,21 @@ int64_t WorkerPool::in_flight() const {
   return int64_t(pending_.size());
 }
 
-size_t WorkerPool::index_blocks() const {
+size_t WorkerPool::index_entries() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return index_->blocks();
+  return index_->entries();
+}
+
+CacheEventCounts WorkerPool::cache_event_counts() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return counts_;
 }
 
 void WorkerPool::on_event(size_t worker, const zmq::message_t& frame) {
   WorkerEvent e;
   uint64_t id = 0;
   uint32_t running = 0, waiting = 0;
+  std::optional<std::pair<uint16_t, uint64_t>> hello;  // events port, instance
   auto read = transport::read_frame<proto::ServeEvent>(
       std::string_view(static_cast<const char*>(frame.data()), frame.size()), kEventLimits, "serve event",
       [&](proto::ServeEvent::Reader r) {
@@ -204,28 +225,27 @@ void WorkerPool::on_event(size_t worker, const zmq::message_t& frame) {
         e.error = r.getError().cStr();
         running = r.getRunning();
         waiting = r.getWaiting();
+        if (r.hasHello()) hello = {r.getHello().getEventsPort(), r.getHello().getInstance()};
       });
   if (!read.ok() || e.logprobs.size() != e.tokens.size() || e.versions.size() != e.tokens.size()) {
     spdlog::warn("gateway: dropped an event from {}: {}", workers_[worker].endpoint,
                  read.ok() ? "tokens, logprobs and versions differ in length" : std::string(read.message()));
     return;
   }
+  if (hello) return on_hello(worker, hello->first, hello->second);
   std::lock_guard<std::mutex> lock(mu_);
   workers_[worker].running = running;
   workers_[worker].waiting = waiting;
   auto it = pending_.find(id);
   if (it == pending_.end() || it->second.worker != worker) return;  // aborted, or not this worker's
-  std::vector<int32_t>& sequence = it->second.sequence;
-  sequence.insert(sequence.end(), e.tokens.begin(), e.tokens.end());
-  // Where the engine checkpointed: the prompt and its answer together.
-  if (e.finished && e.reason != "error") index_->insert(worker, sequence);
   it->second.stream->push(std::move(e));
 }
 
 void WorkerPool::worker_down(size_t worker) {
   std::lock_guard<std::mutex> lock(mu_);
   workers_[worker].up = false;
-  index_->drop_worker(worker);  // a restarted worker starts with an empty cache
+  workers_[worker].index_synced = false;
+  index_->clear_worker(worker);  // a restarted worker starts with an empty cache
   for (auto it = pending_.begin(); it != pending_.end();) {
     if (it->second.worker != worker) {
       ++it;
@@ -233,8 +253,72 @@ void WorkerPool::worker_down(size_t worker) {
     }
     it->second.stream->push({.finished = true, .reason = "error",
                              .error = absl::StrCat("the serving worker ", workers_[worker].endpoint, " went away")});
-    --workers_[worker].in_flight;
-    it = pending_.erase(it);
+    forget(it++);
+  }
+}
+
+void WorkerPool::on_hello(size_t worker, uint16_t events_port, uint64_t instance) {
+  std::string endpoint;
+  if (events_port > 0) {
+    // The worker's host as this gateway reaches it (it may have bound 0.0.0.0), its events port.
+    const std::string& requests = workers_[worker].endpoint;
+    endpoint = absl::StrCat(requests.substr(0, requests.rfind(':')), ":", events_port);
+  }
+  std::string old;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    old = workers_[worker].events_endpoint;
+    workers_[worker].events_endpoint = endpoint;
+    workers_[worker].index_synced = false;
+    index_->clear_worker(worker);
+  }
+  if (old != endpoint) {
+    try {
+      if (!old.empty()) subscribers_[worker].disconnect(old);
+      if (!endpoint.empty()) subscribers_[worker].connect(endpoint);
+    } catch (const zmq::error_t& e) {
+      spdlog::warn("gateway: cannot follow the cache events of {} at {}: {}", workers_[worker].endpoint, endpoint, e.what());
+      return;
+    }
+  }
+  if (!endpoint.empty()) feeds_[worker].hello(instance);
+}
+
+void WorkerPool::on_cache_events(size_t worker, const zmq::message_t& frame) {
+  uint64_t instance = 0, seq = 0;
+  bool snapshot = false;
+  std::vector<std::pair<cache::UsablePrefix, bool>> entries;
+  auto read = transport::read_frame<proto::CacheEvents>(
+      std::string_view(static_cast<const char*>(frame.data()), frame.size()), kCacheEventLimits, "cache events",
+      [&](proto::CacheEvents::Reader r) {
+        instance = r.getInstance();
+        seq = r.getSeq();
+        snapshot = r.getSnapshot();
+        entries.reserve(r.getEntries().size());
+        for (auto x : r.getEntries())
+          entries.push_back({{.hash = x.getHash(), .length = int64_t(x.getLength()), .version = x.getVersion()}, x.getStored()});
+      });
+  const CacheFeed::Decision d = read.ok() ? feeds_[worker].on_message(instance, seq, snapshot) : feeds_[worker].on_malformed();
+  if (!read.ok()) spdlog::warn("gateway: dropped cache events from {}: {}", workers_[worker].endpoint, std::string(read.message()));
+  std::lock_guard<std::mutex> lock(mu_);
+  counts_.malformed += read.ok() ? 0 : 1;
+  counts_.lost += d.lost;
+  if (d.clear) index_->clear_worker(worker);
+  if (d.apply) {
+    for (const auto& [prefix, stored] : entries) counts_.refused += index_->apply(worker, prefix, stored) ? 0 : 1;
+    ++(snapshot ? counts_.snapshots : counts_.messages);
+  }
+  workers_[worker].index_synced = feeds_[worker].synced();
+}
+
+void WorkerPool::ask_for_snapshots() {
+  const auto now = CacheFeed::Clock::now();
+  for (size_t w = 0; w < feeds_.size(); ++w) {
+    if (!feeds_[w].should_ask(now, kSnapshotRetry)) continue;
+    capnp::MallocMessageBuilder message;
+    message.initRoot<proto::ServeRequest>().setCacheSnapshot();
+    const std::string frame = transport::flat_frame(message);
+    if (sockets_[w].send(zmq::buffer(frame), zmq::send_flags::dontwait)) feeds_[w].asked(now);
   }
 }
 
@@ -243,10 +327,11 @@ void WorkerPool::loop() {
   std::vector<zmq::pollitem_t> items;
   for (auto& s : sockets_) items.push_back({s.handle(), 0, ZMQ_POLLIN, 0});
   for (auto& m : monitors_) items.push_back({m.handle(), 0, ZMQ_POLLIN, 0});
+  for (auto& s : subscribers_) items.push_back({s.handle(), 0, ZMQ_POLLIN, 0});
   items.push_back({nullptr, wake_fd_, ZMQ_POLLIN, 0});
   while (!stop_) {
     try {
-      zmq::poll(items.data(), items.size(), std::chrono::milliseconds(1000));
+      zmq::poll(items.data(), items.size(), kSnapshotRetry / 2);
     } catch (const zmq::error_t& e) {
       if (e.num() != EINTR) throw;
       continue;  // a signal (SIGTERM for the gateway) landed on this thread
@@ -279,13 +364,25 @@ void WorkerPool::loop() {
         uint16_t kind;
         std::memcpy(&kind, event.data(), sizeof kind);
         if (kind == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
-          std::lock_guard<std::mutex> lock(mu_);
-          workers_[w].up = true;
+          {
+            std::lock_guard<std::mutex> lock(mu_);
+            workers_[w].up = true;
+          }
+          capnp::MallocMessageBuilder message;
+          message.initRoot<proto::ServeRequest>().setHello();
+          const std::string frame = transport::flat_frame(message);
+          (void)sockets_[w].send(zmq::buffer(frame), zmq::send_flags::dontwait);  // its answer says where its cache events are
         } else if (kind == ZMQ_EVENT_DISCONNECTED) {
           worker_down(w);
         }
       }
+      while (items[2 * n + w].revents & ZMQ_POLLIN) {
+        zmq::message_t frame;
+        if (!subscribers_[w].recv(frame, zmq::recv_flags::dontwait)) break;
+        on_cache_events(w, frame);
+      }
     }
+    ask_for_snapshots();
   }
   for (auto& s : sockets_) zmq_socket_monitor(s.handle(), nullptr, 0);
 }

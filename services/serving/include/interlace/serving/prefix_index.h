@@ -1,12 +1,13 @@
-// Which serving worker probably holds which prefix: the token sequences the
-// gateway sent to each worker (prompts, and prompt + answer once a request
-// ends, which is where the engine checkpoints), kept as hashes of their
-// block-aligned prefixes (each hash covers every token before it, so equal
-// hashes mean equal prefixes). A worker's entries go when it goes away, and
-// the least recently used ones when a worker's share is full. This is the
-// gateway's own record (as SGLang's cache-aware router keeps one), not the
-// workers' caches: a worker may have evicted what the index still lists; the
-// cached tokens each answer reports say how often that happens.
+// Which serving worker can restore which prefix of a prompt. Two sources:
+// - the workers' cache events (CacheEvents): the usable prefixes each
+//   worker's cache stored and dropped, by the hash of their tokens
+//   (cache/prefix_hash.h): state checkpoints on a hybrid model, KV blocks
+//   too on full attention. Only the version a worker stored last counts: its
+//   older tree serves no new request.
+// - requests in flight: a prompt sent to a worker will be checkpointed there
+//   when prefilled, so its sampling group's other samples and a burst of
+//   requests with the same prompt follow it before any event says so.
+// A worker's share is capped; past it new entries are refused (counted).
 #pragma once
 
 #include <cstdint>
@@ -14,26 +15,33 @@
 #include <unordered_map>
 #include <vector>
 
+#include "interlace/cache/prefix_cache.h"
+
 namespace interlace::serving {
 
 class PrefixIndex {
  public:
-  // Blocks of 4 tokens: a finer grain than the engine's KV blocks, so a short
-  // prompt's shared part still counts (a hybrid's state is checkpointed at
-  // turn boundaries, which need not fall on a KV block's edge).
-  PrefixIndex(size_t workers, int64_t block_size = 4, size_t max_blocks_per_worker = size_t{1} << 20);
-  // For each worker, the longest block-aligned prefix of TOKENS it holds, in tokens.
+  explicit PrefixIndex(size_t workers, size_t max_entries_per_worker = size_t{1} << 20);
+  // For each worker, the longest prefix of TOKENS it holds (or will, from a request in flight), in tokens.
   std::vector<int64_t> match(std::span<const int32_t> tokens) const;
-  void insert(size_t worker, std::span<const int32_t> tokens);
-  void drop_worker(size_t worker);
-  size_t blocks() const;  // entries over all workers
+  // A worker's cache stored or dropped PREFIX. False: a store refused, the worker's share being full.
+  bool apply(size_t worker, const cache::UsablePrefix& prefix, bool stored);
+  void clear_worker(size_t worker);  // its cache events' entries (lost events, a restart); in-flight ones stay
+  void add_in_flight(size_t worker, std::span<const int32_t> prompt);
+  void remove_in_flight(size_t worker, std::span<const int32_t> prompt);
+  size_t entries() const;  // from cache events, over all workers
 
  private:
-  std::vector<uint64_t> chain(std::span<const int32_t> tokens) const;
-  int64_t block_size_;
-  size_t max_blocks_;
-  uint64_t tick_ = 0;
-  std::vector<std::unordered_map<uint64_t, uint64_t>> workers_;  // prefix hash -> last use
+  struct Holder {
+    uint32_t worker;
+    int64_t length;
+    int64_t version;  // of the entry; in-flight holders: how many requests
+  };
+  static void erase(std::vector<Holder>& holders, uint32_t worker, int64_t length, int64_t version);
+  size_t max_entries_;
+  std::unordered_map<uint64_t, std::vector<Holder>> cached_, in_flight_;  // prefix hash -> holders
+  std::vector<size_t> counts_;           // entries per worker
+  std::vector<int64_t> newest_version_;  // per worker: the version of its last store
 };
 
 }  // namespace interlace::serving

@@ -6,6 +6,9 @@
 // ended. Malformed frames and bad requests are answered with an error event
 // (when they carry an id) or counted and dropped; they never stop the worker.
 // With metrics_listen it serves Prometheus metrics like a rollout worker's.
+// Its cache's changes (usable prefixes stored and dropped) are published on a
+// PUB socket (events_listen) for gateways to route by; a gateway learns the
+// port from the worker's answer to its hello.
 #pragma once
 
 #include <cstdint>
@@ -25,6 +28,8 @@ struct ServingWorkerOptions {
                                              // several workers on one machine must split the cores
   std::string speculate = "off";             // speculative decoding (rollout::parse_speculate)
   std::string endpoint_file;                 // where the bound endpoint is written
+  // Cache events (proto CacheEvents). Empty: listen's host, a free port.
+  std::string events_listen;
   // Prometheus /metrics (the engine's figures, speculation's counters, refused
   // requests) on HOST:PORT; empty: none. Port 0: a free one, written to metrics_port_file.
   std::string metrics_listen;

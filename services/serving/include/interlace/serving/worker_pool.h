@@ -4,6 +4,8 @@
 // request's events come back on its own RequestStream. A worker counts as up
 // once a CURVE handshake with it succeeded and down when the connection
 // drops; its requests in flight then end with an error event, not a hang.
+// Each worker's cache events arrive on a SUB socket (one per worker, owned by
+// the same thread) and keep the routing index: see cache_feed.h.
 #pragma once
 
 #include <atomic>
@@ -21,6 +23,7 @@
 
 #include "absl/status/statusor.h"
 #include "interlace/rollout/sampling.h"
+#include "interlace/serving/cache_feed.h"
 #include "interlace/serving/prefix_index.h"
 
 namespace interlace::serving {
@@ -52,6 +55,17 @@ struct WorkerStatus {
   bool up = false;
   int64_t in_flight = 0;
   int64_t running = 0, waiting = 0;  // as the worker last reported
+  std::string events_endpoint;       // its cache events, once it said hello; empty: none (no cache)
+  bool index_synced = false;         // its entries in the routing index are whole (from a snapshot on)
+};
+
+// What the cache events did, over all workers (for /metrics).
+struct CacheEventCounts {
+  int64_t messages = 0;   // change messages applied
+  int64_t lost = 0;       // change messages that never arrived (a gap in seq)
+  int64_t snapshots = 0;  // snapshots applied
+  int64_t malformed = 0;  // messages that did not decode
+  int64_t refused = 0;    // entries not indexed: a worker's share was full
 };
 
 // How a request picks its worker. cache_aware is SGLang's rule: when the
@@ -90,7 +104,8 @@ class WorkerPool {
   void done(uint64_t id);
   std::vector<WorkerStatus> status() const;
   int64_t in_flight() const;
-  size_t index_blocks() const;
+  size_t index_entries() const;
+  CacheEventCounts cache_event_counts() const;
 
  private:
   WorkerPool() = default;
@@ -98,9 +113,13 @@ class WorkerPool {
   void wake();
   void on_event(size_t worker, const zmq::message_t& frame);
   void worker_down(size_t worker);
+  void on_hello(size_t worker, uint16_t events_port, uint64_t instance);
+  void on_cache_events(size_t worker, const zmq::message_t& frame);
+  void ask_for_snapshots();
 
   zmq::context_t ctx_;
-  std::vector<zmq::socket_t> sockets_, monitors_;
+  std::vector<zmq::socket_t> sockets_, monitors_, subscribers_;
+  std::vector<CacheFeed> feeds_;  // the I/O thread's alone
   int wake_fd_ = -1;
   std::atomic<bool> stop_{false};
   std::thread thread_;
@@ -111,9 +130,11 @@ class WorkerPool {
   struct Pending {
     size_t worker;
     std::shared_ptr<RequestStream> stream;
-    std::vector<int32_t> sequence;  // prompt, then what was generated: indexed when it ends
+    std::vector<int32_t> prompt;  // in the index as in flight until the request ends
   };
   std::map<uint64_t, Pending> pending_;
+  void forget(std::map<uint64_t, Pending>::iterator it);  // with mu_ held
+  CacheEventCounts counts_;
   RoutingOptions routing_;
   std::unique_ptr<PrefixIndex> index_;
   // Pinned sessions, oldest first out: a client picks the keys, so they are capped.
