@@ -25,6 +25,7 @@ struct Generate {
   seed @6 :UInt64;
   stopTokens @7 :List(Int32);
   stopStrings @8 :List(Text);
+  topLogprobs @9 :UInt8;     # alternatives per token to return (0..20)
 }
 
 struct ServeEvent {
@@ -40,6 +41,8 @@ struct ServeEvent {
   running @9 :UInt32;          # the worker's load when it sent this: sequences decoding
   waiting @10 :UInt32;         #   and requests queued
   hello @11 :WorkerHello;      # set only in the answer to a hello (id 0)
+  topTokens @12 :List(Int32);  # with topLogprobs asked: k alternatives per token, most likely first, flattened
+  topLogprobs @13 :List(Float32);  # their log-probs, as logprobs
 }
 
 struct WorkerHello {

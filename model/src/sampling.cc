@@ -6,6 +6,24 @@
 
 namespace interlace::model {
 
+void fill_top_logprobs(std::span<const float> logits, int64_t vocab_limit, int64_t k, TokenSample& sample) {
+  const int64_t V = static_cast<int64_t>(logits.size());
+  const int64_t n = vocab_limit > 0 ? std::min(vocab_limit, V) : V;
+  k = std::min(k, n);
+  sample.top.clear();
+  if (k <= 0) return;
+  std::vector<int32_t> ids(static_cast<size_t>(n));
+  std::iota(ids.begin(), ids.end(), 0);
+  std::partial_sort(ids.begin(), ids.begin() + k, ids.end(),
+                    [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); });
+  // log p(i) = logit(i) - log Z, with log Z from the sampled token's raw log-prob (the model's own kernel).
+  const float log_z = logits[sample.token] - sample.raw_logprob;
+  for (int64_t i = 0; i < k; ++i) {
+    const int32_t id = ids[static_cast<size_t>(i)];
+    sample.top.emplace_back(id, id == sample.token ? sample.raw_logprob : logits[id] - log_z);
+  }
+}
+
 TokenSample sample_token(std::span<const float> logits, const SamplingDistribution& p, int64_t vocab_limit,
                          std::mt19937_64& rng) {
   const int64_t V = static_cast<int64_t>(logits.size());

@@ -338,6 +338,8 @@ bool Engine::emit(Sequence& s, const float* row) {
   // The raw log-prob by the model's own kernel, as the learner computes it
   // (under the strict profile the two then agree bit for bit).
   model_->backend().log_softmax_gather(row, &t.token, 1, V, &t.raw_logprob);
+  if (s.request.sampling.top_logprobs > 0)
+    model::fill_top_logprobs(std::span<const float>(row, V), config_.vocab_limit, s.request.sampling.top_logprobs, t);
   if (latency_.first_token || latency_.inter_token) {
     const auto now = std::chrono::steady_clock::now();
     const auto& since = s.out.tokens.empty() ? s.submitted : s.last_token;

@@ -8,6 +8,8 @@
 
 #include <cmath>
 #include <cstring>
+#include <numeric>
+#include <random>
 
 #include "model/test_configs.h"
 #include "support/random.h"
@@ -123,6 +125,62 @@ TEST(Sampling, SeedTemperatureTopKTopPAndBothLogprobs) {
   p = {};
   std::mt19937_64 a(9), b(9);
   for (int i = 0; i < 20; ++i) EXPECT_EQ(sample(logits, p, 0, a).token, sample(logits, p, 0, b).token);
+}
+
+// top_logprobs: the k most likely allowed tokens (ties: the lower id) with
+// their raw log-probs, against a float64 log-softmax over the whole
+// vocabulary; the sampled token's entry is its raw_logprob exactly. In the
+// engine, greedy decoding's first alternative is the token it emitted.
+TEST(Sampling, TopLogprobsAreTheMostLikelyTokensWithTheirRawLogprobs) {
+  std::mt19937_64 rng(std::random_device{}());
+  const int64_t V = 300, limit = 256, k = 7;
+  for (int trial = 0; trial < 20; ++trial) {
+    std::vector<float> logits(V);
+    std::normal_distribution<float> normal(0.0f, 3.0f);
+    for (float& l : logits) l = normal(rng);
+    logits[size_t(rng() % 10)] = logits[size_t(10 + rng() % 10)];  // a tie, which the lower id must win
+    logits[size_t(limit + rng() % (V - limit))] = 100.0f;          // a padded id above every other: never listed
+    SamplingParams p;
+    TokenSample s = sample(logits, p, limit, rng);
+    double z = 0;
+    for (float l : logits) z += std::exp(double(l) - 100.0);
+    const double log_z = std::log(z) + 100.0;
+    s.raw_logprob = float(double(logits[size_t(s.token)]) - log_z);  // as the engine's kernel gives it
+    model::fill_top_logprobs(logits, limit, k, s);
+    std::vector<int32_t> ids(static_cast<size_t>(limit));
+    std::iota(ids.begin(), ids.end(), 0);
+    std::stable_sort(ids.begin(), ids.end(), [&](int32_t a, int32_t b) { return logits[size_t(a)] > logits[size_t(b)]; });
+    ASSERT_EQ(s.top.size(), size_t(k));
+    for (int64_t i = 0; i < k; ++i) {
+      EXPECT_EQ(s.top[size_t(i)].first, ids[size_t(i)]) << "rank " << i;
+      EXPECT_NEAR(s.top[size_t(i)].second, double(logits[size_t(ids[size_t(i)])]) - log_z, 1e-4) << "rank " << i;
+      if (s.top[size_t(i)].first == s.token) EXPECT_EQ(s.top[size_t(i)].second, s.raw_logprob);
+    }
+  }
+  auto m = random_model(testing::llama_json(), 3, "fp32");
+  Engine e(m, 0);
+  std::vector<TokenSample> seen;
+  e.set_token_hook([&](int64_t, const TokenSample& t, int64_t) { seen.push_back(t); });
+  Request r;
+  r.prompt = {1, 2, 3, 4};
+  r.sampling.temperature = 0;
+  r.sampling.max_new_tokens = 12;
+  r.sampling.top_logprobs = 4;
+  e.submit(r);
+  r.sampling.top_logprobs = 0;
+  e.submit(r);
+  e.run();
+  ASSERT_EQ(seen.size(), 24u);
+  int with = 0;
+  for (const TokenSample& t : seen) {
+    if (t.top.empty()) continue;
+    ++with;
+    ASSERT_EQ(t.top.size(), 4u);
+    EXPECT_EQ(t.top[0].first, t.token);
+    EXPECT_EQ(t.top[0].second, t.raw_logprob);
+    for (size_t i = 1; i < 4; ++i) EXPECT_LE(t.top[i].second, t.top[i - 1].second);
+  }
+  EXPECT_EQ(with, 12) << "only the request that asked gets alternatives";
 }
 
 TEST(Engine, StopTokenStopStringLengthAndSeededSampling) {

@@ -247,6 +247,52 @@ TEST_F(Gateway, CompletionsStopStringsAndTokenLevelGenerate) {
   EXPECT_EQ(cut, text.substr(0, text.find(stop) + 1));
 }
 
+// top_logprobs in each API's format: chat's list of {token, logprob, bytes}
+// per token, the legacy completions' {piece: logprob} per token, /generate's
+// ids and log-probs. Greedy: the first alternative is the token chosen, with
+// its log-prob; the rest come in order; streamed chat gives the same.
+TEST_F(Gateway, TopLogprobsComeBackInEachApisFormat) {
+  const json request = {{"messages", {kQuestion}}, {"max_tokens", 6}, {"temperature", 0}, {"ignore_eos", true},
+                        {"logprobs", true}, {"top_logprobs", 3}};
+  const json chat = post_json("/v1/chat/completions", request);
+  const json& content = chat["choices"][0]["logprobs"]["content"];
+  ASSERT_EQ(content.size(), 6u) << chat.dump();
+  for (const json& t : content) {
+    ASSERT_EQ(t["top_logprobs"].size(), 3u) << t.dump();
+    EXPECT_EQ(t["top_logprobs"][0]["token"], t["token"]);
+    EXPECT_EQ(t["top_logprobs"][0]["logprob"], t["logprob"]);
+    EXPECT_EQ(t["top_logprobs"][0]["bytes"], t["bytes"]);
+    for (size_t i = 1; i < 3; ++i) EXPECT_LE(t["top_logprobs"][i]["logprob"].get<double>(), t["top_logprobs"][i - 1]["logprob"].get<double>());
+  }
+  json streamed_request = request;
+  streamed_request["stream"] = true;
+  json streamed = json::array();
+  for (const json& e : parse_sse(post_stream(port_, streamed_request)).events)
+    if (e.contains("choices") && !e["choices"].empty() && e["choices"][0].contains("logprobs") && !e["choices"][0]["logprobs"].is_null())
+      for (const json& t : e["choices"][0]["logprobs"]["content"]) streamed.push_back(t);
+  EXPECT_EQ(streamed, content);
+
+  const json legacy = post_json("/v1/completions", {{"prompt", "abc"}, {"max_tokens", 5}, {"temperature", 0}, {"ignore_eos", true}, {"logprobs", 2}});
+  const json& lp = legacy["choices"][0]["logprobs"];
+  ASSERT_EQ(lp["top_logprobs"].size(), 5u) << legacy.dump();
+  for (size_t i = 0; i < 5; ++i) {
+    const json& alternatives = lp["top_logprobs"][i];
+    EXPECT_TRUE(alternatives.size() == 2 || alternatives.size() == 1) << alternatives.dump();  // two ids may decode alike
+    ASSERT_TRUE(alternatives.contains(lp["tokens"][i].get<std::string>())) << alternatives.dump();
+    EXPECT_EQ(alternatives[lp["tokens"][i].get<std::string>()], lp["token_logprobs"][i]) << legacy.dump();
+  }
+
+  const json g = post_json("/generate", {{"input_ids", {10, 20, 30}}, {"sampling_params", {{"max_new_tokens", 4}, {"temperature", 0}, {"logprobs", true}, {"top_logprobs", 5}}}});
+  ASSERT_EQ(g["top_ids"].size(), 4u) << g.dump();
+  for (size_t i = 0; i < 4; ++i) {
+    ASSERT_EQ(g["top_ids"][i].size(), 5u);
+    EXPECT_EQ(g["top_ids"][i][0], g["output_ids"][i]);
+    EXPECT_EQ(g["top_logprobs"][i][0], g["logprobs"][i]);
+  }
+  const json plain = post_json("/generate", {{"input_ids", {10, 20, 30}}, {"sampling_params", {{"max_new_tokens", 4}, {"temperature", 0}}}});
+  EXPECT_FALSE(plain.contains("top_ids")) << "alternatives only when asked for";
+}
+
 TEST_F(Gateway, BadRequestsGetOpenAIErrorObjectsWithTheirStatus) {
   auto expect = [](httplib::Result r, int status, const std::string& param_or_code) {
     ASSERT_TRUE(r);
@@ -271,6 +317,9 @@ TEST_F(Gateway, BadRequestsGetOpenAIErrorObjectsWithTheirStatus) {
   expect(post(port_, "/v1/chat/completions", json({{"messages", {kQuestion}}, {"top_p", 0}}).dump()), 422, "top_p");
   expect(post(port_, "/v1/chat/completions", json({{"messages", {kQuestion}}, {"n", 0}}).dump()), 422, "n");
   expect(post(port_, "/v1/chat/completions", json({{"messages", {kQuestion}}, {"top_logprobs", 3}}).dump()), 422, "top_logprobs");
+  expect(post(port_, "/v1/chat/completions", json({{"messages", {kQuestion}}, {"logprobs", true}, {"top_logprobs", 21}}).dump()), 422,
+         "top_logprobs");
+  expect(post(port_, "/v1/completions", json({{"prompt", "abc"}, {"logprobs", "all"}}).dump()), 422, "logprobs");
   expect(post(port_, "/generate", R"({"input_ids": [1, 999999]})"), 422, "input_ids");
   expect(post(port_, "/v1/chat/completions", std::string(size_t{17} << 20, ' ')), 413, "");
   expect(post(port_, "/v1/chat/completions", json({{"messages", {kQuestion}}, {"stream", "yes"}}).dump()), 422, "stream");

@@ -48,6 +48,8 @@ struct Choice {
   std::vector<int32_t> tokens;
   std::vector<float> logprobs;
   std::vector<int64_t> versions;
+  std::vector<int32_t> top_tokens;  // k alternatives per token (top_logprobs), flattened
+  std::vector<float> top_logprobs;
   bool finished = false;
   std::string reason, error;
   int64_t prompt_tokens = 0, cached_tokens = 0;
@@ -308,6 +310,8 @@ class Gateway {
       c.tokens.insert(c.tokens.end(), e.tokens.begin(), e.tokens.end());
       c.logprobs.insert(c.logprobs.end(), e.logprobs.begin(), e.logprobs.end());
       c.versions.insert(c.versions.end(), e.versions.begin(), e.versions.end());
+      c.top_tokens.insert(c.top_tokens.end(), e.top_tokens.begin(), e.top_tokens.end());
+      c.top_logprobs.insert(c.top_logprobs.end(), e.top_logprobs.begin(), e.top_logprobs.end());
       token_counter("interlace_gateway_generation_tokens_total").add(double(e.tokens.size()));
       if (e.finished) {
         c.finished = true;
@@ -355,14 +359,30 @@ class Gateway {
             {"prompt_tokens_details", {{"cached_tokens", cached}}}};
   }
 
-  json token_logprobs(const std::vector<int32_t>& tokens, const std::vector<float>& logprobs, size_t from) const {
+  // A token's text as OpenAI's logprobs give it: the piece and its bytes (a piece may be part of a UTF-8 character).
+  json piece_of(int32_t token) const {
+    const int32_t one[1] = {token};
+    const std::string piece = tokenizer_->decode(one);
+    json bytes = json::array();
+    for (unsigned char b : piece) bytes.push_back(int(b));
+    return {{"token", piece}, {"bytes", bytes}};
+  }
+
+  // Chat's logprobs of TOKENS (with what E holds: log-probs and k alternatives per token).
+  template <typename Holder>
+  json token_logprobs(const Holder& e) const {
+    const size_t k = e.tokens.empty() ? 0 : e.top_tokens.size() / e.tokens.size();
     json content = json::array();
-    for (size_t i = from; i < tokens.size(); ++i) {
-      const int32_t one[1] = {tokens[i]};
-      const std::string piece = tokenizer_->decode(one);
-      json bytes = json::array();
-      for (unsigned char b : piece) bytes.push_back(int(b));
-      content.push_back({{"token", piece}, {"logprob", logprobs[i]}, {"bytes", bytes}, {"top_logprobs", json::array()}});
+    for (size_t i = 0; i < e.tokens.size(); ++i) {
+      json entry = piece_of(e.tokens[i]);
+      entry["logprob"] = e.logprobs[i];
+      entry["top_logprobs"] = json::array();
+      for (size_t j = i * k; j < (i + 1) * k; ++j) {
+        json alt = piece_of(e.top_tokens[j]);
+        alt["logprob"] = e.top_logprobs[j];
+        entry["top_logprobs"].push_back(alt);
+      }
+      content.push_back(entry);
     }
     return {{"content", content}};
   }
@@ -449,7 +469,7 @@ class Gateway {
         const Choice& c = (*choices)[i];
         json message = assistant_message(c.tokens, served_, params.separate_reasoning);
         json choice = {{"index", i}, {"message", message},
-                       {"logprobs", params.logprobs ? token_logprobs(c.tokens, c.logprobs, 0) : json()},
+                       {"logprobs", params.logprobs ? token_logprobs(c) : json()},
                        {"finish_reason", finish_reason(c.reason, message.contains("tool_calls"))}};
         out.push_back(choice);
       }
@@ -479,10 +499,12 @@ class Gateway {
               auto rest = c.streamer->finish();
               deltas.insert(deltas.end(), rest.begin(), rest.end());
             }
+            // Tokens that show no text yet (a special token, part of a character) still carry their log-probs.
+            if (params.logprobs && !e.tokens.empty() && deltas.empty()) deltas.push_back(json::object());
             for (size_t d = 0; d < deltas.size(); ++d) {
               json choice = {{"index", index}, {"delta", deltas[d]}, {"finish_reason", nullptr}};
               if (params.logprobs && d == 0 && !e.tokens.empty())
-                choice["logprobs"] = token_logprobs(e.tokens, e.logprobs, 0);
+                choice["logprobs"] = token_logprobs(e);
               if (!send_event(sink, chunk(choice))) return false;
             }
             if (e.finished &&
@@ -537,20 +559,29 @@ class Gateway {
         body.pop_back();
       return tokenizer_->decode(body);
     };
-    auto logprobs_of = [this](const std::vector<int32_t>& tokens, const std::vector<float>& lps) {
-      json pieces = json::array();
-      for (int32_t t : tokens) {
-        const int32_t one[1] = {t};
-        pieces.push_back(tokenizer_->decode(one));
+    // The legacy completions format: pieces, their log-probs, and {piece: log-prob} of the alternatives.
+    auto logprobs_of = [this](const auto& e) {
+      const size_t k = e.tokens.empty() ? 0 : e.top_tokens.size() / e.tokens.size();
+      json pieces = json::array(), tops = json::array();
+      for (size_t i = 0; i < e.tokens.size(); ++i) {
+        pieces.push_back(piece_of(e.tokens[i])["token"]);
+        json alternatives = json::object();
+        // Two ids may decode to the same piece (bytes of a split character): the more likely one keeps the key.
+        // Keys as the response will spell them (invalid UTF-8 becomes U+FFFD), so equal keys collapse here, not in the client's parser.
+        for (size_t j = i * k; j < (i + 1) * k; ++j)
+          alternatives.emplace(json::parse(piece_of(e.top_tokens[j])["token"].dump(-1, ' ', false, json::error_handler_t::replace))
+                                   .template get<std::string>(),
+                               e.top_logprobs[j]);
+        tops.push_back(alternatives);
       }
-      return json({{"tokens", pieces}, {"token_logprobs", lps}});
+      return json({{"tokens", pieces}, {"token_logprobs", e.logprobs}, {"top_logprobs", k > 0 ? tops : json()}});
     };
     if (!params.stream) {
       if (auto e = wait_all(*choices)) return reply_error(res, *e);
       json out = json::array();
       for (size_t i = 0; i < choices->size(); ++i) {
         const Choice& c = (*choices)[i];
-        out.push_back({{"index", i}, {"text", text_of(c.tokens)}, {"logprobs", params.logprobs ? logprobs_of(c.tokens, c.logprobs) : json()},
+        out.push_back({{"index", i}, {"text", text_of(c.tokens)}, {"logprobs", params.logprobs ? logprobs_of(c) : json()},
                        {"finish_reason", finish_reason(c.reason, false)}});
       }
       res.set_content(json({{"id", id}, {"object", "text_completion"}, {"created", created}, {"model", served_.name},
@@ -573,7 +604,7 @@ class Gateway {
                 text += (*decoders)[index].push(t);
             if (e.finished) text += (*decoders)[index].flush();
             json choice = {{"index", index}, {"text", text},
-                           {"logprobs", params.logprobs ? logprobs_of(e.tokens, e.logprobs) : json()},
+                           {"logprobs", params.logprobs ? logprobs_of(e) : json()},
                            {"finish_reason", e.finished ? json(finish_reason(e.reason, false)) : json()}};
             if (!send_event(sink, chunk(choice))) return false;
           }
@@ -623,10 +654,18 @@ class Gateway {
     choices.push_back(routed(*s));
     if (auto e = wait_all(choices)) return reply_error(res, *e);
     const Choice& c = choices[0];
-    res.set_content(json({{"output_ids", c.tokens}, {"logprobs", c.logprobs}, {"versions", c.versions},
-                          {"finish_reason", c.reason}, {"prompt_tokens", c.prompt_tokens}, {"cached_tokens", c.cached_tokens}})
-                        .dump(),
-                    "application/json");
+    json out = {{"output_ids", c.tokens}, {"logprobs", c.logprobs}, {"versions", c.versions},
+                {"finish_reason", c.reason}, {"prompt_tokens", c.prompt_tokens}, {"cached_tokens", c.cached_tokens}};
+    if (const size_t k = c.tokens.empty() ? 0 : c.top_tokens.size() / c.tokens.size(); k > 0) {
+      json ids = json::array(), lps = json::array();  // per output token: its k alternatives, most likely first
+      for (size_t i = 0; i < c.tokens.size(); ++i) {
+        ids.push_back(std::vector<int32_t>(c.top_tokens.begin() + long(i * k), c.top_tokens.begin() + long((i + 1) * k)));
+        lps.push_back(std::vector<float>(c.top_logprobs.begin() + long(i * k), c.top_logprobs.begin() + long((i + 1) * k)));
+      }
+      out["top_ids"] = ids;
+      out["top_logprobs"] = lps;
+    }
+    res.set_content(out.dump(), "application/json");
   }
 
   const GatewayOptions& o_;

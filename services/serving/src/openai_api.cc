@@ -98,12 +98,21 @@ std::optional<ApiError> parse_params(const json& body, int64_t default_max_token
   if (auto e = boolean(body, "stream", out.stream)) return e;
   if (body.contains("stream_options") && body["stream_options"].is_object())
     if (auto e = boolean(body["stream_options"], "include_usage", out.include_usage)) return e;
+  // Chat: logprobs true/false and top_logprobs N. Completions (the legacy API): logprobs N, meaning both.
   if (body.contains("logprobs") && !body["logprobs"].is_null()) {
-    if (!body["logprobs"].is_boolean()) return bad("logprobs", "logprobs must be true or false", 422);
-    out.logprobs = body["logprobs"].get<bool>();
+    if (body["logprobs"].is_boolean()) {
+      out.logprobs = body["logprobs"].get<bool>();
+    } else if (body["logprobs"].is_number_integer()) {
+      if (auto e = integer(body, "logprobs", 0, 20, s.top_logprobs)) return e;
+      out.logprobs = true;
+    } else {
+      return bad("logprobs", "logprobs must be true or false (or, as in the completions API, a number of alternatives 0..20)", 422);
+    }
   }
-  if (body.contains("top_logprobs") && !body["top_logprobs"].is_null() && body["top_logprobs"] != 0)
-    return bad("top_logprobs", "top_logprobs (alternatives per token) is not supported; logprobs: true gives the sampled token's", 422);
+  if (body.contains("top_logprobs") && !body["top_logprobs"].is_null()) {
+    if (auto e = integer(body, "top_logprobs", 0, 20, s.top_logprobs)) return e;
+    if (s.top_logprobs > 0 && !out.logprobs) return bad("top_logprobs", "top_logprobs needs logprobs: true", 422);
+  }
   if (auto e = boolean(body, "separate_reasoning", out.separate_reasoning)) return e;
   if (auto e = boolean(body, "ignore_eos", out.ignore_eos)) return e;
   return std::nullopt;

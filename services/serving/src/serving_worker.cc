@@ -34,6 +34,7 @@ std::atomic<bool> g_stop{false};
 // Requests are small (a prompt of token ids); 16 MiB is a 4M-token prompt.
 constexpr transport::FrameLimits kRequestLimits{.max_bytes = size_t{16} << 20};
 constexpr int64_t kMaxNewTokens = 1 << 20;
+constexpr int64_t kMaxTopLogprobs = 20;  // OpenAI's bound
 // Cache changes per CacheEvents message: a dropped version's tree can be many.
 constexpr size_t kEntriesPerMessage = 1 << 16;
 // Messages queued per subscriber before PUB drops (the gateway sees the gap and asks for a snapshot).
@@ -46,6 +47,8 @@ struct InFlight {
   std::vector<int32_t> tokens;
   std::vector<float> logprobs;
   std::vector<int64_t> versions;
+  std::vector<int32_t> top_tokens;  // k alternatives per token, when asked for
+  std::vector<float> top_logprobs;
 };
 
 const char* reason_name(rollout::FinishReason r) {
@@ -115,6 +118,10 @@ class Server {
       it->second.tokens.push_back(sample.token);
       it->second.logprobs.push_back(sample.raw_logprob);
       it->second.versions.push_back(version);
+      for (const auto& [token, logprob] : sample.top) {
+        it->second.top_tokens.push_back(token);
+        it->second.top_logprobs.push_back(logprob);
+      }
     });
     if (auto s = start_metrics(); !s.ok()) return s;
     if (!o_.quiet)
@@ -193,6 +200,7 @@ class Server {
       request.sampling.seed = g.getSeed();
       for (int32_t t : g.getStopTokens()) request.sampling.stop_token_ids.push_back(t);
       for (auto s : g.getStopStrings()) request.sampling.stop_strings.emplace_back(s.cStr());
+      request.sampling.top_logprobs = g.getTopLogprobs();
     });
     if (!read.ok()) {
       ++rejected_;
@@ -229,11 +237,13 @@ class Server {
       refusal = absl::StrCat("maxTokens ", request.sampling.max_new_tokens, " is not in [1, ", kMaxNewTokens, "]");
     if (refusal.empty() && !(request.sampling.top_p > 0 && request.sampling.top_p <= 1))
       refusal = absl::StrCat("topP ", request.sampling.top_p, " is not in (0, 1]");
+    if (refusal.empty() && request.sampling.top_logprobs > kMaxTopLogprobs)
+      refusal = absl::StrCat("topLogprobs ", request.sampling.top_logprobs, " is not in [0, ", kMaxTopLogprobs, "]");
     if (refusal.empty() && engine_->waiting() >= o_.max_waiting)
       refusal = absl::StrCat("queue full: ", engine_->waiting(), " requests waiting");
     if (!refusal.empty()) {
       requests_refused_.inc();
-      send_event(identity, id, {}, {}, {}, "error", 0, 0, refusal);
+      send_event(identity, id, InFlight{}, "error", 0, 0, refusal);
       return;
     }
     const int64_t engine_id = engine_->submit(std::move(request));
@@ -253,28 +263,36 @@ class Server {
         continue;
       }
       const char* reason = d == done.end() ? "" : reason_name(d->second.finish);
-      send_event(f.identity, f.gateway_id, f.tokens, f.logprobs, f.versions, reason,
-                 d == done.end() ? 0 : d->second.prompt_tokens, d == done.end() ? 0 : d->second.cached_tokens, "");
+      send_event(f.identity, f.gateway_id, f, reason, d == done.end() ? 0 : d->second.prompt_tokens,
+                 d == done.end() ? 0 : d->second.cached_tokens, "");
       f.tokens.clear();
       f.logprobs.clear();
       f.versions.clear();
+      f.top_tokens.clear();
+      f.top_logprobs.clear();
       it = d == done.end() ? std::next(it) : in_flight_.erase(it);
     }
   }
 
-  void send_event(zmq::message_t& identity, uint64_t id, const std::vector<int32_t>& tokens, const std::vector<float>& logprobs,
-                  const std::vector<int64_t>& versions, const std::string& reason, int64_t prompt_tokens,
+  // The tokens, log-probs, versions and alternatives F holds (not yet sent).
+  void send_event(zmq::message_t& identity, uint64_t id, const InFlight& f, const std::string& reason, int64_t prompt_tokens,
                   int64_t cached_tokens, const std::string& error) {
     capnp::MallocMessageBuilder message;
     auto e = message.initRoot<proto::ServeEvent>();
     e.setId(id);
-    auto t = e.initTokens(uint32_t(tokens.size()));
-    auto l = e.initLogprobs(uint32_t(tokens.size()));
-    auto v = e.initVersions(uint32_t(tokens.size()));
-    for (size_t i = 0; i < tokens.size(); ++i) {
-      t.set(uint32_t(i), tokens[i]);
-      l.set(uint32_t(i), logprobs[i]);
-      v.set(uint32_t(i), versions[i]);
+    auto t = e.initTokens(uint32_t(f.tokens.size()));
+    auto l = e.initLogprobs(uint32_t(f.tokens.size()));
+    auto v = e.initVersions(uint32_t(f.tokens.size()));
+    for (size_t i = 0; i < f.tokens.size(); ++i) {
+      t.set(uint32_t(i), f.tokens[i]);
+      l.set(uint32_t(i), f.logprobs[i]);
+      v.set(uint32_t(i), f.versions[i]);
+    }
+    auto tt = e.initTopTokens(uint32_t(f.top_tokens.size()));
+    auto tl = e.initTopLogprobs(uint32_t(f.top_tokens.size()));
+    for (size_t i = 0; i < f.top_tokens.size(); ++i) {
+      tt.set(uint32_t(i), f.top_tokens[i]);
+      tl.set(uint32_t(i), f.top_logprobs[i]);
     }
     e.setFinished(!reason.empty());
     e.setFinishReason(reason);

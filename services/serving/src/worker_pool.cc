@@ -154,6 +154,7 @@ absl::StatusOr<WorkerPool::Submitted> WorkerPool::submit(const std::vector<int32
   for (size_t i = 0; i < sampling.stop_token_ids.size(); ++i) st.set(uint32_t(i), sampling.stop_token_ids[i]);
   auto ss = g.initStopStrings(uint32_t(sampling.stop_strings.size()));
   for (size_t i = 0; i < sampling.stop_strings.size(); ++i) ss.set(uint32_t(i), sampling.stop_strings[i]);
+  g.setTopLogprobs(uint8_t(std::clamp<int64_t>(sampling.top_logprobs, 0, 255)));
   outbox_.emplace_back(best, transport::flat_frame(message));
   auto stream = std::make_shared<RequestStream>();
   pending_[id] = {best, stream, prompt};
@@ -218,6 +219,8 @@ void WorkerPool::on_event(size_t worker, const zmq::message_t& frame) {
         for (int32_t t : r.getTokens()) e.tokens.push_back(t);
         for (float l : r.getLogprobs()) e.logprobs.push_back(l);
         for (int64_t v : r.getVersions()) e.versions.push_back(v);
+        for (int32_t t : r.getTopTokens()) e.top_tokens.push_back(t);
+        for (float l : r.getTopLogprobs()) e.top_logprobs.push_back(l);
         e.finished = r.getFinished();
         e.reason = r.getFinishReason().cStr();
         e.prompt_tokens = r.getPromptTokens();
@@ -227,9 +230,14 @@ void WorkerPool::on_event(size_t worker, const zmq::message_t& frame) {
         waiting = r.getWaiting();
         if (r.hasHello()) hello = {r.getHello().getEventsPort(), r.getHello().getInstance()};
       });
-  if (!read.ok() || e.logprobs.size() != e.tokens.size() || e.versions.size() != e.tokens.size()) {
+  const size_t top = e.top_tokens.size();
+  const bool top_ok = top == e.top_logprobs.size() &&
+                      (e.tokens.empty() ? top == 0 : top % e.tokens.size() == 0 && top / e.tokens.size() <= 20);
+  if (!read.ok() || e.logprobs.size() != e.tokens.size() || e.versions.size() != e.tokens.size() || !top_ok) {
     spdlog::warn("gateway: dropped an event from {}: {}", workers_[worker].endpoint,
-                 read.ok() ? "tokens, logprobs and versions differ in length" : std::string(read.message()));
+                 !read.ok() ? std::string(read.message())
+                 : top_ok   ? "tokens, logprobs and versions differ in length"
+                            : "its alternatives are not k per token");
     return;
   }
   if (hello) return on_hello(worker, hello->first, hello->second);

@@ -29,12 +29,20 @@ struct TokenSample {
   int32_t token = 0;
   float sampled_logprob = 0;
   float raw_logprob = 0;
+  // When asked for (OpenAI's top_logprobs): the most likely tokens and their
+  // raw log-probs, most likely first (ties: the lower id).
+  std::vector<std::pair<int32_t, float>> top;
 };
 
 // `logits` covers the model's vocabulary; only ids below `vocab_limit` (0: all)
 // can be drawn (a model's vocabulary is often padded past its tokenizer's).
 TokenSample sample_token(std::span<const float> logits, const SamplingDistribution& distribution,
                          int64_t vocab_limit, std::mt19937_64& rng);
+
+// Fills sample.top with the K most likely of the first VOCAB_LIMIT (0: all)
+// tokens, normalised as sample.raw_logprob is (the sampled token's own value
+// is raw_logprob itself, so the two never disagree).
+void fill_top_logprobs(std::span<const float> logits, int64_t vocab_limit, int64_t k, TokenSample& sample);
 
 struct GenerateOptions {
   int64_t max_new_tokens = 64;

@@ -22,6 +22,7 @@ struct SamplingParams {
   int64_t max_new_tokens = 64;
   std::vector<int32_t> stop_token_ids;    // e.g. EOS, <|im_end|>; included in the output
   std::vector<std::string> stop_strings;  // needs the engine's tokenizer; the output ends with the match
+  int64_t top_logprobs = 0;  // the most likely alternatives of each token, with raw log-probs (TokenSample::top); 0: none
 
   model::SamplingDistribution distribution() const { return {temperature, top_p, top_k}; }
 };

@@ -38,7 +38,7 @@ struct GenerationParams {
   int64_t n = 1;
   bool stream = false;
   bool include_usage = false;       // stream_options.include_usage
-  bool logprobs = false;            // the sampled token's log-prob with each token
+  bool logprobs = false;            // the sampled token's log-prob with each token (sampling.top_logprobs: and alternatives)
   bool separate_reasoning = true;   // false: <think>...</think> stays inline in content
   bool ignore_eos = false;          // vLLM's: go on past end-of-turn tokens (benchmarks, tests)
   bool max_tokens_given = false;    // else the default shrinks to what the context leaves

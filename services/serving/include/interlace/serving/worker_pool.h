@@ -32,6 +32,8 @@ struct WorkerEvent {
   std::vector<int32_t> tokens;
   std::vector<float> logprobs;
   std::vector<int64_t> versions;
+  std::vector<int32_t> top_tokens;  // with top_logprobs asked: k alternatives per token, flattened
+  std::vector<float> top_logprobs;
   bool finished = false;
   std::string reason;  // with finished: stop, length, aborted, error
   int64_t prompt_tokens = 0, cached_tokens = 0;
