@@ -112,8 +112,8 @@ struct ServeArgs {
 // Exactly one of --run-dir (one run's service) and --redis (a pool role).
 std::optional<int> serve_mode_error(const ServeArgs& s, const char* role) {
   if (!s.serving.model_dir.empty()) {
-    if (!s.run_dir.empty() || !s.pool.redis.empty()) {
-      fail(absl::StrCat("serve ", role, ": --serve (a serving worker) goes without --run-dir and --redis"));
+    if (!s.run_dir.empty()) {
+      fail(absl::StrCat("serve ", role, ": --serve (a serving worker) goes without --run-dir"));
       return 2;
     }
     return std::nullopt;
@@ -268,6 +268,9 @@ void add_run_commands(CLI::App& app, Action& action) {
                      "with --serve: speculative decoding: off, ngram[:k=4] (prompt lookup) or model:DIR[,k=4]\n"
                      "(a draft model with the same tokenizer); the output is token for token the same")
       ->capture_default_str();
+  worker->add_option("--advertise", s->serving.advertise,
+                     "with --serve --redis: the endpoint gateways reach it at, as registered\n"
+                     "(default: the bound one, 0.0.0.0 replaced by this host's name)");
   worker->add_option("--threads", s->serving.threads,
                      "with --serve: CPU threads (default: every core; give each of several workers on one machine its share)");
   worker->add_option("--index", s->index, "worker number (its name is worker-N)")->capture_default_str();
@@ -279,6 +282,10 @@ void add_run_commands(CLI::App& app, Action& action) {
       if (auto e = serve_mode_error(*s, "worker")) return *e;
       if (!s->serving.model_dir.empty()) {
         s->serving.quiet = s->quiet;
+        // With --redis: registered in the control plane, where gateways find it.
+        s->serving.redis = s->pool.redis;
+        s->serving.prefix = s->pool.prefix;
+        s->serving.name = s->pool.name;
         return serving::run_serving_worker(s->serving);
       }
       if (!s->pool.redis.empty()) return serve_pool_role("worker", s->pool);
@@ -302,13 +309,22 @@ void add_run_commands(CLI::App& app, Action& action) {
       "ids in and out, with log-probs and weights versions), /healthz, /readyz, /metrics. Clients\n"
       "send Authorization: Bearer TOKEN. A request goes to the worker holding the longest prefix of\n"
       "its prompt unless the loads are imbalanced (SGLang's cache-aware rule; --routing), and\n"
-      "X-Session-Id pins a conversation to one worker. Example:\n"
+      "X-Session-Id pins a conversation to one worker. Workers are given with --worker, or found in\n"
+      "the control plane's registry with --redis. Example:\n"
       "  interlace serve worker --serve MODEL --keys KEYS --listen tcp://127.0.0.1:5600 &\n"
       "  INTERLACE_TOKEN=secret interlace serve gateway --model MODEL --keys KEYS --worker tcp://127.0.0.1:5600\n"
       "  curl -H 'Authorization: Bearer secret' localhost:8000/v1/chat/completions \\\n"
       "       -d '{\"messages\": [{\"role\": \"user\", \"content\": \"What is 2+3?\"}]}'");
   gateway->add_option("--model", g->model_dir, "the served model's directory (its tokenizer, chat template and config)")->required();
-  gateway->add_option("--worker", g->workers, "a serving worker's ZeroMQ endpoint (repeat for several)")->required();
+  gateway->add_option("--worker", g->workers, "a serving worker's ZeroMQ endpoint (repeat for several)");
+  gateway->add_option("--redis", g->redis,
+                      "the control plane's Redis HOST:PORT: serving workers registered there (serve worker --serve\n"
+                      "--redis) are added as they appear, and X-Session-Id pins live there so gateway replicas\n"
+                      "agree (password: $INTERLACE_REDIS_PASSWORD)");
+  gateway->add_option("--prefix", g->prefix, "with --redis: Redis key prefix")->capture_default_str();
+  gateway->add_option("--session-ttl", g->session_ttl_s, "with --redis: seconds a session pin outlives its last use")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 86400 * 30));
   gateway->add_option("--keys", g->keys_dir, "the serving workers' key directory (server.pub; the gateway's pair goes in clients/)")->required();
   gateway->add_option("--listen", g->listen, "HOST:PORT (port 0: any free one)")->capture_default_str();
   gateway->add_option("--name", g->model_name, "the model name clients ask for (default: the directory's name)");

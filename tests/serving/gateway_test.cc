@@ -20,6 +20,9 @@
 #include "gtest/gtest.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
+#include "interlace/control/redis_client.h"
+#include "interlace/control/worker_registry.h"
+#include "support/redis_server.h"
 #include "support/child_process.h"
 #include "support/temp_dir.h"
 
@@ -478,6 +481,61 @@ TEST_F(Gateway, TheRoutingIndexFollowsTheWorkersEvictions) {
   EXPECT_EQ(metric(port, "interlace_gateway_prefix_misses_total"), 0);
   EXPECT_EQ(metric(port, "interlace_gateway_cache_events_total{kind=\"lost\"}"), 0);
   EXPECT_GT(metric(port, "interlace_gateway_cache_events_total{kind=\"applied\"}"), 5);
+}
+
+// With the control plane's Redis: serving workers register there and gateways
+// find them (one that starts later too), and a session pinned through one
+// gateway replica is routed to the same worker by another. Redis going away
+// costs the pins, not the requests.
+TEST_F(Gateway, RegisteredWorkersAreFoundAndReplicasShareSessionPins) {
+  test::RedisServer redis;
+  const std::string address = "127.0.0.1:" + std::to_string(redis.port());
+  worker("registered-0", {"--redis", address, "--name", "serving-0"});
+  const int a = gateway("replica-a", {}, {"--redis", address});
+  const int b = gateway("replica-b", {}, {"--redis", address});
+  auto wait_for = [](int port, const std::string& ready) {
+    httplib::Client c("127.0.0.1", port);
+    for (int i = 0; i < 500; ++i) {
+      auto r = c.Get("/readyz");
+      if (r && r->body.starts_with(ready)) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return false;
+  };
+  ASSERT_TRUE(wait_for(a, "1 of 1")) << "replica A did not find the registered worker";
+  worker("registered-1", {"--redis", address, "--name", "serving-1"});
+  ASSERT_TRUE(wait_for(a, "2 of 2")) << "a worker registered later was not added";
+  ASSERT_TRUE(wait_for(b, "2 of 2"));
+  {
+    auto client = control::RedisClient::connect({.host = "127.0.0.1", .port = redis.port()});
+    ASSERT_TRUE(client.ok());
+    auto entries = control::WorkerRegistry(**client).list();
+    ASSERT_TRUE(entries.ok());
+    int serving = 0;
+    for (const auto& e : *entries) serving += e.kind == "serving" && e.endpoint.starts_with("tcp://127.0.0.1:");
+    EXPECT_EQ(serving, 2);
+  }
+
+  auto ask = [](int port, const std::string& session, const std::string& text) {
+    httplib::Client c("127.0.0.1", port);
+    c.set_read_timeout(60);
+    auto r = c.Post("/v1/chat/completions",
+                    {{"Authorization", std::string("Bearer ") + kToken}, {"X-Session-Id", session}},
+                    json({{"messages", {{{"role", "user"}, {"content", text}}}}, {"max_tokens", 2}}).dump(), "application/json");
+    return r ? r->status : -1;
+  };
+  const std::string pinned = "interlace_gateway_routing_decisions_total{reason=\"session\"}";
+  for (int i = 0; i < 6; ++i) {
+    const std::string session = "conversation-" + std::to_string(i);
+    ASSERT_EQ(ask(a, session, "first turn of " + session), 200);
+    // The same session through the other replica, with a prompt nothing is cached for: only the pin can route it.
+    const double before = metric(b, pinned);
+    ASSERT_EQ(ask(b, session, "something else entirely, number " + std::to_string(i)), 200);
+    EXPECT_EQ(metric(b, pinned), before + 1) << session << ": replica B did not follow the pin replica A made";
+  }
+  redis.kill9();
+  EXPECT_EQ(ask(a, "conversation-0", "Redis is away"), 200) << "a session store that is down must not fail requests";
+  EXPECT_GE(metric(a, "interlace_gateway_session_store_errors_total"), 1);
 }
 
 TEST_F(Gateway, CacheAwareRoutingSendsFollowUpsWhereTheirPrefixIs) {

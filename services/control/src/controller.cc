@@ -376,6 +376,8 @@ struct Controller::Impl {
         out.push_back({{"name", w.name}, {"kind", w.kind}, {"host", w.host}, {"pid", w.pid}, {"state", w.state},
                        {"job", w.job}, {"started_ms", w.started_ms}, {"seen_ms", w.seen_ms},
                        {"running", w.running}, {"waiting", w.waiting}, {"cache_usage", w.cache_usage}});
+      for (size_t i = 0; i < workers->size(); ++i)
+        if (!(*workers)[i].endpoint.empty()) out[i]["endpoint"] = (*workers)[i].endpoint;
       reply(res, 200, {{"workers", out}});
     });
     // The results file, streamed: it may be far larger than a reply body.

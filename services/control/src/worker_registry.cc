@@ -20,9 +20,10 @@ std::string this_host() {
 
 absl::Status WorkerRegistry::heartbeat(const WorkerEntry& e, int64_t ttl_ms) {
   if (e.name.empty() || e.name.size() > kMaxNameBytes) return absl::InvalidArgumentError("a worker needs a name of 1..128 bytes");
-  const json j = {{"name", e.name}, {"kind", e.kind},   {"host", e.host},         {"pid", e.pid},
+  json j = {{"name", e.name}, {"kind", e.kind},   {"host", e.host},         {"pid", e.pid},
                   {"state", e.state}, {"job", e.job}, {"started_ms", e.started_ms}, {"seen_ms", e.seen_ms},
                   {"running", e.running}, {"waiting", e.waiting}, {"cache_usage", e.cache_usage}};
+  if (!e.endpoint.empty()) j["endpoint"] = e.endpoint;
   auto set = redis_.command({"SET", key("worker:" + e.name), j.dump(), "PX", std::to_string(std::max<int64_t>(ttl_ms, 1))});
   if (!set.ok()) return set.status();
   return redis_.command({"SADD", key("workers"), e.name}).status();
@@ -59,6 +60,7 @@ absl::StatusOr<std::vector<WorkerEntry>> WorkerRegistry::list() {
     e.running = j.value("running", int64_t{-1});
     e.waiting = j.value("waiting", int64_t{-1});
     e.cache_usage = j.value("cache_usage", -1.0);
+    if (j.contains("endpoint") && j["endpoint"].is_string()) e.endpoint = j["endpoint"].get<std::string>();
     out.push_back(std::move(e));
   }
   std::sort(out.begin(), out.end(), [](const WorkerEntry& a, const WorkerEntry& b) { return a.name < b.name; });

@@ -4,6 +4,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <csignal>
 #include <filesystem>
 #include <map>
@@ -15,6 +17,7 @@
 #include "absl/strings/str_split.h"
 #include "httplib.h"
 #include "interlace/core/file_util.h"
+#include "interlace/control/worker_registry.h"
 #include "interlace/metrics/registry.h"
 #include "interlace/serving/openai_api.h"
 #include "spdlog/spdlog.h"
@@ -89,11 +92,23 @@ class Gateway {
     served_.text_template = text_template_ ? &*text_template_ : nullptr;
     for (const char* stop : {"<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end_of_text|>"})
       if (auto id = tokenizer_->special_id(stop)) served_.stop_tokens.push_back(*id);
+    std::unique_ptr<SessionStore> sessions;
+    std::optional<control::RedisAddress> redis;
+    if (!o_.redis.empty()) {
+      auto address = control::parse_redis_address(o_.redis);
+      if (!address.ok()) return address.status();
+      redis = control::with_password_from_env(*address);
+      auto store = RedisSessionStore::connect(*redis, o_.prefix, std::chrono::seconds(o_.session_ttl_s));
+      if (!store.ok()) return store.status();
+      sessions = std::move(*store);
+    }
     auto pool = WorkerPool::start(o_.workers, o_.keys_dir,
                                   {.policy = o_.routing, .cache_threshold = o_.cache_threshold, .balance_abs = o_.balance_abs,
-                                   .balance_rel = o_.balance_rel});
+                                   .balance_rel = o_.balance_rel},
+                                  std::move(sessions));
     if (!pool.ok()) return pool.status();
     pool_ = std::move(*pool);
+    if (redis) discovery_ = std::thread([this, address = *redis] { discover(address); });
     metrics::register_build_info(metrics_, /*nccl=*/false);
     // Every series exists from the start (at 0), so dashboards and alerts see them before traffic does.
     for (const char* reason : {"prefix_hit", "least_loaded", "load_imbalance", "session", "round_robin"}) routing(reason);
@@ -133,13 +148,15 @@ class Gateway {
       int up = 0;
       for (const auto& w : pool_->status()) up += w.up;
       res.status = up > 0 ? 200 : 503;
-      res.set_content(absl::StrCat(up, " of ", o_.workers.size(), " serving workers connected\n"), "text/plain");
+      res.set_content(absl::StrCat(up, " of ", pool_->status().size(), " serving workers connected\n"), "text/plain");
     });
     server.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
       int up = 0;
       for (const auto& w : pool_->status()) up += w.up;
       metrics_.gauge("interlace_gateway_workers", "serving workers by state", {{"state", "up"}}).set(up);
-      metrics_.gauge("interlace_gateway_workers", "serving workers by state", {{"state", "down"}}).set(double(o_.workers.size() - up));
+      metrics_.gauge("interlace_gateway_workers", "serving workers by state", {{"state", "down"}}).set(double(pool_->status().size() - up));
+      metrics_.counter("interlace_gateway_session_store_errors_total", "requests whose session pin could not be read or written (Redis away)")
+          .set(double(pool_->session_errors()));
       metrics_.gauge("interlace_gateway_requests_in_flight", "requests being answered now").set(double(pool_->in_flight()));
       metrics_.gauge("interlace_gateway_prefix_index_entries", "usable prefixes the workers' cache events put in the routing index")
           .set(double(pool_->index_entries()));
@@ -668,7 +685,42 @@ class Gateway {
     res.set_content(out.dump(), "application/json");
   }
 
+  // Adds the serving workers the control plane's registry lists, every 2 s.
+  void discover(const control::RedisAddress& address) {
+    std::set<std::string> refused;  // endpoints already complained about
+    std::unique_ptr<control::RedisClient> redis;
+    while (!stopping_) {
+      if (!redis) {
+        auto r = control::RedisClient::connect(address);
+        if (r.ok()) redis = std::move(*r);
+      }
+      if (redis) {
+        auto workers = control::WorkerRegistry(*redis, o_.prefix).list();
+        if (!workers.ok()) spdlog::warn("gateway: cannot read the worker registry: {}", std::string(workers.status().message()));
+        for (const control::WorkerEntry& w : workers.ok() ? *workers : std::vector<control::WorkerEntry>{}) {
+          if (w.kind != "serving" || w.endpoint.empty()) continue;
+          if (auto s = pool_->add_worker(w.endpoint); !s.ok() && refused.insert(w.endpoint).second)
+            spdlog::warn("gateway: registry entry {}: {}", w.name, std::string(s.message()));
+        }
+      }
+      std::unique_lock<std::mutex> lock(stop_mu_);
+      stop_cv_.wait_for(lock, std::chrono::seconds(2), [this] { return stopping_.load(); });
+    }
+  }
+
+ public:
+  ~Gateway() {
+    stopping_ = true;
+    stop_cv_.notify_all();
+    if (discovery_.joinable()) discovery_.join();
+  }
+
+ private:
   const GatewayOptions& o_;
+  std::atomic<bool> stopping_{false};
+  std::mutex stop_mu_;
+  std::condition_variable stop_cv_;
+  std::thread discovery_;
   std::unique_ptr<model::Tokenizer> tokenizer_;
   std::optional<model::ChatTemplate> tokens_template_;
   std::optional<model::JinjaChatTemplate> text_template_;
@@ -688,8 +740,9 @@ int run_gateway(const GatewayOptions& o) {
     std::fprintf(stderr, "error: the gateway needs a bearer token: set INTERLACE_TOKEN or pass --token-file FILE\n");
     return 2;
   }
-  if (o.keys_dir.empty() || o.workers.empty() || o.model_dir.empty()) {
-    std::fprintf(stderr, "error: serve gateway needs --model DIR, --keys DIR and at least one --worker ENDPOINT\n");
+  if (o.keys_dir.empty() || (o.workers.empty() && o.redis.empty()) || o.model_dir.empty()) {
+    std::fprintf(stderr, "error: serve gateway needs --model DIR, --keys DIR and its workers: --worker ENDPOINT (repeated), "
+                         "or --redis HOST:PORT to find them in the control plane's registry\n");
     return 2;
   }
   Gateway gateway(o);

@@ -9,6 +9,11 @@ namespace interlace::serving {
 PrefixIndex::PrefixIndex(size_t workers, size_t max_entries_per_worker)
     : max_entries_(max_entries_per_worker), counts_(workers, 0), newest_version_(workers, 0) {}
 
+void PrefixIndex::add_worker() {
+  counts_.push_back(0);
+  newest_version_.push_back(0);
+}
+
 std::vector<int64_t> PrefixIndex::match(std::span<const int32_t> tokens) const {
   std::vector<int64_t> out(counts_.size(), 0);
   uint64_t h = cache::kEmptyPrefixHash;

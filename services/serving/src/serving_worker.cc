@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <csignal>
+#include <cstring>
 #include <map>
 #include <random>
 #include <zmq.hpp>
@@ -13,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "interlace/cache/prefix_cache.h"
+#include "interlace/control/presence.h"
 #include "interlace/core/file_util.h"
 #include "interlace/model/model.h"
 #include "interlace/model/precision.h"
@@ -124,6 +126,7 @@ class Server {
       }
     });
     if (auto s = start_metrics(); !s.ok()) return s;
+    if (auto s = register_in_control_plane(); !s.ok()) return s;
     if (!o_.quiet)
       std::fprintf(stderr, "serving worker: %s on %s (keys %s)\n", o_.model_dir.c_str(), endpoint_.c_str(), o_.keys_dir.c_str());
     return absl::OkStatus();
@@ -143,6 +146,9 @@ class Server {
       send_progress();
       publish_cache_events();
       engine_metrics_.update(*engine_);
+      running_ = engine_->running();
+      waiting_ = engine_->waiting();
+      if (cache_) cache_usage_ = double(cache_->counters().bytes()) / double(std::max<int64_t>(1, cache_->max_bytes()));
     }
   }
 
@@ -159,6 +165,29 @@ class Server {
     http_ = std::move(*http);
     if (!o_.metrics_port_file.empty())
       if (auto s = core::write_file(o_.metrics_port_file, absl::StrCat(http_->port(), "\n")); !s.ok()) return s;
+    return absl::OkStatus();
+  }
+
+  absl::Status register_in_control_plane() {
+    if (o_.redis.empty()) return absl::OkStatus();
+    auto address = control::parse_redis_address(o_.redis);
+    if (!address.ok()) return address.status();
+    std::string advertised = o_.advertise;
+    if (advertised.empty()) {
+      advertised = endpoint_;
+      for (const char* any : {"0.0.0.0", "[::]", "*"})
+        if (const size_t at = advertised.find(any); at != std::string::npos) advertised.replace(at, std::strlen(any), control::this_host());
+    }
+    presence_ = std::make_unique<control::Presence>(
+        control::with_password_from_env(*address), o_.prefix, o_.name.empty() ? "serving@" + control::this_host() : o_.name, "serving",
+        [this, advertised](control::WorkerEntry& e) {
+          e.endpoint = advertised;
+          e.state = "serving";
+          e.running = running_;
+          e.waiting = waiting_;
+          e.cache_usage = cache_usage_;
+        });
+    if (!o_.quiet) std::fprintf(stderr, "serving worker: registered in %s as %s\n", o_.redis.c_str(), advertised.c_str());
     return absl::OkStatus();
   }
 
@@ -377,6 +406,10 @@ class Server {
   metrics::Value& requests_refused_ = registry_.counter(
       "interlace_serve_requests_refused_total", "well-formed requests answered with an error (bad prompt or sampling, queue full)");
   std::unique_ptr<metrics::MetricsExposer> http_;
+  // The load the registry entry reports (its heartbeat runs on a thread of its own).
+  std::atomic<int64_t> running_{0}, waiting_{0};
+  std::atomic<double> cache_usage_{0};
+  std::unique_ptr<control::Presence> presence_;
 };
 
 }  // namespace

@@ -39,8 +39,7 @@ void RequestStream::push(WorkerEvent e) {
 }
 
 absl::StatusOr<std::unique_ptr<WorkerPool>> WorkerPool::start(std::vector<std::string> endpoints, const std::string& keys_dir,
-                                                               RoutingOptions routing) {
-  if (endpoints.empty()) return absl::InvalidArgumentError("no serving workers given (--worker ENDPOINT, repeated)");
+                                                               RoutingOptions routing, std::unique_ptr<SessionStore> sessions) {
   if (routing.policy != "cache_aware" && routing.policy != "least_loaded" && routing.policy != "round_robin")
     return absl::InvalidArgumentError(absl::StrCat("--routing ", routing.policy, ": expected cache_aware, least_loaded or round_robin"));
   auto server_key = transport::read_curve_key(keys_dir + "/server.pub");
@@ -48,33 +47,57 @@ absl::StatusOr<std::unique_ptr<WorkerPool>> WorkerPool::start(std::vector<std::s
   auto mine = transport::load_or_make_curve_key_pair(transport::client_keys_dir(keys_dir), "gateway");
   if (!mine.ok()) return mine.status();
   std::unique_ptr<WorkerPool> pool(new WorkerPool());
+  pool->server_key_ = *server_key;
+  pool->keys_ = *mine;
   pool->wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  for (size_t i = 0; i < endpoints.size(); ++i) {
-    zmq::socket_t s = rl::make_socket(pool->ctx_, zmq::socket_type::dealer, int64_t(kEventLimits.max_bytes));
-    transport::make_curve_client(s, *server_key, *mine);
-    const std::string monitor = absl::StrCat("inproc://serving-worker-monitor-", i);
-    if (zmq_socket_monitor(s.handle(), monitor.c_str(), ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED) != 0)
-      return absl::InternalError(absl::StrCat("zmq_socket_monitor: ", zmq_strerror(zmq_errno())));
-    zmq::socket_t m(pool->ctx_, zmq::socket_type::pair);
-    m.connect(monitor);
-    try {
-      s.connect(endpoints[i]);
-    } catch (const zmq::error_t& e) {
-      return absl::InvalidArgumentError(absl::StrCat("--worker ", endpoints[i], ": ", e.what()));
-    }
-    zmq::socket_t sub = rl::make_socket(pool->ctx_, zmq::socket_type::sub, int64_t(kCacheEventLimits.max_bytes));
-    transport::make_curve_client(sub, *server_key, *mine);
-    sub.set(zmq::sockopt::subscribe, "");
-    pool->sockets_.push_back(std::move(s));
-    pool->monitors_.push_back(std::move(m));
-    pool->subscribers_.push_back(std::move(sub));
-    pool->feeds_.emplace_back();
-    pool->workers_.push_back({.endpoint = endpoints[i]});
-  }
   pool->routing_ = routing;
-  pool->index_ = std::make_unique<PrefixIndex>(endpoints.size());
+  pool->sessions_ = sessions ? std::move(sessions) : std::make_unique<MemorySessionStore>();
+  pool->index_ = std::make_unique<PrefixIndex>(0);
+  for (const std::string& e : endpoints)
+    if (auto s = pool->add_worker(e); !s.ok()) return s;
   pool->thread_ = std::thread([p = pool.get()] { p->loop(); });
   return pool;
+}
+
+absl::Status WorkerPool::add_worker(const std::string& endpoint) {
+  // tcp://HOST:PORT (what ZeroMQ would accept is wider; a registry entry is input from elsewhere).
+  const size_t colon = endpoint.rfind(':');
+  int port = 0;
+  if (!endpoint.starts_with("tcp://") || endpoint.size() > 256 || colon <= 6 || !absl::SimpleAtoi(endpoint.substr(colon + 1), &port) ||
+      port <= 0 || port > 65535)
+    return absl::InvalidArgumentError(absl::StrCat("serving worker endpoint '", endpoint, "': expected tcp://HOST:PORT"));
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const WorkerStatus& w : workers_)
+    if (w.endpoint == endpoint) return absl::OkStatus();
+  workers_.push_back({.endpoint = endpoint});
+  index_->add_worker();
+  to_connect_.push_back(endpoint);
+  if (thread_.joinable()) wake();
+  return absl::OkStatus();
+}
+
+void WorkerPool::connect_worker(const std::string& endpoint) {
+  const size_t i = sockets_.size();
+  zmq::socket_t s = rl::make_socket(ctx_, zmq::socket_type::dealer, int64_t(kEventLimits.max_bytes));
+  transport::make_curve_client(s, server_key_, keys_);
+  const std::string monitor = absl::StrCat("inproc://serving-worker-monitor-", i);
+  if (zmq_socket_monitor(s.handle(), monitor.c_str(), ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED) != 0)
+    spdlog::error("gateway: cannot watch the connection to {}: {}", endpoint, zmq_strerror(zmq_errno()));
+  zmq::socket_t m(ctx_, zmq::socket_type::pair);
+  m.connect(monitor);
+  try {
+    s.connect(endpoint);
+  } catch (const zmq::error_t& e) {
+    spdlog::error("gateway: cannot connect to the serving worker {}: {}", endpoint, e.what());  // stays down
+  }
+  zmq::socket_t sub = rl::make_socket(ctx_, zmq::socket_type::sub, int64_t(kCacheEventLimits.max_bytes));
+  transport::make_curve_client(sub, server_key_, keys_);
+  sub.set(zmq::sockopt::subscribe, "");
+  sockets_.push_back(std::move(s));
+  monitors_.push_back(std::move(m));
+  subscribers_.push_back(std::move(sub));
+  feeds_.emplace_back();
+  endpoints_.push_back(endpoint);
 }
 
 WorkerPool::~WorkerPool() {
@@ -92,6 +115,18 @@ void WorkerPool::wake() {
 
 absl::StatusOr<WorkerPool::Submitted> WorkerPool::submit(const std::vector<int32_t>& prompt,
                                                          const rollout::SamplingParams& sampling, const std::string& session) {
+  // The session's pin first, outside the lock (with Redis, a round trip).
+  const bool keyed = !session.empty() && session.size() <= 256;
+  const std::optional<std::string> pinned = keyed ? sessions_->get(session) : std::nullopt;
+  std::string pin;  // set: pin the session to this worker, after the lock
+  absl::StatusOr<Submitted> out = submit_locked(prompt, sampling, keyed ? session : std::string(), pinned, pin);
+  if (!pin.empty()) sessions_->set(session, pin);
+  return out;
+}
+
+absl::StatusOr<WorkerPool::Submitted> WorkerPool::submit_locked(const std::vector<int32_t>& prompt,
+                                                                const rollout::SamplingParams& sampling, const std::string& session,
+                                                                const std::optional<std::string>& pinned, std::string& pin) {
   std::lock_guard<std::mutex> lock(mu_);
   const size_t n = workers_.size();
   // The up worker with the fewest requests in flight (ties in turn), and the busiest.
@@ -106,8 +141,12 @@ absl::StatusOr<WorkerPool::Submitted> WorkerPool::submit(const std::vector<int32
   size_t best = idlest;
   std::string reason = "least_loaded";
   const std::vector<int64_t> matched = index_->match(prompt);
-  if (auto s = session.empty() ? sessions_.end() : sessions_.find(session); s != sessions_.end() && workers_[s->second].up) {
-    best = s->second;
+  size_t pinned_worker = n;
+  if (pinned)
+    for (size_t i = 0; i < n; ++i)
+      if (workers_[i].endpoint == *pinned && workers_[i].up) pinned_worker = i;
+  if (pinned_worker < n) {
+    best = pinned_worker;
     reason = "session";
   } else if (routing_.policy == "round_robin") {
     for (size_t k = 0; k < n; ++k)
@@ -130,13 +169,7 @@ absl::StatusOr<WorkerPool::Submitted> WorkerPool::submit(const std::vector<int32
       }
     }
   }
-  if (!session.empty() && session.size() <= 256) {
-    if (sessions_.insert_or_assign(session, best).second) session_order_.push_back(session);
-    while (sessions_.size() > kMaxSessions) {
-      sessions_.erase(session_order_.front());
-      session_order_.pop_front();
-    }
-  }
+  if (!session.empty() && (!pinned || *pinned != workers_[best].endpoint)) pin = workers_[best].endpoint;
   round_robin_ = (best + 1) % n;
   index_->add_in_flight(best, prompt);  // its sampling group and repeats follow it here before its cache events do
   const uint64_t id = next_id_++;
@@ -234,7 +267,7 @@ void WorkerPool::on_event(size_t worker, const zmq::message_t& frame) {
   const bool top_ok = top == e.top_logprobs.size() &&
                       (e.tokens.empty() ? top == 0 : top % e.tokens.size() == 0 && top / e.tokens.size() <= 20);
   if (!read.ok() || e.logprobs.size() != e.tokens.size() || e.versions.size() != e.tokens.size() || !top_ok) {
-    spdlog::warn("gateway: dropped an event from {}: {}", workers_[worker].endpoint,
+    spdlog::warn("gateway: dropped an event from {}: {}", endpoints_[worker],
                  !read.ok() ? std::string(read.message())
                  : top_ok   ? "tokens, logprobs and versions differ in length"
                             : "its alternatives are not k per token");
@@ -269,7 +302,7 @@ void WorkerPool::on_hello(size_t worker, uint16_t events_port, uint64_t instance
   std::string endpoint;
   if (events_port > 0) {
     // The worker's host as this gateway reaches it (it may have bound 0.0.0.0), its events port.
-    const std::string& requests = workers_[worker].endpoint;
+    const std::string& requests = endpoints_[worker];
     endpoint = absl::StrCat(requests.substr(0, requests.rfind(':')), ":", events_port);
   }
   std::string old;
@@ -285,7 +318,7 @@ void WorkerPool::on_hello(size_t worker, uint16_t events_port, uint64_t instance
       if (!old.empty()) subscribers_[worker].disconnect(old);
       if (!endpoint.empty()) subscribers_[worker].connect(endpoint);
     } catch (const zmq::error_t& e) {
-      spdlog::warn("gateway: cannot follow the cache events of {} at {}: {}", workers_[worker].endpoint, endpoint, e.what());
+      spdlog::warn("gateway: cannot follow the cache events of {} at {}: {}", endpoints_[worker], endpoint, e.what());
       return;
     }
   }
@@ -307,7 +340,7 @@ void WorkerPool::on_cache_events(size_t worker, const zmq::message_t& frame) {
           entries.push_back({{.hash = x.getHash(), .length = int64_t(x.getLength()), .version = x.getVersion()}, x.getStored()});
       });
   const CacheFeed::Decision d = read.ok() ? feeds_[worker].on_message(instance, seq, snapshot) : feeds_[worker].on_malformed();
-  if (!read.ok()) spdlog::warn("gateway: dropped cache events from {}: {}", workers_[worker].endpoint, std::string(read.message()));
+  if (!read.ok()) spdlog::warn("gateway: dropped cache events from {}: {}", endpoints_[worker], std::string(read.message()));
   std::lock_guard<std::mutex> lock(mu_);
   counts_.malformed += read.ok() ? 0 : 1;
   counts_.lost += d.lost;
@@ -331,13 +364,22 @@ void WorkerPool::ask_for_snapshots() {
 }
 
 void WorkerPool::loop() {
-  const size_t n = sockets_.size();
   std::vector<zmq::pollitem_t> items;
-  for (auto& s : sockets_) items.push_back({s.handle(), 0, ZMQ_POLLIN, 0});
-  for (auto& m : monitors_) items.push_back({m.handle(), 0, ZMQ_POLLIN, 0});
-  for (auto& s : subscribers_) items.push_back({s.handle(), 0, ZMQ_POLLIN, 0});
-  items.push_back({nullptr, wake_fd_, ZMQ_POLLIN, 0});
   while (!stop_) {
+    std::deque<std::string> added;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      added.swap(to_connect_);
+    }
+    for (const std::string& e : added) connect_worker(e);
+    const size_t n = sockets_.size();
+    if (items.size() != 3 * n + 1) {  // workers were added: poll their sockets too
+      items.clear();
+      for (auto& s : sockets_) items.push_back({s.handle(), 0, ZMQ_POLLIN, 0});
+      for (auto& m : monitors_) items.push_back({m.handle(), 0, ZMQ_POLLIN, 0});
+      for (auto& s : subscribers_) items.push_back({s.handle(), 0, ZMQ_POLLIN, 0});
+      items.push_back({nullptr, wake_fd_, ZMQ_POLLIN, 0});
+    }
     try {
       zmq::poll(items.data(), items.size(), kSnapshotRetry / 2);
     } catch (const zmq::error_t& e) {
@@ -356,7 +398,7 @@ void WorkerPool::loop() {
     }
     for (auto& [w, frame] : out) {
       if (!sockets_[w].send(zmq::buffer(frame), zmq::send_flags::dontwait))
-        spdlog::warn("gateway: could not send to {} (its queue is full)", workers_[w].endpoint);
+        spdlog::warn("gateway: could not send to {} (its queue is full)", endpoints_[w]);
     }
     for (size_t w = 0; w < n; ++w) {
       while (items[w].revents & ZMQ_POLLIN) {

@@ -1,4 +1,4 @@
-// Who is there to run jobs: each runner, learner and worker registers itself in Redis and
+// Who is there to run jobs (and serve): each runner, learner, worker and serving worker registers itself in Redis and
 // renews the entry with a heartbeat; an entry not renewed within its TTL
 // disappears (a killed runner drops out of `interlace workers` within
 // seconds, with nobody having to clean up after it).
@@ -19,7 +19,7 @@
 namespace interlace::control {
 
 struct WorkerEntry {
-  std::string name, kind = "runner", host;  // kind: runner | learner | worker
+  std::string name, kind = "runner", host;  // kind: runner | learner | worker | serving
   int64_t pid = 0;
   std::string state = "idle";  // idle | busy
   std::string job;             // the job it runs ("" when idle)
@@ -29,6 +29,7 @@ struct WorkerEntry {
   // and waiting in its engine, the share of its prefix/state cache in use.
   int64_t running = -1, waiting = -1;
   double cache_usage = -1;
+  std::string endpoint;  // a serving worker's: where gateways send requests (ZeroMQ)
 };
 
 // This machine's host name (what an entry's `host` says).

@@ -35,6 +35,11 @@ struct GatewayOptions {
   double cache_threshold = 0.5;         // share of the prompt a worker must hold to win on its prefix
   int64_t balance_abs = 32;             // loads are imbalanced when busiest - idlest is above this
   double balance_rel = 1.5;             //   and busiest is above this many times idlest
+  // The control plane's Redis: serving workers registered there are added as
+  // they appear (besides --worker ones), and X-Session-Id pins live there, so
+  // gateway replicas agree on them. Empty: neither.
+  std::string redis, prefix = "interlace";
+  int64_t session_ttl_s = 3600;  // a pin lapses this long after its last use
 };
 
 // Runs until SIGINT/SIGTERM; returns the process exit code.

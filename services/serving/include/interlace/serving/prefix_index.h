@@ -22,6 +22,7 @@ namespace interlace::serving {
 class PrefixIndex {
  public:
   explicit PrefixIndex(size_t workers, size_t max_entries_per_worker = size_t{1} << 20);
+  void add_worker();  // one more, numbered after the others
   // For each worker, the longest prefix of TOKENS it holds (or will, from a request in flight), in tokens.
   std::vector<int64_t> match(std::span<const int32_t> tokens) const;
   // A worker's cache stored or dropped PREFIX. False: a store refused, the worker's share being full.

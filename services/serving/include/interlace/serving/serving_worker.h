@@ -34,6 +34,10 @@ struct ServingWorkerOptions {
   // requests) on HOST:PORT; empty: none. Port 0: a free one, written to metrics_port_file.
   std::string metrics_listen;
   std::string metrics_port_file;
+  // The control plane's registry (kind "serving", with its endpoint and load),
+  // where gateways given the same Redis find it. Empty redis: not registered.
+  std::string redis, prefix = "interlace", name;  // name default: serving@HOST
+  std::string advertise;  // the endpoint gateways connect to (default: the bound one, 0.0.0.0 replaced by this host's name)
   bool quiet = false;
 };
 

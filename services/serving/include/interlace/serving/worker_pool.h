@@ -16,6 +16,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -25,6 +26,8 @@
 #include "interlace/rollout/sampling.h"
 #include "interlace/serving/cache_feed.h"
 #include "interlace/serving/prefix_index.h"
+#include "interlace/serving/session_store.h"
+#include "interlace/transport/curve.h"
 
 namespace interlace::serving {
 
@@ -86,8 +89,11 @@ struct RoutingOptions {
 class WorkerPool {
  public:
   // KEYS: the serving workers' key directory (server.pub; this gateway's pair is clients/gateway.{pub,key}).
+  // ENDPOINTS may be empty when workers are added later (found in the registry).
+  // SESSIONS: where X-Session-Id pins live (default: in memory).
   static absl::StatusOr<std::unique_ptr<WorkerPool>> start(std::vector<std::string> endpoints, const std::string& keys_dir,
-                                                           RoutingOptions routing = {});
+                                                           RoutingOptions routing = {},
+                                                           std::unique_ptr<SessionStore> sessions = nullptr);
   ~WorkerPool();
 
   struct Submitted {
@@ -100,6 +106,8 @@ class WorkerPool {
   // Unavailable if no worker is up.
   absl::StatusOr<Submitted> submit(const std::vector<int32_t>& prompt, const rollout::SamplingParams& sampling,
                                    const std::string& session = "");
+  // Connects to one more worker (one the registry listed); an endpoint already known is ignored.
+  absl::Status add_worker(const std::string& endpoint);
   // The client went away: the worker ends the request; its stream is dropped.
   void abort(uint64_t id);
   // After the final event: the stream is dropped.
@@ -108,9 +116,14 @@ class WorkerPool {
   int64_t in_flight() const;
   size_t index_entries() const;
   CacheEventCounts cache_event_counts() const;
+  int64_t session_errors() const { return sessions_->errors(); }
 
  private:
   WorkerPool() = default;
+  // The I/O thread's part of adding a worker: its sockets.
+  void connect_worker(const std::string& endpoint);
+  absl::StatusOr<Submitted> submit_locked(const std::vector<int32_t>& prompt, const rollout::SamplingParams& sampling,
+                                          const std::string& session, const std::optional<std::string>& pinned, std::string& pin);
   void loop();
   void wake();
   void on_event(size_t worker, const zmq::message_t& frame);
@@ -121,7 +134,10 @@ class WorkerPool {
 
   zmq::context_t ctx_;
   std::vector<zmq::socket_t> sockets_, monitors_, subscribers_;
-  std::vector<CacheFeed> feeds_;  // the I/O thread's alone
+  std::vector<CacheFeed> feeds_;        // the I/O thread's alone,
+  std::vector<std::string> endpoints_;  //   as is this copy of the workers' endpoints
+  std::string server_key_;
+  transport::CurveKeyPair keys_;
   int wake_fd_ = -1;
   std::atomic<bool> stop_{false};
   std::thread thread_;
@@ -129,6 +145,7 @@ class WorkerPool {
   mutable std::mutex mu_;
   std::vector<WorkerStatus> workers_;
   std::deque<std::pair<size_t, std::string>> outbox_;  // worker, frame
+  std::deque<std::string> to_connect_;                 // workers added, for the I/O thread to connect
   struct Pending {
     size_t worker;
     std::shared_ptr<RequestStream> stream;
@@ -139,10 +156,7 @@ class WorkerPool {
   CacheEventCounts counts_;
   RoutingOptions routing_;
   std::unique_ptr<PrefixIndex> index_;
-  // Pinned sessions, oldest first out: a client picks the keys, so they are capped.
-  static constexpr size_t kMaxSessions = 100000;
-  std::map<std::string, size_t> sessions_;
-  std::deque<std::string> session_order_;
+  std::unique_ptr<SessionStore> sessions_;
   uint64_t next_id_ = 1;
   size_t round_robin_ = 0;
 };
