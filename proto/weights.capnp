@@ -35,4 +35,6 @@ struct WeightRequest {
   haveWeightsId @1 :UInt64;  # what the worker runs now (0: nothing)
   acceptsNccl @2 :Bool;      # the worker can take the bytes by NCCL (see WeightChunk.nccl)
   ncclSession @3 :UInt64;    # the NCCL group it still holds with the learner (0: none)
+  onlyIfNewer @4 :Bool;      # a follower polling (a serving worker's --follow): when haveWeightsId is the
+                             # learner's publication, the answer is one WeightChunk with count 0 and no data
 }

@@ -268,6 +268,13 @@ void add_run_commands(CLI::App& app, Action& action) {
                      "with --serve: speculative decoding: off, ngram[:k=4] (prompt lookup) or model:DIR[,k=4]\n"
                      "(a draft model with the same tokenizer); the output is token for token the same")
       ->capture_default_str();
+  worker->add_option("--follow", s->serving.follow,
+                     "with --serve: a training run to follow: its directory (`interlace run`'s, or a job's), or a\n"
+                     "control-plane JOB_ID (its run under --dir); each weights version its learner publishes\n"
+                     "is loaded between engine steps, and /generate reports the version of every token");
+  worker->add_option("--follow-poll-ms", s->serving.follow_poll_ms, "with --follow: how often to ask the learner for newer weights")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{50}, int64_t{600000}));
   worker->add_option("--advertise", s->serving.advertise,
                      "with --serve --redis: the endpoint gateways reach it at, as registered\n"
                      "(default: the bound one, 0.0.0.0 replaced by this host's name)");
@@ -286,6 +293,22 @@ void add_run_commands(CLI::App& app, Action& action) {
         s->serving.redis = s->pool.redis;
         s->serving.prefix = s->pool.prefix;
         s->serving.name = s->pool.name;
+        if (!s->serving.follow.empty()) {
+          // A run directory, or a control-plane job's id (its run under --dir).
+          namespace fs = std::filesystem;
+          std::string run = s->serving.follow;
+          if (!fs::is_directory(run)) {
+            const char* home = std::getenv("HOME");
+            const std::string jobs = s->pool.dir.empty() ? std::string(home && *home ? home : "/tmp") + "/.interlace/jobs" : s->pool.dir;
+            run = (fs::path(jobs) / s->serving.follow / "run").string();
+            if (!fs::is_directory(run))
+              return fail(absl::StrCat("--follow ", s->serving.follow, ": neither a run directory nor a job under ", jobs,
+                                       " (no ", run, "; --dir names the jobs' directory)"));
+          } else if (fs::is_directory(fs::path(run) / "run") && !fs::exists(fs::path(run) / "keys")) {
+            run = (fs::path(run) / "run").string();  // a job's directory: its run is inside
+          }
+          s->serving.follow = run;
+        }
         return serving::run_serving_worker(s->serving);
       }
       if (!s->pool.redis.empty()) return serve_pool_role("worker", s->pool);

@@ -383,6 +383,44 @@ TEST_F(Gateway, AClientThatHangsUpAbortsItsRequestAndALostWorkerEndsTheStream) {
   EXPECT_TRUE(sse.events.back().contains("error")) << sse.events.back().dump();
 }
 
+// --follow: a serving worker follows a training run (`interlace run`, a real
+// learner and rollout worker) and serves each weights version the learner
+// publishes: /generate's per-token versions reach the last step's. Polling
+// while nothing is new costs no payload: the bytes fetched are about one
+// payload per version, not one per poll (100 ms polls over the whole run).
+TEST_F(Gateway, AFollowingWorkerServesEachVersionTheLearnerPublishes) {
+  constexpr int kSteps = 4;
+  const std::string run = dir_->path() + "/followed-run", job = dir_->path() + "/followed.yaml";
+  std::ofstream(job) << "name: followed\n"
+                        "env: calculator\n"
+                        "model: {init: " INTERLACE_SOURCE_DIR "/examples/models/tiny-hybrid.json}\n"
+                        "algorithm: {name: grpo, steps: " << kSteps << ", groups_per_step: 2, group_size: 2}\n"
+                        "rollout: {workers: 1, max_turns: 1, max_turn_tokens: 8}\n"
+                        "eval: {prompts: 0}\n";
+  pids_.push_back(start_group({"/bin/sh", "-c", std::string("exec ") + INTERLACE_BIN + " run " + job + " --run-dir " + run +
+                                                    " >" + dir_->path() + "/followed.log 2>&1"}));
+  ASSERT_FALSE(wait_for_file(run + "/endpoints.json").empty()) << "the run did not start: " << dir_->path() << "/followed.log";
+  const std::string initial = json::parse(std::ifstream(run + "/endpoints.json"))["initial_model"];
+  const std::string metrics_file = dir_->path() + "/follower.metrics";
+  worker("follower", {"--follow", run, "--follow-poll-ms", "100", "--metrics-listen", "127.0.0.1:0", "--metrics-port-file", metrics_file});
+  const int port = gateway("following", {worker_endpoint("follower")});
+  const int metrics_port = std::atoi(wait_for_file(metrics_file).c_str());
+  ASSERT_GT(metrics_port, 0);
+  for (int i = 0; i < 1500 && metric(metrics_port, "interlace_weights_version") < kSteps; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  ASSERT_EQ(metric(metrics_port, "interlace_weights_version"), kSteps)
+      << "the follower never reached the last step's weights; the run's log: " << dir_->path() << "/followed.log";
+  auto r = post(port, "/generate", json({{"input_ids", {10, 20, 30}}, {"sampling_params", {{"max_new_tokens", 4}, {"temperature", 0}}}}).dump());
+  ASSERT_TRUE(r && r->status == 200);
+  for (const json& v : json::parse(r->body)["versions"]) EXPECT_EQ(v, kSteps);
+  const double payload = double(std::filesystem::file_size(initial + "/model.safetensors"));
+  const double fetched = metric(metrics_port, "interlace_weight_sync_bytes_total");
+  std::printf("fetched %.1f payloads of %.0f bytes for %d versions\n", fetched / payload, payload, kSteps + 1);
+  EXPECT_GE(fetched, payload) << "no payload fetched?";
+  EXPECT_LE(fetched, (kSteps + 2) * payload * 1.01) << "polls fetched the same weights again";
+  EXPECT_EQ(metric(metrics_port, "interlace_weight_sync_failures_total"), 0);
+}
+
 // 64 conversations of 5 turns (a tool result in some) at once over 4 workers:
 // a follow-up "lands on its prefix" when its worker restored at least the
 // previous turn's prompt from its cache (the worker's own count). Cache-aware

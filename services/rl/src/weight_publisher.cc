@@ -67,6 +67,11 @@ absl::Status WeightPublisher::publish(const model::NamedTensors& weights, int64_
 
 void WeightPublisher::answer(zmq::socket_t& router, const zmq::message_t& identity, const std::string& worker,
                              const transport::WeightRequestMessage& request) {
+  if (request.only_if_newer && request.have_weights_id == weights_id_ && weights_id_ != 0) {
+    send_routed(router, identity,
+                transport::encode_weight_chunk({{.version = version_, .weights_id = weights_id_, .index = 0, .count = 0}}));
+    return;
+  }
   if (nccl_ && request.accepts_nccl) {
     auto offer = nccl_->offer(worker, request.nccl_session);
     if (offer.ok()) {

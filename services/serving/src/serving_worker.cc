@@ -23,6 +23,7 @@
 #include "interlace/rl/engine_metrics.h"
 #include "interlace/rl/service_util.h"
 #include "interlace/rollout/engine.h"
+#include "interlace/serving/weight_follower.h"
 #include "interlace/transport/curve.h"
 #include "interlace/transport/frame.h"
 #include "proto/serving.capnp.h"
@@ -127,6 +128,14 @@ class Server {
     });
     if (auto s = start_metrics(); !s.ok()) return s;
     if (auto s = register_in_control_plane(); !s.ok()) return s;
+    if (!o_.follow.empty()) {
+      const std::string key = "serving-" + (o_.name.empty() ? control::this_host() : o_.name);
+      auto follower = WeightFollower::start({.run_dir = o_.follow, .name = key, .poll = std::chrono::milliseconds(o_.follow_poll_ms)},
+                                            model_->config(), model_->precision());
+      if (!follower.ok()) return follower.status();
+      follower_ = std::move(*follower);
+      if (!o_.quiet) std::fprintf(stderr, "serving worker: following the weights of %s\n", o_.follow.c_str());
+    }
     if (!o_.quiet)
       std::fprintf(stderr, "serving worker: %s on %s (keys %s)\n", o_.model_dir.c_str(), endpoint_.c_str(), o_.keys_dir.c_str());
     return absl::OkStatus();
@@ -142,6 +151,7 @@ class Server {
         continue;  // SIGTERM: the loop's condition sees it
       }
       if (item.revents & ZMQ_POLLIN) receive_all();
+      swap_in_new_weights();
       if (!engine_->idle()) engine_->step();
       send_progress();
       publish_cache_events();
@@ -166,6 +176,20 @@ class Server {
     if (!o_.metrics_port_file.empty())
       if (auto s = core::write_file(o_.metrics_port_file, absl::StrCat(http_->port(), "\n")); !s.ok()) return s;
     return absl::OkStatus();
+  }
+
+  // Between steps: running requests go on under the new weights (each token
+  // carries its version), and the cache keeps prefixes per version.
+  void swap_in_new_weights() {
+    if (!follower_) return;
+    weight_sync_failures_.set(double(follower_->failures()));
+    weight_sync_bytes_.set(double(follower_->bytes()));
+    auto update = follower_->take();
+    if (!update) return;
+    engine_->update_weights(update->model, update->version);
+    model_ = update->model;
+    weights_version_.set(double(update->version));
+    if (!o_.quiet) std::fprintf(stderr, "serving worker: now serving weights version %lld\n", static_cast<long long>(update->version));
   }
 
   absl::Status register_in_control_plane() {
@@ -410,6 +434,12 @@ class Server {
   std::atomic<int64_t> running_{0}, waiting_{0};
   std::atomic<double> cache_usage_{0};
   std::unique_ptr<control::Presence> presence_;
+  std::unique_ptr<WeightFollower> follower_;
+  metrics::Value& weights_version_ = registry_.gauge("interlace_weights_version", "weights version in use");
+  metrics::Value& weight_sync_bytes_ =
+      registry_.counter("interlace_weight_sync_bytes_total", "weight payload bytes received and applied");
+  metrics::Value& weight_sync_failures_ =
+      registry_.counter("interlace_weight_sync_failures_total", "weight fetches rejected (corrupt or partial); old weights kept");
 };
 
 }  // namespace

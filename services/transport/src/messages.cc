@@ -142,6 +142,7 @@ std::string encode_weight_request(const WeightRequestMessage& m) {
   r.setHaveWeightsId(m.have_weights_id);
   r.setAcceptsNccl(m.accepts_nccl);
   r.setNcclSession(m.nccl_session);
+  r.setOnlyIfNewer(m.only_if_newer);
   return flat_frame(builder);
 }
 
@@ -152,6 +153,7 @@ absl::StatusOr<WeightRequestMessage> decode_weight_request(std::string_view fram
     m.have_weights_id = r.getHaveWeightsId();
     m.accepts_nccl = r.getAcceptsNccl();
     m.nccl_session = r.getNcclSession();
+    m.only_if_newer = r.getOnlyIfNewer();
   });
   if (!s.ok()) return s;
   return m;

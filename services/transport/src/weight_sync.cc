@@ -132,13 +132,18 @@ absl::StatusOr<WeightsPayload> fetch_weights(zmq::socket_t& dealer, const Weight
     zmq::poll(&item, 1, left);
     zmq::message_t msg;
     if (!dealer.recv(msg, zmq::recv_flags::dontwait)) continue;
-    std::optional<WeightChunkFields> offer;
+    std::optional<WeightChunkFields> offer, current;
     absl::Status s = read_weight_chunk(std::string_view(static_cast<const char*>(msg.data()), msg.size()), {},
                                        [&](const WeightChunkFields& c, std::string_view data) {
+                                         if (request.only_if_newer && c.count == 0 && c.weights_id == request.have_weights_id) {
+                                           current = c;
+                                           return absl::OkStatus();
+                                         }
                                          if (!c.by_nccl()) return assembler.add(c, data);
                                          offer = c;
                                          return absl::OkStatus();
                                        });
+    if (s.ok() && current) return WeightsPayload{.version = current->version, .weights_id = current->weights_id, .up_to_date = true};
     if (s.ok() && offer) {
       auto payload = take_nccl_offer(*offer, request.accepts_nccl ? nccl : NcclReceive());
       if (!payload.ok() && rejected_chunks) ++*rejected_chunks;

@@ -38,6 +38,10 @@ struct ServingWorkerOptions {
   // where gateways given the same Redis find it. Empty redis: not registered.
   std::string redis, prefix = "interlace", name;  // name default: serving@HOST
   std::string advertise;  // the endpoint gateways connect to (default: the bound one, 0.0.0.0 replaced by this host's name)
+  // A training run's directory whose learner's new weights are loaded as it
+  // publishes them (WeightFollower); empty: the model's weights throughout.
+  std::string follow;
+  int64_t follow_poll_ms = 1000;
   bool quiet = false;
 };
 

@@ -63,6 +63,7 @@ struct WeightRequestMessage {
   uint64_t have_weights_id = 0;
   bool accepts_nccl = false;
   uint64_t nccl_session = 0;
+  bool only_if_newer = false;  // polling: "up to date" (a count-0 chunk) instead of the same bytes again
 };
 std::string encode_weight_request(const WeightRequestMessage& m);
 absl::StatusOr<WeightRequestMessage> decode_weight_request(std::string_view frame, const FrameLimits& limits = {});

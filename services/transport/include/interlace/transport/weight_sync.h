@@ -57,6 +57,7 @@ struct WeightsPayload {
   uint64_t weights_id = 0;
   std::string bytes;
   bool by_nccl = false;  // the bytes came by NCCL (and passed the checksum)
+  bool up_to_date = false;  // request.only_if_newer and the requester has the learner's publication: no bytes
 };
 
 // Receives the bytes of a publication the learner offers by NCCL (`offer`
