@@ -572,7 +572,8 @@ void add_control_commands(CLI::App& app, Action& action) {
 
   auto wl = std::make_shared<ClientArgs>();
   CLI::App* workers = app.add_subcommand(
-      "workers", "List the job runners whose heartbeat is live (a killed one drops out within 10 s)");
+      "workers", "List the runners, pool learners and workers, and serving workers whose heartbeat is live\n"
+                 "(a killed one drops out within 10 s); -o json also gives a serving worker's endpoint");
   add_client_options(workers, *wl);
   workers->callback([wl, &action] {
     action = [wl] {

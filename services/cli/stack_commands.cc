@@ -111,22 +111,26 @@ struct UpArgs {
 
 // `up --serve MODEL`: serving workers (the cores split between them) and a
 // gateway with the stack's token; their pids join the runners' for `down`.
-absl::Status start_serving(const UpArgs& a, StackInfo& s) {
+// PASSWORD_ENV: INTERLACE_REDIS_PASSWORD=..., for the stack's Redis.
+absl::Status start_serving(const UpArgs& a, StackInfo& s, const std::string& password_env) {
   const fs::path dir = fs::path(s.dir) / "serving";
   std::error_code ec;
   fs::remove_all(dir / "endpoints", ec);
   fs::create_directories(dir / "endpoints", ec);
   const std::string model = fs::absolute(a.serve).string();
   const int threads = std::max(1, int(std::thread::hardware_concurrency()) / a.serving_workers);
+  // Workers register in the stack's Redis (`interlace workers` lists them), and the gateway keeps session pins there;
+  // it is given the workers too, so it is ready as soon as they are.
   std::vector<std::string> gateway = {self_exe(), "serve", "gateway", "--model", model, "--keys", (dir / "keys").string(),
                                       "--listen", "127.0.0.1:" + std::to_string(a.gateway_port), "--port-file",
-                                      (dir / "gateway.port").string()};
+                                      (dir / "gateway.port").string(), "--redis", s.redis};
   for (int i = 0; i < a.serving_workers; ++i) {
     const std::string name = "serving-worker-" + std::to_string(i);
     const std::string endpoint_file = (dir / "endpoints" / name).string();
     s.runner_pids.push_back(start_detached({self_exe(), "serve", "worker", "--serve", model, "--keys", (dir / "keys").string(),
-                                            "--endpoint-file", endpoint_file, "--threads", std::to_string(threads)},
-                                           (fs::path(s.dir) / (name + ".log")).string()));
+                                            "--endpoint-file", endpoint_file, "--threads", std::to_string(threads), "--redis", s.redis,
+                                            "--name", name},
+                                           (fs::path(s.dir) / (name + ".log")).string(), {password_env}));
     std::string endpoint;
     for (int t = 0; t < 600 && endpoint.empty() && alive(s.runner_pids.back()); ++t) {
       std::ifstream in(endpoint_file);
@@ -137,7 +141,8 @@ absl::Status start_serving(const UpArgs& a, StackInfo& s) {
     gateway.insert(gateway.end(), {"--worker", endpoint});
   }
   fs::remove(dir / "gateway.port", ec);
-  s.runner_pids.push_back(start_detached(gateway, (fs::path(s.dir) / "gateway.log").string(), {"INTERLACE_TOKEN=" + s.token}));
+  s.runner_pids.push_back(
+      start_detached(gateway, (fs::path(s.dir) / "gateway.log").string(), {"INTERLACE_TOKEN=" + s.token, password_env}));
   s.gateway = "http://127.0.0.1:" + std::to_string(a.gateway_port) + "/v1";
   for (int t = 0; t < 300; ++t) {
     if (healthy("http://127.0.0.1:" + std::to_string(a.gateway_port), "/readyz")) return absl::OkStatus();
@@ -209,7 +214,7 @@ int up(const UpArgs& a) {
                 (redis_died ? "redis.log" : "controller.log") + " (a port in use? pass --port / --redis-port)");
   }
   if (!a.serve.empty()) {
-    if (absl::Status st = start_serving(a, s); !st.ok()) {
+    if (absl::Status st = start_serving(a, s, password_env); !st.ok()) {
       for (int pid : s.runner_pids) stop(pid);
       stop(s.controller_pid);
       stop(s.redis_pid);

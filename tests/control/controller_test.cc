@@ -299,6 +299,14 @@ TEST(Controller, UpServeStartsAGatewayThatAnswersAndDownStopsIt) {
                   R"({"messages": [{"role": "user", "content": "What is 2+3?"}], "max_tokens": 4})", "application/json");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 200) << r->body;
+  // The serving workers registered in the stack's Redis: `interlace workers` lists them with their endpoints.
+  const CliRun workers = cli("workers -o json", env);
+  ASSERT_EQ(workers.code, 0) << workers.out;
+  const json listed = json::parse(workers.out.substr(workers.out.find_first_of("[{")), nullptr, false);
+  const json& entries = listed.is_object() ? listed["workers"] : listed;
+  int serving = 0;
+  for (const json& w : entries) serving += w.value("kind", "") == "serving" && w.value("endpoint", "").starts_with("tcp://127.0.0.1:");
+  EXPECT_EQ(serving, 2) << workers.out;
   const json info = json::parse(std::ifstream(dir.path() + "/stack.json"));
   ASSERT_EQ(info["runner_pids"].size(), 3u) << "two serving workers and the gateway";
   ASSERT_EQ(cli("down", env).code, 0);

@@ -412,7 +412,9 @@ TEST_F(Gateway, AFollowingWorkerServesEachVersionTheLearnerPublishes) {
       << "the follower never reached the last step's weights; the run's log: " << dir_->path() << "/followed.log";
   auto r = post(port, "/generate", json({{"input_ids", {10, 20, 30}}, {"sampling_params", {{"max_new_tokens", 4}, {"temperature", 0}}}}).dump());
   ASSERT_TRUE(r && r->status == 200);
-  for (const json& v : json::parse(r->body)["versions"]) EXPECT_EQ(v, kSteps);
+  const json answer = json::parse(r->body);
+  ASSERT_EQ(answer["versions"].size(), 4u) << r->body;
+  for (const json& v : answer["versions"]) EXPECT_EQ(v, kSteps);
   const double payload = double(std::filesystem::file_size(initial + "/model.safetensors"));
   const double fetched = metric(metrics_port, "interlace_weight_sync_bytes_total");
   std::printf("fetched %.1f payloads of %.0f bytes for %d versions\n", fetched / payload, payload, kSteps + 1);
