@@ -83,6 +83,7 @@ void PrefixCache::drop_tree(std::map<int64_t, std::unique_ptr<Tree>>::iterator i
   Tree& t = *it->second;
   const int64_t blocks = counters_.kv_blocks, states = counters_.states;
   while (!t.root.children.empty()) drop_node(t.root.children.begin()->second.get());
+  drop_states(t.root);  // prompts shorter than a block are checkpointed on the root
   counters_.dropped_old_version += (blocks - counters_.kv_blocks) + (states - counters_.states);
   trees_.erase(it);
 }
@@ -138,16 +139,21 @@ std::vector<UsablePrefix> PrefixCache::usable_prefixes() const {
   return out;
 }
 
-void PrefixCache::drop_node(Node* node) {
-  while (!node->children.empty()) drop_node(node->children.begin()->second.get());
-  announce(*node, false);
-  for (const auto& s : node->states) {
+void PrefixCache::drop_states(Node& node) {
+  for (const auto& s : node.states) {
     announce(*s, false);
     counters_.kv_bytes -= static_cast<int64_t>(s->kv_bytes);
     counters_.state_bytes -= static_cast<int64_t>(s->state_bytes);
     --counters_.states;
     states_.erase(s->serial);
   }
+  node.states.clear();
+}
+
+void PrefixCache::drop_node(Node* node) {
+  while (!node->children.empty()) drop_node(node->children.begin()->second.get());
+  announce(*node, false);
+  drop_states(*node);
   counters_.kv_bytes -= block_bytes();
   --counters_.kv_blocks;
   forget_leaf(node);

@@ -258,7 +258,7 @@ TEST_P(Announced, PrefixesAreWhatTheCacheHoldsAndRestores) {
       EXPECT_EQ(held.erase(key), 1u) << "dropped without being stored (seed " << seed << ")";
     }
   });
-  std::vector<std::vector<int32_t>> stems;
+  std::vector<std::vector<int32_t>> stems = {{}};  // the empty stem: prompts shorter than a block, checkpointed on a root
   for (int i = 0; i < 6; ++i) stems.push_back(tokens(4 * (1 + i % 3), 100 + i, m->vocab_size()));
   for (int op = 0; op < 400; ++op) {
     seq = stems[rng() % stems.size()];
@@ -270,7 +270,10 @@ TEST_P(Announced, PrefixesAreWhatTheCacheHoldsAndRestores) {
       kv.k.assign(seq.size() * m->kv_row_bytes(), 1);
       kv.v.assign(seq.size() * m->kv_row_bytes(), 2);
     }
+    if (seq.empty()) continue;
     cache.insert(seq, op / 150, s);  // versions 0, 1, 2: the oldest tree is dropped
+    const absl::Status consistent = cache.check_consistency();
+    ASSERT_TRUE(consistent.ok()) << "after insert " << op << " (seed " << seed << "): " << consistent;
     std::vector<UsablePrefix> now = cache.usable_prefixes();
     std::set<std::tuple<uint64_t, int64_t, int64_t>> listed;
     for (const auto& p : now) listed.emplace(p.hash, p.length, p.version);
@@ -290,6 +293,37 @@ TEST_P(Announced, PrefixesAreWhatTheCacheHoldsAndRestores) {
 }
 
 INSTANTIATE_TEST_SUITE_P(PrefixCache, Announced, ::testing::Values("hybrid", "full"));
+
+// A prompt shorter than a block is checkpointed on its tree's root: when that
+// version's tree goes (an old version, or clear()), its state goes too,
+// counted and announced, and nothing keeps pointing at it.
+TEST(PrefixCache, ARootsCheckpointGoesWithItsTree) {
+  auto m = make_model(testing::minimax_json(), "fp32");
+  PrefixCache cache(*m, {.block_size = 4, .versions_kept = 2});
+  int64_t dropped = 0;
+  cache.set_listener([&](const UsablePrefix&, bool stored) { dropped += !stored; });
+  auto insert = [&](const std::vector<int32_t>& t, int64_t version) {
+    model::SequenceState s = m->new_sequence();
+    s.length = int64_t(t.size());
+    for (auto& kv : s.kv) {
+      kv.k.assign(t.size() * m->kv_row_bytes(), 1);
+      kv.v.assign(t.size() * m->kv_row_bytes(), 2);
+    }
+    cache.insert(t, version, s);
+  };
+  insert({5, 6}, 0);  // two tokens: a state on the root of version 0's tree
+  insert({7, 8, 9, 10, 11}, 1);
+  EXPECT_EQ(cache.counters().states, 2);
+  insert({12, 13, 14, 15, 16}, 2);  // version 0's tree is dropped
+  EXPECT_EQ(cache.counters().states, 2);
+  EXPECT_EQ(dropped, 1);
+  const absl::Status ok = cache.check_consistency();
+  EXPECT_TRUE(ok.ok()) << ok;
+  cache.clear();
+  EXPECT_EQ(cache.counters().states, 0);
+  EXPECT_EQ(cache.counters().bytes(), 0);
+  EXPECT_TRUE(cache.usable_prefixes().empty());
+}
 
 // A sampling group's later samples restore the whole prompt and sample their
 // first token from the logits kept with its checkpoint: the prompt is

@@ -177,6 +177,7 @@ class PrefixCache {
   int64_t remove_leaf(Node* leaf);           // and the states on it
   double score(int64_t last_used, double flops_per_byte, double most) const;
   void drop_node(Node* node);
+  void drop_states(Node& node);  // the checkpoints on NODE, counted and announced
   void announce(const Node& node, bool stored) const;  // a block, where blocks are usable prefixes
   void announce(const StateEntry& state, bool stored) const;
 
