@@ -12,10 +12,21 @@ void fill_top_logprobs(std::span<const float> logits, int64_t vocab_limit, int64
   k = std::min(k, n);
   sample.top.clear();
   if (k <= 0) return;
-  std::vector<int32_t> ids(static_cast<size_t>(n));
-  std::iota(ids.begin(), ids.end(), 0);
-  std::partial_sort(ids.begin(), ids.begin() + k, ids.end(),
-                    [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); });
+  // The k best in one pass, kept as a heap whose top is the worst of them (k <= 20: no vocabulary-sized buffer).
+  const auto better = [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
+  std::vector<int32_t> ids;
+  ids.reserve(static_cast<size_t>(k));
+  for (int32_t id = 0; id < static_cast<int32_t>(n); ++id) {
+    if (static_cast<int64_t>(ids.size()) < k) {
+      ids.push_back(id);
+      std::push_heap(ids.begin(), ids.end(), better);
+    } else if (better(id, ids.front())) {
+      std::pop_heap(ids.begin(), ids.end(), better);
+      ids.back() = id;
+      std::push_heap(ids.begin(), ids.end(), better);
+    }
+  }
+  std::sort_heap(ids.begin(), ids.end(), better);  // best first
   // log p(i) = logit(i) - log Z, with log Z from the sampled token's raw log-prob (the model's own kernel).
   const float log_z = logits[sample.token] - sample.raw_logprob;
   for (int64_t i = 0; i < k; ++i) {

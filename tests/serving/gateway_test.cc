@@ -530,6 +530,17 @@ TEST_F(Gateway, TheRoutingIndexFollowsTheWorkersEvictions) {
 TEST_F(Gateway, RegisteredWorkersAreFoundAndReplicasShareSessionPins) {
   test::RedisServer redis;
   const std::string address = "127.0.0.1:" + std::to_string(redis.port());
+  {
+    // Entries a gateway must survive: a field of the wrong type, an endpoint that is not tcp://HOST:PORT.
+    auto client = control::RedisClient::connect({.host = "127.0.0.1", .port = redis.port()});
+    ASSERT_TRUE(client.ok());
+    for (const auto& [name, entry] : std::vector<std::pair<std::string, std::string>>{
+             {"garbled", R"({"kind": "serving", "endpoint": 5600, "pid": "twelve"})"},
+             {"elsewhere", R"({"kind": "serving", "endpoint": "ipc:///tmp/nowhere"})"}}) {
+      ASSERT_TRUE((*client)->command({"SET", "interlace:worker:" + name, entry, "EX", "60"}).ok());
+      ASSERT_TRUE((*client)->command({"SADD", "interlace:workers", name}).ok());
+    }
+  }
   worker("registered-0", {"--redis", address, "--name", "serving-0"});
   const int a = gateway("replica-a", {}, {"--redis", address});
   const int b = gateway("replica-b", {}, {"--redis", address});

@@ -59,6 +59,10 @@ TEST(PrefixIndex, OnlyTheNewestVersionAndInFlightPromptsCount) {
   index.apply(0, prefix_of(prompt, 2, 2), true);  // the worker now runs version 2: version 1's tree serves nothing new
   EXPECT_EQ(index.match(prompt), (std::vector<int64_t>{2, 0}));
   EXPECT_EQ(index.entries(), 2u);
+  // A request begun under version 1 stores late (or a snapshot lists the old tree last): version 2 still counts.
+  index.apply(0, prefix_of(prompt, 5, 1), true);
+  EXPECT_EQ(index.match(prompt), (std::vector<int64_t>{2, 0}));
+  index.apply(0, prefix_of(prompt, 5, 1), false);
   index.add_in_flight(1, prompt);
   index.add_in_flight(1, prompt);
   EXPECT_EQ(index.match(prompt), (std::vector<int64_t>{2, 6}));
@@ -69,6 +73,17 @@ TEST(PrefixIndex, OnlyTheNewestVersionAndInFlightPromptsCount) {
   index.clear_worker(0);
   EXPECT_EQ(index.match(prompt), (std::vector<int64_t>{0, 0}));
   EXPECT_EQ(index.entries(), 0u);
+}
+
+// The weights went back (a learner restarted from a checkpoint): the worker's
+// cache drops everything, and what it stores next, under a lower version, counts.
+TEST(PrefixIndex, AVersionGoingBackCountsOnceTheOldEntriesAreGone) {
+  const std::vector<int32_t> prompt = {5, 6, 7, 8, 9, 10};
+  PrefixIndex index(1);
+  index.apply(0, prefix_of(prompt, 4, 7), true);
+  index.apply(0, prefix_of(prompt, 4, 7), false);
+  index.apply(0, prefix_of(prompt, 3, 2), true);
+  EXPECT_EQ(index.match(prompt), (std::vector<int64_t>{3}));
 }
 
 TEST(PrefixIndex, AWorkersShareIsCapped) {

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "interlace/control/job_store.h"
@@ -35,6 +36,36 @@ absl::Status WorkerRegistry::leave(const std::string& name) {
   return redis_.command({"SREM", key("workers"), name}).status();
 }
 
+namespace {
+
+// An entry as a heartbeat wrote it; nothing for one that is not ours to
+// interpret (not JSON, or a field of the wrong type: its next heartbeat
+// rewrites it, or it lapses).
+std::optional<WorkerEntry> entry_from_json(const std::string& text, const std::string& name) {
+  const json j = json::parse(text, nullptr, false);
+  if (!j.is_object()) return std::nullopt;
+  try {
+    WorkerEntry e;
+    e.name = j.value("name", name);
+    e.kind = j.value("kind", "runner");
+    e.host = j.value("host", "");
+    e.pid = j.value("pid", int64_t{0});
+    e.state = j.value("state", "idle");
+    e.job = j.value("job", "");
+    e.started_ms = j.value("started_ms", int64_t{0});
+    e.seen_ms = j.value("seen_ms", int64_t{0});
+    e.running = j.value("running", int64_t{-1});
+    e.waiting = j.value("waiting", int64_t{-1});
+    e.cache_usage = j.value("cache_usage", -1.0);
+    e.endpoint = j.value("endpoint", "");
+    return e;
+  } catch (const json::exception&) {
+    return std::nullopt;
+  }
+}
+
+}  // namespace
+
 absl::StatusOr<std::vector<WorkerEntry>> WorkerRegistry::list() {
   auto names = redis_.command({"SMEMBERS", key("workers")});
   if (!names.ok()) return names.status();
@@ -46,22 +77,7 @@ absl::StatusOr<std::vector<WorkerEntry>> WorkerRegistry::list() {
       (void)redis_.command({"SREM", key("workers"), n.str});
       continue;
     }
-    const json j = json::parse(v->str, nullptr, false);
-    if (!j.is_object()) continue;  // not ours to interpret; leave it
-    WorkerEntry e;
-    e.name = j.value("name", n.str);
-    e.kind = j.value("kind", "runner");
-    e.host = j.value("host", "");
-    e.pid = j.value("pid", int64_t{0});
-    e.state = j.value("state", "idle");
-    e.job = j.value("job", "");
-    e.started_ms = j.value("started_ms", int64_t{0});
-    e.seen_ms = j.value("seen_ms", int64_t{0});
-    e.running = j.value("running", int64_t{-1});
-    e.waiting = j.value("waiting", int64_t{-1});
-    e.cache_usage = j.value("cache_usage", -1.0);
-    if (j.contains("endpoint") && j["endpoint"].is_string()) e.endpoint = j["endpoint"].get<std::string>();
-    out.push_back(std::move(e));
+    if (auto e = entry_from_json(v->str, n.str)) out.push_back(std::move(*e));
   }
   std::sort(out.begin(), out.end(), [](const WorkerEntry& a, const WorkerEntry& b) { return a.name < b.name; });
   return out;

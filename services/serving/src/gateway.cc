@@ -689,36 +689,44 @@ class Gateway {
   void discover(const control::RedisAddress& address) {
     std::set<std::string> refused;  // endpoints already complained about
     std::unique_ptr<control::RedisClient> redis;
-    while (!stopping_) {
+    // Short timeouts: a Redis that is away must not hold up the gateway's shutdown.
+    const control::RedisOptions quick{.timeout = std::chrono::milliseconds(1000), .reconnect_for = std::chrono::milliseconds(1000)};
+    bool warned = false;
+    while (true) {
       if (!redis) {
-        auto r = control::RedisClient::connect(address);
+        auto r = control::RedisClient::connect(address, quick);
         if (r.ok()) redis = std::move(*r);
       }
       if (redis) {
         auto workers = control::WorkerRegistry(*redis, o_.prefix).list();
-        if (!workers.ok()) spdlog::warn("gateway: cannot read the worker registry: {}", std::string(workers.status().message()));
+        if (!workers.ok() && !warned)
+          spdlog::warn("gateway: cannot read the worker registry: {}", std::string(workers.status().message()));
+        warned = !workers.ok();
         for (const control::WorkerEntry& w : workers.ok() ? *workers : std::vector<control::WorkerEntry>{}) {
           if (w.kind != "serving" || w.endpoint.empty()) continue;
-          if (auto s = pool_->add_worker(w.endpoint); !s.ok() && refused.insert(w.endpoint).second)
+          if (auto s = pool_->add_worker(w.endpoint); !s.ok() && refused.insert(w.endpoint).second && refused.size() < 1000)
             spdlog::warn("gateway: registry entry {}: {}", w.name, std::string(s.message()));
         }
       }
       std::unique_lock<std::mutex> lock(stop_mu_);
-      stop_cv_.wait_for(lock, std::chrono::seconds(2), [this] { return stopping_.load(); });
+      if (stop_cv_.wait_for(lock, std::chrono::seconds(2), [this] { return stopping_; })) return;
     }
   }
 
  public:
   ~Gateway() {
-    stopping_ = true;
+    {
+      std::lock_guard<std::mutex> lock(stop_mu_);
+      stopping_ = true;
+    }
     stop_cv_.notify_all();
     if (discovery_.joinable()) discovery_.join();
   }
 
  private:
   const GatewayOptions& o_;
-  std::atomic<bool> stopping_{false};
   std::mutex stop_mu_;
+  bool stopping_ = false;  // with stop_mu_
   std::condition_variable stop_cv_;
   std::thread discovery_;
   std::unique_ptr<model::Tokenizer> tokenizer_;

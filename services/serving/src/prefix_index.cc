@@ -44,9 +44,11 @@ bool PrefixIndex::apply(size_t worker, const cache::UsablePrefix& p, bool stored
     erase(it->second, w, p.length, p.version);
     counts_[worker] -= before - it->second.size();
     if (it->second.empty()) cached_.erase(it);
+    if (counts_[worker] == 0) newest_version_[worker] = 0;  // all gone (a version going back clears everything)
     return true;
   }
-  newest_version_[worker] = p.version;  // a worker stores under the weights it runs now
+  // The newest version stored counts: a request begun under older weights may still store under them.
+  newest_version_[worker] = std::max(newest_version_[worker], p.version);
   auto& holders = cached_[p.hash];
   for (const Holder& x : holders)
     if (x.worker == w && x.length == p.length && x.version == p.version) return true;  // already held
@@ -65,6 +67,7 @@ void PrefixIndex::clear_worker(size_t worker) {
     it = it->second.empty() ? cached_.erase(it) : std::next(it);
   }
   counts_[worker] = 0;
+  newest_version_[worker] = 0;
 }
 
 void PrefixIndex::add_in_flight(size_t worker, std::span<const int32_t> prompt) {

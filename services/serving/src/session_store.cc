@@ -31,12 +31,22 @@ absl::StatusOr<std::unique_ptr<RedisSessionStore>> RedisSessionStore::connect(co
   return std::unique_ptr<RedisSessionStore>(new RedisSessionStore(std::move(*redis), std::move(prefix), ttl));
 }
 
+void RedisSessionStore::failed(const absl::Status& status) {
+  paused_until_ = std::chrono::steady_clock::now() + kPause;
+  spdlog::warn("gateway: session pins unavailable ({}); routing without them for {} s", std::string(status.message()), kPause.count());
+}
+
 std::optional<std::string> RedisSessionStore::get(const std::string& session) {
   std::lock_guard<std::mutex> lock(mu_);
+  if (paused(std::chrono::steady_clock::now())) {
+    ++errors_;
+    return std::nullopt;
+  }
   // GETEX renews the TTL: a session in use never lapses.
   auto r = redis_->command({"GETEX", prefix_ + ":session:" + session, "EX", std::to_string(ttl_.count())});
   if (!r.ok()) {
-    if (errors_++ % 1000 == 0) spdlog::warn("gateway: session pins unavailable ({}); routing without them", std::string(r.status().message()));
+    ++errors_;
+    failed(r.status());
     return std::nullopt;
   }
   if (r->type != control::RedisReply::Type::kString) return std::nullopt;
@@ -45,9 +55,12 @@ std::optional<std::string> RedisSessionStore::get(const std::string& session) {
 
 void RedisSessionStore::set(const std::string& session, const std::string& endpoint) {
   std::lock_guard<std::mutex> lock(mu_);
+  if (paused(std::chrono::steady_clock::now())) return;  // counted by the get that found it down
   auto r = redis_->command({"SET", prefix_ + ":session:" + session, endpoint, "EX", std::to_string(ttl_.count())});
-  if (!r.ok() && errors_++ % 1000 == 0)
-    spdlog::warn("gateway: session pins unavailable ({}); routing without them", std::string(r.status().message()));
+  if (!r.ok()) {
+    ++errors_;
+    failed(r.status());
+  }
 }
 
 }  // namespace interlace::serving

@@ -82,7 +82,8 @@ absl::Status WeightFollower::fetch_once() {
     if (rejected > 0) ++failures_;  // corrupt chunks; a learner not answering yet is not a failure
     return payload.status();
   }
-  if (payload->up_to_date) return absl::OkStatus();
+  // Up to date; or a learner from before only_if_newer, which sends the same weights again.
+  if (payload->up_to_date || payload->weights_id == weights_id_) return absl::OkStatus();
   bytes_ += int64_t(payload->bytes.size());
   auto tensors = model::parse_safetensors_bytes(payload->bytes, absl::StrCat("weights version ", payload->version, " from ", o_.run_dir));
   absl::StatusOr<std::unique_ptr<model::Model>> built = tensors.ok() ? model::Model::from_tensors(config_, *tensors, precision_)

@@ -19,8 +19,10 @@ namespace interlace::serving {
 constexpr transport::FrameLimits kEventLimits{.max_bytes = size_t{4} << 20};
 // A cache events message: up to 65536 changes, or a snapshot of a whole cache (24 bytes an entry).
 constexpr transport::FrameLimits kCacheEventLimits{.max_bytes = size_t{256} << 20, .traversal_words = uint64_t{64} << 20};
-// How long to wait for an asked-for snapshot before asking again.
+// How long to wait for an asked-for snapshot, or a hello's answer, before asking again.
 constexpr std::chrono::milliseconds kSnapshotRetry{500};
+constexpr std::chrono::milliseconds kHelloRetry{1000};
+constexpr size_t kMaxWorkers = 200;
 
 std::vector<WorkerEvent> RequestStream::wait(std::chrono::milliseconds timeout) {
   std::unique_lock<std::mutex> lock(mu_);
@@ -69,6 +71,10 @@ absl::Status WorkerPool::add_worker(const std::string& endpoint) {
   std::lock_guard<std::mutex> lock(mu_);
   for (const WorkerStatus& w : workers_)
     if (w.endpoint == endpoint) return absl::OkStatus();
+  // Each worker costs four ZeroMQ sockets (of 1023 a context has) and a poll slot; workers that left stay listed (down).
+  if (workers_.size() >= kMaxWorkers)
+    return absl::ResourceExhaustedError(absl::StrCat("serving worker ", endpoint, " not added: this gateway already has ", kMaxWorkers,
+                                                     " (restart it to forget workers that left)"));
   workers_.push_back({.endpoint = endpoint});
   index_->add_worker();
   to_connect_.push_back(endpoint);
@@ -77,6 +83,23 @@ absl::Status WorkerPool::add_worker(const std::string& endpoint) {
 }
 
 void WorkerPool::connect_worker(const std::string& endpoint) {
+  try {
+    connect_worker_sockets(endpoint);
+  } catch (const zmq::error_t& e) {
+    // Out of sockets or file descriptors: the worker stays down (never chosen); the gateway goes on.
+    spdlog::error("gateway: cannot make the sockets for the serving worker {}: {}", endpoint, e.what());
+    sockets_.emplace_back();
+    monitors_.emplace_back();
+    subscribers_.emplace_back();
+  }
+  feeds_.emplace_back();
+  endpoints_.push_back(endpoint);
+  subscribed_.emplace_back();
+  hello_sent_.emplace_back();
+  hello_answered_.push_back(false);
+}
+
+void WorkerPool::connect_worker_sockets(const std::string& endpoint) {
   const size_t i = sockets_.size();
   zmq::socket_t s = rl::make_socket(ctx_, zmq::socket_type::dealer, int64_t(kEventLimits.max_bytes));
   transport::make_curve_client(s, server_key_, keys_);
@@ -96,8 +119,6 @@ void WorkerPool::connect_worker(const std::string& endpoint) {
   sockets_.push_back(std::move(s));
   monitors_.push_back(std::move(m));
   subscribers_.push_back(std::move(sub));
-  feeds_.emplace_back();
-  endpoints_.push_back(endpoint);
 }
 
 WorkerPool::~WorkerPool() {
@@ -305,24 +326,35 @@ void WorkerPool::on_hello(size_t worker, uint16_t events_port, uint64_t instance
     const std::string& requests = endpoints_[worker];
     endpoint = absl::StrCat(requests.substr(0, requests.rfind(':')), ":", events_port);
   }
-  std::string old;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    old = workers_[worker].events_endpoint;
-    workers_[worker].events_endpoint = endpoint;
-    workers_[worker].index_synced = false;
-    index_->clear_worker(worker);
-  }
-  if (old != endpoint) {
+  if (endpoint != subscribed_[worker]) {
     try {
-      if (!old.empty()) subscribers_[worker].disconnect(old);
+      if (!subscribed_[worker].empty()) subscribers_[worker].disconnect(subscribed_[worker]);
+      subscribed_[worker].clear();
       if (!endpoint.empty()) subscribers_[worker].connect(endpoint);
+      subscribed_[worker] = endpoint;
     } catch (const zmq::error_t& e) {
+      // Unanswered, so the hello goes again in a moment and this is retried.
       spdlog::warn("gateway: cannot follow the cache events of {} at {}: {}", endpoints_[worker], endpoint, e.what());
       return;
     }
   }
+  hello_answered_[worker] = true;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    workers_[worker].events_endpoint = endpoint;
+    workers_[worker].index_synced = false;
+    index_->clear_worker(worker);
+  }
+  feeds_[worker] = CacheFeed();
   if (!endpoint.empty()) feeds_[worker].hello(instance);
+}
+
+void WorkerPool::send_hello(size_t worker, CacheFeed::Clock::time_point now) {
+  capnp::MallocMessageBuilder message;
+  message.initRoot<proto::ServeRequest>().setHello();
+  const std::string frame = transport::flat_frame(message);
+  (void)sockets_[worker].send(zmq::buffer(frame), zmq::send_flags::dontwait);  // its answer says where its cache events are
+  hello_sent_[worker] = now;
 }
 
 void WorkerPool::on_cache_events(size_t worker, const zmq::message_t& frame) {
@@ -352,9 +384,17 @@ void WorkerPool::on_cache_events(size_t worker, const zmq::message_t& frame) {
   workers_[worker].index_synced = feeds_[worker].synced();
 }
 
-void WorkerPool::ask_for_snapshots() {
+void WorkerPool::keep_up_with_workers() {
   const auto now = CacheFeed::Clock::now();
+  std::vector<bool> up(feeds_.size());
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (size_t w = 0; w < up.size(); ++w) up[w] = workers_[w].up;
+  }
   for (size_t w = 0; w < feeds_.size(); ++w) {
+    if (!up[w]) continue;
+    // A hello or its answer can be lost (both are sent without blocking): ask again until one comes.
+    if (!hello_answered_[w] && now - hello_sent_[w] >= kHelloRetry) send_hello(w, now);
     if (!feeds_[w].should_ask(now, kSnapshotRetry)) continue;
     capnp::MallocMessageBuilder message;
     message.initRoot<proto::ServeRequest>().setCacheSnapshot();
@@ -375,9 +415,11 @@ void WorkerPool::loop() {
     const size_t n = sockets_.size();
     if (items.size() != 3 * n + 1) {  // workers were added: poll their sockets too
       items.clear();
-      for (auto& s : sockets_) items.push_back({s.handle(), 0, ZMQ_POLLIN, 0});
-      for (auto& m : monitors_) items.push_back({m.handle(), 0, ZMQ_POLLIN, 0});
-      for (auto& s : subscribers_) items.push_back({s.handle(), 0, ZMQ_POLLIN, 0});
+      // A worker whose sockets could not be made has none: fd -1, which poll ignores.
+      auto item = [](zmq::socket_t& s) { return zmq::pollitem_t{s.handle(), s.handle() ? 0 : -1, ZMQ_POLLIN, 0}; };
+      for (auto& s : sockets_) items.push_back(item(s));
+      for (auto& m : monitors_) items.push_back(item(m));
+      for (auto& s : subscribers_) items.push_back(item(s));
       items.push_back({nullptr, wake_fd_, ZMQ_POLLIN, 0});
     }
     try {
@@ -418,12 +460,12 @@ void WorkerPool::loop() {
             std::lock_guard<std::mutex> lock(mu_);
             workers_[w].up = true;
           }
-          capnp::MallocMessageBuilder message;
-          message.initRoot<proto::ServeRequest>().setHello();
-          const std::string frame = transport::flat_frame(message);
-          (void)sockets_[w].send(zmq::buffer(frame), zmq::send_flags::dontwait);  // its answer says where its cache events are
+          hello_answered_[w] = false;
+          send_hello(w, CacheFeed::Clock::now());
         } else if (kind == ZMQ_EVENT_DISCONNECTED) {
           worker_down(w);
+          feeds_[w] = CacheFeed();  // nothing to follow until it says hello again
+          hello_answered_[w] = false;
         }
       }
       while (items[2 * n + w].revents & ZMQ_POLLIN) {
@@ -432,9 +474,10 @@ void WorkerPool::loop() {
         on_cache_events(w, frame);
       }
     }
-    ask_for_snapshots();
+    keep_up_with_workers();
   }
-  for (auto& s : sockets_) zmq_socket_monitor(s.handle(), nullptr, 0);
+  for (auto& s : sockets_)
+    if (s.handle()) zmq_socket_monitor(s.handle(), nullptr, 0);
 }
 
 }  // namespace interlace::serving

@@ -2,8 +2,8 @@
 // - the workers' cache events (CacheEvents): the usable prefixes each
 //   worker's cache stored and dropped, by the hash of their tokens
 //   (cache/prefix_hash.h): state checkpoints on a hybrid model, KV blocks
-//   too on full attention. Only the version a worker stored last counts: its
-//   older tree serves no new request.
+//   too on full attention. Only the newest version a worker stored counts:
+//   its older tree serves no new request.
 // - requests in flight: a prompt sent to a worker will be checkpointed there
 //   when prefilled, so its sampling group's other samples and a burst of
 //   requests with the same prompt follow it before any event says so.
@@ -42,7 +42,7 @@ class PrefixIndex {
   size_t max_entries_;
   std::unordered_map<uint64_t, std::vector<Holder>> cached_, in_flight_;  // prefix hash -> holders
   std::vector<size_t> counts_;           // entries per worker
-  std::vector<int64_t> newest_version_;  // per worker: the version of its last store
+  std::vector<int64_t> newest_version_;  // per worker: the newest version it stored (0 once it holds nothing)
 };
 
 }  // namespace interlace::serving

@@ -48,7 +48,8 @@ class MemorySessionStore : public SessionStore {
 // PREFIX:session:KEY -> endpoint, expiring TTL after its last use. One
 // connection behind a mutex: a lookup is one round trip on a local network.
 // A Redis that does not answer within its short timeout leaves the session
-// unpinned (counted) rather than failing or stalling the request.
+// unpinned (counted) rather than failing the request, and is not asked again
+// for a few seconds, so that requests do not queue behind its timeouts.
 class RedisSessionStore : public SessionStore {
  public:
   static absl::StatusOr<std::unique_ptr<RedisSessionStore>> connect(const control::RedisAddress& address, std::string prefix,
@@ -59,7 +60,12 @@ class RedisSessionStore : public SessionStore {
  private:
   RedisSessionStore(std::unique_ptr<control::RedisClient> redis, std::string prefix, std::chrono::seconds ttl)
       : redis_(std::move(redis)), prefix_(std::move(prefix)), ttl_(ttl) {}
+  // Whether to skip Redis (it failed less than kPause ago); with mu_ held. On failure: note it.
+  bool paused(std::chrono::steady_clock::time_point now) const { return now < paused_until_; }
+  void failed(const absl::Status& status);
+  static constexpr std::chrono::seconds kPause{5};
   std::mutex mu_;
+  std::chrono::steady_clock::time_point paused_until_{};
   std::unique_ptr<control::RedisClient> redis_;
   const std::string prefix_;
   const std::chrono::seconds ttl_;

@@ -122,6 +122,7 @@ class WorkerPool {
   WorkerPool() = default;
   // The I/O thread's part of adding a worker: its sockets.
   void connect_worker(const std::string& endpoint);
+  void connect_worker_sockets(const std::string& endpoint);
   absl::StatusOr<Submitted> submit_locked(const std::vector<int32_t>& prompt, const rollout::SamplingParams& sampling,
                                           const std::string& session, const std::optional<std::string>& pinned, std::string& pin);
   void loop();
@@ -129,13 +130,18 @@ class WorkerPool {
   void on_event(size_t worker, const zmq::message_t& frame);
   void worker_down(size_t worker);
   void on_hello(size_t worker, uint16_t events_port, uint64_t instance);
+  void send_hello(size_t worker, CacheFeed::Clock::time_point now);
   void on_cache_events(size_t worker, const zmq::message_t& frame);
-  void ask_for_snapshots();
+  // Re-sends unanswered hellos and asks for the snapshots the feeds want.
+  void keep_up_with_workers();
 
   zmq::context_t ctx_;
   std::vector<zmq::socket_t> sockets_, monitors_, subscribers_;
-  std::vector<CacheFeed> feeds_;        // the I/O thread's alone,
-  std::vector<std::string> endpoints_;  //   as is this copy of the workers' endpoints
+  // The I/O thread's alone, by worker: its feed, endpoint, the events endpoint its SUB is connected to, its hello.
+  std::vector<CacheFeed> feeds_;
+  std::vector<std::string> endpoints_, subscribed_;
+  std::vector<CacheFeed::Clock::time_point> hello_sent_;
+  std::vector<bool> hello_answered_;
   std::string server_key_;
   transport::CurveKeyPair keys_;
   int wake_fd_ = -1;
