@@ -376,6 +376,17 @@ class Gateway {
             {"prompt_tokens_details", {{"cached_tokens", cached}}}};
   }
 
+  // How many alternatives per token E (a Choice or a WorkerEvent) holds: the worker sends k per token, flattened.
+  template <typename Holder>
+  static size_t alternatives_per_token(const Holder& e) {
+    return e.tokens.empty() ? 0 : e.top_tokens.size() / e.tokens.size();
+  }
+
+  // TEXT as the response will spell it: invalid UTF-8 (part of a character) becomes U+FFFD, as dump(replace) writes it.
+  static std::string as_sent(const std::string& text) {
+    return json::parse(json(text).dump(-1, ' ', false, json::error_handler_t::replace)).get<std::string>();
+  }
+
   // A token's text as OpenAI's logprobs give it: the piece and its bytes (a piece may be part of a UTF-8 character).
   json piece_of(int32_t token) const {
     const int32_t one[1] = {token};
@@ -388,7 +399,7 @@ class Gateway {
   // Chat's logprobs of TOKENS (with what E holds: log-probs and k alternatives per token).
   template <typename Holder>
   json token_logprobs(const Holder& e) const {
-    const size_t k = e.tokens.empty() ? 0 : e.top_tokens.size() / e.tokens.size();
+    const size_t k = alternatives_per_token(e);
     json content = json::array();
     for (size_t i = 0; i < e.tokens.size(); ++i) {
       json entry = piece_of(e.tokens[i]);
@@ -578,17 +589,15 @@ class Gateway {
     };
     // The legacy completions format: pieces, their log-probs, and {piece: log-prob} of the alternatives.
     auto logprobs_of = [this](const auto& e) {
-      const size_t k = e.tokens.empty() ? 0 : e.top_tokens.size() / e.tokens.size();
+      const size_t k = alternatives_per_token(e);
       json pieces = json::array(), tops = json::array();
       for (size_t i = 0; i < e.tokens.size(); ++i) {
         pieces.push_back(piece_of(e.tokens[i])["token"]);
         json alternatives = json::object();
         // Two ids may decode to the same piece (bytes of a split character): the more likely one keeps the key.
-        // Keys as the response will spell them (invalid UTF-8 becomes U+FFFD), so equal keys collapse here, not in the client's parser.
+        // Keys as the response spells them, so that equal keys collapse here and not in the client's parser.
         for (size_t j = i * k; j < (i + 1) * k; ++j)
-          alternatives.emplace(json::parse(piece_of(e.top_tokens[j])["token"].dump(-1, ' ', false, json::error_handler_t::replace))
-                                   .template get<std::string>(),
-                               e.top_logprobs[j]);
+          alternatives.emplace(as_sent(piece_of(e.top_tokens[j])["token"].template get<std::string>()), e.top_logprobs[j]);
         tops.push_back(alternatives);
       }
       return json({{"tokens", pieces}, {"token_logprobs", e.logprobs}, {"top_logprobs", k > 0 ? tops : json()}});
@@ -673,7 +682,7 @@ class Gateway {
     const Choice& c = choices[0];
     json out = {{"output_ids", c.tokens}, {"logprobs", c.logprobs}, {"versions", c.versions},
                 {"finish_reason", c.reason}, {"prompt_tokens", c.prompt_tokens}, {"cached_tokens", c.cached_tokens}};
-    if (const size_t k = c.tokens.empty() ? 0 : c.top_tokens.size() / c.tokens.size(); k > 0) {
+    if (const size_t k = alternatives_per_token(c); k > 0) {
       json ids = json::array(), lps = json::array();  // per output token: its k alternatives, most likely first
       for (size_t i = 0; i < c.tokens.size(); ++i) {
         ids.push_back(std::vector<int32_t>(c.top_tokens.begin() + long(i * k), c.top_tokens.begin() + long((i + 1) * k)));
@@ -704,7 +713,8 @@ class Gateway {
         warned = !workers.ok();
         for (const control::WorkerEntry& w : workers.ok() ? *workers : std::vector<control::WorkerEntry>{}) {
           if (w.kind != "serving" || w.endpoint.empty()) continue;
-          if (auto s = pool_->add_worker(w.endpoint); !s.ok() && refused.insert(w.endpoint).second && refused.size() < 1000)
+          // Said once per endpoint (the set is capped: registry entries come from elsewhere).
+          if (auto s = pool_->add_worker(w.endpoint); !s.ok() && refused.size() < 1000 && refused.insert(w.endpoint).second)
             spdlog::warn("gateway: registry entry {}: {}", w.name, std::string(s.message()));
         }
       }

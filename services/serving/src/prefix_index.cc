@@ -25,14 +25,10 @@ std::vector<int64_t> PrefixIndex::match(std::span<const int32_t> tokens) const {
       for (const Holder& x : it->second)
         if (x.length == length && x.version == newest_version_[x.worker]) out[x.worker] = length;
     if (auto it = in_flight_.find(h); it != in_flight_.end())
-      for (const Holder& x : it->second)
+      for (const Sent& x : it->second)
         if (x.length == length) out[x.worker] = length;
   }
   return out;
-}
-
-void PrefixIndex::erase(std::vector<Holder>& holders, uint32_t worker, int64_t length, int64_t version) {
-  std::erase_if(holders, [&](const Holder& x) { return x.worker == worker && x.length == length && x.version == version; });
 }
 
 bool PrefixIndex::apply(size_t worker, const cache::UsablePrefix& p, bool stored) {
@@ -41,7 +37,7 @@ bool PrefixIndex::apply(size_t worker, const cache::UsablePrefix& p, bool stored
     auto it = cached_.find(p.hash);
     if (it == cached_.end()) return true;
     const size_t before = it->second.size();
-    erase(it->second, w, p.length, p.version);
+    std::erase_if(it->second, [&](const Holder& x) { return x.worker == w && x.length == p.length && x.version == p.version; });
     counts_[worker] -= before - it->second.size();
     if (it->second.empty()) cached_.erase(it);
     if (counts_[worker] == 0) newest_version_[worker] = 0;  // all gone (a version going back clears everything)
@@ -71,24 +67,23 @@ void PrefixIndex::clear_worker(size_t worker) {
 }
 
 void PrefixIndex::add_in_flight(size_t worker, std::span<const int32_t> prompt) {
-  auto& holders = in_flight_[cache::prefix_hash(prompt)];
-  for (Holder& x : holders)
+  auto& sent = in_flight_[cache::prefix_hash(prompt)];
+  for (Sent& x : sent)
     if (x.worker == worker && x.length == int64_t(prompt.size())) {
-      ++x.version;
+      ++x.requests;
       return;
     }
-  holders.push_back({uint32_t(worker), int64_t(prompt.size()), 1});
+  sent.push_back({uint32_t(worker), int64_t(prompt.size()), 1});
 }
 
 void PrefixIndex::remove_in_flight(size_t worker, std::span<const int32_t> prompt) {
   auto it = in_flight_.find(cache::prefix_hash(prompt));
   if (it == in_flight_.end()) return;
-  for (Holder& x : it->second)
-    if (x.worker == worker && x.length == int64_t(prompt.size()) && --x.version == 0) {
-      erase(it->second, x.worker, x.length, 0);
-      break;
-    }
-  if (it->second.empty()) in_flight_.erase(it);
+  auto& sent = it->second;
+  auto x = std::find_if(sent.begin(), sent.end(),
+                        [&](const Sent& y) { return y.worker == worker && y.length == int64_t(prompt.size()); });
+  if (x != sent.end() && --x->requests == 0) sent.erase(x);
+  if (sent.empty()) in_flight_.erase(it);
 }
 
 size_t PrefixIndex::entries() const {

@@ -306,7 +306,6 @@ void WorkerPool::on_event(size_t worker, const zmq::message_t& frame) {
 void WorkerPool::worker_down(size_t worker) {
   std::lock_guard<std::mutex> lock(mu_);
   workers_[worker].up = false;
-  workers_[worker].index_synced = false;
   index_->clear_worker(worker);  // a restarted worker starts with an empty cache
   for (auto it = pending_.begin(); it != pending_.end();) {
     if (it->second.worker != worker) {
@@ -341,8 +340,6 @@ void WorkerPool::on_hello(size_t worker, uint16_t events_port, uint64_t instance
   hello_answered_[worker] = true;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    workers_[worker].events_endpoint = endpoint;
-    workers_[worker].index_synced = false;
     index_->clear_worker(worker);
   }
   feeds_[worker] = CacheFeed();
@@ -381,7 +378,6 @@ void WorkerPool::on_cache_events(size_t worker, const zmq::message_t& frame) {
     for (const auto& [prefix, stored] : entries) counts_.refused += index_->apply(worker, prefix, stored) ? 0 : 1;
     ++(snapshot ? counts_.snapshots : counts_.messages);
   }
-  workers_[worker].index_synced = feeds_[worker].synced();
 }
 
 void WorkerPool::keep_up_with_workers() {

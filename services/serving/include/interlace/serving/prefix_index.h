@@ -33,14 +33,19 @@ class PrefixIndex {
   size_t entries() const;  // from cache events, over all workers
 
  private:
-  struct Holder {
+  struct Holder {  // a worker's cache holds the prefix
     uint32_t worker;
     int64_t length;
-    int64_t version;  // of the entry; in-flight holders: how many requests
+    int64_t version;
   };
-  static void erase(std::vector<Holder>& holders, uint32_t worker, int64_t length, int64_t version);
+  struct Sent {  // requests in flight to a worker with this prompt
+    uint32_t worker;
+    int64_t length;
+    int64_t requests;
+  };
   size_t max_entries_;
-  std::unordered_map<uint64_t, std::vector<Holder>> cached_, in_flight_;  // prefix hash -> holders
+  std::unordered_map<uint64_t, std::vector<Holder>> cached_;  // prefix hash -> holders
+  std::unordered_map<uint64_t, std::vector<Sent>> in_flight_;  // prompt hash -> requests sent
   std::vector<size_t> counts_;           // entries per worker
   std::vector<int64_t> newest_version_;  // per worker: the newest version it stored (0 once it holds nothing)
 };

@@ -60,8 +60,6 @@ struct WorkerStatus {
   bool up = false;
   int64_t in_flight = 0;
   int64_t running = 0, waiting = 0;  // as the worker last reported
-  std::string events_endpoint;       // its cache events, once it said hello; empty: none (no cache)
-  bool index_synced = false;         // its entries in the routing index are whole (from a snapshot on)
 };
 
 // What the cache events did, over all workers (for /metrics).
