@@ -41,4 +41,19 @@ double forward_flops_per_token(const ModelConfig& c, int64_t length) {
   return sum / double(length);
 }
 
+double sequence_state_bytes(const ModelConfig& c, int64_t length, double kv_value_bytes, double state_value_bytes) {
+  const double Hq = double(c.num_attention_heads), Hk = double(c.num_key_value_heads), D = double(c.head_dim);
+  double bytes = 0;
+  for (int64_t l = 0; l < static_cast<int64_t>(c.layer_types.size()); ++l) {
+    if (c.layer_types[l] == LayerKind::kLinearAttention) {
+      bytes += 2 * Hq * D * D * state_value_bytes;
+    } else {
+      const int64_t window = c.window_for_layer(l);
+      const double rows = double(window > 0 ? std::min(length, window) : length);
+      bytes += 2 * Hk * D * rows * kv_value_bytes;
+    }
+  }
+  return bytes;
+}
+
 }  // namespace interlace::model

@@ -24,13 +24,31 @@ struct Problem {
 // tool), which leaves RL something real to remove: the main job's headroom
 // comes from this rate, not from where an under-trained warm-up happens to
 // stop (issue 17); guess_uniform=1 draws those guesses independently of the
-// answer (see demo_guess below).
+// answer (see demo_guess below). notes=N puts N lines of unrelated facts with
+// their own numbers ("Note: Mia has 4 stamps.") before the question: a longer
+// context where the numbers to copy must be told from distractors (what
+// `interlace study` evaluates on contexts longer than the training ones).
 struct CalculatorOptions {
   int64_t max_number = 0;  // 0: a in [2,30], b in [2,20], c in [1,40]
   int64_t short_prompt = 0;
   int64_t demo_guess = 0;  // percent of demonstrations that guess without the tool
   int64_t guess_uniform = 0;  // 1: those guesses are uniform in [1, 40], not near the answer
+  int64_t notes = 0;          // distractor lines before the question
 };
+
+// Episode `seed`'s distractor lines, from a stream of their own (the problem
+// is the same whatever their number), numbers in the problem's range.
+std::string notes_for(uint64_t seed, const CalculatorOptions& o) {
+  static const char* kNames[] = {"Mia", "Sam", "Ann", "Leo", "Zoe", "Max", "Ivy", "Ben"};
+  static const char* kThings[] = {"stamps", "pens", "books", "cards", "shells", "coins", "apples", "kites"};
+  std::mt19937_64 rng(seed ^ 0x5bd1e9955bd1e995ull);
+  auto pick = [&](int n) { return std::uniform_int_distribution<int>(0, n - 1)(rng); };
+  const int hi = o.max_number ? static_cast<int>(o.max_number) : 30;
+  std::string out;
+  for (int64_t i = 0; i < o.notes; ++i)
+    absl::StrAppend(&out, "Note: ", kNames[pick(8)], " has ", 2 + pick(hi - 1), " ", kThings[pick(8)], ".\n");
+  return out;
+}
 
 // Whether episode `seed`'s demonstration guesses, and the (wrong) guess: drawn
 // from a stream of its own so the problem is the same whatever the rate.
@@ -86,11 +104,14 @@ constexpr char kShortSystem[] = "Use calc for arithmetic. End with 'Answer: N'."
 class CalculatorEpisode final : public Episode {
  public:
   CalculatorEpisode(uint64_t seed, const CalculatorOptions& o)
-      : p_(make_problem(seed, o)), short_(o.short_prompt), guess_(demo_guess(seed, o.demo_guess, p_.answer, o.guess_uniform != 0)) {}
+      : p_(make_problem(seed, o)),
+        short_(o.short_prompt),
+        notes_(notes_for(seed, o)),
+        guess_(demo_guess(seed, o.demo_guess, p_.answer, o.guess_uniform != 0)) {}
 
   std::vector<model::Message> prompt() const override {
     return {env_util::msg(model::Role::kSystem, short_ ? kShortSystem : kSystem),
-            env_util::msg(model::Role::kUser, p_.question)};
+            env_util::msg(model::Role::kUser, notes_ + p_.question)};
   }
 
   EnvReply on_assistant(const absl::StatusOr<model::Message>& turn) override {
@@ -135,6 +156,7 @@ class CalculatorEpisode final : public Episode {
  private:
   Problem p_;
   bool short_ = false;
+  std::string notes_;
   std::optional<int64_t> guess_;  // the demonstration's wrong guess, if it guesses
   double reward_ = 0;
 };
@@ -157,7 +179,8 @@ absl::StatusOr<std::unique_ptr<Environment>> make_calculator(const std::map<std:
   CalculatorOptions o;
   if (absl::Status s = env_util::parse_options(
           "calculator", options, {{"max_number", {&o.max_number, 2, 1000000}}, {"short_prompt", {&o.short_prompt, 0, 1}},
-                                   {"demo_guess", {&o.demo_guess, 0, 100}}, {"guess_uniform", {&o.guess_uniform, 0, 1}}});
+                                   {"demo_guess", {&o.demo_guess, 0, 100}}, {"guess_uniform", {&o.guess_uniform, 0, 1}},
+                                   {"notes", {&o.notes, 0, 100000}}});
       !s.ok())
     return s;
   return std::make_unique<CalculatorEnv>(o);

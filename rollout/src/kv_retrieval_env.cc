@@ -2,7 +2,10 @@
 // reached by following `hops` lookups from a start key. No tools. The long-
 // context multi-hop probe on which hybrid attention is known to be weaker:
 // `pairs` scales the context (about 11 tokens a pair with the byte tokenizer,
-// so pairs=3000 is ~33K tokens).
+// so pairs=3000 is ~33K tokens). key_len=1 makes every key and value one
+// letter (one byte token): the associative-recall form (MQAR) that small
+// models learn in hundreds of steps, where 4-letter keys take thousands;
+// short_prompt=1 drops the instructions' prose (fewer tokens per episode).
 #include <random>
 #include <set>
 
@@ -18,18 +21,23 @@ struct Task {
   std::vector<std::string> chain;
 };
 
-std::string random_key(std::mt19937_64& rng) {
-  std::string k(4, 'a');
+struct KvOptions {
+  int64_t pairs = 24, hops = 2, key_len = 4, short_prompt = 0;
+};
+
+std::string random_key(std::mt19937_64& rng, int64_t key_len) {
+  std::string k(static_cast<size_t>(key_len), 'a');
   for (char& c : k) c = static_cast<char>('a' + std::uniform_int_distribution<int>(0, 25)(rng));
   return k;
 }
 
-Task make_task(uint64_t seed, int64_t pairs, int64_t hops) {
+Task make_task(uint64_t seed, const KvOptions& o) {
+  const int64_t pairs = o.pairs, hops = o.hops;
   std::mt19937_64 rng(seed);
   std::set<std::string> used;
   auto fresh = [&] {
     for (;;) {
-      std::string k = random_key(rng);
+      std::string k = random_key(rng, o.key_len);
       if (used.insert(k).second) return k;
     }
   };
@@ -37,7 +45,7 @@ Task make_task(uint64_t seed, int64_t pairs, int64_t hops) {
   for (int64_t i = 0; i <= hops; ++i) t.chain.push_back(fresh());
   std::vector<std::pair<std::string, std::string>> lines;
   for (int64_t i = 0; i < hops; ++i) lines.push_back({t.chain[i], t.chain[i + 1]});
-  while (static_cast<int64_t>(lines.size()) < pairs) lines.push_back({fresh(), random_key(rng)});
+  while (static_cast<int64_t>(lines.size()) < pairs) lines.push_back({fresh(), random_key(rng, o.key_len)});
   std::shuffle(lines.begin(), lines.end(), rng);
   for (const auto& [k, v] : lines) absl::StrAppend(&t.context, k, ": ", v, "\n");
   t.start = t.chain.front();
@@ -47,9 +55,12 @@ Task make_task(uint64_t seed, int64_t pairs, int64_t hops) {
 
 class KvEpisode final : public Episode {
  public:
-  KvEpisode(uint64_t seed, int64_t pairs, int64_t hops) : t_(make_task(seed, pairs, hops)), hops_(hops) {}
+  KvEpisode(uint64_t seed, const KvOptions& o) : t_(make_task(seed, o)), hops_(o.hops), short_(o.short_prompt != 0) {}
 
   std::vector<model::Message> prompt() const override {
+    if (short_)
+      return {env_util::msg(model::Role::kSystem, "Follow the keys. End with 'Answer: KEY'."),
+              env_util::msg(model::Role::kUser, absl::StrCat(t_.context, "Start: ", t_.start, ", ", hops_, " lookups."))};
     return {env_util::msg(model::Role::kSystem, "Answer from the context. Finish with a line 'Answer: KEY'."),
             env_util::msg(model::Role::kUser, absl::StrCat(t_.context, "\nStart at ", t_.start, ". Look up its value, then look up ",
                                               "that value as a key, ", hops_, " lookups in all. Where do you end?"))};
@@ -69,32 +80,44 @@ class KvEpisode final : public Episode {
  private:
   Task t_;
   int64_t hops_;
+  bool short_;
   double reward_ = 0;
 };
 
 class KvEnv final : public Environment {
  public:
-  KvEnv(int64_t pairs, int64_t hops) : pairs_(pairs), hops_(hops) {}
+  explicit KvEnv(const KvOptions& o) : o_(o) {}
   std::string name() const override { return "kv-retrieval"; }
   std::unique_ptr<Episode> episode(uint64_t seed) const override {
-    return std::make_unique<KvEpisode>(seed, pairs_, hops_);
+    return std::make_unique<KvEpisode>(seed, o_);
   }
 
  private:
-  int64_t pairs_, hops_;
+  KvOptions o_;
 };
 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Environment>> make_kv_retrieval(const EnvOptions& options) {
-  int64_t pairs = 24, hops = 2;
+  KvOptions o;
   if (absl::Status s = env_util::parse_options("kv-retrieval", options,
-                                               {{"pairs", {&pairs, 1, 100000}}, {"hops", {&hops, 1, 64}}});
+                                               {{"pairs", {&o.pairs, 1, 100000}},
+                                                {"hops", {&o.hops, 1, 64}},
+                                                {"key_len", {&o.key_len, 1, 8}},
+                                                {"short_prompt", {&o.short_prompt, 0, 1}}});
       !s.ok())
     return s;
-  if (hops >= pairs)
-    return absl::InvalidArgumentError(absl::StrCat("kv-retrieval: hops (", hops, ") must be below pairs (", pairs, ")"));
-  return std::make_unique<KvEnv>(pairs, hops);
+  if (o.hops >= o.pairs)
+    return absl::InvalidArgumentError(absl::StrCat("kv-retrieval: hops (", o.hops, ") must be below pairs (", o.pairs, ")"));
+  // Every line's key and the chain's end are distinct keys: pairs + 1 of them
+  // must exist (26 one-letter keys, 676 two-letter ones).
+  double distinct = 1;
+  for (int64_t i = 0; i < o.key_len; ++i) distinct *= 26;
+  if (double(o.pairs + 1) > distinct)
+    return absl::InvalidArgumentError(absl::StrCat("kv-retrieval: pairs=", o.pairs, " needs more distinct keys than key_len=",
+                                                   o.key_len, " letters allow (at most ", int64_t(distinct) - 1,
+                                                   " pairs); raise key_len"));
+  return std::make_unique<KvEnv>(o);
 }
 
 }  // namespace interlace::rollout

@@ -98,6 +98,31 @@ int study(const StudyArgs& a) {
       for (const auto& [env, reward] : r["eval_envs_greedy_reward"].items())
         std::printf("    greedy on %s: %s\n", env.c_str(), fig(reward, "%.3f").c_str());
   }
+  // Per variant: means over its runs +- standard errors, and the paired
+  // difference from the reference (RUN_DIR/report.html has the rest).
+  if (!table->contains("summary")) return 0;
+  const auto& summary = (*table)["summary"];
+  auto mean_se = [&](const nlohmann::json& r, const char* mean, const char* sign) {
+    if (!r.is_object() || !r[mean].is_number()) return std::string("-");
+    std::string s = fig(r[mean], sign);
+    if (r["se"].is_number()) s += " +- " + fig(r["se"], "%.3f");
+    return s;
+  };
+  std::printf("\nper variant (mean +- standard error over runs; vs %s: paired on the same tasks and seeds)\n",
+              summary["reference"].get<std::string>().c_str());
+  for (const auto& set : summary["sets"]) {
+    std::printf("  %s\n", set.get<std::string>().c_str());
+    for (const auto& v : summary["variants"]) {
+      const std::string s = set.get<std::string>();
+      std::printf("    %-16s %-18s", v["variant"].get<std::string>().c_str(),
+                  mean_se(v["rewards"].contains(s) ? v["rewards"][s] : nlohmann::json(), "mean", "%.3f").c_str());
+      if (v.contains("vs_reference") && v["vs_reference"].contains(s))
+        std::printf("  vs %s %s", summary["reference"].get<std::string>().c_str(),
+                    mean_se(v["vs_reference"][s], "diff", "%+.3f").c_str());
+      std::printf("\n");
+    }
+  }
+  std::printf("report: %s/report.html\n", (*table)["run_dir"].get<std::string>().c_str());
   return 0;
 }
 

@@ -581,10 +581,33 @@ TEST(Study, TheTinyStudyRunsBothVariantsMatchedOnFlops) {
     const json& unseen = row["eval_envs_greedy_reward"]["calculator:max_number=9,short_prompt=1"];
     EXPECT_TRUE(unseen.is_number() && unseen.get<double>() >= 0 && unseen.get<double>() <= 1) << row.dump();
   }
+  // The summary per variant: each episode set, the hybrid paired with full,
+  // state drift measured only where there are lightning layers.
+  const json& summary = table["summary"];
+  ASSERT_EQ(summary["variants"].size(), 2u) << summary.dump();
+  EXPECT_EQ(summary["sets"], json({"held-out greedy", "held-out sampled", "calculator:max_number=9,short_prompt=1"}));
+  const json& hybrid_summary = summary["variants"][1];
+  EXPECT_EQ(hybrid_summary["vs_reference"]["held-out greedy"]["episodes"], 4) << "4 held-out tasks, paired";
+  EXPECT_FALSE(summary["variants"][0]["figures"].contains("state_drift_bf16"));
+  const double bf16 = hybrid_summary["figures"].value("state_drift_bf16", -1.0),
+               fp16 = hybrid_summary["figures"].value("state_drift_fp16", -1.0);
+  EXPECT_GT(fp16, 0) << hybrid_summary.dump();
+  EXPECT_GT(bf16, fp16) << "bf16 keeps 8 mantissa bits, fp16 11";
+  for (const char* k : {"sft_tokens_per_second", "rollout_tokens_per_second", "cache_hit_rate", "state_bytes_per_sequence"})
+    EXPECT_GT(hybrid_summary["figures"].value(k, 0.0), 0) << k;
+  // Memory per sequence: per token, the 3:1 hybrid's 2 softmax layers hold
+  // half of what the full model's 4 do; its lightning states do not grow.
+  const json& bytes = table["state_bytes"];
+  auto growth = [&](const char* v) { return bytes[v].back()[1].get<double>() - bytes[v][bytes[v].size() - 2][1].get<double>(); };
+  EXPECT_DOUBLE_EQ(growth("hybrid-3to1"), 0.5 * growth("full"));
   std::ifstream report(dir / "report.html");
   const std::string html((std::istreambuf_iterator<char>(report)), std::istreambuf_iterator<char>());
-  EXPECT_NE(html.find("full-seed0"), std::string::npos);
-  EXPECT_NE(html.find("hybrid-3to1-seed0"), std::string::npos);
+  EXPECT_NE(html.find("What it cannot show"), std::string::npos);
+  EXPECT_NE(html.find("Memory per sequence"), std::string::npos);
+  EXPECT_NE(html.find("full-seed0/report.html"), std::string::npos) << "each run's own report is linked";
+  std::ifstream runs_report(dir / "runs-report.html");
+  const std::string runs_html((std::istreambuf_iterator<char>(runs_report)), std::istreambuf_iterator<char>());
+  EXPECT_NE(runs_html.find("hybrid-3to1-seed0"), std::string::npos) << "the runs overlaid";
   // Again: both runs are kept, not rerun.
   const CliRun again = run("study " + spec + " --run-dir " + dir.string());
   EXPECT_EQ(again.code, 0) << again.out;

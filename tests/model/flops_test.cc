@@ -42,6 +42,19 @@ TEST(Flops, MiniMaxHybridByHand) {
   EXPECT_DOUBLE_EQ(forward_flops_at(windowed, 10), 4583424.0 + 512.0 * 10);
 }
 
+// Per sequence: a softmax layer 2 x 2 KV heads x 32 x bytes per token
+// (128 values); a lightning layer 2 x 4 heads x 32^2 = 8192 state values.
+TEST(Flops, SequenceStateBytesByHand) {
+  const ModelConfig full = load("tiny-full.json");  // 4 softmax layers
+  EXPECT_DOUBLE_EQ(sequence_state_bytes(full, 1000, 2, 4), 4 * 128.0 * 1000 * 2);
+  const ModelConfig hybrid = load("tiny-hybrid.json");  // 7 lightning, 1 softmax
+  EXPECT_DOUBLE_EQ(sequence_state_bytes(hybrid, 1000, 4, 4), 7 * 8192.0 * 4 + 128.0 * 1000 * 4);
+  EXPECT_DOUBLE_EQ(sequence_state_bytes(hybrid, 2000, 4, 2) - sequence_state_bytes(hybrid, 1000, 4, 2), 128.0 * 1000 * 4);
+  const ModelConfig swa = load("tiny-swa.json");  // 3 layers with 64-token windows, 1 full
+  EXPECT_DOUBLE_EQ(sequence_state_bytes(swa, 1000, 4, 4), (3 * 64.0 + 1000) * 128 * 4);
+  EXPECT_DOUBLE_EQ(sequence_state_bytes(swa, 10, 4, 4), 4 * 10.0 * 128 * 4);
+}
+
 // Lightning's cost does not grow with the context; softmax's does: the
 // hybrid's per-token cost overtakes the full model's nowhere, and the full
 // model's grows 4x faster with context (4 softmax layers against 1).

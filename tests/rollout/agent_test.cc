@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <map>
 
 #include "interlace/model/weights.h"
 #include "model/test_configs.h"
@@ -36,6 +37,10 @@ TEST(Environments, RegistryAndOptionErrors) {
   EXPECT_FALSE(make_environment("kv-retrieval:depth=3").ok());
   EXPECT_FALSE(make_environment("kv-retrieval:pairs=3,hops=5").ok());
   EXPECT_TRUE(make_environment("kv-retrieval:pairs=100,hops=4").ok());
+  EXPECT_TRUE(make_environment("kv-retrieval:pairs=25,key_len=1").ok());
+  EXPECT_FALSE(make_environment("kv-retrieval:pairs=26,key_len=1").ok());  // 27 distinct one-letter keys needed
+  EXPECT_FALSE(make_environment("kv-retrieval:key_len=0").ok());
+  EXPECT_FALSE(make_environment("kv-retrieval:short_prompt=2").ok());
   EXPECT_FALSE(make_environment("calculator:x=1").ok());
   EXPECT_FALSE(make_environment("calculator:max_number=1").ok());
   EXPECT_FALSE(make_environment("calculator:short_prompt=2").ok());
@@ -92,10 +97,42 @@ TEST(Environments, CalculatorDemoGuessMakesThatShareOfDemonstrationsWrong) {
   }
 }
 
+// Following the context's lines from the start key, hop by hop, ends at the
+// demonstration's answer: every key has one line, whatever the key length.
+TEST(Environments, KvRetrievalChainsFollowTheContext) {
+  for (const std::string spec : {"kv-retrieval:pairs=25,hops=3,key_len=1,short_prompt=1", "kv-retrieval:pairs=12,hops=2",
+                                 "kv-retrieval:pairs=30,hops=4,key_len=2"}) {
+    auto env = make_environment(spec);
+    ASSERT_TRUE(env.ok()) << spec;
+    for (uint64_t seed = 1; seed <= 50; ++seed) {
+      auto ep = (*env)->episode(seed);
+      const std::string user = ep->prompt().back().content;
+      std::map<std::string, std::string> lines;
+      size_t at = 0;
+      for (size_t nl; (nl = user.find('\n', at)) != std::string::npos; at = nl + 1) {
+        const std::string line = user.substr(at, nl - at);
+        if (const size_t colon = line.find(": "); colon != std::string::npos && line.find(' ') == colon + 1) {
+          EXPECT_TRUE(lines.emplace(line.substr(0, colon), line.substr(colon + 2)).second) << spec << ": a key twice";
+        }
+      }
+      const std::string path = ep->demonstration().back().thinking;  // "a -> b -> c"
+      std::string key = path.substr(0, path.find(' '));
+      EXPECT_NE(user.find(key), std::string::npos);
+      const int hops = std::stoi(spec.substr(spec.find("hops=") + 5));
+      for (int h = 0; h < hops; ++h) {
+        ASSERT_TRUE(lines.contains(key)) << spec << " seed " << seed << ": no line for " << key;
+        key = lines[key];
+      }
+      EXPECT_EQ("Answer: " + key, ep->demonstration().back().content) << spec << " seed " << seed;
+    }
+  }
+}
+
 // Playing an episode's own demonstration earns full reward, and the replies the
 // environment gives are the ones the demonstration shows.
 TEST(Environments, DemonstrationsEarnTheReward) {
-  for (const std::string spec : {"calculator", "calculator:max_number=5,short_prompt=1", "kv-retrieval:pairs=40,hops=3",
+  for (const std::string spec : {"calculator", "calculator:max_number=5,short_prompt=1", "calculator:notes=12",
+                                 "kv-retrieval:pairs=40,hops=3", "kv-retrieval:pairs=25,hops=3,key_len=1,short_prompt=1",
                                  "guess-number:max=100"}) {
     auto env = make_environment(spec);
     ASSERT_TRUE(env.ok());
@@ -118,6 +155,17 @@ TEST(Environments, DemonstrationsEarnTheReward) {
       const double want = spec.starts_with("guess") ? 1.0 / turns : 1.0;
       EXPECT_DOUBLE_EQ(ep->reward(), want) << spec << " seed " << seed;
     }
+  }
+  // notes=N: N distractor lines before the same question; the demonstration
+  // (the problem and its answer) is the episode's without notes.
+  auto noted = *make_environment("calculator:max_number=5,short_prompt=1,notes=7");
+  for (uint64_t seed = 0; seed < 50; ++seed) {
+    const auto with = noted->episode(seed), without = (*make_environment("calculator:max_number=5,short_prompt=1"))->episode(seed);
+    const std::string q = with->prompt()[1].content, plain = without->prompt()[1].content;
+    ASSERT_TRUE(q.ends_with(plain)) << q;
+    EXPECT_EQ(std::count(q.begin(), q.end(), '\n'), 7);
+    EXPECT_EQ(q.substr(0, 6), "Note: ");
+    EXPECT_EQ(with->demonstration(), without->demonstration());
   }
   // max_number bounds every number the question shows (the marbles total is a product of two).
   auto small = *make_environment("calculator:max_number=5,short_prompt=1");

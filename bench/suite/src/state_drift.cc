@@ -12,34 +12,12 @@
 #include "interlace/core/dtype.h"
 #include "interlace/model/config.h"
 #include "interlace/model/model.h"
+#include "interlace/model/state_drift.h"
 #include "interlace/model/weights.h"
 
 namespace interlace::bench {
-namespace {
 
 using nlohmann::json;
-
-
-}  // namespace
-
-// Log-probs of `tokens` fed in turns of `turn` tokens; after each turn the
-// lightning states are rounded to `dtype` (stored and restored by the cache).
-std::vector<float> episode_logprobs(model::Model& m, const std::vector<int32_t>& tokens, int64_t turn,
-                                    core::DType dtype) {
-  const int64_t V = m.vocab_size(), T = static_cast<int64_t>(tokens.size());
-  model::SequenceState s = m.new_sequence();
-  std::vector<float> out(T, NAN), logits;
-  for (int64_t at = 0; at + 1 < T; at += turn) {
-    const int64_t n = std::min(turn, T - 1 - at);
-    m.prefill(s, std::span<const int32_t>(tokens).subspan(at, n), logits, /*all_logits=*/true);
-    m.backend().log_softmax_gather(logits.data(), tokens.data() + at + 1, n, V, out.data() + at + 1);
-    for (auto& l : s.lightning) {
-      core::round_array(dtype, l.base.data(), l.base.size());
-      core::round_array(dtype, l.delta.data(), l.delta.size());
-    }
-  }
-  return out;
-}
 
 absl::Status run_drift(const Common& c, const DriftArgs& a) {
   auto config = model::load_config(find_example(a.model));
@@ -50,27 +28,14 @@ absl::Status run_drift(const Common& c, const DriftArgs& a) {
   std::uniform_int_distribution<int32_t> tok(0, 255);
   std::vector<int32_t> tokens(a.tokens);
   for (auto& t : tokens) t = tok(rng);
-  const std::vector<float> ref = episode_logprobs(**m, tokens, a.turn, core::DType::kF32);
   json results = json::array();
   for (core::DType d : {core::DType::kBF16, core::DType::kF16}) {
     std::fprintf(stderr, "bench state-drift: %s states...\n", core::dtype_name(d));
-    const std::vector<float> lp = episode_logprobs(**m, tokens, a.turn, d);
-    double sum = 0, mx = 0, last_sum = 0;
-    int64_t n = 0, last_n = 0;
-    for (int64_t t = 1; t < a.tokens; ++t) {
-      const double e = std::fabs(double(lp[t]) - ref[t]);
-      sum += e;
-      mx = std::max(mx, e);
-      ++n;
-      if (t >= a.tokens * 3 / 4) {
-        last_sum += e;
-        ++last_n;
-      }
-    }
+    const model::StateDrift drift = model::measure_state_drift(**m, tokens, a.turn, d);
     results.push_back({{"state_dtype", core::dtype_name(d)},
-                       {"logprob_abs_diff_mean", sum / n},
-                       {"logprob_abs_diff_max", mx},
-                       {"logprob_abs_diff_mean_last_quarter", last_sum / last_n}});
+                       {"logprob_abs_diff_mean", drift.mean},
+                       {"logprob_abs_diff_max", drift.max},
+                       {"logprob_abs_diff_mean_last_quarter", drift.mean_last_quarter}});
   }
   json settings = {{"model", a.model}, {"tokens", a.tokens}, {"turn_tokens", a.turn}, {"reference", "f32 states"}};
   emit(c, "state-drift", settings, results, [&] {

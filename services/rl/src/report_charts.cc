@@ -146,6 +146,81 @@ std::string line_chart(const std::string& title, const std::string& y_title, con
   return svg + "</svg>";
 }
 
+std::string xy_chart(const std::string& title, const std::string& x_title, const std::string& y_title,
+                     const std::vector<ErrorSeries>& series, int log_x, bool log_y) {
+  constexpr double W = 470, H = 270, L = 62, R = 14, T = 40, B = 44;
+  auto tx = [&](double x) { return log_x ? std::log2(x) / (log_x == 10 ? std::log2(10.0) : 1.0) : x; };
+  auto ty = [&](double y) { return log_y ? std::log10(y) : y; };
+  double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
+  for (const ErrorSeries& s : series)
+    for (const ErrorPoint& p : s.points) {
+      if (!std::isfinite(p.y) || (log_x && p.x <= 0) || (log_y && p.y <= 0)) continue;
+      const double e = std::isfinite(p.se) && !log_y ? 2 * p.se : 0;
+      x0 = std::min(x0, tx(p.x)), x1 = std::max(x1, tx(p.x));
+      y0 = std::min(y0, ty(p.y - e)), y1 = std::max(y1, ty(p.y + e));
+    }
+  std::string svg = absl::StrFormat(
+      "<svg xmlns='http://www.w3.org/2000/svg' class='chart' width='%.0f' height='%.0f' role='img' aria-label='%s'>"
+      "<rect width='100%%' height='100%%' fill='#fff' stroke='#ddd'/>"
+      "<text x='%.0f' y='18' font-size='13' font-weight='bold'>%s</text>",
+      W, H, escape_html(title), L, escape_html(title));
+  if (!std::isfinite(x0)) return svg + "<text x='70' y='120' font-size='12' fill='#888'>no data</text></svg>";
+  if (x1 == x0) x0 -= 0.5, x1 += 0.5;
+  if (y1 == y0) y0 -= 0.5, y1 += 0.5;
+  const double pad = (x1 - x0) * 0.05;
+  x0 -= pad, x1 += pad;
+  auto sx = [&](double x) { return L + (tx(x) - x0) / (x1 - x0) * (W - L - R); };
+  auto sy = [&](double y) { return H - B - (ty(y) - y0) / (y1 - y0) * (H - T - B); };
+  absl::StrAppendFormat(&svg, "<g stroke='#999'><line x1='%.0f' y1='%.0f' x2='%.0f' y2='%.0f'/>"
+                              "<line x1='%.0f' y1='%.0f' x2='%.0f' y2='%.0f'/></g>",
+                        L, H - B, W - R, H - B, L, T, L, H - B);
+  // Ticks: powers on log axes (the value itself), nice steps on linear ones.
+  auto ticks = [](double lo, double hi, bool log) {
+    if (!log) return nice_ticks(lo, hi, 4);
+    std::vector<double> t;
+    for (double e = std::ceil(lo); e <= std::floor(hi); ++e) t.push_back(e);
+    return t;
+  };
+  for (double v : ticks(y0, y1, log_y)) {
+    const double value = log_y ? std::pow(10.0, v) : v, y = sy(value);
+    absl::StrAppendFormat(&svg, "<line x1='%.0f' y1='%.1f' x2='%.0f' y2='%.1f' stroke='#eee'/>"
+                                "<text x='%.0f' y='%.1f' font-size='10' text-anchor='end'>%s</text>",
+                          L, y, W - R, y, L - 5, y + 3, number(value));
+  }
+  for (double v : ticks(x0, x1, log_x != 0)) {
+    const double value = log_x ? std::pow(log_x == 10 ? 10.0 : 2.0, v) : v, x = sx(value);
+    absl::StrAppendFormat(&svg, "<line x1='%.1f' y1='%.0f' x2='%.1f' y2='%.0f' stroke='#999'/>"
+                                "<text x='%.1f' y='%.0f' font-size='10' text-anchor='middle'>%s</text>",
+                          x, H - B, x, H - B + 4, x, H - B + 15, number(value));
+  }
+  absl::StrAppendFormat(&svg, "<text x='%.0f' y='%.0f' font-size='11' text-anchor='middle'>%s%s</text>", (L + W - R) / 2,
+                        H - 8, escape_html(x_title), log_x ? " (log scale)" : "");
+  absl::StrAppendFormat(&svg,
+                        "<text transform='translate(14,%.0f) rotate(-90)' font-size='11' text-anchor='middle'>%s%s</text>",
+                        (T + H - B) / 2, escape_html(y_title), log_y ? " (log scale)" : "");
+  for (size_t i = 0; i < series.size(); ++i) {
+    std::vector<ErrorPoint> pts;
+    for (const ErrorPoint& p : series[i].points)
+      if (std::isfinite(p.y) && (!log_x || p.x > 0) && (!log_y || p.y > 0)) pts.push_back(p);
+    std::sort(pts.begin(), pts.end(), [](const ErrorPoint& a, const ErrorPoint& b) { return a.x < b.x; });
+    const char* c = run_colour(i);
+    std::string line;
+    for (const ErrorPoint& p : pts) absl::StrAppendFormat(&line, "%.1f,%.1f ", sx(p.x), sy(p.y));
+    absl::StrAppendFormat(&svg, "<polyline fill='none' stroke='%s' stroke-width='1.8' points='%s'/>", c, line);
+    for (const ErrorPoint& p : pts) {
+      if (std::isfinite(p.se) && p.se > 0 && !log_y)
+        absl::StrAppendFormat(&svg, "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='%s'/>", sx(p.x), sy(p.y - 2 * p.se),
+                              sx(p.x), sy(p.y + 2 * p.se), c);
+      absl::StrAppendFormat(&svg, "<circle cx='%.1f' cy='%.1f' r='3' fill='%s'><title>%s: %s, %s</title></circle>", sx(p.x),
+                            sy(p.y), c, escape_html(series[i].name), number(p.x),
+                            std::isfinite(p.se) && p.se > 0 ? absl::StrCat(number(p.y), " +- ", number(p.se)) : number(p.y));
+    }
+    absl::StrAppendFormat(&svg, "<text x='%.0f' y='%.0f' font-size='10' fill='%s' text-anchor='end'>%s</text>", W - R - 4,
+                          T + 4 + 12 * double(i), c, escape_html(series[i].name));
+  }
+  return svg + "</svg>";
+}
+
 std::string change_chart(const std::string& title, const std::vector<Change>& changes) {
   constexpr double R = 20, T = 30, Row = 26;
   size_t longest = 0;

@@ -38,6 +38,20 @@ struct Change {
 };
 std::string change_chart(const std::string& title, const std::vector<Change>& changes);
 
+// Points with error bars, one series per name, joined in x order: a study's
+// reward against context length, hops or compute, memory against context
+// length. Whiskers: +-2 standard errors (none where the error is 0 or NaN).
+// Log axes draw ticks at powers of ten (of two for x when `log_x` is 2).
+struct ErrorPoint {
+  double x, y, se;
+};
+struct ErrorSeries {
+  std::string name;
+  std::vector<ErrorPoint> points;
+};
+std::string xy_chart(const std::string& title, const std::string& x_title, const std::string& y_title,
+                     const std::vector<ErrorSeries>& series, int log_x = 0, bool log_y = false);
+
 // One stacked bar of phases and their seconds.
 std::string phase_bar(const std::vector<std::pair<std::string, double>>& phases);
 

@@ -12,10 +12,14 @@
 #include "interlace/core/status.h"
 #include "interlace/model/config.h"
 #include "interlace/model/flops.h"
+#include "interlace/model/model.h"
+#include "interlace/model/state_drift.h"
 #include "interlace/rl/local_run.h"
 #include "interlace/rl/report.h"
 #include "interlace/rl/rollout_job_spec.h"
 #include "interlace/rl/run_layout.h"
+#include "interlace/rl/study_report.h"
+#include "interlace/rl/study_summary.h"
 #include "interlace/rl/supervisor.h"
 #include "interlace/rollout/environment.h"
 
@@ -24,6 +28,9 @@ namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
+
+// Memory per sequence is counted as a bf16-KV, fp32-state server holds it.
+constexpr double kKvValueBytes = 2, kStateValueBytes = 4;
 
 struct Variant {
   std::string name, model;  // model: a config path, absolute
@@ -47,6 +54,62 @@ absl::Status spec_error(const std::string& spec, const std::string& what) {
 }
 
 json value_or_null(const json& summary, const char* key) { return summary.contains(key) ? summary[key] : json(nullptr); }
+
+// Episode rewards of a trajectories file, keyed by task and sample (the same
+// key in every variant's file: held-out tasks and sampling seeds are shared).
+json episode_rewards(const std::string& path) {
+  json out = json::object();
+  for (const json& t : read_jsonl(path))
+    out[absl::StrCat(t.value("task_seed", uint64_t{0}), ":", t.value("sample", int64_t{0}))] = t.value("reward", 0.0);
+  return out;
+}
+
+// Mean tokens per line of a JSONL file of token sequences; NaN when empty.
+double mean_tokens(const std::string& path) {
+  double tokens = 0;
+  const auto lines = read_jsonl(path);
+  for (const json& t : lines) tokens += double(t.value("tokens", json::array()).size());
+  return lines.empty() ? NAN : tokens / double(lines.size());
+}
+
+// SFT tokens a second: the steps' examples (batch x steps, the demonstrations'
+// mean length) over the warm-up phase's seconds.
+json sft_tokens_per_second(const json& summary, const YAML::Node& job, double mean_demo_tokens) {
+  double seconds = 0;
+  for (const json& p : summary.value("phase_seconds", json::array()))
+    if (p.value("phase", std::string()) == "SFT warm-up") seconds = p.value("seconds", 0.0);
+  const int64_t batch = job["sft"] && job["sft"]["batch_size"] ? job["sft"]["batch_size"].as<int64_t>() : 0;
+  if (seconds <= 0 || batch <= 0 || !std::isfinite(mean_demo_tokens)) return nullptr;
+  return double(job["sft"]["steps"].as<int64_t>() * batch) * mean_demo_tokens / seconds;
+}
+
+// Drift of the final model's log-probs over its own held-out episodes played
+// back to back (up to 4096 tokens, turns of 128) with lightning states in
+// bf16 and fp16 against fp32; kept in RUN/study-drift.json. Null for a model
+// without lightning layers.
+json state_drift(const std::string& dir, const model::ModelConfig& config) {
+  bool lightning = false;
+  for (auto kind : config.layer_types) lightning = lightning || kind == model::LayerKind::kLinearAttention;
+  if (!lightning) return nullptr;
+  const std::string kept = run_path(dir, "study-drift.json");
+  if (auto text = core::read_file(kept); text.ok()) {
+    json j = json::parse(*text, nullptr, false);
+    if (j.is_object()) return j;
+  }
+  std::vector<int32_t> tokens;
+  for (const json& t : read_jsonl(run_path(dir, "eval-after.jsonl")))
+    for (const json& id : t.value("tokens", json::array()))
+      if (tokens.size() < 4096) tokens.push_back(id.get<int32_t>());
+  auto m = model::Model::load(run_path(dir, "final-model"), model::PrecisionProfile{});
+  if (!m.ok() || tokens.size() < 256) return nullptr;
+  json out = {{"tokens", tokens.size()}, {"turn_tokens", 128}};
+  for (core::DType d : {core::DType::kBF16, core::DType::kF16}) {
+    const model::StateDrift drift = model::measure_state_drift(**m, tokens, 128, d);
+    out[core::dtype_name(d)] = {{"mean", drift.mean}, {"max", drift.max}, {"mean_last_quarter", drift.mean_last_quarter}};
+  }
+  (void)core::write_file(kept, out.dump(2) + "\n");
+  return out;
+}
 
 absl::StatusOr<json> run_study_checked(const StudyOptions& o);
 
@@ -201,6 +264,29 @@ absl::StatusOr<json> run_study_checked(const StudyOptions& o) {
       for (const char* k : {"eval_reward_before", "eval_reward_after", "eval_sampled_reward_before", "eval_sampled_reward_after",
                             "tokens_per_second", "cache_hit_rate", "logprob_abs_diff_mean", "rl_seconds", "total_seconds"})
         row[k] = value_or_null(summary, k);
+      // What the study summarises: every episode's reward (paired across
+      // variants by task and sample) and the run's other figures.
+      json rewards = {{"held-out greedy", episode_rewards(run_path(dir.string(), "eval-after.jsonl"))},
+                      {"held-out sampled", episode_rewards(run_path(dir.string(), "eval-after-sampled.jsonl"))}};
+      const double episode_tokens = mean_tokens(run_path(dir.string(), "eval-after.jsonl"));
+      const double mean_demo_tokens = mean_tokens(run_path(dir.string(), "sft-demos.jsonl"));
+      const json drift = state_drift(dir.string(), v.config);
+      row["sft_training_flops"] = std::isfinite(mean_demo_tokens) && job["sft"] && job["sft"]["batch_size"]
+                                      ? json(double(sft_steps * job["sft"]["batch_size"].as<int64_t>()) * mean_demo_tokens *
+                                             v.flops_per_token)
+                                      : json(nullptr);
+      row["figures"] = {
+          {"sft_tokens_per_second", sft_tokens_per_second(summary, job, mean_demo_tokens)},
+          {"rollout_tokens_per_second", value_or_null(summary, "tokens_per_second")},
+          {"cache_hit_rate", value_or_null(summary, "cache_hit_rate")},
+          {"logprob_abs_diff_mean", value_or_null(summary, "logprob_abs_diff_mean")},
+          {"episode_tokens", std::isfinite(episode_tokens) ? json(episode_tokens) : json(nullptr)},
+          {"state_bytes_per_sequence",
+           std::isfinite(episode_tokens)
+               ? json(model::sequence_state_bytes(v.config, std::llround(episode_tokens), kKvValueBytes, kStateValueBytes))
+               : json(nullptr)},
+          {"state_drift_bf16", drift.is_object() ? drift["bf16"]["mean"] : json(nullptr)},
+          {"state_drift_fp16", drift.is_object() ? drift["f16"]["mean"] : json(nullptr)}};
       // The final model on the evaluation environments, greedy (kept per run).
       json evals = json::object();
       for (size_t e = 0; e < eval_envs.size(); ++e) {
@@ -221,7 +307,9 @@ absl::StatusOr<json> run_study_checked(const StudyOptions& o) {
         const auto episodes = read_jsonl(out);
         for (const json& t : episodes) reward += t.value("reward", 0.0);
         evals[eval_envs[e]] = episodes.empty() ? json(nullptr) : json(reward / double(episodes.size()));
+        rewards[eval_envs[e]] = episode_rewards(out);
       }
+      row["rewards"] = rewards;
       if (!eval_envs.empty()) row["eval_envs_greedy_reward"] = evals;
       rows.push_back(row);
       if (auto run = load_report_run(dir.string()); run.ok()) report_runs.push_back(std::move(*run));
@@ -230,11 +318,23 @@ absl::StatusOr<json> run_study_checked(const StudyOptions& o) {
                      row["eval_reward_after"].dump().c_str());
     }
   }
-  const json table = {{"study", name}, {"match", match}, {"reference", reference}, {"context", context}, {"rows", rows}};
+  json table = {{"study", name}, {"match", match}, {"reference", reference}, {"context", context}, {"run_dir", run_dir}, {"rows", rows}};
   if (o.plan_only) return table;
+  // Memory per sequence against context length, from each config.
+  json state_bytes = json::object();
+  for (const Variant& v : variants)
+    for (int64_t length = 128; length <= 65536; length *= 2)
+      state_bytes[v.name].push_back({length, model::sequence_state_bytes(v.config, length, kKvValueBytes, kStateValueBytes)});
+  table["state_bytes"] = state_bytes;
+  table["state_bytes_dtypes"] = "bf16 KV, fp32 lightning states";
+  json sets = {"held-out greedy", "held-out sampled"};
+  for (const std::string& e : eval_envs) sets.push_back(e);
+  table["sets"] = sets;
+  table["summary"] = summarise_study(table, reference);
   INTERLACE_RETURN_IF_ERROR(core::write_file(run_path(run_dir, "table.json"), table.dump(2) + "\n"));
+  INTERLACE_RETURN_IF_ERROR(core::write_file(run_path(run_dir, "report.html"), render_study_report(table, table["summary"], run_dir)));
   if (!report_runs.empty())
-    INTERLACE_RETURN_IF_ERROR(core::write_file(run_path(run_dir, "report.html"), render_report(report_runs, run_dir)));
+    INTERLACE_RETURN_IF_ERROR(core::write_file(run_path(run_dir, "runs-report.html"), render_report(report_runs, run_dir)));
   return table;
 }
 

@@ -27,4 +27,11 @@ inline double training_flops_per_token(const ModelConfig& c, int64_t length) {
   return 3 * forward_flops_per_token(c, length);
 }
 
+// Bytes one sequence of `length` tokens holds for decoding (and what the
+// prefix cache stores to restore it): a softmax layer's K and V rows,
+// 2 Hk D values a token (a sliding-window layer only its window's); a
+// lightning layer's state, base and in-block delta, 2 Hq D^2 values whatever
+// the length. Memory per sequence vs context length, in `interlace study`.
+double sequence_state_bytes(const ModelConfig& c, int64_t length, double kv_value_bytes, double state_value_bytes);
+
 }  // namespace interlace::model

@@ -1,0 +1,240 @@
+#include "interlace/rl/study_report.h"
+
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "report_charts.h"
+
+namespace interlace::rl {
+namespace {
+
+using nlohmann::json;
+using report::escape_html;
+using report::number;
+
+constexpr char kGreedy[] = "held-out greedy";
+constexpr char kSampled[] = "held-out sampled";
+
+double num(const json& j, const char* key) {
+  return j.contains(key) && j[key].is_number() ? j[key].get<double>() : NAN;
+}
+
+// "0.531 +- 0.042" (the standard error), or the mean alone.
+std::string mean_se(const json& r) {
+  if (!r.is_object() || !r.contains("mean") || !r["mean"].is_number()) return "-";
+  const std::string m = absl::StrFormat("%.3f", r["mean"].get<double>());
+  return r["se"].is_number() ? absl::StrFormat("%s &#177; %.3f", m, r["se"].get<double>()) : m;
+}
+
+std::string diff_se(const json& d) {
+  if (!d.is_object() || !d["diff"].is_number()) return "-";
+  std::string s = absl::StrFormat("%+.3f", d["diff"].get<double>());
+  if (d["se"].is_number()) absl::StrAppendFormat(&s, " &#177; %.3f", d["se"].get<double>());
+  absl::StrAppendFormat(&s, " <small>(higher in %lld, lower in %lld of %lld)</small>", d.value("higher", int64_t{0}),
+                        d.value("lower", int64_t{0}), d.value("pairs", int64_t{0}));
+  return s;
+}
+
+// "kv-retrieval:pairs=8,hops=1" -> name and options.
+struct EnvSpec {
+  std::string name;
+  std::map<std::string, std::string> options;
+};
+EnvSpec parse_env(const std::string& s) {
+  EnvSpec e;
+  const size_t colon = s.find(':');
+  e.name = s.substr(0, colon);
+  if (colon == std::string::npos) return e;
+  for (absl::string_view kv : absl::StrSplit(s.substr(colon + 1), ',', absl::SkipEmpty())) {
+    const size_t eq = kv.find('=');
+    e.options[std::string(kv.substr(0, eq))] = eq == absl::string_view::npos ? "" : std::string(kv.substr(eq + 1));
+  }
+  return e;
+}
+
+// Reward against each option the evaluation environments vary from the
+// (first) training task, the others held as trained: one chart per option
+// (context length is `pairs` for kv-retrieval, hops, a calculator's numbers).
+std::string generalisation_charts(const json& table, const json& summary) {
+  const json rows = table.value("rows", json::array());
+  if (rows.empty()) return "";
+  const std::string task = rows[0].value("task", std::string());
+  const EnvSpec base = parse_env(task);
+  // option -> [(value, set)]; the training task's held-out greedy set is each chart's own point.
+  std::map<std::string, std::vector<std::pair<double, std::string>>> axes;
+  for (const json& set : summary.value("sets", json::array())) {
+    const std::string name = set.get<std::string>();
+    if (name == kGreedy || name == kSampled) continue;
+    const EnvSpec e = parse_env(name);
+    if (e.name != base.name) continue;
+    std::vector<std::string> differ;
+    for (const auto& [k, v] : e.options)
+      if (!base.options.contains(k) || base.options.at(k) != v) differ.push_back(k);
+    for (const auto& [k, v] : base.options)
+      if (!e.options.contains(k)) differ.push_back(k);
+    if (differ.size() != 1 || !e.options.contains(differ[0])) continue;
+    double x = 0;
+    if (!absl::SimpleAtod(e.options.at(differ[0]), &x)) continue;
+    axes[differ[0]].push_back({x, name});
+  }
+  std::string html;
+  for (auto& [option, points] : axes) {
+    double trained = 0;
+    if (base.options.contains(option) && absl::SimpleAtod(base.options.at(option), &trained))
+      points.push_back({trained, kGreedy});
+    std::vector<report::ErrorSeries> series;
+    for (const json& v : summary["variants"]) {
+      report::ErrorSeries s{v["variant"].get<std::string>(), {}};
+      for (const auto& [x, set] : points)
+        if (v["rewards"].contains(set)) s.points.push_back({x, num(v["rewards"][set], "mean"), num(v["rewards"][set], "se")});
+      series.push_back(std::move(s));
+    }
+    const std::string at = base.options.contains(option) ? base.options.at(option) : "?";
+    const std::string x_title =
+        option == "pairs" ? "key-value pairs in the context (trained at " + at + ")" : option + " (trained at " + at + ")";
+    html += report::xy_chart("Greedy reward vs " + option + ", final models", x_title, "held-out greedy reward", series);
+  }
+  return html;
+}
+
+std::string compute_chart(const json& summary) {
+  std::vector<report::ErrorSeries> series;
+  for (const json& v : summary["variants"]) {
+    const json r = v["rewards"].value(kGreedy, json::object());
+    series.push_back({v["variant"].get<std::string>(), {{num(v, "sft_training_flops"), num(r, "mean"), num(r, "se")}}});
+  }
+  return report::xy_chart("Quality vs training compute", "SFT training FLOPs", "held-out greedy reward after RL", series, 10);
+}
+
+std::string memory_chart(const json& table) {
+  std::vector<report::ErrorSeries> series;
+  const json state_bytes = table.value("state_bytes", json::object());
+  for (const auto& [variant, points] : state_bytes.items()) {
+    report::ErrorSeries s{variant, {}};
+    for (const json& p : points) s.points.push_back({p[0].get<double>(), p[1].get<double>(), NAN});
+    series.push_back(std::move(s));
+  }
+  return report::xy_chart("Memory per sequence (" + table.value("state_bytes_dtypes", std::string("")) + ")",
+                          "context length (tokens)", "bytes", series, 2, true);
+}
+
+}  // namespace
+
+std::string render_study_report(const json& table, const json& summary, const std::string& links_from) {
+  namespace fs = std::filesystem;
+  const std::string name = table.value("study", std::string("study"));
+  const std::string reference = summary.value("reference", std::string());
+  const json rows = table.value("rows", json::array());
+  std::set<std::string> tasks;
+  std::set<int64_t> seeds;
+  for (const json& r : rows) tasks.insert(r.value("task", std::string())), seeds.insert(r.value("seed", int64_t{0}));
+  double max_params = 0;
+  std::vector<std::string> described;
+  for (const json& v : summary["variants"]) {
+    max_params = std::max(max_params, num(v, "parameters"));
+    described.push_back(absl::StrFormat("<b>%s</b> (%s parameters, %s training FLOPs a token, %s SFT steps)",
+                                        escape_html(v["variant"].get<std::string>()), report::thousands(num(v, "parameters")),
+                                        number(num(v, "training_flops_per_token")), number(num(v, "sft_steps"))));
+  }
+  std::string html = absl::StrCat(
+      "<!doctype html><html><head><meta charset='utf-8'><title>Study ", escape_html(name), "</title><style>"
+      "body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}table{border-collapse:collapse;margin:1em 0}"
+      "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right;font-size:13px}th{background:#f4f4f4}"
+      "td:first-child,th:first-child{text-align:left}.chart{margin:6px}.framing{background:#f8f8f0;padding:10px 14px;"
+      "border-left:4px solid #bb9}</style></head><body><h1>Study ", escape_html(name), "</h1>");
+  const std::string match = table.value("match", std::string("params"));
+  absl::StrAppend(
+      &html, "<div class='framing'><p><b>What was compared.</b> ", absl::StrJoin(described, ", "),
+      ", each trained from its own initial weights on ", escape_html(absl::StrJoin(tasks, ", ")), " with seeds ",
+      absl::StrJoin(seeds, ", "), " through the same job (`interlace run`: SFT warm-up, RL, held-out evaluation), matched on ",
+      match == "flops" ? absl::StrCat("training FLOPs at ", table.value("context", int64_t{0}),
+                                      " tokens (each variant's SFT steps scaled so steps x FLOPs a token equal the reference's)")
+                       : "parameters (the same steps for every variant)",
+      ". The held-out tasks and sampling seeds are the same for every variant, so differences from <b>",
+      escape_html(reference), "</b> are paired.</p>"
+      "<p><b>What it shows.</b> The reward each variant reached on these tasks in this budget, how it holds on contexts and "
+      "hop counts it was not trained on, the memory a sequence holds as context grows, what storing lightning states in "
+      "bf16 or fp16 costs in log-probability, and training and rollout speed on this machine.</p>"
+      "<p><b>What it cannot show.</b> These are models of at most ", report::thousands(max_params),
+      " parameters trained for minutes on byte tokens. Which architecture is better at scale, on other tasks or with other "
+      "budgets does not follow from it: small models cross learning transitions (copying, retrieval) at steps that vary "
+      "with the seed, and a budget just short of one decides a comparison. A difference within two standard errors is no "
+      "difference, and with ", seeds.size(), " seeds the standard error is itself rough. Speeds are this machine's.</p></div>");
+
+  // Per variant: rewards with standard errors over runs, paired differences.
+  std::vector<std::string> sets;
+  for (const json& s : summary.value("sets", json::array())) sets.push_back(s.get<std::string>());
+  html += "<h2>Reward (final models; mean &#177; standard error over runs)</h2><table><tr><th>variant</th><th>runs</th>";
+  for (const std::string& s : sets) absl::StrAppend(&html, "<th>", escape_html(s), "</th>");
+  html += "</tr>";
+  for (const json& v : summary["variants"]) {
+    absl::StrAppend(&html, "<tr><td>", escape_html(v["variant"].get<std::string>()), "</td><td>", v.value("runs", 0), "</td>");
+    for (const std::string& s : sets) absl::StrAppend(&html, "<td>", mean_se(v["rewards"].value(s, json())), "</td>");
+    html += "</tr>";
+  }
+  html += "</table>";
+  absl::StrAppend(&html, "<h2>Paired difference from ", escape_html(reference),
+                  " (same tasks and seeds; &#177; standard error over the pairs of runs)</h2><table><tr><th>variant</th>");
+  for (const std::string& s : sets) absl::StrAppend(&html, "<th>", escape_html(s), "</th>");
+  html += "</tr>";
+  for (const json& v : summary["variants"]) {
+    if (!v.contains("vs_reference")) continue;
+    absl::StrAppend(&html, "<tr><td>", escape_html(v["variant"].get<std::string>()), "</td>");
+    for (const std::string& s : sets) absl::StrAppend(&html, "<td>", diff_se(v["vs_reference"].value(s, json())), "</td>");
+    html += "</tr>";
+  }
+  html += "</table>";
+
+  // Other figures per variant.
+  struct Col {
+    const char* key;
+    const char* title;
+    double scale;
+  };
+  const Col cols[] = {{"sft_tokens_per_second", "SFT tokens/s", 1},
+                      {"rollout_tokens_per_second", "RL generated tokens/s", 1},
+                      {"cache_hit_rate", "prefix/state cache hit %", 100},
+                      {"state_bytes_per_sequence", "bytes a sequence holds (bf16 KV)", 1},
+                      {"logprob_abs_diff_mean", "rollout vs learner |dlogp|", 1},
+                      {"state_drift_bf16", "bf16 states |dlogp|", 1},
+                      {"state_drift_fp16", "fp16 states |dlogp|", 1}};
+  html += "<h2>Figures (mean over runs)</h2><table><tr><th>variant</th>";
+  for (const Col& c : cols) absl::StrAppend(&html, "<th>", c.title, "</th>");
+  html += "</tr>";
+  for (const json& v : summary["variants"]) {
+    absl::StrAppend(&html, "<tr><td>", escape_html(v["variant"].get<std::string>()), "</td>");
+    for (const Col& c : cols) absl::StrAppend(&html, "<td>", number(num(v["figures"], c.key) * c.scale), "</td>");
+    html += "</tr>";
+  }
+  html += "</table><p><small>State drift: the final model scores its own held-out episodes back to back with its lightning "
+          "states rounded to bf16 or fp16 at every turn boundary (as the prefix cache stores them) against fp32 states; "
+          "no entry for a model without lightning layers. Bytes a sequence holds: KV rows (bf16) and lightning states (fp32) "
+          "of a held-out episode of mean length, what decoding it keeps and the prefix cache stores to restore it.</small></p>";
+
+  html += "<h2>Charts</h2><div>" + generalisation_charts(table, summary) + compute_chart(summary) + memory_chart(table) + "</div>";
+
+  html += "<h2>Runs</h2><table><tr><th>run</th><th>task</th><th>seed</th><th>SFT steps</th><th>greedy before &#8594; after RL</th>"
+          "<th>sampled before &#8594; after RL</th><th>wall</th></tr>";
+  for (const json& r : rows) {
+    const std::string dir = r.value("run_dir", std::string());
+    std::error_code ec;
+    const std::string link = links_from.empty() ? dir : fs::relative(dir, links_from, ec).string();
+    absl::StrAppend(&html, "<tr><td><a href='", escape_html(link), "/report.html'>", escape_html(r.value("variant", std::string())),
+                    "</a></td><td>", escape_html(r.value("task", std::string())), "</td><td>", r.value("seed", int64_t{0}),
+                    "</td><td>", number(num(r, "sft_steps")), "</td><td>", number(num(r, "eval_reward_before")), " &#8594; ",
+                    number(num(r, "eval_reward_after")), "</td><td>", number(num(r, "eval_sampled_reward_before")), " &#8594; ",
+                    number(num(r, "eval_sampled_reward_after")), "</td><td>", report::duration(num(r, "total_seconds")),
+                    "</td></tr>");
+  }
+  html += "</table></body></html>\n";
+  return html;
+}
+
+}  // namespace interlace::rl

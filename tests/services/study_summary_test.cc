@@ -1,0 +1,71 @@
+// summarise_study against sums done by hand: means over runs with their
+// standard errors, paired differences from the reference on the episodes both
+// runs played, and the sets in the table's order.
+#include "interlace/rl/study_summary.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+namespace interlace::rl {
+namespace {
+
+using nlohmann::json;
+
+json row(const std::string& variant, int64_t seed, const json& greedy, const json& figures = json::object()) {
+  return {{"variant", variant}, {"task", "t"}, {"seed", seed}, {"parameters", 10}, {"sft_steps", 5},
+          {"rewards", {{"held-out greedy", greedy}}}, {"figures", figures}};
+}
+
+TEST(StudySummary, MeansStandardErrorsAndPairedDifferencesByHand) {
+  // full: seed 0 episodes {1, 0, 1, 1} (mean 0.75), seed 1 {0, 0, 1, 0} (0.25).
+  // hybrid: seed 0 {1, 1, 1, 1} (1.0), seed 1 {0, 0, 0} on a, b, c and an
+  // episode "e" the reference never played (left out of the pairing), so its
+  // paired run differences are 1.0 - 0.75 = +0.25 and 0 - 1/3 = -1/3.
+  const json table = {
+      {"sets", {"held-out greedy", "extra"}},
+      {"rows",
+       {row("full", 0, {{"a", 1.0}, {"b", 0.0}, {"c", 1.0}, {"d", 1.0}}, {{"speed", 10.0}}),
+        row("full", 1, {{"a", 0.0}, {"b", 0.0}, {"c", 1.0}, {"d", 0.0}}, {{"speed", 20.0}}),
+        row("hybrid", 0, {{"a", 1.0}, {"b", 1.0}, {"c", 1.0}, {"d", 1.0}}, {{"speed", 5.0}, {"drift", nullptr}}),
+        row("hybrid", 1, {{"a", 0.0}, {"b", 0.0}, {"c", 0.0}, {"e", 1.0}}, {{"speed", 7.0}, {"drift", 0.5}})}}};
+  const json s = summarise_study(table, "full");
+  ASSERT_EQ(s["variants"].size(), 2u);
+  EXPECT_EQ(s["sets"], json({"held-out greedy", "extra"}));
+  const json& full = s["variants"][0];
+  const json& hybrid = s["variants"][1];
+  EXPECT_EQ(full["variant"], "full");
+  EXPECT_FALSE(full.contains("vs_reference"));
+  // Run means 0.75 and 0.25: mean 0.5, sample sd sqrt(0.125), se = sd / sqrt(2) = 0.25.
+  EXPECT_DOUBLE_EQ(full["rewards"]["held-out greedy"]["mean"], 0.5);
+  EXPECT_NEAR(full["rewards"]["held-out greedy"]["se"].get<double>(), 0.25, 1e-12);
+  EXPECT_DOUBLE_EQ(full["rewards"]["held-out greedy"]["min"], 0.25);
+  EXPECT_DOUBLE_EQ(full["figures"]["speed"], 15.0);
+  // hybrid run means 1.0 and 0.25 (e counts for its own mean): mean 0.625.
+  EXPECT_DOUBLE_EQ(hybrid["rewards"]["held-out greedy"]["mean"], 0.625);
+  const json& d = hybrid["vs_reference"]["held-out greedy"];
+  const double d0 = 0.25, d1 = -1.0 / 3, mean = (d0 + d1) / 2;
+  EXPECT_NEAR(d["diff"].get<double>(), mean, 1e-12);
+  EXPECT_NEAR(d["se"].get<double>(), std::sqrt(((d0 - mean) * (d0 - mean) + (d1 - mean) * (d1 - mean)) / 1 / 2), 1e-12);
+  EXPECT_EQ(d["pairs"], 2);
+  EXPECT_EQ(d["higher"], 1);
+  EXPECT_EQ(d["lower"], 1);
+  EXPECT_EQ(d["episodes"], 7) << "4 paired episodes in seed 0, 3 in seed 1 (e has no partner)";
+  // Episode differences: seed 0 {0, 1, 0, 0}, seed 1 {0, 0, -1}: mean 0, sd sqrt(2/6), se sqrt(2/6)/sqrt(7).
+  EXPECT_NEAR(d["episode_se"].get<double>(), std::sqrt(2.0 / 6.0) / std::sqrt(7.0), 1e-12);
+  // A null figure is left out of the mean, not counted as 0.
+  EXPECT_DOUBLE_EQ(hybrid["figures"]["drift"], 0.5);
+  EXPECT_DOUBLE_EQ(hybrid["figures"]["speed"], 6.0);
+  EXPECT_FALSE(hybrid["rewards"].contains("extra")) << "no run played it";
+}
+
+TEST(StudySummary, OneRunHasNoStandardError) {
+  const json table = {{"rows", {row("full", 0, {{"a", 1.0}}), row("swa", 0, {{"a", 0.0}})}}};
+  const json s = summarise_study(table, "full");
+  EXPECT_TRUE(s["variants"][0]["rewards"]["held-out greedy"]["se"].is_null());
+  EXPECT_DOUBLE_EQ(s["variants"][1]["vs_reference"]["held-out greedy"]["diff"], -1.0);
+  EXPECT_TRUE(s["variants"][1]["vs_reference"]["held-out greedy"]["se"].is_null());
+}
+
+}  // namespace
+}  // namespace interlace::rl
