@@ -3,9 +3,10 @@
 // context multi-hop probe on which hybrid attention is known to be weaker:
 // `pairs` scales the context (about 11 tokens a pair with the byte tokenizer,
 // so pairs=3000 is ~33K tokens). key_len=1 makes every key and value one
-// letter (one byte token): the associative-recall form (MQAR) that small
-// models learn in hundreds of steps, where 4-letter keys take thousands;
-// short_prompt=1 drops the instructions' prose (fewer tokens per episode).
+// letter (one byte token), the associative-recall form (MQAR) of the
+// literature; short_prompt=1 drops the instructions' prose (fewer tokens per
+// episode). Neither makes it quick to learn from scratch: tiny-full after
+// 1500 SFT steps on pairs=8,hops=1,key_len=1 solved 3% of held-out tasks.
 #include <random>
 #include <set>
 
@@ -109,14 +110,16 @@ absl::StatusOr<std::unique_ptr<Environment>> make_kv_retrieval(const EnvOptions&
     return s;
   if (o.hops >= o.pairs)
     return absl::InvalidArgumentError(absl::StrCat("kv-retrieval: hops (", o.hops, ") must be below pairs (", o.pairs, ")"));
-  // Every line's key and the chain's end are distinct keys: pairs + 1 of them
-  // must exist (26 one-letter keys, 676 two-letter ones).
+  // Every line's key and the chain's end are distinct keys, pairs + 1 of
+  // them, drawn from 26^key_len. At most half of those: when nearly every key
+  // has a line, the chain's end is the one letter without a line, and the
+  // answer can be told without following the chain.
   double distinct = 1;
   for (int64_t i = 0; i < o.key_len; ++i) distinct *= 26;
-  if (double(o.pairs + 1) > distinct)
-    return absl::InvalidArgumentError(absl::StrCat("kv-retrieval: pairs=", o.pairs, " needs more distinct keys than key_len=",
-                                                   o.key_len, " letters allow (at most ", int64_t(distinct) - 1,
-                                                   " pairs); raise key_len"));
+  if (double(o.pairs + 1) > distinct / 2)
+    return absl::InvalidArgumentError(absl::StrCat("kv-retrieval: pairs=", o.pairs, " is too many for key_len=", o.key_len,
+                                                   " (at most ", int64_t(distinct / 2) - 1,
+                                                   " pairs, so the answer is not the only key without a line); raise key_len"));
   return std::make_unique<KvEnv>(o);
 }
 

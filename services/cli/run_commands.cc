@@ -86,7 +86,7 @@ int study(const StudyArgs& a) {
               (*table)["reference"].get<std::string>().c_str(), static_cast<long long>((*table)["context"].get<int64_t>()));
   std::printf("%-16s %-28s %-5s %-10s %-11s %-7s %-15s %-15s %s\n", "VARIANT", "TASK", "SEED", "PARAMS", "TRAIN FLOP/T",
               "SFT", "GREEDY B->A", "SAMPLED B->A", "WALL S");
-  for (const auto& r : (*table)["rows"]) {
+  for (nlohmann::json r : (*table)["rows"]) {  // a copy: keys a row lacks (a --plan row's results) read as null
     std::printf("%-16s %-28s %-5lld %-10lld %-11s %-7lld %-15s %-15s %s\n", r["variant"].get<std::string>().c_str(),
                 r["task"].get<std::string>().substr(0, 28).c_str(),
                 static_cast<long long>(r["seed"].get<int64_t>()), static_cast<long long>(r["parameters"].get<int64_t>()),

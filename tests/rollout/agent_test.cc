@@ -37,8 +37,8 @@ TEST(Environments, RegistryAndOptionErrors) {
   EXPECT_FALSE(make_environment("kv-retrieval:depth=3").ok());
   EXPECT_FALSE(make_environment("kv-retrieval:pairs=3,hops=5").ok());
   EXPECT_TRUE(make_environment("kv-retrieval:pairs=100,hops=4").ok());
-  EXPECT_TRUE(make_environment("kv-retrieval:pairs=25,key_len=1").ok());
-  EXPECT_FALSE(make_environment("kv-retrieval:pairs=26,key_len=1").ok());  // 27 distinct one-letter keys needed
+  EXPECT_TRUE(make_environment("kv-retrieval:pairs=12,key_len=1").ok());
+  EXPECT_FALSE(make_environment("kv-retrieval:pairs=13,key_len=1").ok());  // 14 of 26 letters would be keys
   EXPECT_FALSE(make_environment("kv-retrieval:key_len=0").ok());
   EXPECT_FALSE(make_environment("kv-retrieval:short_prompt=2").ok());
   EXPECT_FALSE(make_environment("calculator:x=1").ok());
@@ -100,7 +100,7 @@ TEST(Environments, CalculatorDemoGuessMakesThatShareOfDemonstrationsWrong) {
 // Following the context's lines from the start key, hop by hop, ends at the
 // demonstration's answer: every key has one line, whatever the key length.
 TEST(Environments, KvRetrievalChainsFollowTheContext) {
-  for (const std::string spec : {"kv-retrieval:pairs=25,hops=3,key_len=1,short_prompt=1", "kv-retrieval:pairs=12,hops=2",
+  for (const std::string spec : {"kv-retrieval:pairs=12,hops=3,key_len=1,short_prompt=1", "kv-retrieval:pairs=12,hops=2",
                                  "kv-retrieval:pairs=30,hops=4,key_len=2"}) {
     auto env = make_environment(spec);
     ASSERT_TRUE(env.ok()) << spec;
@@ -132,7 +132,7 @@ TEST(Environments, KvRetrievalChainsFollowTheContext) {
 // environment gives are the ones the demonstration shows.
 TEST(Environments, DemonstrationsEarnTheReward) {
   for (const std::string spec : {"calculator", "calculator:max_number=5,short_prompt=1", "calculator:notes=12",
-                                 "kv-retrieval:pairs=40,hops=3", "kv-retrieval:pairs=25,hops=3,key_len=1,short_prompt=1",
+                                 "kv-retrieval:pairs=40,hops=3", "kv-retrieval:pairs=12,hops=3,key_len=1,short_prompt=1",
                                  "guess-number:max=100"}) {
     auto env = make_environment(spec);
     ASSERT_TRUE(env.ok());

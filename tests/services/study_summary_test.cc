@@ -51,8 +51,6 @@ TEST(StudySummary, MeansStandardErrorsAndPairedDifferencesByHand) {
   EXPECT_EQ(d["higher"], 1);
   EXPECT_EQ(d["lower"], 1);
   EXPECT_EQ(d["episodes"], 7) << "4 paired episodes in seed 0, 3 in seed 1 (e has no partner)";
-  // Episode differences: seed 0 {0, 1, 0, 0}, seed 1 {0, 0, -1}: mean 0, sd sqrt(2/6), se sqrt(2/6)/sqrt(7).
-  EXPECT_NEAR(d["episode_se"].get<double>(), std::sqrt(2.0 / 6.0) / std::sqrt(7.0), 1e-12);
   // A null figure is left out of the mean, not counted as 0.
   EXPECT_DOUBLE_EQ(hybrid["figures"]["drift"], 0.5);
   EXPECT_DOUBLE_EQ(hybrid["figures"]["speed"], 6.0);

@@ -154,7 +154,7 @@ std::string xy_chart(const std::string& title, const std::string& x_title, const
   double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
   for (const ErrorSeries& s : series)
     for (const ErrorPoint& p : s.points) {
-      if (!std::isfinite(p.y) || (log_x && p.x <= 0) || (log_y && p.y <= 0)) continue;
+      if (!std::isfinite(p.x) || !std::isfinite(p.y) || (log_x && p.x <= 0) || (log_y && p.y <= 0)) continue;
       const double e = std::isfinite(p.se) && !log_y ? 2 * p.se : 0;
       x0 = std::min(x0, tx(p.x)), x1 = std::max(x1, tx(p.x));
       y0 = std::min(y0, ty(p.y - e)), y1 = std::max(y1, ty(p.y + e));
@@ -165,7 +165,14 @@ std::string xy_chart(const std::string& title, const std::string& x_title, const
       "<text x='%.0f' y='18' font-size='13' font-weight='bold'>%s</text>",
       W, H, escape_html(title), L, escape_html(title));
   if (!std::isfinite(x0)) return svg + "<text x='70' y='120' font-size='12' fill='#888'>no data</text></svg>";
-  if (x1 == x0) x0 -= 0.5, x1 += 0.5;
+  // A range narrower than a few ticks (variants matched on FLOPs spend the
+  // same compute within a step's rounding) is widened around its centre, so
+  // equal values sit together instead of at the chart's two ends.
+  const double min_span = log_x ? 0.3 : std::max(1e-9, std::abs(x0) * 0.02);
+  if (x1 - x0 < min_span) {
+    const double c = (x0 + x1) / 2;
+    x0 = c - min_span / 2, x1 = c + min_span / 2;
+  }
   if (y1 == y0) y0 -= 0.5, y1 += 0.5;
   const double pad = (x1 - x0) * 0.05;
   x0 -= pad, x1 += pad;
@@ -175,33 +182,44 @@ std::string xy_chart(const std::string& title, const std::string& x_title, const
                               "<line x1='%.0f' y1='%.0f' x2='%.0f' y2='%.0f'/></g>",
                         L, H - B, W - R, H - B, L, T, L, H - B);
   // Ticks: powers on log axes (the value itself), nice steps on linear ones.
+  // At most about six powers (every other one, or every third, when there
+  // are more); a log range holding none gets its two ends.
   auto ticks = [](double lo, double hi, bool log) {
     if (!log) return nice_ticks(lo, hi, 4);
     std::vector<double> t;
-    for (double e = std::ceil(lo); e <= std::floor(hi); ++e) t.push_back(e);
+    const double step = std::max(1.0, std::ceil((std::floor(hi) - std::ceil(lo) + 1) / 6));
+    for (double e = std::ceil(lo); e <= std::floor(hi); e += step) t.push_back(e);
+    if (t.empty()) t = {lo + 0.2 * (hi - lo), hi - 0.2 * (hi - lo)};
     return t;
+  };
+  // 65536 -> "64K" on a base-2 axis; number() elsewhere.
+  auto label = [&](double value, bool base2) {
+    const double r = std::round(value);
+    if (base2 && r >= 1024 && std::fmod(r, 1024) == 0) return absl::StrCat(static_cast<int64_t>(r / 1024), "K");
+    return number(value);
   };
   for (double v : ticks(y0, y1, log_y)) {
     const double value = log_y ? std::pow(10.0, v) : v, y = sy(value);
     absl::StrAppendFormat(&svg, "<line x1='%.0f' y1='%.1f' x2='%.0f' y2='%.1f' stroke='#eee'/>"
                                 "<text x='%.0f' y='%.1f' font-size='10' text-anchor='end'>%s</text>",
-                          L, y, W - R, y, L - 5, y + 3, number(value));
+                          L, y, W - R, y, L - 5, y + 3, label(value, false));
   }
   for (double v : ticks(x0, x1, log_x != 0)) {
     const double value = log_x ? std::pow(log_x == 10 ? 10.0 : 2.0, v) : v, x = sx(value);
     absl::StrAppendFormat(&svg, "<line x1='%.1f' y1='%.0f' x2='%.1f' y2='%.0f' stroke='#999'/>"
                                 "<text x='%.1f' y='%.0f' font-size='10' text-anchor='middle'>%s</text>",
-                          x, H - B, x, H - B + 4, x, H - B + 15, number(value));
+                          x, H - B, x, H - B + 4, x, H - B + 15, label(value, log_x == 2));
   }
   absl::StrAppendFormat(&svg, "<text x='%.0f' y='%.0f' font-size='11' text-anchor='middle'>%s%s</text>", (L + W - R) / 2,
                         H - 8, escape_html(x_title), log_x ? " (log scale)" : "");
   absl::StrAppendFormat(&svg,
                         "<text transform='translate(14,%.0f) rotate(-90)' font-size='11' text-anchor='middle'>%s%s</text>",
                         (T + H - B) / 2, escape_html(y_title), log_y ? " (log scale)" : "");
+  double legend_x = L;
   for (size_t i = 0; i < series.size(); ++i) {
     std::vector<ErrorPoint> pts;
     for (const ErrorPoint& p : series[i].points)
-      if (std::isfinite(p.y) && (!log_x || p.x > 0) && (!log_y || p.y > 0)) pts.push_back(p);
+      if (std::isfinite(p.x) && std::isfinite(p.y) && (!log_x || p.x > 0) && (!log_y || p.y > 0)) pts.push_back(p);
     std::sort(pts.begin(), pts.end(), [](const ErrorPoint& a, const ErrorPoint& b) { return a.x < b.x; });
     const char* c = run_colour(i);
     std::string line;
@@ -215,8 +233,10 @@ std::string xy_chart(const std::string& title, const std::string& x_title, const
                             sy(p.y), c, escape_html(series[i].name), number(p.x),
                             std::isfinite(p.se) && p.se > 0 ? absl::StrCat(number(p.y), " +- ", number(p.se)) : number(p.y));
     }
-    absl::StrAppendFormat(&svg, "<text x='%.0f' y='%.0f' font-size='10' fill='%s' text-anchor='end'>%s</text>", W - R - 4,
-                          T + 4 + 12 * double(i), c, escape_html(series[i].name));
+    // The legend runs along the top, above the plot, where no line can cross it.
+    absl::StrAppendFormat(&svg, "<text x='%.0f' y='%.0f' font-size='10' fill='%s'>%s</text>", legend_x, T - 8, c,
+                          escape_html(series[i].name));
+    legend_x += 12 + 6 * double(series[i].name.size());
   }
   return svg + "</svg>";
 }

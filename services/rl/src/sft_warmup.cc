@@ -1,5 +1,6 @@
 #include "interlace/rl/sft_warmup.h"
 
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -7,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
+#include "interlace/core/file_util.h"
 #include "interlace/rl/run_layout.h"
 #include "interlace/rl/supervisor.h"
 
@@ -53,6 +55,21 @@ absl::StatusOr<double> validation_reward(const JobSpec& spec, const WarmupOption
   return sum / double(rows.size());
 }
 
+// RUN/sft-timing.json: the seconds `train sft` ran and the steps it took,
+// summed over a checked warm-up's pieces and a resume's (training speed
+// without the demonstrations and validation rollouts around it).
+void add_sft_timing(const std::string& run_dir, double seconds, int64_t steps) {
+  const std::string path = run_path(run_dir, "sft-timing.json");
+  nlohmann::json t = nlohmann::json::object();
+  if (auto text = core::read_file(path); text.ok()) {
+    t = nlohmann::json::parse(*text, nullptr, false);
+    if (!t.is_object()) t = nlohmann::json::object();
+  }
+  t["train_seconds"] = t.value("train_seconds", 0.0) + seconds;
+  t["steps"] = t.value("steps", int64_t{0}) + steps;
+  (void)core::write_file(path, t.dump() + "\n");
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> run_sft_warmup(const JobSpec& spec, const WarmupOptions& o, const std::string& model,
@@ -85,14 +102,16 @@ absl::StatusOr<std::string> run_sft_warmup(const JobSpec& spec, const WarmupOpti
                                    "--warmup-steps", std::to_string(spec.sft_warmup_steps), "--schedule", spec.sft_schedule,
                                    "--seed", std::to_string(spec.seed)};
   if (o.quiet) base.push_back("--quiet");
-  auto train = [&](std::vector<std::string> args) -> absl::Status {
+  auto train = [&](std::vector<std::string> args, int64_t steps) -> absl::Status {
+    const auto started = std::chrono::steady_clock::now();
     if (const int rc = run_process(args, o.interrupted); rc != 0)
       return rc == 130 ? absl::CancelledError("interrupted during the SFT warm-up")
                        : absl::InternalError("SFT warm-up failed (see above)");
+    add_sft_timing(run_dir, std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(), steps);
     return absl::OkStatus();
   };
   if (!checked) {
-    if (absl::Status s = train(base); !s.ok()) return s;
+    if (absl::Status s = train(base, spec.sft_steps); !s.ok()) return s;
     return sft_dir;
   }
   // A resumed run: the newest piece may have been checked already and passed.
@@ -110,7 +129,7 @@ absl::StatusOr<std::string> run_sft_warmup(const JobSpec& spec, const WarmupOpti
     std::vector<std::string> args = base;
     for (const char* a : {"--stop-at", "--checkpoint-every"}) args.push_back(a), args.push_back(std::to_string(stop_at));
     if (!checkpoint.empty()) args.push_back("--resume"), args.push_back(checkpoint);
-    if (absl::Status s = train(args); !s.ok()) return s;
+    if (absl::Status s = train(args, stop_at - done); !s.ok()) return s;
     // Only the newest checkpoint is kept (each holds the optimizer's state too).
     if (!checkpoint.empty()) fs::remove_all(checkpoint);
     auto reward = validation_reward(spec, o, work.string(), run_path(run_dir, absl::StrCat("sft-check-", stop_at, ".jsonl")));

@@ -2,12 +2,14 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "interlace/core/file_util.h"
 #include "interlace/core/status.h"
 #include "interlace/model/config.h"
@@ -31,6 +33,8 @@ using nlohmann::json;
 
 // Memory per sequence is counted as a bf16-KV, fp32-state server holds it.
 constexpr double kKvValueBytes = 2, kStateValueBytes = 4;
+// With several training tasks, a set's name says which task trained the model.
+constexpr char kTrainedOn[] = " | trained on ";
 
 struct Variant {
   std::string name, model;  // model: a config path, absolute
@@ -72,36 +76,61 @@ double mean_tokens(const std::string& path) {
   return lines.empty() ? NAN : tokens / double(lines.size());
 }
 
-// SFT tokens a second: the steps' examples (batch x steps, the demonstrations'
-// mean length) over the warm-up phase's seconds.
-json sft_tokens_per_second(const json& summary, const YAML::Node& job, double mean_demo_tokens) {
-  double seconds = 0;
-  for (const json& p : summary.value("phase_seconds", json::array()))
-    if (p.value("phase", std::string()) == "SFT warm-up") seconds = p.value("seconds", 0.0);
-  const int64_t batch = job["sft"] && job["sft"]["batch_size"] ? job["sft"]["batch_size"].as<int64_t>() : 0;
-  if (seconds <= 0 || batch <= 0 || !std::isfinite(mean_demo_tokens)) return nullptr;
-  return double(job["sft"]["steps"].as<int64_t>() * batch) * mean_demo_tokens / seconds;
+// A JSON object read from a run's file; an empty object when it is missing
+// or not one (a run cut short, a file damaged): its figures become null.
+json read_object(const std::string& path) {
+  auto text = core::read_file(path);
+  if (!text.ok()) return json::object();
+  json j = json::parse(*text, nullptr, false);
+  return j.is_object() ? j : json::object();
+}
+
+// What a run's warm-up trained: the steps it took (a checked warm-up may stop
+// early) and SFT tokens a second over the time `train sft` ran
+// (RUN/sft-timing.json; runs made before it existed: the warm-up phase's
+// seconds, which also hold writing the demonstrations).
+struct SftFigures {
+  json steps = nullptr, tokens_per_second = nullptr, training_flops = nullptr;
+};
+SftFigures sft_figures(const std::string& dir, const json& summary, double mean_demo_tokens, double flops_per_token) {
+  SftFigures f;
+  const json config = read_object(run_path(dir, "config.json"));
+  const json sft = config.value("sft", json::object());
+  if (!sft.is_object() || !sft.value("enabled", false)) return f;
+  const int64_t batch = sft.value("batch_size", int64_t{0});
+  const int64_t steps = summary.value("sft_steps_taken", sft.value("steps", int64_t{0}));
+  f.steps = steps;
+  if (batch <= 0 || !std::isfinite(mean_demo_tokens)) return f;
+  f.training_flops = double(steps * batch) * mean_demo_tokens * flops_per_token;
+  const json timing = read_object(run_path(dir, "sft-timing.json"));
+  double seconds = timing.value("train_seconds", 0.0), timed_steps = double(timing.value("steps", int64_t{0}));
+  if (seconds <= 0) {
+    for (const json& p : summary.value("phase_seconds", json::array()))
+      if (p.is_object() && p.value("phase", std::string()) == "SFT warm-up") seconds = p.value("seconds", 0.0);
+    timed_steps = double(steps);
+  }
+  // Under a second is a warm-up this call did not run (resumed): no figure.
+  if (seconds >= 1 && timed_steps > 0) f.tokens_per_second = timed_steps * double(batch) * mean_demo_tokens / seconds;
+  return f;
 }
 
 // Drift of the final model's log-probs over its own held-out episodes played
 // back to back (up to 4096 tokens, turns of 128) with lightning states in
 // bf16 and fp16 against fp32; kept in RUN/study-drift.json. Null for a model
-// without lightning layers.
+// without lightning layers or a run without episodes.
 json state_drift(const std::string& dir, const model::ModelConfig& config) {
   bool lightning = false;
   for (auto kind : config.layer_types) lightning = lightning || kind == model::LayerKind::kLinearAttention;
   if (!lightning) return nullptr;
   const std::string kept = run_path(dir, "study-drift.json");
-  if (auto text = core::read_file(kept); text.ok()) {
-    json j = json::parse(*text, nullptr, false);
-    if (j.is_object()) return j;
-  }
+  if (json j = read_object(kept); j.contains("bf16") && j.contains("f16")) return j;
   std::vector<int32_t> tokens;
   for (const json& t : read_jsonl(run_path(dir, "eval-after.jsonl")))
     for (const json& id : t.value("tokens", json::array()))
-      if (tokens.size() < 4096) tokens.push_back(id.get<int32_t>());
+      if (tokens.size() < 4096 && id.is_number_integer()) tokens.push_back(id.get<int32_t>());
+  if (tokens.size() < 256) return nullptr;
   auto m = model::Model::load(run_path(dir, "final-model"), model::PrecisionProfile{});
-  if (!m.ok() || tokens.size() < 256) return nullptr;
+  if (!m.ok()) return nullptr;
   json out = {{"tokens", tokens.size()}, {"turn_tokens", 128}};
   for (core::DType d : {core::DType::kBF16, core::DType::kF16}) {
     const model::StateDrift drift = model::measure_state_drift(**m, tokens, 128, d);
@@ -109,6 +138,15 @@ json state_drift(const std::string& dir, const model::ModelConfig& config) {
   }
   (void)core::write_file(kept, out.dump(2) + "\n");
   return out;
+}
+
+// Where a run's greedy episodes on an evaluation environment are kept: named
+// by the environment (a hash of its spec), so editing the spec's list never
+// credits one environment's episodes to another.
+std::string study_eval_file(const fs::path& dir, const std::string& env) {
+  uint64_t h = 1469598103934665603ull;  // FNV-1a
+  for (unsigned char c : env) h = (h ^ c) * 1099511628211ull;
+  return (dir / absl::StrFormat("study-eval-%016x.jsonl", h)).string();
 }
 
 absl::StatusOr<json> run_study_checked(const StudyOptions& o);
@@ -180,6 +218,11 @@ absl::StatusOr<json> run_study_checked(const StudyOptions& o) {
   for (const Variant& v : variants) ref = v.name == reference ? &v : ref;
   if (!ref) return spec_error(o.spec, "reference: '" + reference + "' is not one of the variants");
   const int64_t base_steps = base["sft"] && base["sft"]["steps"] ? base["sft"]["steps"].as<int64_t>() : 100;
+  // A checked warm-up stops when it reaches its level: the variants then
+  // train different budgets (each row's sft_steps_taken says what it took).
+  if (match == "flops" && !o.quiet && base["sft"] && base["sft"]["check_every"] && base["sft"]["check_every"].as<int64_t>() > 0)
+    std::fprintf(stderr, "study: note: sft.check_every > 0 lets a warm-up stop early, so the FLOPs are matched as budgets, "
+                         "not as spent; set overrides: {sft: {check_every: 0}} to spend them all\n");
   // Tasks: environments each variant is trained on (default: the job's own).
   std::vector<std::string> tasks;
   if (spec["tasks"]) tasks = spec["tasks"].as<std::vector<std::string>>();
@@ -203,7 +246,8 @@ absl::StatusOr<json> run_study_checked(const StudyOptions& o) {
   json rows = json::array();
   std::vector<ReportRun> report_runs;
   const size_t total = variants.size() * seeds.size() * tasks.size();
-  size_t done = 0;
+  size_t done = 0, ran = 0;
+  double ran_seconds = 0;  // the runs this call made: what the time left is estimated from
   for (const Variant& v : variants) {
     // Equal FLOPs: steps x FLOPs per token the same for every variant (the SFT
     // batches hold the same tokens whatever the architecture).
@@ -236,9 +280,11 @@ absl::StatusOr<json> run_study_checked(const StudyOptions& o) {
         INTERLACE_RETURN_IF_ERROR(core::write_file(job_file, std::string(out.c_str()) + "\n"));
       }
       ++done;
+      const auto started = std::chrono::steady_clock::now();
+      bool kept_before = true;
       json summary;
-      if (auto kept = core::read_file(run_path(dir.string(), "summary.json")); kept.ok()) {
-        summary = json::parse(*kept, nullptr, false);
+      if (json kept = read_object(run_path(dir.string(), "summary.json")); !kept.empty()) {
+        summary = std::move(kept);
         if (!o.quiet) std::fprintf(stderr, "study: [%zu/%zu] %s: done before, kept\n", done, total, id.c_str());
       } else {
         if (!o.quiet)
@@ -252,6 +298,7 @@ absl::StatusOr<json> run_study_checked(const StudyOptions& o) {
           return absl::InternalError(absl::StrCat(id, ": the job's services ended with exit code ", result->exit_code,
                                                   " (see ", dir.string(), "; rerun the study to resume)"));
         summary = result->summary;
+        kept_before = false;
       }
       json row = {{"variant", v.name},
                   {"task", tasks[task]},
@@ -265,18 +312,21 @@ absl::StatusOr<json> run_study_checked(const StudyOptions& o) {
                             "tokens_per_second", "cache_hit_rate", "logprob_abs_diff_mean", "rl_seconds", "total_seconds"})
         row[k] = value_or_null(summary, k);
       // What the study summarises: every episode's reward (paired across
-      // variants by task and sample) and the run's other figures.
-      json rewards = {{"held-out greedy", episode_rewards(run_path(dir.string(), "eval-after.jsonl"))},
-                      {"held-out sampled", episode_rewards(run_path(dir.string(), "eval-after-sampled.jsonl"))}};
+      // variants by task and sample) and the run's other figures. With
+      // several tasks every set is named after the task the model trained on.
+      auto set_name = [&](const std::string& set) {
+        return tasks.size() > 1 ? absl::StrCat(set, kTrainedOn, tasks[task]) : set;
+      };
+      json rewards = {{set_name("held-out greedy"), episode_rewards(run_path(dir.string(), "eval-after.jsonl"))},
+                      {set_name("held-out sampled"), episode_rewards(run_path(dir.string(), "eval-after-sampled.jsonl"))}};
       const double episode_tokens = mean_tokens(run_path(dir.string(), "eval-after.jsonl"));
-      const double mean_demo_tokens = mean_tokens(run_path(dir.string(), "sft-demos.jsonl"));
+      const SftFigures sft =
+          sft_figures(dir.string(), summary, mean_tokens(run_path(dir.string(), "sft-demos.jsonl")), v.flops_per_token);
       const json drift = state_drift(dir.string(), v.config);
-      row["sft_training_flops"] = std::isfinite(mean_demo_tokens) && job["sft"] && job["sft"]["batch_size"]
-                                      ? json(double(sft_steps * job["sft"]["batch_size"].as<int64_t>()) * mean_demo_tokens *
-                                             v.flops_per_token)
-                                      : json(nullptr);
+      row["sft_steps_taken"] = sft.steps;
+      row["sft_training_flops"] = sft.training_flops;
       row["figures"] = {
-          {"sft_tokens_per_second", sft_tokens_per_second(summary, job, mean_demo_tokens)},
+          {"sft_tokens_per_second", sft.tokens_per_second},
           {"rollout_tokens_per_second", value_or_null(summary, "tokens_per_second")},
           {"cache_hit_rate", value_or_null(summary, "cache_hit_rate")},
           {"logprob_abs_diff_mean", value_or_null(summary, "logprob_abs_diff_mean")},
@@ -285,37 +335,53 @@ absl::StatusOr<json> run_study_checked(const StudyOptions& o) {
            std::isfinite(episode_tokens)
                ? json(model::sequence_state_bytes(v.config, std::llround(episode_tokens), kKvValueBytes, kStateValueBytes))
                : json(nullptr)},
-          {"state_drift_bf16", drift.is_object() ? drift["bf16"]["mean"] : json(nullptr)},
-          {"state_drift_fp16", drift.is_object() ? drift["f16"]["mean"] : json(nullptr)}};
-      // The final model on the evaluation environments, greedy (kept per run).
+          {"state_drift_bf16", drift.is_object() ? drift.value("bf16", json::object()).value("mean", json(nullptr)) : json(nullptr)},
+          {"state_drift_fp16", drift.is_object() ? drift.value("f16", json::object()).value("mean", json(nullptr)) : json(nullptr)}};
+      // The final model on the evaluation environments, greedy, under the
+      // job's own rollout limits and precision (kept per run).
       json evals = json::object();
-      for (size_t e = 0; e < eval_envs.size(); ++e) {
-        const std::string out = (dir / absl::StrCat("study-eval-", e, ".jsonl")).string();
+      for (const std::string& env : eval_envs) {
+        const std::string out = study_eval_file(dir, env);
         if (!fs::exists(out)) {
           RolloutJobSpec r;
-          r.env = eval_envs[e];
+          r.env = env;
           r.prompts = eval_prompts;
           r.temperature = 0;
           r.eval = true;
-          r.max_turns = job["rollout"] && job["rollout"]["max_turns"] ? job["rollout"]["max_turns"].as<int64_t>() : 4;
+          const YAML::Node rollout = job["rollout"];
+          auto get = [&](const char* key, int64_t fallback) {
+            return rollout && rollout[key] ? rollout[key].as<int64_t>() : fallback;
+          };
+          r.max_turns = get("max_turns", r.max_turns);
+          r.max_new_tokens = get("max_turn_tokens", r.max_new_tokens);
+          r.max_episode_tokens = get("max_episode_tokens", r.max_episode_tokens);
+          if (rollout && rollout["precision"]) r.precision = rollout["precision"].as<std::string>();
           const std::string model_dir = run_path(dir.string(), "final-model");
           if (run_process(rollout_command(r, o.interlace, model_dir, out + ".tmp")) != 0)
-            return absl::InternalError(absl::StrCat(id, ": evaluating on ", eval_envs[e], " failed (see above)"));
+            return absl::InternalError(absl::StrCat(id, ": evaluating on ", env, " failed (see above)"));
           fs::rename(out + ".tmp", out, ec);
         }
         double reward = 0;
         const auto episodes = read_jsonl(out);
         for (const json& t : episodes) reward += t.value("reward", 0.0);
-        evals[eval_envs[e]] = episodes.empty() ? json(nullptr) : json(reward / double(episodes.size()));
-        rewards[eval_envs[e]] = episode_rewards(out);
+        evals[env] = episodes.empty() ? json(nullptr) : json(reward / double(episodes.size()));
+        rewards[set_name(env)] = episode_rewards(out);
       }
       row["rewards"] = rewards;
       if (!eval_envs.empty()) row["eval_envs_greedy_reward"] = evals;
       rows.push_back(row);
       if (auto run = load_report_run(dir.string()); run.ok()) report_runs.push_back(std::move(*run));
+      std::string timing;
+      if (!kept_before) {
+        const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+        ran_seconds += seconds;
+        ++ran;
+        timing = absl::StrFormat(" (%.0f s; about %.0f min left for %zu runs)", seconds,
+                                 ran_seconds / double(ran) * double(total - done) / 60, total - done);
+      }
       if (!o.quiet)
-        std::fprintf(stderr, "study: %s: held-out greedy %s -> %s\n", id.c_str(), row["eval_reward_before"].dump().c_str(),
-                     row["eval_reward_after"].dump().c_str());
+        std::fprintf(stderr, "study: %s: held-out greedy %s -> %s%s\n", id.c_str(), row["eval_reward_before"].dump().c_str(),
+                     row["eval_reward_after"].dump().c_str(), timing.c_str());
     }
   }
   json table = {{"study", name}, {"match", match}, {"reference", reference}, {"context", context}, {"run_dir", run_dir}, {"rows", rows}};
@@ -327,9 +393,15 @@ absl::StatusOr<json> run_study_checked(const StudyOptions& o) {
       state_bytes[v.name].push_back({length, model::sequence_state_bytes(v.config, length, kKvValueBytes, kStateValueBytes)});
   table["state_bytes"] = state_bytes;
   table["state_bytes_dtypes"] = "bf16 KV, fp32 lightning states";
-  json sets = {"held-out greedy", "held-out sampled"};
-  for (const std::string& e : eval_envs) sets.push_back(e);
+  json sets = json::array();
+  for (const std::string& t : tasks)
+    for (const std::string& set : {std::string("held-out greedy"), std::string("held-out sampled")}) {
+      sets.push_back(tasks.size() > 1 ? absl::StrCat(set, kTrainedOn, t) : set);
+      if (set == "held-out sampled")
+        for (const std::string& e : eval_envs) sets.push_back(tasks.size() > 1 ? absl::StrCat(e, kTrainedOn, t) : e);
+    }
   table["sets"] = sets;
+  table["tasks"] = tasks;
   table["summary"] = summarise_study(table, reference);
   INTERLACE_RETURN_IF_ERROR(core::write_file(run_path(run_dir, "table.json"), table.dump(2) + "\n"));
   INTERLACE_RETURN_IF_ERROR(core::write_file(run_path(run_dir, "report.html"), render_study_report(table, table["summary"], run_dir)));

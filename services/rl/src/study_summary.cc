@@ -108,9 +108,9 @@ json summarise_study(const json& table, const std::string& reference) {
                       {"max", *std::max_element(means.begin(), means.end())},
                       {"runs", means.size()}};
       if (!diffs.empty()) {
-        const Moments d = moments(diffs), e = moments(episode_diffs);
-        versus[set] = {{"diff", num(d.mean)}, {"se", num(d.se)},          {"pairs", diffs.size()}, {"higher", higher},
-                       {"lower", lower},      {"episodes", episode_diffs.size()}, {"episode_se", num(e.se)}};
+        const Moments d = moments(diffs);
+        versus[set] = {{"diff", num(d.mean)}, {"se", num(d.se)},   {"pairs", diffs.size()},
+                       {"higher", higher},    {"lower", lower}, {"episodes", episode_diffs.size()}};
       }
     }
     out["rewards"] = rewards;

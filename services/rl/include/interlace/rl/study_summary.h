@@ -24,9 +24,11 @@ namespace interlace::rl {
 // {"reference": NAME, "sets": [SET...], "variants": [{"variant", "runs",
 //  "parameters", "training_flops_per_token", "sft_steps", "sft_training_flops",
 //  "rewards": {SET: {"mean", "se", "min", "max", "runs"}},
-//  "vs_reference": {SET: {"diff", "se", "pairs", "higher", "lower", "episodes", "episode_se"}},
+//  "vs_reference": {SET: {"diff", "se", "pairs", "higher", "lower", "episodes"}},
 //  "figures": {NAME: mean over runs}}]}. "se" is null with fewer than two
-// runs (pairs); the reference has no "vs_reference".
+// runs (pairs); the reference has no "vs_reference". The standard errors are
+// over runs, not episodes: a run's episodes share its weights, so treating
+// them as independent would understate the error.
 nlohmann::json summarise_study(const nlohmann::json& table, const std::string& reference);
 
 }  // namespace interlace::rl
