@@ -26,7 +26,7 @@ if ((${#tests[@]} == 0)); then
   tests=(prefix_cache_test engine_test agent_test transport_test curve_test metrics_test step_watchdog_test
     supervisor_test rl_services_test gateway_test)
   [[ $kind == address ]] && tests+=(trajectory_codec_test job_spec_test trajectory_check_test task_source_test
-    rl_batch_test jinja_test openai_api_test prefix_index_test speculative_test verify_test)
+    rl_batch_test jinja_test openai_api_test prefix_index_test speculative_test verify_test study_summary_test)
 fi
 
 # rl_services_test runs as two processes at once (it mostly waits on its child
