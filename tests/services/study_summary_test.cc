@@ -3,6 +3,8 @@
 // runs played, and the sets in the table's order.
 #include "interlace/rl/study_summary.h"
 
+#include "interlace/rl/study_report.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -63,6 +65,39 @@ TEST(StudySummary, OneRunHasNoStandardError) {
   EXPECT_TRUE(s["variants"][0]["rewards"]["held-out greedy"]["se"].is_null());
   EXPECT_DOUBLE_EQ(s["variants"][1]["vs_reference"]["held-out greedy"]["diff"], -1.0);
   EXPECT_TRUE(s["variants"][1]["vs_reference"]["held-out greedy"]["se"].is_null());
+}
+
+// Two training tasks: each set is named after the task that trained the
+// model, never pooled across tasks; the report titles evaluation columns by
+// what they change and draws reward against it for each task.
+TEST(StudySummary, SeveralTasksKeepTheirSetsApartInTheReport) {
+  const std::string a = "calculator:max_number=5,notes=0", b = "calculator:max_number=9,notes=0";
+  const std::string on_a = kStudyTrainedOn + a, on_b = kStudyTrainedOn + b;
+  auto run = [&](const std::string& v, const std::string& task, const std::string& on, int64_t seed, double greedy, double noted) {
+    return json{{"variant", v},
+                {"task", task},
+                {"seed", seed},
+                {"run_dir", "/tmp/x/" + v},
+                {"rewards", {{"held-out greedy" + on, {{"1:0", greedy}}}, {"calculator:max_number=5,notes=4" + on, {{"1:0", noted}}}}}};
+  };
+  const json table = {
+      {"tasks", {a, b}},
+      {"sets", {"held-out greedy" + on_a, "calculator:max_number=5,notes=4" + on_a, "held-out greedy" + on_b,
+                "calculator:max_number=5,notes=4" + on_b}},
+      {"rows",
+       {run("full", a, on_a, 0, 1.0, 0.0), run("full", b, on_b, 0, 0.0, 0.0), run("swa", a, on_a, 0, 1.0, 1.0),
+        run("swa", b, on_b, 0, 1.0, 1.0)}}};
+  const json s = summarise_study(table, "full");
+  const json& full = s["variants"][0];
+  EXPECT_DOUBLE_EQ(full["rewards"]["held-out greedy" + on_a]["mean"], 1.0);
+  EXPECT_DOUBLE_EQ(full["rewards"]["held-out greedy" + on_b]["mean"], 0.0) << "not pooled with task a";
+  EXPECT_DOUBLE_EQ(s["variants"][1]["vs_reference"]["held-out greedy" + on_b]["diff"], 1.0);
+  const std::string html = render_study_report(table, s, "/tmp/x");
+  EXPECT_NE(html.find(">notes=4 (" + a + ")<"), std::string::npos) << "a column titled by what it changes";
+  EXPECT_NE(html.find(">max_number=5,notes=4 (" + b + ")<"), std::string::npos);
+  EXPECT_NE(html.find("Greedy reward vs notes (" + a + ")"), std::string::npos) << "a chart per training task";
+  EXPECT_EQ(html.find("Greedy reward vs notes (" + b + ")"), std::string::npos) << "two options differ from task b";
+  EXPECT_NE(html.find("href='full/report.html'"), std::string::npos);
 }
 
 }  // namespace

@@ -168,7 +168,7 @@ std::string xy_chart(const std::string& title, const std::string& x_title, const
   // A range narrower than a few ticks (variants matched on FLOPs spend the
   // same compute within a step's rounding) is widened around its centre, so
   // equal values sit together instead of at the chart's two ends.
-  const double min_span = log_x ? 0.3 : std::max(1e-9, std::abs(x0) * 0.02);
+  const double min_span = log_x ? 0.3 : x0 == 0 && x1 == 0 ? 1.0 : std::abs(x0) * 0.02;
   if (x1 - x0 < min_span) {
     const double c = (x0 + x1) / 2;
     x0 = c - min_span / 2, x1 = c + min_span / 2;
@@ -187,8 +187,9 @@ std::string xy_chart(const std::string& title, const std::string& x_title, const
   auto ticks = [](double lo, double hi, bool log) {
     if (!log) return nice_ticks(lo, hi, 4);
     std::vector<double> t;
+    // Down from the top power, so the largest value shown is labelled.
     const double step = std::max(1.0, std::ceil((std::floor(hi) - std::ceil(lo) + 1) / 6));
-    for (double e = std::ceil(lo); e <= std::floor(hi); e += step) t.push_back(e);
+    for (double e = std::floor(hi); e >= std::ceil(lo); e -= step) t.insert(t.begin(), e);
     if (t.empty()) t = {lo + 0.2 * (hi - lo), hi - 0.2 * (hi - lo)};
     return t;
   };

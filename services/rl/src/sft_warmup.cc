@@ -65,8 +65,10 @@ void add_sft_timing(const std::string& run_dir, double seconds, int64_t steps) {
     t = nlohmann::json::parse(*text, nullptr, false);
     if (!t.is_object()) t = nlohmann::json::object();
   }
-  t["train_seconds"] = t.value("train_seconds", 0.0) + seconds;
-  t["steps"] = t.value("steps", int64_t{0}) + steps;
+  const bool kept = t.contains("train_seconds") && t["train_seconds"].is_number() && t.contains("steps") &&
+                    t["steps"].is_number_integer();
+  t["train_seconds"] = (kept ? t["train_seconds"].get<double>() : 0.0) + seconds;
+  t["steps"] = (kept ? t["steps"].get<int64_t>() : 0) + steps;
   (void)core::write_file(path, t.dump() + "\n");
 }
 

@@ -33,8 +33,7 @@ using nlohmann::json;
 
 // Memory per sequence is counted as a bf16-KV, fp32-state server holds it.
 constexpr double kKvValueBytes = 2, kStateValueBytes = 4;
-// With several training tasks, a set's name says which task trained the model.
-constexpr char kTrainedOn[] = " | trained on ";
+constexpr const char* kTrainedOn = kStudyTrainedOn;
 
 struct Variant {
   std::string name, model;  // model: a config path, absolute
@@ -97,19 +96,26 @@ SftFigures sft_figures(const std::string& dir, const json& summary, double mean_
   const json config = read_object(run_path(dir, "config.json"));
   const json sft = config.value("sft", json::object());
   if (!sft.is_object() || !sft.value("enabled", false)) return f;
-  const int64_t batch = sft.value("batch_size", int64_t{0});
-  const int64_t steps = summary.value("sft_steps_taken", sft.value("steps", int64_t{0}));
+  auto integer = [](const json& j, const char* key, int64_t fallback) {
+    return j.contains(key) && j[key].is_number_integer() ? j[key].get<int64_t>() : fallback;
+  };
+  const int64_t batch = integer(sft, "batch_size", 0);
+  const int64_t steps = integer(summary, "sft_steps_taken", integer(sft, "steps", 0));
   f.steps = steps;
   if (batch <= 0 || !std::isfinite(mean_demo_tokens)) return f;
   f.training_flops = double(steps * batch) * mean_demo_tokens * flops_per_token;
   const json timing = read_object(run_path(dir, "sft-timing.json"));
-  double seconds = timing.value("train_seconds", 0.0), timed_steps = double(timing.value("steps", int64_t{0}));
+  double seconds = timing.contains("train_seconds") && timing["train_seconds"].is_number() ? timing["train_seconds"].get<double>() : 0;
+  double timed_steps = double(integer(timing, "steps", 0));
   if (seconds <= 0) {
-    for (const json& p : summary.value("phase_seconds", json::array()))
-      if (p.is_object() && p.value("phase", std::string()) == "SFT warm-up") seconds = p.value("seconds", 0.0);
+    // Runs made before sft-timing.json: the warm-up phase's seconds, which are
+    // milliseconds when the run was resumed after its warm-up (no figure then).
+    const json phases = summary.contains("phase_seconds") && summary["phase_seconds"].is_array() ? summary["phase_seconds"] : json::array();
+    for (const json& p : phases)
+      if (p.is_object() && p.value("phase", std::string()) == "SFT warm-up" && p.contains("seconds") && p["seconds"].is_number())
+        seconds = p["seconds"].get<double>();
     timed_steps = double(steps);
   }
-  // Under a second is a warm-up this call did not run (resumed): no figure.
   if (seconds >= 1 && timed_steps > 0) f.tokens_per_second = timed_steps * double(batch) * mean_demo_tokens / seconds;
   return f;
 }
@@ -141,11 +147,14 @@ json state_drift(const std::string& dir, const model::ModelConfig& config) {
 }
 
 // Where a run's greedy episodes on an evaluation environment are kept: named
-// by the environment (a hash of its spec), so editing the spec's list never
-// credits one environment's episodes to another.
-std::string study_eval_file(const fs::path& dir, const std::string& env) {
+// by a hash of what they were played under (the environment, the number of
+// tasks, the limits and precision), so editing the spec never credits one
+// setting's episodes to another. A run trained again drops them all.
+std::string study_eval_file(const fs::path& dir, const RolloutJobSpec& r) {
+  const std::string key = absl::StrCat(r.env, "|", r.prompts, "|", r.max_turns, "|", r.max_new_tokens, "|",
+                                       r.max_episode_tokens, "|", r.precision);
   uint64_t h = 1469598103934665603ull;  // FNV-1a
-  for (unsigned char c : env) h = (h ^ c) * 1099511628211ull;
+  for (unsigned char c : key) h = (h ^ c) * 1099511628211ull;
   return (dir / absl::StrFormat("study-eval-%016x.jsonl", h)).string();
 }
 
@@ -291,6 +300,10 @@ absl::StatusOr<json> run_study_checked(const StudyOptions& o) {
           std::fprintf(stderr, "study: [%zu/%zu] %s (%lld parameters, %.3g training FLOPs/token at %lld tokens, %lld SFT steps)\n",
                        done, total, id.c_str(), static_cast<long long>(v.config.parameter_count()), v.flops_per_token,
                        static_cast<long long>(context), static_cast<long long>(sft_steps));
+        // Whatever was measured on an earlier final model goes with it.
+        for (const auto& entry : fs::directory_iterator(dir, ec))
+          if (const std::string f = entry.path().filename().string(); f.starts_with("study-eval-") || f == "study-drift.json")
+            fs::remove(entry.path(), ec);
         auto result = run_local_job({.job = job_file, .run_dir = dir.string(), .interlace = o.interlace,
                                      .resume = fs::exists(run_path(dir.string(), "endpoints.json")), .quiet = true});
         if (!result.ok()) return absl::Status(result.status().code(), absl::StrCat(id, ": ", result.status().message()));
@@ -340,22 +353,24 @@ absl::StatusOr<json> run_study_checked(const StudyOptions& o) {
       // The final model on the evaluation environments, greedy, under the
       // job's own rollout limits and precision (kept per run).
       json evals = json::object();
+      // The job's own rollout limits and precision, as resolved in its config.json.
+      const json resolved = read_object(run_path(dir.string(), "config.json"));
+      const json rollout = resolved.contains("rollout") && resolved["rollout"].is_object() ? resolved["rollout"] : json::object();
       for (const std::string& env : eval_envs) {
-        const std::string out = study_eval_file(dir, env);
+        RolloutJobSpec r;
+        r.env = env;
+        r.prompts = eval_prompts;
+        r.temperature = 0;
+        r.eval = true;
+        auto get = [&](const char* key, int64_t fallback) {
+          return rollout.contains(key) && rollout[key].is_number_integer() ? rollout[key].get<int64_t>() : fallback;
+        };
+        r.max_turns = get("max_turns", r.max_turns);
+        r.max_new_tokens = get("max_turn_tokens", r.max_new_tokens);
+        r.max_episode_tokens = get("max_episode_tokens", r.max_episode_tokens);
+        if (rollout.contains("precision") && rollout["precision"].is_string()) r.precision = rollout["precision"].get<std::string>();
+        const std::string out = study_eval_file(dir, r);
         if (!fs::exists(out)) {
-          RolloutJobSpec r;
-          r.env = env;
-          r.prompts = eval_prompts;
-          r.temperature = 0;
-          r.eval = true;
-          const YAML::Node rollout = job["rollout"];
-          auto get = [&](const char* key, int64_t fallback) {
-            return rollout && rollout[key] ? rollout[key].as<int64_t>() : fallback;
-          };
-          r.max_turns = get("max_turns", r.max_turns);
-          r.max_new_tokens = get("max_turn_tokens", r.max_new_tokens);
-          r.max_episode_tokens = get("max_episode_tokens", r.max_episode_tokens);
-          if (rollout && rollout["precision"]) r.precision = rollout["precision"].as<std::string>();
           const std::string model_dir = run_path(dir.string(), "final-model");
           if (run_process(rollout_command(r, o.interlace, model_dir, out + ".tmp")) != 0)
             return absl::InternalError(absl::StrCat(id, ": evaluating on ", env, " failed (see above)"));

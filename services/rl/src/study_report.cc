@@ -12,6 +12,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "interlace/rl/study_summary.h"
 #include "report_charts.h"
 
 namespace interlace::rl {
@@ -61,7 +62,7 @@ EnvSpec parse_env(const std::string& s) {
   return e;
 }
 
-constexpr char kTrainedOn[] = " | trained on ";  // study.cc names sets so when a study has several tasks
+constexpr const char* kTrainedOn = kStudyTrainedOn;
 
 // Options that shape only the demonstrations, not the task a model is
 // evaluated on: a set that leaves them out is the same task.
@@ -79,6 +80,8 @@ std::string set_label(const std::string& set, const std::vector<std::string>& ta
     std::vector<std::string> changed;
     for (const auto& [k, v] : e.options)
       if (!base.options.contains(k) || base.options.at(k) != v) changed.push_back(k + "=" + v);
+    for (const auto& [k, v] : base.options)  // left to the environment's default
+      if (!demonstration_only(k) && !e.options.contains(k)) changed.push_back("no " + k);
     if (!changed.empty()) label = absl::StrJoin(changed, ",");
   }
   return trained.empty() ? label : label + " (" + trained + ")";
@@ -217,7 +220,9 @@ std::string render_study_report(const json& table, const json& summary, const st
     for (const std::string& s : sets) {
       const json r = v["rewards"].value(s, json());
       const int64_t n = r.is_object() ? r.value("runs", int64_t{0}) : 0;
-      absl::StrAppend(&html, "<td>", mean_se(r), n > 0 && n != v.value("runs", int64_t{0}) ? absl::StrCat(" <small>(", n, " runs)</small>") : "",
+      // Runs behind this set: the variant's runs on its training task.
+      const int64_t expected = v.value("runs", int64_t{0}) / std::max<int64_t>(1, int64_t(tasks.size()));
+      absl::StrAppend(&html, "<td>", mean_se(r), n > 0 && n != expected ? absl::StrCat(" <small>(", n, " runs)</small>") : "",
                       "</td>");
     }
     html += "</tr>";
@@ -276,7 +281,8 @@ std::string render_study_report(const json& table, const json& summary, const st
     const std::string link = links_from.empty() ? dir : fs::relative(dir, links_from, ec).string();
     absl::StrAppend(&html, "<tr><td><a href='", escape_html(link), "/report.html'>", escape_html(r.value("variant", std::string())),
                     "</a></td><td>", escape_html(r.value("task", std::string())), "</td><td>", r.value("seed", int64_t{0}),
-                    "</td><td>", number(num(r, "sft_steps")), "</td><td>", number(num(r, "eval_reward_before")), " &#8594; ",
+                    "</td><td>", number(std::isfinite(num(r, "sft_steps_taken")) ? num(r, "sft_steps_taken") : num(r, "sft_steps")),
+                    "</td><td>", number(num(r, "eval_reward_before")), " &#8594; ",
                     number(num(r, "eval_reward_after")), "</td><td>", number(num(r, "eval_sampled_reward_before")), " &#8594; ",
                     number(num(r, "eval_sampled_reward_after")), "</td><td>", report::duration(num(r, "total_seconds")),
                     "</td></tr>");

@@ -72,8 +72,13 @@ json summarise_study(const json& table, const std::string& reference) {
     const auto& rows = by_variant[v];
     const json& first = *rows.front();
     json out = {{"variant", v}, {"runs", rows.size()}};
-    for (const char* k : {"parameters", "training_flops_per_token", "sft_steps", "sft_training_flops"})
-      out[k] = first.contains(k) ? first[k] : json(nullptr);
+    for (const char* k : {"parameters", "training_flops_per_token", "sft_steps"}) out[k] = first.contains(k) ? first[k] : json(nullptr);
+    for (const char* k : {"sft_steps_taken", "sft_training_flops"}) {
+      std::vector<double> xs;
+      for (const json* row : rows)
+        if (row->contains(k) && (*row)[k].is_number()) xs.push_back((*row)[k].get<double>());
+      out[k] = xs.empty() ? json(nullptr) : num(moments(xs).mean);
+    }
     json rewards = json::object(), versus = json::object();
     for (const std::string& set : sets) {
       std::vector<double> means, diffs, episode_diffs;

@@ -11,8 +11,9 @@
 //   "rewards": {SET: {EPISODE_KEY: reward, ...}, ...}   SET: "held-out greedy",
 //              "held-out sampled" or an evaluation environment
 //   "figures": {NAME: number or null, ...}              averaged per variant
-// and the variant's "parameters", "training_flops_per_token", "sft_steps",
-// "sft_training_flops" (copied from its first row).
+// and the variant's "parameters", "training_flops_per_token", "sft_steps"
+// (the planned budget; copied from its first row), "sft_steps_taken" and
+// "sft_training_flops" (means over its runs: a checked warm-up may stop early).
 #pragma once
 
 #include <string>
@@ -20,6 +21,10 @@
 #include "nlohmann/json.hpp"
 
 namespace interlace::rl {
+
+// With several training tasks a set's name says which task trained the model:
+// "held-out greedy | trained on kv-retrieval:pairs=8".
+inline constexpr char kStudyTrainedOn[] = " | trained on ";
 
 // {"reference": NAME, "sets": [SET...], "variants": [{"variant", "runs",
 //  "parameters", "training_flops_per_token", "sft_steps", "sft_training_flops",
