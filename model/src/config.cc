@@ -200,6 +200,18 @@ absl::StatusOr<ModelConfig> parse_config(const json& j, const std::string& sourc
   r.get("attention_bias", c.attention_bias);
   r.get("mlp_bias", c.mlp_bias);
   c.qk_norm = qwen3;
+  if (minimax) {
+    // Not in MiniMax-Text-01's config: our extension (MiniMax-M2 has the key), a
+    // per-head RMSNorm of q and k in the softmax layers as Qwen3 has. It makes the
+    // tiny hybrids learn to copy (attend by content) reliably; see
+    // examples/calculator/job.yaml. M2's "per_layer" form (one norm over all heads)
+    // is not built.
+    r.get("use_qk_norm", c.qk_norm);
+    std::string qk_norm_type = "per_head";
+    r.get("qk_norm_type", qk_norm_type);
+    if (r.status().ok() && c.qk_norm && qk_norm_type != "per_head")
+      r.fail("qk_norm_type", absl::StrCat("is '", qk_norm_type, "'; only 'per_head' (Qwen3's form) is supported"));
+  }
 
   int64_t eos = -1;
   if (auto it = j.find("eos_token_id"); it != j.end()) {

@@ -109,6 +109,7 @@ INSTANTIATE_TEST_SUITE_P(Architectures, WholeModelGradient,
                                            Arch{"minimax_packed", testing::minimax_json()},
                                            Arch{"minimax_per_expert", testing::minimax_json(),
                                                 model::MoeNaming::kPerExpert},
+                                           Arch{"minimax_qk_norm", testing::minimax_qk_norm_json()},
                                            Arch{"llama_temperature_0_7", testing::llama_json(),
                                                 model::MoeNaming::kPacked, 0.7f},
                                            Arch{"minimax_temperature_1_3", testing::minimax_json(),
@@ -145,7 +146,8 @@ INSTANTIATE_TEST_SUITE_P(Architectures, LogprobsMatch,
                          ::testing::Values(Arch{"llama", testing::llama_json()}, Arch{"qwen3", testing::qwen3_json()},
                                            Arch{"minimax_packed", testing::minimax_json()},
                                            Arch{"minimax_per_expert", testing::minimax_json(),
-                                                model::MoeNaming::kPerExpert}),
+                                                model::MoeNaming::kPerExpert},
+                                           Arch{"minimax_qk_norm", testing::minimax_qk_norm_json()}),
                          [](const auto& info) { return info.param.name; });
 
 }  // namespace

@@ -33,6 +33,11 @@ TEST(Config, ParsesEachArchitectureWithTransformersDefaults) {
   EXPECT_FLOAT_EQ(m.full_attn_alpha_factor, 1.3f);
   EXPECT_EQ(m.window_for_layer(1), 20);
   EXPECT_EQ(m.block_size, 8);
+  EXPECT_FALSE(m.qk_norm);  // MiniMax-Text-01 has none
+  ModelConfig mq = testing::parse_or_die(testing::minimax_qk_norm_json());
+  EXPECT_TRUE(mq.qk_norm);
+  // Two norms of head_dim (8) in the one softmax layer.
+  EXPECT_EQ(mq.parameter_count(), m.parameter_count() + 2 * 8);
 
   // MiniMax without layer_types: transformers alternates full (even) and linear (odd).
   auto j = testing::minimax_json();
@@ -75,6 +80,10 @@ TEST(Config, ErrorsNameTheFieldAndWhatIsAllowed) {
   j = testing::llama_json();
   j["layer_types"] = {"full_attention", "linear_attention", "full_attention"};
   EXPECT_NE(error_of(j).find("layer_types[1]"), std::string::npos) << error_of(j);
+
+  j = testing::minimax_qk_norm_json();
+  j["qk_norm_type"] = "per_layer";  // MiniMax-M2's form: one norm over all heads
+  EXPECT_NE(error_of(j).find("'qk_norm_type' is 'per_layer'; only 'per_head'"), std::string::npos) << error_of(j);
 
   j = testing::minimax_json();
   j["num_experts_per_tok"] = 9;

@@ -31,7 +31,8 @@ std::vector<Arch> archs() {
   return {{"llama", testing::llama_json()},
           {"qwen3", testing::qwen3_json()},
           {"minimax-packed", testing::minimax_json(), MoeNaming::kPacked},
-          {"minimax-per-expert", testing::minimax_json(), MoeNaming::kPerExpert}};
+          {"minimax-per-expert", testing::minimax_json(), MoeNaming::kPerExpert},
+          {"minimax-qk-norm", testing::minimax_qk_norm_json()}};
 }
 
 std::vector<int32_t> random_tokens(std::mt19937_64& rng, int64_t n, int64_t vocab) {

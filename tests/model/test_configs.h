@@ -40,6 +40,14 @@ inline nlohmann::json minimax_json() {
           {"tie_word_embeddings", false}};
 }
 
+// MiniMax with our use_qk_norm extension: per-head RMSNorm of q and k in its
+// softmax layers (the main job's model has it).
+inline nlohmann::json minimax_qk_norm_json() {
+  nlohmann::json j = minimax_json();
+  j["use_qk_norm"] = true;
+  return j;
+}
+
 inline model::ModelConfig parse_or_die(const nlohmann::json& j) {
   auto c = model::parse_config(j, "test-config.json");
   if (!c.ok()) std::abort();
