@@ -3,9 +3,9 @@
 # SFT warm-up of the tiny hybrid model (3 lightning : 1 softmax layers, twice;
 # MoE) on calculator demonstrations, held-out evaluation, GRPO with a learner
 # and a rollout worker talking over ZeroMQ, evaluation again, and a report.
-# The job took 11-41 minutes on 2 cores in the README's sweep (with other work on
-# the cores; not measured alone): its SFT warm-up stops when the model has learnt
-# to copy numbers, 500-1500 steps depending on the draw. Extra arguments
+# The job took 9m36s alone on a 2-core Xeon (after the build); its SFT warm-up
+# stops when the model has learnt to copy numbers, 300-900 steps over the
+# README's sweep of draws, so other draws take about 7-15 minutes (estimated). Extra arguments
 # go to `interlace run`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
