@@ -24,21 +24,16 @@ summarize() {
 import json, platform, sys
 rows = [json.loads(r) for r in sys.argv[2:]]
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
-def stats(key):
-    v = sorted(r[key] for r in rows if isinstance(r.get(key), (int, float)))
+def stats(get):  # median and range of get(row) over the rows where it is a number
+    v = sorted(x for x in map(get, rows) if isinstance(x, (int, float)))
     return {"median": v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2, "min": v[0], "max": v[-1]} if v else None
+summary = {k: stats(lambda r, k=k: r.get(k))
+           for k in ("sft_greedy", "sft_sampled", "sft_steps", "rl_greedy", "rl_sampled", "rl_seconds", "wall_seconds")}
+for k in ("sampled_change", "greedy_change"):
+    summary[k + "_mean"] = stats(lambda r, k=k: (r.get(k) or {}).get("mean"))
 # The issue-17 targets: SFT greedy >= 0.8 in every run; the sampled change
 # after RL positive in every run and above two standard errors in 8 of 10.
 changes = [r["sampled_change"] for r in rows if isinstance(r.get("sampled_change"), dict)]
-for r in rows:  # flat copies of the changes' means, for stats()
-    for key in ("sampled_change", "greedy_change"):
-        if isinstance(r.get(key), dict):
-            r[key + "_mean"] = r[key]["mean"]
-summary = {k: stats(k) for k in ("sft_greedy", "sft_sampled", "sft_steps", "rl_greedy", "rl_sampled",
-                                 "sampled_change_mean", "greedy_change_mean", "rl_seconds", "wall_seconds")}
-for r in rows:
-    r.pop("sampled_change_mean", None)
-    r.pop("greedy_change_mean", None)
 summary["sft_greedy_at_least_0.8"] = sum(1 for r in rows if (r.get("sft_greedy") or 0) >= 0.8)
 summary["sampled_change_positive"] = sum(1 for c in changes if c["mean"] > 0)
 summary["sampled_change_above_2se"] = sum(1 for c in changes if c["mean"] > 2 * c["standard_error"])
